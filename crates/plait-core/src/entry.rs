@@ -1,0 +1,298 @@
+//! Entries: the signed, content-addressed unit of replication.
+//!
+//! Encoding: a fixed-position CBOR array
+//! `[v, log, time, writer, next, refs, ops, sig]` (the design's clock is `time` and
+//! `writer`). The signature is ed25519 over `blake3("plait/entry/v1" ‖ body)`, where
+//! `body` is the same array without `sig`. The entry hash is blake3 of the whole
+//! canonical encoding. The type states follow the trust we have in the bytes:
+//! `DecodedEntry` (canonical, signature not checked) becomes `VerifiedEntry` only by
+//! verifying or by signing.
+
+use ciborium::Value;
+use ed25519_dalek::VerifyingKey;
+
+use crate::cbor::{self, bytes_value, uint_value};
+use crate::error::{DecodeError, VerifyError};
+use crate::ids::{EntryHash, LogId, PublicKey, Signature};
+use crate::keys::WriterKey;
+use crate::limits::{ENTRY_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX, REFS_MAX};
+use crate::op::Op;
+use crate::order::{Clock, OpId};
+
+const ENTRY_VERSION: u64 = 1;
+const SIGN_DOMAIN: &[u8] = b"plait/entry/v1";
+/// Lamport times stay far from overflow: a child's time is its parents' plus one.
+const TIME_MAX: u64 = 1 << 62;
+/// CBOR array headers for 7 and 8 items: the body and the signed entry.
+const BODY_HEADER: u8 = 0x87;
+const ENTRY_HEADER: u8 = 0x88;
+/// A 64-byte byte string: header 0x58 0x40, then the bytes.
+const SIGNATURE_ENCODED_LEN: usize = 66;
+
+/// A decoded entry's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub log: LogId,
+    pub clock: Clock,
+    /// Parents: the heads the writer saw, sorted and unique.
+    pub next: Vec<EntryHash>,
+    /// Skip references to older entries, sorted and unique. Carried, not interpreted.
+    pub refs: Vec<EntryHash>,
+    pub ops: Vec<Op>,
+    pub signature: Signature,
+}
+
+/// What a writer fills in before signing.
+#[derive(Clone, Debug)]
+pub struct EntryDraft {
+    pub log: LogId,
+    pub time: u64,
+    pub next: Vec<EntryHash>,
+    pub refs: Vec<EntryHash>,
+    pub ops: Vec<Op>,
+}
+
+fn body_items(log: &LogId, clock: &Clock, next: &[EntryHash], refs: &[EntryHash], ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + ops.iter().map(Op::size_hint).sum::<usize>());
+    let items = [
+        uint_value(ENTRY_VERSION),
+        bytes_value(&log.0),
+        uint_value(clock.time),
+        bytes_value(&clock.writer.0),
+        Value::Array(next.iter().map(|h| bytes_value(&h.0)).collect()),
+        Value::Array(refs.iter().map(|h| bytes_value(&h.0)).collect()),
+        Value::Array(ops.iter().map(Op::to_value).collect()),
+    ];
+    for item in &items {
+        out.extend_from_slice(&cbor::encode(item));
+    }
+    out
+}
+
+fn signing_digest_of_items(items: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(SIGN_DOMAIN);
+    hasher.update(&[BODY_HEADER]);
+    hasher.update(items);
+    *hasher.finalize().as_bytes()
+}
+
+fn structural_checks(
+    next: &[EntryHash],
+    refs: &[EntryHash],
+    ops: &[Op],
+    time: u64,
+) -> Result<(), DecodeError> {
+    const WHAT: &str = "entry";
+    if ops.is_empty() {
+        return Err(DecodeError::malformed(WHAT, "an entry must carry at least one op"));
+    }
+    if ops.len() > OPS_PER_ENTRY_MAX {
+        return Err(DecodeError::malformed(
+            WHAT,
+            format!("{} ops, over the limit of {OPS_PER_ENTRY_MAX}", ops.len()),
+        ));
+    }
+    if next.len() > NEXT_MAX || refs.len() > REFS_MAX {
+        return Err(DecodeError::malformed(WHAT, format!("at most {NEXT_MAX} parents and {REFS_MAX} refs")));
+    }
+    if next.windows(2).any(|w| w[0] >= w[1]) || refs.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(DecodeError::malformed(WHAT, "next and refs must be sorted without duplicates"));
+    }
+    if time == 0 || time > TIME_MAX {
+        return Err(DecodeError::malformed(WHAT, format!("clock time must be between 1 and {TIME_MAX}")));
+    }
+    Ok(())
+}
+
+impl EntryDraft {
+    /// Signs the draft. Parents and refs are sorted and deduplicated here; ops are
+    /// validated. The writer is the key's public key.
+    pub fn sign(mut self, key: &WriterKey) -> Result<VerifiedEntry, DecodeError> {
+        self.next.sort();
+        self.next.dedup();
+        self.refs.sort();
+        self.refs.dedup();
+        for op in &self.ops {
+            op.validate().map_err(|e| DecodeError::malformed("op", e.to_string()))?;
+        }
+        structural_checks(&self.next, &self.refs, &self.ops, self.time)?;
+        let clock = Clock { time: self.time, writer: key.public() };
+        let items = body_items(&self.log, &clock, &self.next, &self.refs, &self.ops);
+        let signature = key.sign_digest(&signing_digest_of_items(&items));
+        let mut bytes = Vec::with_capacity(1 + items.len() + SIGNATURE_ENCODED_LEN);
+        bytes.push(ENTRY_HEADER);
+        bytes.extend_from_slice(&items);
+        bytes.extend_from_slice(&cbor::encode(&bytes_value(&signature.0)));
+        if bytes.len() > ENTRY_BYTES_MAX {
+            return Err(DecodeError::TooLarge { what: "entry", len: bytes.len(), max: ENTRY_BYTES_MAX });
+        }
+        let hash = EntryHash(*blake3::hash(&bytes).as_bytes());
+        let entry =
+            Entry { log: self.log, clock, next: self.next, refs: self.refs, ops: self.ops, signature };
+        Ok(VerifiedEntry(DecodedEntry { entry, hash, bytes }))
+    }
+}
+
+/// A canonical entry whose signature has not been checked yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedEntry {
+    entry: Entry,
+    hash: EntryHash,
+    bytes: Vec<u8>,
+}
+
+impl DecodedEntry {
+    /// Decodes untrusted bytes, refusing anything that is not the canonical encoding of
+    /// a well-formed entry within the limits.
+    pub fn decode(input: &[u8]) -> Result<DecodedEntry, DecodeError> {
+        const WHAT: &str = "entry";
+        if input.len() > ENTRY_BYTES_MAX {
+            return Err(DecodeError::TooLarge { what: WHAT, len: input.len(), max: ENTRY_BYTES_MAX });
+        }
+        let value = cbor::decode(input)?;
+        let items = cbor::array(WHAT, &value)?;
+        if let Some(v) = items.first() {
+            let version = cbor::uint(WHAT, "version", v)?;
+            if version != ENTRY_VERSION {
+                return Err(DecodeError::Version { what: WHAT, version });
+            }
+        }
+        let mut f = cbor::Fields::new(WHAT, &value, 8)?;
+        f.next();
+        let log = LogId(f.fixed("log")?);
+        let time = f.uint("time")?;
+        let writer = PublicKey(f.fixed("writer")?);
+        let next = cbor::sorted_ids(WHAT, "next", f.array("next", NEXT_MAX)?, EntryHash)?;
+        let refs = cbor::sorted_ids(WHAT, "refs", f.array("refs", REFS_MAX)?, EntryHash)?;
+        let ops =
+            f.array("ops", OPS_PER_ENTRY_MAX)?.iter().map(Op::from_value).collect::<Result<Vec<_>, _>>()?;
+        let signature = Signature(f.fixed("signature")?);
+        structural_checks(&next, &refs, &ops, time)?;
+        let clock = Clock { time, writer };
+
+        let items = body_items(&log, &clock, &next, &refs, &ops);
+        let mut canonical = Vec::with_capacity(input.len());
+        canonical.push(ENTRY_HEADER);
+        canonical.extend_from_slice(&items);
+        canonical.extend_from_slice(&cbor::encode(&bytes_value(&signature.0)));
+        cbor::ensure_canonical(input, &canonical)?;
+
+        let hash = EntryHash(*blake3::hash(input).as_bytes());
+        Ok(DecodedEntry { entry: Entry { log, clock, next, refs, ops, signature }, hash, bytes: canonical })
+    }
+
+    /// Decodes bytes that were sent or stored under `expected`; refuses a mismatch.
+    pub fn decode_expecting(input: &[u8], expected: EntryHash) -> Result<DecodedEntry, VerifyError> {
+        let decoded = DecodedEntry::decode(input)?;
+        if decoded.hash != expected {
+            return Err(VerifyError::HashMismatch { expected, actual: decoded.hash });
+        }
+        Ok(decoded)
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        // The body is the entry without its signature: same items, 7-item header.
+        let items = &self.bytes[1..self.bytes.len() - SIGNATURE_ENCODED_LEN];
+        signing_digest_of_items(items)
+    }
+
+    /// Checks the writer's signature.
+    pub fn verify(self) -> Result<VerifiedEntry, VerifyError> {
+        if verify_one(&self.entry.clock.writer, &self.digest(), &self.entry.signature) {
+            Ok(VerifiedEntry(self))
+        } else {
+            Err(VerifyError::BadSignature(self.hash))
+        }
+    }
+
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    pub fn hash(&self) -> EntryHash {
+        self.hash
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn verifying_key(writer: &PublicKey) -> Option<VerifyingKey> {
+    // Weak (small-order) keys would let one signature verify for many messages.
+    VerifyingKey::from_bytes(&writer.0).ok().filter(|k| !k.is_weak())
+}
+
+pub(crate) fn verify_one(writer: &PublicKey, digest: &[u8; 32], signature: &Signature) -> bool {
+    let Some(key) = verifying_key(writer) else { return false };
+    key.verify_strict(digest, &ed25519_dalek::Signature::from_bytes(&signature.0)).is_ok()
+}
+
+/// Verifies many entries at once with ed25519 batch verification, falling back to one by
+/// one only when the batch fails, to tell which entries are bad. Results keep the order.
+pub fn verify_batch(entries: Vec<DecodedEntry>) -> Vec<Result<VerifiedEntry, VerifyError>> {
+    if entries.len() < 2 {
+        return entries.into_iter().map(DecodedEntry::verify).collect();
+    }
+    let digests: Vec<[u8; 32]> = entries.iter().map(DecodedEntry::digest).collect();
+    let keys: Option<Vec<VerifyingKey>> =
+        entries.iter().map(|e| verifying_key(&e.entry.clock.writer)).collect();
+    let batch_ok = keys.is_some_and(|keys| {
+        let messages: Vec<&[u8]> = digests.iter().map(|d| d.as_slice()).collect();
+        let signatures: Vec<ed25519_dalek::Signature> =
+            entries.iter().map(|e| ed25519_dalek::Signature::from_bytes(&e.entry.signature.0)).collect();
+        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    });
+    if batch_ok {
+        entries.into_iter().map(|e| Ok(VerifiedEntry(e))).collect()
+    } else {
+        entries.into_iter().map(DecodedEntry::verify).collect()
+    }
+}
+
+/// An entry whose canonical form, hash and signature have been checked, or which we
+/// signed ourselves. The only way to make one is by verifying or signing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedEntry(DecodedEntry);
+
+impl VerifiedEntry {
+    /// Decodes and verifies bytes read back from our own store under `hash`: the paired
+    /// check on the way out.
+    pub fn reverify(bytes: &[u8], hash: EntryHash) -> Result<VerifiedEntry, VerifyError> {
+        DecodedEntry::decode_expecting(bytes, hash)?.verify()
+    }
+
+    pub fn entry(&self) -> &Entry {
+        &self.0.entry
+    }
+
+    pub fn hash(&self) -> EntryHash {
+        self.0.hash
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0.bytes
+    }
+
+    pub fn log(&self) -> LogId {
+        self.0.entry.log
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.0.entry.clock
+    }
+
+    /// The ops with their ids in the total order.
+    pub fn op_ids(&self) -> impl Iterator<Item = (OpId, &Op)> {
+        let clock = self.0.entry.clock;
+        let hash = self.0.hash;
+        self.0.entry.ops.iter().enumerate().map(move |(i, op)| {
+            (OpId { time: clock.time, writer: clock.writer, entry: hash, index: i as u32 }, op)
+        })
+    }
+}

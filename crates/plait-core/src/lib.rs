@@ -1,0 +1,27 @@
+//! The pure core of Plait: entries, clocks, hashing, signatures, the write ACL, operations
+//! and the folding of operations into views.
+//!
+//! Nothing here does I/O, reads a clock or draws randomness on its own: keys are generated
+//! from an rng the caller passes in, and time is the Lamport clock carried by entries.
+
+mod cbor;
+mod entry;
+mod error;
+mod ids;
+mod keys;
+pub mod limits;
+mod manifest;
+mod memory;
+mod op;
+mod order;
+mod view;
+
+pub use entry::{DecodedEntry, Entry, EntryDraft, VerifiedEntry, verify_batch};
+pub use error::{DecodeError, VerifyError};
+pub use ids::{EntryHash, IdParseError, LogId, PublicKey, Signature};
+pub use keys::WriterKey;
+pub use manifest::{LogType, Manifest, SignedManifest, Writers, valid_log_name};
+pub use memory::{IngestOutcome, MemoryLog};
+pub use op::{Op, OpError};
+pub use order::{Clock, OpId};
+pub use view::{EdgeKey, EdgeValue, LogView, Register};
