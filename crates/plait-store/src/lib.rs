@@ -1,1 +1,22 @@
-//! placeholder
+//! The fjall-backed store of a replica: entries, seq numbers, heads, pending entries and
+//! materialized views, written atomically with group commit.
+//!
+//! One `fjall::Database` per data directory. All writes go through one writer thread
+//! (`writer`), which batches concurrent requests into one atomic `OwnedWriteBatch` and
+//! one fsync, and acknowledges only after the fsync. Reads go straight to fjall from any
+//! thread; they are blocking calls, so async callers run them on blocking threads.
+
+mod error;
+mod integrity;
+mod keys;
+mod reads;
+mod store;
+mod writer;
+
+pub use error::{StoreError, StoreResult};
+pub use integrity::IntegrityReport;
+pub use reads::{Direction, EdgeRow, FeedRow, KvRow, StoredEntry};
+pub use store::{
+    FORMAT_VERSION, IngestSource, LogSummary, NoopObserver, Store, StoreConfig, StoreObserver, SubmitOutcome,
+    WriteAck,
+};

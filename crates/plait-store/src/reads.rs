@@ -1,0 +1,243 @@
+//! Indexed reads of views and entries. None of them scans the log: each is a point read
+//! or a bounded range over one log's prefix.
+
+use fjall::Keyspace;
+use plait_core::{EntryHash, LogId, OpId, VerifiedEntry};
+
+use crate::error::{StoreError, StoreResult};
+use crate::keys;
+use crate::store::Store;
+
+/// Rows any single range read examines at most, live or not, before it returns a page.
+const RANGE_ROWS_MAX: usize = 100_000;
+
+/// A live kv pair and the op that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvRow {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub id: OpId,
+}
+
+/// A feed item; `id` is its place in the total order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRow {
+    pub value: Vec<u8>,
+    pub id: OpId,
+}
+
+/// A live edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeRow {
+    pub src: Vec<u8>,
+    pub label: String,
+    pub dst: Vec<u8>,
+    pub props: Vec<u8>,
+    pub id: OpId,
+}
+
+/// Which edges of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Out,
+    In,
+}
+
+/// An entry read back from the store, verified again on the way out.
+#[derive(Clone, Debug)]
+pub struct StoredEntry {
+    pub entry: VerifiedEntry,
+    pub seq: u64,
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("unreadable {what} row"))
+}
+
+impl Store {
+    fn keyspace_range(
+        keyspace: &Keyspace,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+    ) -> Box<dyn DoubleEndedIterator<Item = fjall::Guard> + '_> {
+        match to {
+            Some(to) => Box::new(keyspace.range(from..to)),
+            None => Box::new(keyspace.range(from..)),
+        }
+    }
+
+    /// The live value of a kv key, if any.
+    pub fn get_kv(&self, log: &LogId, key: &[u8]) -> StoreResult<Option<KvRow>> {
+        let Some(v) = self.shared.ks.kv.get(keys::kv_key(log, key))? else { return Ok(None) };
+        let register = keys::parse_register(&v).ok_or_else(|| corrupt("kv"))?;
+        Ok(register.payload.map(|value| KvRow { key: key.to_vec(), value: value.to_vec(), id: register.id }))
+    }
+
+    /// Live kv pairs in key order within `[start, end)` and under `prefix`, at most
+    /// `limit`. Returns the key to continue from when more may follow.
+    pub fn scan_kv(
+        &self,
+        log: &LogId,
+        prefix: &[u8],
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> StoreResult<(Vec<KvRow>, Option<Vec<u8>>)> {
+        let from = keys::kv_key(log, start.max(prefix));
+        let prefix_full = keys::kv_key(log, prefix);
+        let mut to = keys::prefix_end(&prefix_full);
+        if !end.is_empty() {
+            let end_full = keys::kv_key(log, end);
+            to = Some(match to {
+                Some(t) if t < end_full => t,
+                _ => end_full,
+            });
+        }
+        let mut rows = Vec::new();
+        for (examined, row) in Self::keyspace_range(&self.shared.ks.kv, from, to).enumerate() {
+            let (k, v) = row.into_inner()?;
+            let key = k[keys::LOG..].to_vec();
+            if rows.len() == limit || examined == RANGE_ROWS_MAX {
+                return Ok((rows, Some(key)));
+            }
+            let register = keys::parse_register(&v).ok_or_else(|| corrupt("kv"))?;
+            if let Some(value) = register.payload {
+                rows.push(KvRow { key, value: value.to_vec(), id: register.id });
+            }
+        }
+        Ok((rows, None))
+    }
+
+    /// Feed items in total order after `after` (a position from an earlier item), or the
+    /// last `limit` items when `tail` is set.
+    pub fn read_feed(
+        &self,
+        log: &LogId,
+        after: Option<&[u8]>,
+        limit: usize,
+        tail: bool,
+    ) -> StoreResult<Vec<FeedRow>> {
+        let ks = &self.shared.ks.feed;
+        let parse = |row: fjall::Guard| -> StoreResult<FeedRow> {
+            let (k, v) = row.into_inner()?;
+            let id = OpId::from_sort_key(&k[keys::LOG..]).ok_or_else(|| corrupt("feed"))?;
+            Ok(FeedRow { value: v.to_vec(), id })
+        };
+        if tail {
+            let mut rows = ks.prefix(log.0).rev().take(limit).map(parse).collect::<StoreResult<Vec<_>>>()?;
+            rows.reverse();
+            return Ok(rows);
+        }
+        let mut from = log.0.to_vec();
+        if let Some(after) = after {
+            if after.len() != OpId::SORT_KEY_LEN {
+                return Err(StoreError::Invalid(format!(
+                    "a feed position is {} bytes, got {}; pass the position of an item you read",
+                    OpId::SORT_KEY_LEN,
+                    after.len()
+                )));
+            }
+            from.extend_from_slice(after);
+            // The smallest key after `after`: exclusive start.
+            from.push(0);
+        }
+        Self::keyspace_range(ks, from, keys::prefix_end(&log.0)).take(limit).map(parse).collect()
+    }
+
+    /// Live edges out of (or into) `node`, optionally with one label.
+    pub fn edges(
+        &self,
+        log: &LogId,
+        node: &[u8],
+        direction: Direction,
+        label: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<EdgeRow>> {
+        let ks = match direction {
+            Direction::Out => &self.shared.ks.graph_out,
+            Direction::In => &self.shared.ks.graph_in,
+        };
+        let mut rows = Vec::new();
+        for row in ks.prefix(keys::edge_prefix(log, node, label)).take(RANGE_ROWS_MAX) {
+            let (k, v) = row.into_inner()?;
+            let (this, label, other) = keys::parse_edge_key(&k).ok_or_else(|| corrupt("graph"))?;
+            let register = keys::parse_register(&v).ok_or_else(|| corrupt("graph"))?;
+            let Some(props) = register.payload else { continue };
+            let (src, dst) = match direction {
+                Direction::Out => (this, other),
+                Direction::In => (other, this),
+            };
+            rows.push(EdgeRow {
+                src: src.to_vec(),
+                label: label.to_owned(),
+                dst: dst.to_vec(),
+                props: props.to_vec(),
+                id: register.id,
+            });
+            if rows.len() == limit {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One entry by hash, verified again as it leaves the store.
+    pub fn get_entry(&self, hash: &EntryHash) -> StoreResult<Option<StoredEntry>> {
+        let ks = &self.shared.ks;
+        let Some(location) = ks.by_hash.get(hash.0)? else { return Ok(None) };
+        let location = keys::parse_location(&location).ok_or_else(|| corrupt("by_hash"))?;
+        let bytes = ks
+            .entries
+            .get(hash.0)?
+            .ok_or_else(|| StoreError::Corrupt(format!("entry {hash} is indexed but missing")))?;
+        let entry = VerifiedEntry::reverify(&bytes, *hash)
+            .map_err(|e| StoreError::Corrupt(format!("stored entry {hash} does not verify: {e}")))?;
+        Ok(Some(StoredEntry { entry, seq: location.seq }))
+    }
+
+    /// The heads of a log with their entries.
+    pub fn heads(&self, log: &LogId) -> StoreResult<Vec<StoredEntry>> {
+        let mut out = Vec::new();
+        for row in self.shared.ks.heads.prefix(log.0) {
+            let k = row.key()?;
+            let hash = EntryHash::from_slice(&k[keys::LOG..]).ok_or_else(|| corrupt("heads"))?;
+            out.push(
+                self.get_entry(&hash)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("head {hash} is not stored")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Entries with seq greater than `after_seq`, in seq order, at most `limit` entries
+    /// and about `bytes_max` bytes (at least one entry).
+    pub fn entries_after(
+        &self,
+        log: &LogId,
+        after_seq: u64,
+        limit: usize,
+        bytes_max: usize,
+    ) -> StoreResult<Vec<StoredEntry>> {
+        let ks = &self.shared.ks;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let from = keys::log_seq(log, after_seq.saturating_add(1));
+        for row in Self::keyspace_range(&ks.seq, from.to_vec(), keys::prefix_end(&log.0)).take(limit) {
+            let (k, v) = row.into_inner()?;
+            let seq = keys::u64_at(&k, keys::LOG).ok_or_else(|| corrupt("seq"))?;
+            let hash = EntryHash::from_slice(&v).ok_or_else(|| corrupt("seq"))?;
+            let entry_bytes = ks
+                .entries
+                .get(hash.0)?
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {hash} at seq {seq} is missing")))?;
+            let entry = VerifiedEntry::reverify(&entry_bytes, hash)
+                .map_err(|e| StoreError::Corrupt(format!("stored entry {hash} does not verify: {e}")))?;
+            bytes += entry_bytes.len();
+            out.push(StoredEntry { entry, seq });
+            if bytes >= bytes_max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

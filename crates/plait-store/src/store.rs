@@ -1,0 +1,380 @@
+//! The `Store` handle: opening a data directory, recovering per-log state, and the async
+//! entry points that hand writes to the writer thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use plait_core::{Clock, EntryHash, LogId, Op, SignedManifest, VerifiedEntry, WriterKey};
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{StoreError, StoreResult};
+use crate::writer::{Command, Writer};
+
+/// The on-disk layout version, kept in the `meta` keyspace. A data directory of another
+/// version is refused rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+/// Commands waiting for the writer thread. Senders wait when it is full (backpressure).
+const COMMAND_QUEUE_MAX: usize = 4096;
+
+/// Settings of a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// The key this replica signs entries with on behalf of clients.
+    pub writer_key: WriterKey,
+    /// Entries one log may hold waiting for missing parents.
+    pub pending_per_log_max: u64,
+    /// fjall block cache size.
+    pub cache_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>, writer_key: WriterKey) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            writer_key,
+            pending_per_log_max: 100_000,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Told about every durable batch, for metrics.
+pub trait StoreObserver: Send + Sync {
+    fn batch_committed(&self, entries: u64, ops: u64, fsync: Duration);
+    fn pending_changed(&self, pending: u64);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoopObserver;
+
+impl StoreObserver for NoopObserver {
+    fn batch_committed(&self, _: u64, _: u64, _: Duration) {}
+    fn pending_changed(&self, _: u64) {}
+}
+
+/// What a replica knows of one log.
+#[derive(Clone, Debug)]
+pub struct LogSummary {
+    pub log_id: LogId,
+    pub manifest: SignedManifest,
+    /// The highest seq stored (entries stored, since seq is gap-free from 1).
+    pub seq: u64,
+    pub heads: u32,
+    pub pending: u64,
+    pub ops: u64,
+}
+
+/// The acknowledgement of one written op, sent after its batch is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteAck {
+    pub log: LogId,
+    pub hash: EntryHash,
+    pub seq: u64,
+    pub index: u32,
+    pub clock: Clock,
+}
+
+/// What happened to one submitted entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    Stored { seq: u64 },
+    Duplicate { seq: u64 },
+    Pending,
+}
+
+/// Where ingested entries came from, for metrics and limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestSource {
+    Submit,
+    Sync,
+}
+
+impl IngestSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            IngestSource::Submit => "submit",
+            IngestSource::Sync => "sync",
+        }
+    }
+}
+
+pub(crate) struct Keyspaces {
+    pub(crate) meta: Keyspace,
+    pub(crate) logs: Keyspace,
+    pub(crate) names: Keyspace,
+    pub(crate) counters: Keyspace,
+    pub(crate) entries: Keyspace,
+    pub(crate) seq: Keyspace,
+    pub(crate) by_hash: Keyspace,
+    pub(crate) heads: Keyspace,
+    pub(crate) pending: Keyspace,
+    pub(crate) missing: Keyspace,
+    pub(crate) kv: Keyspace,
+    pub(crate) feed: Keyspace,
+    pub(crate) graph_out: Keyspace,
+    pub(crate) graph_in: Keyspace,
+}
+
+impl Keyspaces {
+    fn open(db: &Database) -> StoreResult<Keyspaces> {
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Keyspaces {
+            meta: ks("meta")?,
+            logs: ks("logs")?,
+            names: ks("names")?,
+            counters: ks("counters")?,
+            entries: ks("entries")?,
+            seq: ks("seq")?,
+            by_hash: ks("by_hash")?,
+            heads: ks("heads")?,
+            pending: ks("pending")?,
+            missing: ks("missing")?,
+            kv: ks("kv")?,
+            feed: ks("feed")?,
+            graph_out: ks("graph_out")?,
+            graph_in: ks("graph_in")?,
+        })
+    }
+}
+
+/// State shared by the writer thread and readers.
+pub(crate) struct Shared {
+    pub(crate) db: Database,
+    pub(crate) ks: Keyspaces,
+    pub(crate) epoch: [u8; 16],
+    /// Summaries readers see; the writer replaces a log's summary after each commit.
+    pub(crate) logs: RwLock<HashMap<LogId, LogSummary>>,
+    /// The durable seq of each log, for subscribers waiting on new entries.
+    pub(crate) seq_watch: Mutex<HashMap<LogId, watch::Sender<u64>>>,
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) poison_watch: watch::Sender<bool>,
+    pub(crate) observer: Arc<dyn StoreObserver>,
+}
+
+impl Shared {
+    pub(crate) fn publish(&self, summary: LogSummary) {
+        let (log, seq) = (summary.log_id, summary.seq);
+        self.logs.write().expect("log summaries lock poisoned").insert(log, summary);
+        let mut watches = self.seq_watch.lock().expect("seq watch lock poisoned");
+        watches.entry(log).or_insert_with(|| watch::channel(0).0).send_replace(seq);
+    }
+
+    pub(crate) fn forget(&self, log: &LogId) {
+        self.logs.write().expect("log summaries lock poisoned").remove(log);
+        // Dropping the sender ends every subscriber of the dropped log.
+        self.seq_watch.lock().expect("seq watch lock poisoned").remove(log);
+    }
+
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.poison_watch.send_replace(true);
+    }
+}
+
+/// A replica's store. Cheap to clone; the writer thread stops when the last clone is
+/// closed or dropped.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+    writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    writer_key: WriterKey,
+}
+
+impl Store {
+    /// Opens or initializes a data directory. `rng` draws the epoch of a new directory.
+    /// Per-log seq is recovered by a reverse seek on each log's seq prefix, never a scan.
+    pub fn open(
+        config: StoreConfig,
+        rng: &mut impl RngCore,
+        observer: Arc<dyn StoreObserver>,
+    ) -> StoreResult<Store> {
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create data directory {}: {e}", config.path.display()))
+        })?;
+        let db = Database::builder(&config.path).cache_size(config.cache_bytes).open()?;
+        let ks = Keyspaces::open(&db)?;
+        let epoch = init_meta(&db, &ks, rng)?;
+
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let shared = Arc::new(Shared {
+            db,
+            ks,
+            epoch,
+            logs: RwLock::new(HashMap::new()),
+            seq_watch: Mutex::new(HashMap::new()),
+            poisoned: AtomicBool::new(false),
+            poison_watch: watch::channel(false).0,
+            observer,
+        });
+        let writer = Writer::recover(shared.clone(), config.writer_key.clone(), config.pending_per_log_max)?;
+        let thread = std::thread::Builder::new()
+            .name("plait-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            shared,
+            tx,
+            writer_thread: Arc::new(Mutex::new(Some(thread))),
+            writer_key: config.writer_key,
+        })
+    }
+
+    /// The data directory's incarnation.
+    pub fn epoch(&self) -> [u8; 16] {
+        self.shared.epoch
+    }
+
+    pub fn writer_key(&self) -> &WriterKey {
+        &self.writer_key
+    }
+
+    /// False once a failed write to disk poisoned the store.
+    pub fn is_writable(&self) -> bool {
+        !self.shared.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the store is poisoned.
+    pub fn poisoned(&self) -> watch::Receiver<bool> {
+        self.shared.poison_watch.subscribe()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Command) -> StoreResult<T> {
+        if !self.is_writable() {
+            return Err(StoreError::poisoned());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the store stopped before answering".into()))?
+    }
+
+    /// Registers a log. Registering the same manifest again returns the existing log
+    /// with `false`; a different log under a taken name is `AlreadyExists`.
+    pub async fn create_log(&self, manifest: SignedManifest) -> StoreResult<(LogSummary, bool)> {
+        self.call(|reply| Command::CreateLog { manifest, reply }).await
+    }
+
+    /// Removes a log and everything stored for it.
+    pub async fn drop_log(&self, log: LogId) -> StoreResult<()> {
+        self.call(|reply| Command::DropLog { log, reply }).await
+    }
+
+    /// Writes ops signed by this replica's writer key, all or nothing. Ops for one log
+    /// become one entry (or several, past the entry limits); concurrent writes to the
+    /// same log share entries and every batch shares one fsync.
+    pub async fn write(&self, ops: Vec<(LogId, Op)>) -> StoreResult<Vec<WriteAck>> {
+        if ops.is_empty() {
+            return Err(StoreError::Invalid("a write needs at least one op".into()));
+        }
+        self.call(|reply| Command::Write { ops, reply }).await
+    }
+
+    /// Stores verified entries signed elsewhere. Each entry gets its own outcome; the
+    /// call fails as a whole only when the store cannot write at all.
+    pub async fn ingest(
+        &self,
+        entries: Vec<VerifiedEntry>,
+        source: IngestSource,
+    ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
+        self.call(|reply| Command::Ingest { entries, source, reply }).await
+    }
+
+    /// Stops the writer thread after the commands already queued, and syncs everything.
+    /// Later calls on any clone fail with `Unavailable`.
+    pub async fn close(&self) -> StoreResult<()> {
+        let thread = self.writer_thread.lock().expect("writer thread lock poisoned").take();
+        if let Some(thread) = thread {
+            // Queued after everything sent before it, so those commands finish first.
+            let _ = self.tx.send(Command::Shutdown).await;
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if !self.shared.poisoned.load(Ordering::SeqCst) {
+            self.shared.db.persist(PersistMode::SyncAll)?;
+        }
+        Ok(())
+    }
+
+    /// Every log's summary, sorted by name.
+    pub fn logs(&self) -> Vec<LogSummary> {
+        let mut logs: Vec<_> =
+            self.shared.logs.read().expect("log summaries lock poisoned").values().cloned().collect();
+        logs.sort_by(|a, b| a.manifest.manifest().name.cmp(&b.manifest.manifest().name));
+        logs
+    }
+
+    pub fn log(&self, log: &LogId) -> Option<LogSummary> {
+        self.shared.logs.read().expect("log summaries lock poisoned").get(log).cloned()
+    }
+
+    /// Finds a log by 64-hex id or by name.
+    pub fn resolve(&self, log_ref: &str) -> StoreResult<LogSummary> {
+        if log_ref.is_empty() {
+            return Err(StoreError::Invalid("log must be given, by name or 64-hex id".into()));
+        }
+        let logs = self.shared.logs.read().expect("log summaries lock poisoned");
+        if let Ok(id) = LogId::from_hex(log_ref)
+            && let Some(summary) = logs.get(&id)
+        {
+            return Ok(summary.clone());
+        }
+        logs.values()
+            .find(|s| s.manifest.manifest().name == log_ref)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("no log named {log_ref:?} on this replica")))
+    }
+
+    /// A receiver of the log's durable seq, for subscriptions. Ends when the log is dropped.
+    pub fn watch_seq(&self, log: &LogId) -> StoreResult<watch::Receiver<u64>> {
+        self.shared
+            .seq_watch
+            .lock()
+            .expect("seq watch lock poisoned")
+            .get(log)
+            .map(watch::Sender::subscribe)
+            .ok_or_else(|| StoreError::NotFound(format!("no log {log} on this replica")))
+    }
+
+    /// Bytes the data directory takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.db.disk_space().unwrap_or(0)
+    }
+}
+
+fn init_meta(db: &Database, ks: &Keyspaces, rng: &mut impl RngCore) -> StoreResult<[u8; 16]> {
+    match ks.meta.get("format")? {
+        Some(v) => {
+            let version = <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("meta/format is not a 4-byte version".into()))?;
+            if version != FORMAT_VERSION {
+                return Err(StoreError::FailedPrecondition(format!(
+                    "data directory has format version {version}; this plaitd reads version {FORMAT_VERSION}"
+                )));
+            }
+            let epoch =
+                ks.meta.get("epoch")?.ok_or_else(|| StoreError::Corrupt("meta/epoch is missing".into()))?;
+            <[u8; 16]>::try_from(epoch.as_ref())
+                .map_err(|_| StoreError::Corrupt("meta/epoch is not 16 bytes".into()))
+        }
+        None => {
+            let mut epoch = [0u8; 16];
+            rng.fill_bytes(&mut epoch);
+            let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+            batch.insert(&ks.meta, "format", FORMAT_VERSION.to_be_bytes().to_vec());
+            batch.insert(&ks.meta, "epoch", epoch.to_vec());
+            batch.commit()?;
+            Ok(epoch)
+        }
+    }
+}

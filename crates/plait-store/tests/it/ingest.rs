@@ -1,0 +1,125 @@
+//! Ingest of entries signed elsewhere: pending parents, duplicates, bad clocks, ACL.
+
+use plait_core::{EntryDraft, LogType, Op, VerifiedEntry, WriterKey};
+use plait_store::{IngestSource, StoreError, SubmitOutcome};
+
+use crate::support::{key, manifest, open};
+
+fn entry(
+    writer: &WriterKey,
+    log: plait_core::LogId,
+    time: u64,
+    next: Vec<plait_core::EntryHash>,
+    k: &str,
+) -> VerifiedEntry {
+    EntryDraft {
+        log,
+        time,
+        next,
+        refs: vec![],
+        ops: vec![Op::Put { key: k.as_bytes().to_vec(), value: b"v".to_vec() }],
+    }
+    .sign(writer)
+    .unwrap()
+}
+
+/// A child that arrives before its parents waits in pending, survives a restart there,
+/// and is applied together with its ancestry when the parents arrive.
+#[tokio::test]
+async fn children_before_parents_wait_then_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, client) = (key(1), key(2));
+    let m = manifest("kv", LogType::Kv, &[&replica, &client]);
+    let log = m.log_id();
+    let a = entry(&client, log, 1, vec![], "a");
+    let b = entry(&client, log, 2, vec![a.hash()], "b");
+    let c = entry(&client, log, 3, vec![b.hash()], "c");
+    {
+        let store = open(dir.path(), &replica);
+        store.create_log(m.clone()).await.unwrap();
+        let out = store.ingest(vec![c.clone(), b.clone()], IngestSource::Submit).await.unwrap();
+        assert_eq!(out[0].as_ref().unwrap(), &SubmitOutcome::Pending);
+        assert_eq!(out[1].as_ref().unwrap(), &SubmitOutcome::Pending);
+        let summary = store.log(&log).unwrap();
+        assert_eq!((summary.seq, summary.pending), (0, 2));
+        store.close().await.unwrap();
+    }
+    let store = open(dir.path(), &replica);
+    assert_eq!(store.log(&log).unwrap().pending, 2, "pending survives a restart");
+    let out = store.ingest(vec![a.clone()], IngestSource::Sync).await.unwrap();
+    assert_eq!(out[0].as_ref().unwrap(), &SubmitOutcome::Stored { seq: 1 });
+    let summary = store.log(&log).unwrap();
+    assert_eq!((summary.seq, summary.pending, summary.heads), (3, 0, 1));
+    assert_eq!(store.heads(&log).unwrap()[0].entry.hash(), c.hash());
+    // Parents always have lower seq than children.
+    let seqs: Vec<_> =
+        store.entries_after(&log, 0, 10, usize::MAX).unwrap().iter().map(|e| e.entry.hash()).collect();
+    assert_eq!(seqs, vec![a.hash(), b.hash(), c.hash()]);
+    let dup = store.ingest(vec![b.clone()], IngestSource::Sync).await.unwrap();
+    assert_eq!(dup[0].as_ref().unwrap(), &SubmitOutcome::Duplicate { seq: 2 });
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    store.close().await.unwrap();
+}
+
+/// Entries that break a rule are refused one by one; good entries in the same call land.
+#[tokio::test]
+async fn bad_entries_are_refused_individually() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, client, outsider) = (key(1), key(2), key(3));
+    let m = manifest("kv", LogType::Kv, &[&replica, &client]);
+    let log = m.log_id();
+    let store = open(dir.path(), &replica);
+    store.create_log(m).await.unwrap();
+    let root = entry(&client, log, 5, vec![], "root");
+    let stale_clock = entry(&client, log, 5, vec![root.hash()], "stale");
+    let not_on_acl = entry(&outsider, log, 1, vec![], "x");
+    let other_log = entry(&client, plait_core::LogId([3; 32]), 1, vec![], "x");
+    let feed_op = EntryDraft {
+        log,
+        time: 1,
+        next: vec![],
+        refs: vec![],
+        ops: vec![Op::Append { value: b"x".to_vec() }],
+    }
+    .sign(&client)
+    .unwrap();
+    let out = store
+        .ingest(vec![root, stale_clock, not_on_acl, other_log, feed_op], IngestSource::Submit)
+        .await
+        .unwrap();
+    assert!(matches!(out[0], Ok(SubmitOutcome::Stored { seq: 1 })));
+    assert!(matches!(&out[1], Err(StoreError::Invalid(m)) if m.contains("clock")));
+    assert!(matches!(out[2], Err(StoreError::PermissionDenied(_))));
+    assert!(matches!(out[3], Err(StoreError::NotFound(_))));
+    assert!(matches!(&out[4], Err(StoreError::Invalid(m)) if m.contains("does not accept")));
+    assert_eq!(store.log(&log).unwrap().seq, 1);
+    store.close().await.unwrap();
+}
+
+/// Pending space per log is bounded: past the bound, entries with missing parents are
+/// refused with ResourceExhausted and nothing more is held.
+#[tokio::test]
+async fn pending_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, client) = (key(1), key(2));
+    let mut config = plait_store::StoreConfig::new(dir.path(), replica.clone());
+    config.pending_per_log_max = 3;
+    let store = plait_store::Store::open(
+        config,
+        &mut rand::rngs::OsRng,
+        std::sync::Arc::new(plait_store::NoopObserver),
+    )
+    .unwrap();
+    let m = manifest("kv", LogType::Kv, &[&replica, &client]);
+    let log = m.log_id();
+    store.create_log(m).await.unwrap();
+    let orphans: Vec<_> = (0..5u8)
+        .map(|i| entry(&client, log, 2, vec![plait_core::EntryHash([i; 32])], &format!("o{i}")))
+        .collect();
+    let out = store.ingest(orphans, IngestSource::Sync).await.unwrap();
+    assert_eq!(out.iter().filter(|o| matches!(o, Ok(SubmitOutcome::Pending))).count(), 3);
+    assert_eq!(out.iter().filter(|o| matches!(o, Err(StoreError::ResourceExhausted(_)))).count(), 2);
+    assert_eq!(store.log(&log).unwrap().pending, 3);
+    store.close().await.unwrap();
+}

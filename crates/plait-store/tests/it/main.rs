@@ -1,0 +1,7 @@
+//! Integration tests of plait-store against a real fjall database in a temp directory.
+
+mod support;
+
+mod convergence;
+mod ingest;
+mod writes;
