@@ -1,1 +1,14 @@
-//! placeholder
+//! The Plait replica: the gRPC services over a `plait-store`, the server that hosts
+//! them, and the pieces of the `plaitd` binary (configuration, keys, telemetry).
+
+mod config;
+mod keyfile;
+mod server;
+mod services;
+mod status;
+mod telemetry;
+
+pub use config::{CheckArgs, KeygenArgs, ServeArgs};
+pub use keyfile::{load_or_create_key, read_key, write_key};
+pub use server::{check, serve};
+pub use telemetry::{Metrics, Telemetry, TelemetryConfig, init as init_telemetry};

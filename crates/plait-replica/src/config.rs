@@ -1,0 +1,96 @@
+//! Command-line settings of `plaitd`. Every flag has an environment equivalent so the
+//! same binary is configured by flags on a laptop and by env in a pod.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Settings of `plaitd serve`.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address the gRPC API listens on.
+    #[arg(long, env = "PLAIT_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// Directory holding the replica's data (created on first start).
+    #[arg(long, env = "PLAIT_DATA_DIR", default_value = "./plait-data")]
+    pub data_dir: PathBuf,
+
+    /// The replica's identity key towards peers. Generated on first start.
+    /// [default: <data-dir>/node.key]
+    #[arg(long, env = "PLAIT_NODE_KEY_FILE")]
+    pub node_key_file: Option<PathBuf>,
+
+    /// The key this replica signs entries with for clients. Replicas of one cluster share
+    /// it so a log that names it accepts writes through any of them. Generated on first
+    /// start if missing. [default: <data-dir>/writer.key]
+    #[arg(long, env = "PLAIT_WRITER_KEY_FILE")]
+    pub writer_key_file: Option<PathBuf>,
+
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`). Off when not set.
+    #[arg(long, env = "PLAIT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log filter, in `RUST_LOG` syntax (`info`, `plait_store=debug,info`).
+    #[arg(long = "log", env = "PLAIT_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
+    pub log_filter: String,
+
+    /// Write logs as JSON lines instead of human-readable text.
+    #[arg(long, env = "PLAIT_LOG_JSON")]
+    pub log_json: bool,
+
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "PLAIT_MESSAGE_BYTES_MAX", default_value_t = 16 * 1024 * 1024)]
+    pub message_bytes_max: usize,
+
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(long, env = "PLAIT_STREAMS_PER_CONNECTION_MAX", default_value_t = 256)]
+    pub streams_per_connection_max: u32,
+
+    /// Open `Subscribe` streams across all clients.
+    #[arg(long, env = "PLAIT_SUBSCRIPTIONS_MAX", default_value_t = 1024)]
+    pub subscriptions_max: usize,
+
+    /// Entries one log may hold while waiting for missing parents.
+    #[arg(long, env = "PLAIT_PENDING_PER_LOG_MAX", default_value_t = 100_000)]
+    pub pending_per_log_max: u64,
+
+    /// Block cache of the storage engine, in MiB.
+    #[arg(long, env = "PLAIT_CACHE_MIB", default_value_t = 64)]
+    pub cache_mib: u64,
+
+    /// How long SIGTERM waits for in-flight calls before closing the store anyway, in ms.
+    #[arg(long, env = "PLAIT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn node_key_path(&self) -> PathBuf {
+        self.node_key_file.clone().unwrap_or_else(|| self.data_dir.join("node.key"))
+    }
+
+    pub fn writer_key_path(&self) -> PathBuf {
+        self.writer_key_file.clone().unwrap_or_else(|| self.data_dir.join("writer.key"))
+    }
+}
+
+/// Settings of `plaitd check`.
+#[derive(Args, Clone, Debug)]
+pub struct CheckArgs {
+    /// Data directory to check. The replica using it must be stopped.
+    #[arg(long, env = "PLAIT_DATA_DIR", default_value = "./plait-data")]
+    pub data_dir: PathBuf,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `plaitd keygen`.
+#[derive(Args, Clone, Debug)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (hex, mode 0600). Refuses to overwrite.
+    #[arg(long)]
+    pub out: PathBuf,
+}

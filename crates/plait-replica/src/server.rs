@@ -1,0 +1,233 @@
+//! Starting, running and stopping a replica: keys, store, gRPC server with health and
+//! reflection, metrics endpoint, and a shutdown that drains before closing the store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use plait_proto::pb;
+use plait_store::{Store, StoreConfig, StoreObserver};
+use tokio::sync::{Semaphore, watch};
+use tonic::transport::Server;
+
+use crate::config::{CheckArgs, ServeArgs};
+use crate::keyfile::load_or_create_key;
+use crate::services::{AdminService, Ctx, DataService, LogsService};
+use crate::telemetry::{self, Metrics, RpcMetricsLayer, Telemetry};
+
+/// Feeds store events into metrics.
+struct MetricsObserver(Metrics);
+
+impl StoreObserver for MetricsObserver {
+    fn batch_committed(&self, entries: u64, ops: u64, fsync: Duration) {
+        self.0.record_batch(entries, ops, fsync);
+    }
+
+    fn pending_changed(&self, pending: u64) {
+        self.0.set_pending(pending);
+    }
+}
+
+/// Why the server stopped.
+enum Stop {
+    Signal(&'static str),
+    Poisoned,
+}
+
+async fn stop_signal(mut poisoned: watch::Receiver<bool>) -> Stop {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the replica");
+            let _ = tokio::signal::ctrl_c().await;
+            return Stop::Signal("SIGINT");
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => Stop::Signal("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => Stop::Signal("SIGINT"),
+        _ = poisoned.wait_for(|p| *p) => Stop::Poisoned,
+    }
+}
+
+/// Runs a replica until SIGTERM or SIGINT (a clean stop) or until a failed write to disk
+/// poisons the store (an error: the process must restart and recover).
+pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let metrics = telemetry.metrics();
+    let mut rng = rand::rngs::OsRng;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let (node_key, new_node) = load_or_create_key(&args.node_key_path(), &mut rng)?;
+    let (writer_key, new_writer) = load_or_create_key(&args.writer_key_path(), &mut rng)?;
+    if new_node || new_writer {
+        tracing::info!(node = %node_key.public(), writer = %writer_key.public(), "generated keys on first start");
+    }
+
+    let mut config = StoreConfig::new(&args.data_dir, writer_key);
+    config.pending_per_log_max = args.pending_per_log_max;
+    config.cache_bytes = args.cache_mib * 1024 * 1024;
+    let observer: Arc<dyn StoreObserver> = Arc::new(MetricsObserver(metrics.clone()));
+    let store = tokio::task::spawn_blocking(move || Store::open(config, &mut rand::rngs::OsRng, observer))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let recovered: u64 = store.logs().iter().map(|l| l.seq).sum();
+    tracing::info!(
+        epoch = %hex::encode(store.epoch()),
+        logs = store.logs().len(),
+        entries = recovered,
+        open_ms = started.elapsed().as_millis() as u64,
+        "store open"
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ctx = Ctx {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        node_key,
+        started,
+        subscriptions: Arc::new(Semaphore::new(args.subscriptions_max)),
+        shutdown: shutdown_rx,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::logs_server::LogsServer<LogsService>>().await;
+    health.set_serving::<pb::data_server::DataServer<DataService>>().await;
+    health.set_serving::<pb::admin_server::AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(plait_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+
+    let bytes_max = args.message_bytes_max;
+    let logs = pb::logs_server::LogsServer::new(LogsService { ctx: ctx.clone() })
+        .max_decoding_message_size(bytes_max)
+        .max_encoding_message_size(bytes_max);
+    let data = pb::data_server::DataServer::new(DataService { ctx: ctx.clone() })
+        .max_decoding_message_size(bytes_max)
+        .max_encoding_message_size(bytes_max);
+    let admin = pb::admin_server::AdminServer::new(AdminService { ctx: ctx.clone() })
+        .max_decoding_message_size(bytes_max)
+        .max_encoding_message_size(bytes_max);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for gRPC", args.listen))?;
+    let grpc_addr = listener.local_addr()?;
+    let metrics_addr = match args.metrics_listen {
+        Some(addr) => {
+            let listener = telemetry::bind_metrics(addr).await?;
+            let local = listener.local_addr()?;
+            let mut stop = ctx.shutdown.clone();
+            tokio::spawn(listener.serve(telemetry.prometheus_source(), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+            Some(local)
+        }
+        None => None,
+    };
+    // One line on stdout that scripts and tests can wait for.
+    println!(
+        "plaitd ready grpc={grpc_addr} metrics={} data_dir={}",
+        metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        args.data_dir.display()
+    );
+    tracing::info!(%grpc_addr, ?metrics_addr, "serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let poisoned = store.poisoned();
+    let shutdown_signal = {
+        let health = health.clone();
+        async move {
+            let stop = stop_signal(poisoned).await;
+            match &stop {
+                Stop::Signal(name) => tracing::info!(signal = name, "stopping: draining in-flight calls"),
+                Stop::Poisoned => tracing::error!("the store is poisoned; refusing all calls and exiting"),
+            }
+            health.set_not_serving::<pb::logs_server::LogsServer<LogsService>>().await;
+            health.set_not_serving::<pb::data_server::DataServer<DataService>>().await;
+            health.set_not_serving::<pb::admin_server::AdminServer<AdminService>>().await;
+            let _ = shutdown_tx.send(true);
+            let _ = stop_tx.send(stop);
+        }
+    };
+    let server = Server::builder()
+        .max_concurrent_streams(Some(args.streams_per_connection_max))
+        .layer(RpcMetricsLayer::new(metrics.clone()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(logs)
+        .add_service(data)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal,
+        );
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let mut server = std::pin::pin!(server);
+    let mut stop_rx = std::pin::pin!(stop_rx);
+    let stop = tokio::select! {
+        result = &mut server => {
+            result.context("the gRPC server failed")?;
+            stop_rx.await.unwrap_or(Stop::Signal("server exit"))
+        }
+        stop = &mut stop_rx => {
+            let stop = stop.unwrap_or(Stop::Signal("server exit"));
+            // The server is draining; give in-flight calls the grace period.
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                tracing::warn!(grace_ms = args.shutdown_grace_ms, "calls still running after the grace period; closing anyway");
+            }
+            stop
+        }
+    };
+    store.close().await.context("cannot close the store")?;
+    telemetry.shutdown().await;
+    match stop {
+        Stop::Signal(_) => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+        Stop::Poisoned => {
+            anyhow::bail!("stopped because a write to disk failed; restart to recover from the journal")
+        }
+    }
+}
+
+/// Re-hashes and re-verifies every entry of a stopped replica's data directory and
+/// rebuilds every view to compare. Returns whether it is clean.
+pub async fn check(args: CheckArgs) -> anyhow::Result<bool> {
+    if !args.data_dir.join("meta").exists() && !args.data_dir.exists() {
+        anyhow::bail!("{} does not exist", args.data_dir.display());
+    }
+    // Checking writes nothing, so any writer key will do.
+    let key = plait_core::WriterKey::generate(&mut rand::rngs::OsRng);
+    let config = StoreConfig::new(&args.data_dir, key);
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
+    })
+    .await?
+    .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    let checked = store.clone();
+    let report = tokio::task::spawn_blocking(move || checked.check_integrity()).await??;
+    store.close().await?;
+    if args.json {
+        println!(
+            "{{\"logs\":{},\"entries\":{},\"ops\":{},\"pending\":{},\"problems\":{:?}}}",
+            report.logs, report.entries, report.ops, report.pending, report.problems
+        );
+    } else {
+        println!(
+            "checked {} logs, {} entries, {} ops ({} pending): {}",
+            report.logs,
+            report.entries,
+            report.ops,
+            report.pending,
+            if report.is_clean() { "clean" } else { "PROBLEMS FOUND" }
+        );
+        for problem in &report.problems {
+            println!("  - {problem}");
+        }
+    }
+    Ok(report.is_clean())
+}

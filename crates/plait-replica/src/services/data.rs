@@ -1,0 +1,464 @@
+//! `plait.v1.Data`: typed writes, the routed batch write, pre-signed entries, reads and
+//! subscriptions. Every request is checked here, at the boundary, before the store sees
+//! it; the store checks again what it must own (ACL, parents, clocks).
+
+use std::collections::HashMap;
+
+use plait_core::limits::{KEY_BYTES_MAX, LABEL_BYTES_MAX, NODE_BYTES_MAX};
+use plait_core::{DecodedEntry, EntryHash, LogId, LogType, Op, OpId, verify_batch};
+use plait_proto::{convert, pb};
+use plait_store::{Direction, IngestSource, LogSummary, SubmitOutcome, WriteAck};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Ctx, page_limit};
+use crate::status;
+
+/// Most ops one `Write` call may carry.
+const WRITE_OPS_MAX: usize = 10_000;
+/// Most entries one `Submit` call may carry.
+const SUBMIT_ENTRIES_MAX: usize = 1024;
+/// Entries a subscription reads from the store at a time, and their bytes.
+const SUBSCRIBE_PAGE_ENTRIES: usize = 256;
+const SUBSCRIBE_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Applied ops buffered per subscriber before the stream waits for the client.
+const SUBSCRIBE_BUFFER: usize = 1024;
+
+pub(crate) struct DataService {
+    pub(crate) ctx: Ctx,
+}
+
+fn ack_to_pb(ack: &WriteAck) -> pb::WriteAck {
+    pb::WriteAck {
+        log_id: ack.log.to_hex(),
+        entry_hash: ack.hash.0.to_vec(),
+        seq: ack.seq,
+        op_index: ack.index,
+        clock: Some(ack.clock.into()),
+    }
+}
+
+fn bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} must not be empty")));
+    }
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes, over the limit of {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn optional_bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes, over the limit of {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+impl DataService {
+    /// Writes one typed op to the log named in the request.
+    async fn write_one(&self, log: &str, op: Op) -> Result<Response<pb::WriteAck>, Status> {
+        op.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let summary = self.ctx.resolve_typed(log, op.log_type(), op.name())?;
+        let acks = self.ctx.store.write(vec![(summary.log_id, op)]).await.map_err(status::from_store)?;
+        self.ctx.metrics.record_ops_written(summary.manifest.manifest().log_type.name(), 1);
+        Ok(Response::new(ack_to_pb(&acks[0])))
+    }
+
+    /// Decodes, verifies and pre-checks submitted entries; any failure refuses the whole
+    /// request, naming the entry, so nothing of a bad request is stored.
+    async fn check_submitted(&self, raw: Vec<Vec<u8>>) -> Result<Vec<plait_core::VerifiedEntry>, Status> {
+        if raw.is_empty() {
+            return Err(Status::invalid_argument("entries must not be empty"));
+        }
+        if raw.len() > SUBMIT_ENTRIES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} entries in one call, over the limit of {SUBMIT_ENTRIES_MAX}",
+                raw.len()
+            )));
+        }
+        let decoded = raw
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                DecodedEntry::decode(bytes).map_err(|e| status::from_decode(&format!("entries[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let verified =
+            tokio::task::spawn_blocking(move || verify_batch(decoded)).await.map_err(status::from_join)?;
+        let verified = verified
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.map_err(|e| status::from_verify(&format!("entries[{i}]"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // Parents' clock times, from this request and from the store.
+        let in_request: HashMap<EntryHash, u64> =
+            verified.iter().map(|e| (e.hash(), e.clock().time)).collect();
+        let parents: Vec<EntryHash> = verified
+            .iter()
+            .flat_map(|e| e.entry().next.iter().copied())
+            .filter(|p| !in_request.contains_key(p))
+            .collect();
+        let stored: HashMap<EntryHash, (LogId, u64)> = self
+            .ctx
+            .blocking(move |store| {
+                let mut out = HashMap::new();
+                for p in parents {
+                    if let Some(e) = store.get_entry(&p).map_err(status::from_store)? {
+                        out.insert(p, (e.entry.log(), e.entry.clock().time));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+
+        for (i, entry) in verified.iter().enumerate() {
+            let at = |m: String| format!("entries[{i}] ({}): {m}", entry.hash());
+            let summary = self.ctx.store.log(&entry.log()).ok_or_else(|| {
+                Status::not_found(at(format!("log {} is not hosted on this replica", entry.log())))
+            })?;
+            let manifest = summary.manifest.manifest();
+            if !manifest.writers.allows(&entry.clock().writer) {
+                return Err(Status::permission_denied(at(format!(
+                    "writer {} is not on the ACL of log {:?}",
+                    entry.clock().writer,
+                    manifest.name
+                ))));
+            }
+            for op in &entry.entry().ops {
+                op.check_type(manifest.log_type).map_err(|e| Status::invalid_argument(at(e.to_string())))?;
+            }
+            for parent in &entry.entry().next {
+                let time = match (in_request.get(parent), stored.get(parent)) {
+                    (Some(t), _) => Some(*t),
+                    (None, Some((log, _))) if *log != entry.log() => {
+                        return Err(Status::invalid_argument(at(format!(
+                            "parent {parent} belongs to another log"
+                        ))));
+                    }
+                    (None, Some((_, t))) => Some(*t),
+                    (None, None) => None,
+                };
+                if time.is_some_and(|t| t >= entry.clock().time) {
+                    return Err(Status::invalid_argument(at(format!(
+                        "clock time {} does not exceed parent {parent}'s {}",
+                        entry.clock().time,
+                        time.unwrap_or_default()
+                    ))));
+                }
+            }
+        }
+        Ok(verified)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::data_server::Data for DataService {
+    async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        self.write_one(&r.log, Op::Append { value: r.value }).await
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        self.write_one(&r.log, Op::Put { key: r.key, value: r.value }).await
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        self.write_one(&r.log, Op::Delete { key: r.key }).await
+    }
+
+    async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        self.write_one(&r.log, Op::Link { src: r.src, label: r.label, dst: r.dst, props: r.props }).await
+    }
+
+    async fn unlink(&self, request: Request<pb::UnlinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        self.write_one(&r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }).await
+    }
+
+    async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let ops = request.into_inner().ops;
+        if ops.is_empty() {
+            return Err(Status::invalid_argument("ops must not be empty"));
+        }
+        if ops.len() > WRITE_OPS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} ops in one call, over the limit of {WRITE_OPS_MAX}",
+                ops.len()
+            )));
+        }
+        let mut logs: HashMap<String, LogSummary> = HashMap::new();
+        let mut routed = Vec::with_capacity(ops.len());
+        let mut per_type: HashMap<LogType, u64> = HashMap::new();
+        for (i, routed_op) in ops.into_iter().enumerate() {
+            let op = convert::op(&format!("ops[{i}].op"), routed_op.op).map_err(status::from_conversion)?;
+            if !logs.contains_key(&routed_op.log) {
+                let summary = self
+                    .ctx
+                    .resolve(&routed_op.log)
+                    .map_err(|s| Status::new(s.code(), format!("ops[{i}]: {}", s.message())))?;
+                logs.insert(routed_op.log.clone(), summary);
+            }
+            let summary = &logs[&routed_op.log];
+            let log_type = summary.manifest.manifest().log_type;
+            op.check_type(log_type).map_err(|e| {
+                Status::invalid_argument(format!("ops[{i}]: log {:?}: {e}", summary.manifest.manifest().name))
+            })?;
+            *per_type.entry(log_type).or_default() += 1;
+            routed.push((summary.log_id, op));
+        }
+        let acks = self.ctx.store.write(routed).await.map_err(status::from_store)?;
+        for (log_type, n) in per_type {
+            self.ctx.metrics.record_ops_written(log_type.name(), n);
+        }
+        Ok(Response::new(pb::WriteResponse { acks: acks.iter().map(ack_to_pb).collect() }))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let verified = self.check_submitted(request.into_inner().entries).await?;
+        let hashes: Vec<EntryHash> = verified.iter().map(|e| e.hash()).collect();
+        let outcomes =
+            self.ctx.store.ingest(verified, IngestSource::Submit).await.map_err(status::from_store)?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        let mut stored = 0;
+        for (i, (hash, outcome)) in hashes.iter().zip(outcomes).enumerate() {
+            let (outcome, seq) = match outcome {
+                Ok(SubmitOutcome::Stored { seq }) => {
+                    stored += 1;
+                    (pb::SubmitOutcome::Stored, seq)
+                }
+                Ok(SubmitOutcome::Duplicate { seq }) => (pb::SubmitOutcome::Duplicate, seq),
+                Ok(SubmitOutcome::Pending) => (pb::SubmitOutcome::Pending, 0),
+                Err(e) => {
+                    let s = status::from_store(e);
+                    return Err(Status::new(s.code(), format!("entries[{i}] ({hash}): {}", s.message())));
+                }
+            };
+            results.push(pb::SubmitResult { entry_hash: hash.0.to_vec(), outcome: outcome as i32, seq });
+        }
+        self.ctx.metrics.record_ingested("submit", stored);
+        Ok(Response::new(pb::SubmitResponse { results }))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let r = request.into_inner();
+        bounded("key", &r.key, KEY_BYTES_MAX)?;
+        let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Get")?.log_id;
+        let row =
+            self.ctx.blocking(move |store| store.get_kv(&log, &r.key).map_err(status::from_store)).await?;
+        Ok(Response::new(match row {
+            Some(row) => {
+                pb::GetResponse { found: true, value: row.value, clock: Some(row.id.clock().into()) }
+            }
+            None => pb::GetResponse { found: false, value: Vec::new(), clock: None },
+        }))
+    }
+
+    async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let r = request.into_inner();
+        optional_bounded("prefix", &r.prefix, KEY_BYTES_MAX)?;
+        optional_bounded("start", &r.start, KEY_BYTES_MAX)?;
+        optional_bounded("end", &r.end, KEY_BYTES_MAX)?;
+        let limit = page_limit(r.limit)?;
+        let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Scan")?.log_id;
+        let (rows, next) = self
+            .ctx
+            .blocking(move |store| {
+                store.scan_kv(&log, &r.prefix, &r.start, &r.end, limit).map_err(status::from_store)
+            })
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(|row| pb::KeyValue { key: row.key, value: row.value, clock: Some(row.id.clock().into()) })
+            .collect();
+        Ok(Response::new(pb::ScanResponse { items, next_start: next.unwrap_or_default() }))
+    }
+
+    async fn read_feed(
+        &self,
+        request: Request<pb::ReadFeedRequest>,
+    ) -> Result<Response<pb::ReadFeedResponse>, Status> {
+        let r = request.into_inner();
+        let limit = page_limit(r.limit)?;
+        if r.tail && !r.after.is_empty() {
+            return Err(Status::invalid_argument("tail reads the last items; it does not take `after`"));
+        }
+        if !r.after.is_empty() && r.after.len() != OpId::SORT_KEY_LEN {
+            return Err(Status::invalid_argument(format!(
+                "after must be a position from an earlier FeedItem ({} bytes), got {} bytes",
+                OpId::SORT_KEY_LEN,
+                r.after.len()
+            )));
+        }
+        let log = self.ctx.resolve_typed(&r.log, LogType::Feed, "ReadFeed")?.log_id;
+        let rows = self
+            .ctx
+            .blocking(move |store| {
+                let after = (!r.after.is_empty()).then_some(r.after.as_slice());
+                store.read_feed(&log, after, limit, r.tail).map_err(status::from_store)
+            })
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(|row| pb::FeedItem {
+                value: row.value,
+                clock: Some(row.id.clock().into()),
+                entry_hash: row.id.entry.0.to_vec(),
+                op_index: row.id.index,
+                position: row.id.to_sort_key().to_vec(),
+            })
+            .collect();
+        Ok(Response::new(pb::ReadFeedResponse { items }))
+    }
+
+    async fn edges(&self, request: Request<pb::EdgesRequest>) -> Result<Response<pb::EdgesResponse>, Status> {
+        let r = request.into_inner();
+        bounded("node", &r.node, NODE_BYTES_MAX)?;
+        optional_bounded("label", r.label.as_bytes(), LABEL_BYTES_MAX)?;
+        let limit = page_limit(r.limit)?;
+        let direction = match pb::Direction::try_from(r.direction) {
+            Ok(pb::Direction::Unspecified | pb::Direction::Out) => Direction::Out,
+            Ok(pb::Direction::In) => Direction::In,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "direction {} is not DIRECTION_OUT or DIRECTION_IN",
+                    r.direction
+                )));
+            }
+        };
+        let log = self.ctx.resolve_typed(&r.log, LogType::Graph, "Edges")?.log_id;
+        let rows = self
+            .ctx
+            .blocking(move |store| {
+                let label = (!r.label.is_empty()).then_some(r.label.as_str());
+                store.edges(&log, &r.node, direction, label, limit).map_err(status::from_store)
+            })
+            .await?;
+        let edges = rows
+            .into_iter()
+            .map(|e| pb::Edge {
+                src: e.src,
+                label: e.label,
+                dst: e.dst,
+                props: e.props,
+                clock: Some(e.id.clock().into()),
+            })
+            .collect();
+        Ok(Response::new(pb::EdgesResponse { edges }))
+    }
+
+    async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+        let hash =
+            convert::entry_hash("hash", &request.into_inner().hash).map_err(status::from_conversion)?;
+        let stored =
+            self.ctx.blocking(move |store| store.get_entry(&hash).map_err(status::from_store)).await?;
+        let stored = stored.ok_or_else(|| Status::not_found(format!("no entry {hash} on this replica")))?;
+        Ok(Response::new(convert::entry_to_pb(&stored.entry, stored.seq)))
+    }
+
+    async fn heads(&self, request: Request<pb::HeadsRequest>) -> Result<Response<pb::HeadsResponse>, Status> {
+        let summary = self.ctx.resolve(&request.into_inner().log)?;
+        let log = summary.log_id;
+        let heads = self.ctx.blocking(move |store| store.heads(&log).map_err(status::from_store)).await?;
+        Ok(Response::new(pb::HeadsResponse {
+            log_id: log.0.to_vec(),
+            heads: heads
+                .iter()
+                .map(|h| pb::Head { hash: h.entry.hash().0.to_vec(), clock: Some(h.entry.clock().into()) })
+                .collect(),
+            seq: summary.seq,
+        }))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::AppliedOp, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let summary = self.ctx.resolve(&r.log)?;
+        let permit = self.ctx.subscriptions.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "too many open subscriptions on this replica; close some or try another replica",
+            )
+        })?;
+        let log = summary.log_id;
+        let mut seq_watch = self.ctx.store.watch_seq(&log).map_err(status::from_store)?;
+        let mut shutdown = self.ctx.shutdown.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut cursor = r.after_seq;
+            loop {
+                let page = ctx
+                    .blocking(move |store| {
+                        store
+                            .entries_after(&log, cursor, SUBSCRIBE_PAGE_ENTRIES, SUBSCRIBE_PAGE_BYTES)
+                            .map_err(status::from_store)
+                    })
+                    .await;
+                let page = match page {
+                    Ok(p) => p,
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                };
+                for stored in &page {
+                    for (id, op) in stored.entry.op_ids() {
+                        let applied = pb::AppliedOp {
+                            seq: stored.seq,
+                            entry_hash: id.entry.0.to_vec(),
+                            op_index: id.index,
+                            clock: Some(id.clock().into()),
+                            op: Some(op.into()),
+                        };
+                        if tx.send(Ok(applied)).await.is_err() {
+                            return; // The client went away.
+                        }
+                    }
+                    cursor = stored.seq;
+                }
+                if !page.is_empty() {
+                    continue;
+                }
+                if !r.follow {
+                    return;
+                }
+                // Wait until something past the cursor is durable, the log is dropped, the
+                // client leaves or the server shuts down.
+                tokio::select! {
+                    // The watch guards are dropped inside these blocks: they must not
+                    // live across an await.
+                    alive = async { seq_watch.wait_for(|seq| *seq > cursor).await.is_ok() } => {
+                        if !alive {
+                            let _ = tx.send(Err(Status::not_found("the log was dropped"))).await;
+                            return;
+                        }
+                    }
+                    _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+                        let _ = tx.send(Err(Status::unavailable("the replica is shutting down; resubscribe from your last seq"))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
