@@ -1,1 +1,7 @@
-//! placeholder
+//! Cross-process tests: real `plaitd` processes on loopback, real gRPC, SIGKILL.
+
+mod support;
+
+mod api;
+mod bad_input;
+mod crash;

@@ -1,1 +1,182 @@
-//! placeholder
+//! The harness for cross-process tests and benchmarks: real `plaitd` processes on
+//! loopback ports, started, stopped with SIGTERM and killed with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a replica may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM'd replica may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The directory holding the workspace's built binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PLAIT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test and bench executables live in target/<profile>/deps or target/<profile>.
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The path of a workspace binary, with a clear error when it was not built.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!("{} is not built; run `cargo build --bins` first (or set PLAIT_BIN_DIR)", path.display());
+    }
+    Ok(path)
+}
+
+/// A running `plaitd`.
+pub struct Plaitd {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Plaitd {
+    /// Starts a replica on an ephemeral loopback port over `data_dir` and waits for its
+    /// ready line. `extra` are further flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Plaitd> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, grpc, metrics) = spawn(data_dir, &extra)?;
+        Ok(Plaitd { child: Some(child), grpc, metrics, data_dir: data_dir.to_path_buf(), extra })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL: no chance to flush or drain.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("could not send SIGTERM");
+        }
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("plaitd did not exit within {EXIT_TIMEOUT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the replica again on the same data directory (a new port).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        let (child, grpc, metrics) = spawn(&self.data_dir, &self.extra)?;
+        self.child = Some(child);
+        self.grpc = grpc;
+        self.metrics = metrics;
+        Ok(())
+    }
+
+    /// Resident memory of the process in bytes (Linux), if it is running.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl Drop for Plaitd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+    let log_path = data_dir.with_extension("log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut child = Command::new(binary("plaitd")?)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("PLAIT_LOG", std::env::var("PLAIT_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("cannot start plaitd")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("plaitd ready") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("plaitd did not become ready within {READY_TIMEOUT:?}; its log:\n{log}");
+        }
+    };
+    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_owned);
+    let grpc = field("grpc=").context("ready line without grpc=")?.parse()?;
+    let metrics = field("metrics=").and_then(|m| m.parse().ok());
+    Ok((child, grpc, metrics))
+}
+
+/// Polls `condition` until it holds or `timeout` passes. Tests wait on conditions, never
+/// on fixed sleeps.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `plaitd check` on a stopped replica's data directory; returns its output and
+/// whether the data is clean.
+pub fn check(data_dir: &Path) -> anyhow::Result<(bool, String)> {
+    let out = Command::new(binary("plaitd")?).arg("check").arg("--data-dir").arg(data_dir).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text))
+}

@@ -1,0 +1,255 @@
+//! Bad input of every kind gets the right status code and a message a person can act on;
+//! nothing is stored and the replica keeps serving.
+
+use plait_core::{EntryDraft, LogId, Op, WriterKey};
+use plait_proto::pb;
+use rand::SeedableRng;
+use tonic::Code;
+
+use crate::support::{Clients, connect, create, put_op, start};
+
+fn expect(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, words: &str) {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(words), "message {:?} should mention {words:?}", status.message());
+}
+
+async fn seq_of(c: &mut Clients, log: &str) -> u64 {
+    c.logs.get_log(pb::GetLogRequest { log: log.into() }).await.unwrap().into_inner().seq
+}
+
+/// Typed writes and reads with bad arguments.
+#[tokio::test]
+async fn bad_writes_and_reads() {
+    let (_dir, replica) = start();
+    let mut c = connect(&replica).await;
+    create(&mut c, "kv", pb::LogType::Kv).await;
+    create(&mut c, "feed", pb::LogType::Feed).await;
+    let put = |log: &str, key: Vec<u8>, value: Vec<u8>| pb::PutRequest { log: log.into(), key, value };
+
+    expect(c.data.put(put("nope", b"k".to_vec(), b"v".to_vec())).await, Code::NotFound, "no log named");
+    expect(
+        c.data.put(put("", b"k".to_vec(), b"v".to_vec())).await,
+        Code::InvalidArgument,
+        "log must be given",
+    );
+    expect(
+        c.data.append(pb::AppendRequest { log: "kv".into(), value: b"v".to_vec() }).await,
+        Code::InvalidArgument,
+        "kv log",
+    );
+    expect(c.data.put(put("feed", b"k".to_vec(), b"v".to_vec())).await, Code::InvalidArgument, "feed log");
+    expect(
+        c.data.put(put("kv", vec![], b"v".to_vec())).await,
+        Code::InvalidArgument,
+        "key must not be empty",
+    );
+    expect(
+        c.data.put(put("kv", vec![1; 2000], b"v".to_vec())).await,
+        Code::InvalidArgument,
+        "over the limit",
+    );
+    expect(
+        c.data.put(put("kv", b"k".to_vec(), vec![])).await,
+        Code::InvalidArgument,
+        "value must not be empty",
+    );
+    expect(
+        c.data.put(put("kv", b"k".to_vec(), vec![1; 600 * 1024])).await,
+        Code::InvalidArgument,
+        "over the limit",
+    );
+    expect(
+        c.data.get(pb::GetRequest { log: "feed".into(), key: b"k".to_vec() }).await,
+        Code::InvalidArgument,
+        "kv logs",
+    );
+    expect(c.data.get(pb::GetRequest { log: "kv".into(), key: vec![] }).await, Code::InvalidArgument, "key");
+    expect(
+        c.data.scan(pb::ScanRequest { log: "kv".into(), limit: 1_000_000, ..Default::default() }).await,
+        Code::InvalidArgument,
+        "limit",
+    );
+    expect(
+        c.data
+            .read_feed(pb::ReadFeedRequest { log: "feed".into(), after: vec![1, 2, 3], ..Default::default() })
+            .await,
+        Code::InvalidArgument,
+        "position",
+    );
+    expect(
+        c.data.edges(pb::EdgesRequest { log: "kv".into(), node: b"n".to_vec(), ..Default::default() }).await,
+        Code::InvalidArgument,
+        "graph logs",
+    );
+    expect(
+        c.data.get_entry(pb::GetEntryRequest { hash: vec![1; 5] }).await,
+        Code::InvalidArgument,
+        "32 bytes",
+    );
+    expect(c.data.get_entry(pb::GetEntryRequest { hash: vec![1; 32] }).await, Code::NotFound, "no entry");
+    expect(c.data.heads(pb::HeadsRequest { log: "nope".into() }).await, Code::NotFound, "no log");
+    expect(
+        c.data.subscribe(pb::SubscribeRequest { log: "nope".into(), ..Default::default() }).await.map(|_| ()),
+        Code::NotFound,
+        "no log",
+    );
+
+    // A routed batch with one bad op stores none of its ops.
+    let bad_batch = pb::WriteRequest {
+        ops: vec![
+            put_op("kv", "fine", "1"),
+            pb::RoutedOp {
+                log: "kv".into(),
+                op: Some(pb::Op { op: Some(pb::op::Op::Append(pb::FeedAppend { value: b"x".to_vec() })) }),
+            },
+        ],
+    };
+    expect(c.data.write(bad_batch).await, Code::InvalidArgument, "ops[1]");
+    expect(
+        c.data.write(pb::WriteRequest { ops: vec![pb::RoutedOp { log: "kv".into(), op: None }] }).await,
+        Code::InvalidArgument,
+        "ops[0].op is missing",
+    );
+    expect(c.data.write(pb::WriteRequest { ops: vec![] }).await, Code::InvalidArgument, "must not be empty");
+    let missing_log = pb::WriteRequest { ops: vec![put_op("kv", "a", "1"), put_op("nope", "a", "1")] };
+    expect(c.data.write(missing_log).await, Code::NotFound, "ops[1]");
+
+    // An oversized message is refused by the transport limit, not by a crash.
+    let huge = c.data.put(put("kv", b"k".to_vec(), vec![7; 17 * 1024 * 1024])).await;
+    assert!(huge.is_err());
+
+    assert_eq!(seq_of(&mut c, "kv").await, 0, "nothing was stored");
+    assert_eq!(seq_of(&mut c, "feed").await, 0, "nothing was stored");
+    c.data.put(put("kv", b"k".to_vec(), b"v".to_vec())).await.expect("the replica keeps serving");
+    assert_eq!(seq_of(&mut c, "kv").await, 1);
+}
+
+/// Creating logs with missing or contradictory fields.
+#[tokio::test]
+async fn bad_log_definitions() {
+    let (_dir, replica) = start();
+    let mut c = connect(&replica).await;
+    let req = |name: &str, t: pb::LogType| pb::CreateLogRequest {
+        name: name.into(),
+        r#type: t as i32,
+        ..Default::default()
+    };
+    expect(
+        c.logs.create_log(req("x", pb::LogType::Unspecified)).await,
+        Code::InvalidArgument,
+        "type is unspecified",
+    );
+    expect(c.logs.create_log(req("has space", pb::LogType::Kv)).await, Code::InvalidArgument, "name");
+    expect(c.logs.create_log(req("", pb::LogType::Kv)).await, Code::InvalidArgument, "name");
+    expect(
+        c.logs.create_log(pb::CreateLogRequest { r#type: 42, ..req("x", pb::LogType::Kv) }).await,
+        Code::InvalidArgument,
+        "unknown value 42",
+    );
+    expect(
+        c.logs
+            .create_log(pb::CreateLogRequest { writers: vec![vec![1; 31]], ..req("x", pb::LogType::Kv) })
+            .await,
+        Code::InvalidArgument,
+        "writers[0]",
+    );
+    expect(
+        c.logs
+            .create_log(pb::CreateLogRequest {
+                open: true,
+                writers: vec![vec![1; 32]],
+                ..req("x", pb::LogType::Kv)
+            })
+            .await,
+        Code::InvalidArgument,
+        "open",
+    );
+    expect(
+        c.logs
+            .create_log(pb::CreateLogRequest { exclude_replica_writer: true, ..req("x", pb::LogType::Kv) })
+            .await,
+        Code::InvalidArgument,
+        "nobody could write",
+    );
+    expect(
+        c.logs
+            .create_log(pb::CreateLogRequest {
+                signed_manifest: vec![0x83, 1, 2],
+                ..req("x", pb::LogType::Kv)
+            })
+            .await,
+        Code::InvalidArgument,
+        "signed_manifest",
+    );
+    create(&mut c, "taken", pb::LogType::Kv).await;
+    expect(
+        c.logs.create_log(req("taken", pb::LogType::Feed)).await,
+        Code::AlreadyExists,
+        "choose another name",
+    );
+    expect(c.logs.drop_log(pb::DropLogRequest { log: "nope".into() }).await, Code::NotFound, "no log");
+    let logs = c.logs.list_logs(pb::ListLogsRequest {}).await.unwrap().into_inner().logs;
+    assert_eq!(logs.len(), 1, "no bad definition created a log");
+}
+
+/// Pre-signed entries that are malformed, non-canonical, tampered, badly signed, from a
+/// writer not on the ACL, for an unknown log or with a stale clock are refused whole.
+#[tokio::test]
+async fn bad_submitted_entries() {
+    let (_dir, replica) = start();
+    let mut c = connect(&replica).await;
+    let alice = WriterKey::generate(&mut rand::rngs::StdRng::seed_from_u64(1));
+    let mallory = WriterKey::generate(&mut rand::rngs::StdRng::seed_from_u64(2));
+    let info = c
+        .logs
+        .create_log(pb::CreateLogRequest {
+            name: "kv".into(),
+            r#type: pb::LogType::Kv as i32,
+            writers: vec![alice.public().0.to_vec()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let log = LogId::from_slice(&info.log_id).unwrap();
+    let make = |key: &WriterKey, log: LogId, time: u64, next: Vec<plait_core::EntryHash>, ops: Vec<Op>| {
+        EntryDraft { log, time, next, refs: vec![], ops }.sign(key).unwrap().into_bytes()
+    };
+    let put = || vec![Op::Put { key: b"k".to_vec(), value: b"v".to_vec() }];
+    let good = make(&alice, log, 1, vec![], put());
+    let submit = |entries: Vec<Vec<u8>>| pb::SubmitRequest { entries };
+
+    expect(c.data.submit(submit(vec![])).await, Code::InvalidArgument, "must not be empty");
+    expect(c.data.submit(submit(vec![b"garbage".to_vec()])).await, Code::InvalidArgument, "entries[0]");
+    let mut non_canonical = vec![good[0], 0x18, 0x01];
+    non_canonical.extend_from_slice(&good[2..]);
+    expect(c.data.submit(submit(vec![non_canonical])).await, Code::InvalidArgument, "not canonical");
+    let mut tampered = good.clone();
+    let at = tampered.windows(1).rposition(|w| w == b"v").expect("value byte");
+    tampered[at] = b'w';
+    expect(c.data.submit(submit(vec![good.clone(), tampered])).await, Code::InvalidArgument, "entries[1]");
+    let mut bad_sig = good.clone();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    expect(c.data.submit(submit(vec![bad_sig])).await, Code::InvalidArgument, "bad signature");
+    expect(
+        c.data.submit(submit(vec![make(&mallory, log, 1, vec![], put())])).await,
+        Code::PermissionDenied,
+        "not on the ACL",
+    );
+    expect(
+        c.data.submit(submit(vec![make(&alice, LogId([5; 32]), 1, vec![], put())])).await,
+        Code::NotFound,
+        "not hosted",
+    );
+    let feed_op = make(&alice, log, 1, vec![], vec![Op::Append { value: b"x".to_vec() }]);
+    expect(c.data.submit(submit(vec![feed_op])).await, Code::InvalidArgument, "does not accept");
+    let parent = plait_core::DecodedEntry::decode(&good).unwrap().hash();
+    let stale = make(&alice, log, 1, vec![parent], put());
+    expect(c.data.submit(submit(vec![good.clone(), stale])).await, Code::InvalidArgument, "does not exceed");
+
+    assert_eq!(seq_of(&mut c, "kv").await, 0, "nothing of a refused request was stored");
+    let ok = c.data.submit(submit(vec![good])).await.expect("the replica keeps serving").into_inner();
+    assert_eq!(ok.results[0].seq, 1);
+}
