@@ -3,5 +3,6 @@
 mod support;
 
 mod convergence;
+mod fixture;
 mod ingest;
 mod writes;
