@@ -1,1 +1,37 @@
-//! placeholder
+//! A typed async client for Plait replicas.
+//!
+//! [`Client`] speaks the gRPC API of `proto/plait/v1`: logs (create, get, list, drop),
+//! typed writes and the routed batch `write`, pre-signed entries (`submit`,
+//! [`Client::submit_signed`] for clients that hold their own keys), reads, subscriptions,
+//! status and health. Replies are checked on arrival: ids, enums, ops, and entries
+//! fetched by hash are verified. Errors are [`ClientError`] kinds that say whether
+//! retrying can help.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), plait_client::ClientError> {
+//! use plait_client::{Client, CreateLogOptions};
+//! use plait_core::LogType;
+//!
+//! let client = Client::connect("127.0.0.1:7070").await?;
+//! client.create_log(&CreateLogOptions::new("settings", LogType::Kv)).await?;
+//! client.put("settings", "theme", "dark").await?;
+//! let value = client.get("settings", "theme").await?;
+//! assert_eq!(value.map(|v| v.value), Some(b"dark".to_vec()));
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod error;
+mod types;
+
+pub use client::{
+    AppliedOpStream, CONNECT_TIMEOUT, Client, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MESSAGE_BYTES_MAX,
+    ServingStatus,
+};
+pub use error::ClientError;
+pub use types::{
+    AppliedOp, CreateLogOptions, Direction, EPOCH_LEN, Edge, EdgesOptions, FeedItem, Head, Heads, KeyValue,
+    LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitOutcome,
+    SubmitResult, Versioned, WriteAck,
+};

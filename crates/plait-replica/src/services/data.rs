@@ -30,7 +30,7 @@ pub(crate) struct DataService {
 
 fn ack_to_pb(ack: &WriteAck) -> pb::WriteAck {
     pb::WriteAck {
-        log_id: ack.log.to_hex(),
+        log_id: ack.log.0.to_vec(),
         entry_hash: ack.hash.0.to_vec(),
         seq: ack.seq,
         op_index: ack.index,
@@ -427,6 +427,7 @@ impl pb::data_server::Data for DataService {
                             op_index: id.index,
                             clock: Some(id.clock().into()),
                             op: Some(op.into()),
+                            position: id.to_sort_key().to_vec(),
                         };
                         if tx.send(Ok(applied)).await.is_err() {
                             return; // The client went away.

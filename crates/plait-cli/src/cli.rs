@@ -1,0 +1,504 @@
+//! The command line: every subcommand, flag and help text of `plaitctl`.
+//!
+//! The help is the manual: each subcommand says what it does and shows an example, so
+//! `plaitctl <command> --help` is enough to use it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use plait_core::{EntryHash, LogType, PublicKey};
+
+/// Largest page or count a read may ask for, as the API allows.
+pub(crate) const READ_LIMIT_MAX: u32 = 10_000;
+
+const TOP_AFTER_HELP: &str = "\
+Logs are named by name or by 64-character hex id. Keys, values and node ids are UTF-8
+strings on the command line. Human output shows byte strings as text when they are
+valid UTF-8, otherwise as 0x-prefixed hex; JSON output uses a `<field>_hex` key instead
+of `<field>` for such values.
+
+Exit status: 0 on success, 1 on an error (reported as `error: <message>` on stderr),
+2 on a usage error.
+
+Examples:
+  plaitctl log create settings --type kv
+  plaitctl put settings theme dark
+  plaitctl get settings theme
+  PLAIT_ADDR=10.0.0.5:7070 plaitctl --output json status";
+
+/// plaitctl: talk to a Plait replica.
+#[derive(Debug, Parser)]
+#[command(
+    name = "plaitctl",
+    version,
+    about = "Talk to a Plait replica: manage logs, write and read data, inspect entries and status",
+    long_about = "Talk to a Plait replica over its gRPC API.\n\nPlait is a replicated, tamper-evident \
+                  database: each log (a feed, a kv map or a graph) is a Merkle-CRDT of signed entries. \
+                  plaitctl creates and inspects logs, writes and reads data, follows feeds, shows \
+                  entries and heads, and reports a replica's status.",
+    after_help = TOP_AFTER_HELP
+)]
+pub(crate) struct Cli {
+    /// The replica to talk to: host:port or http://host:port.
+    #[arg(long, global = true, env = "PLAIT_ADDR", default_value = "http://127.0.0.1:7070")]
+    pub(crate) addr: String,
+
+    /// How to print results: `human` for people, `json` for programs (one JSON document
+    /// per command; `tail --follow` prints one JSON object per line).
+    #[arg(long, global = true, env = "PLAIT_OUTPUT", value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) output: OutputFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create, inspect, list and drop logs.
+    #[command(subcommand)]
+    Log(LogCommand),
+
+    /// Set a key of a kv log.
+    #[command(after_help = "Example:\n  plaitctl put settings theme dark")]
+    Put {
+        /// The kv log, by name or hex id.
+        log: String,
+        key: String,
+        value: String,
+    },
+
+    /// Print the current value of a key of a kv log; fails if the key is not set.
+    #[command(after_help = "Example:\n  plaitctl get settings theme")]
+    Get {
+        /// The kv log, by name or hex id.
+        log: String,
+        key: String,
+    },
+
+    /// Delete a key of a kv log (a tombstone that wins over older puts).
+    #[command(after_help = "Example:\n  plaitctl delete settings theme")]
+    Delete {
+        /// The kv log, by name or hex id.
+        log: String,
+        key: String,
+    },
+
+    /// List live keys of a kv log in key order, by prefix or range.
+    #[command(
+        long_about = "List live keys of a kv log in key order, by prefix or range.\n\nWithout --limit \
+                      every matching key is listed, fetched page by page. Human output is one \
+                      `key<TAB>value` line per key.",
+        after_help = "Examples:\n  plaitctl scan settings\n  plaitctl scan settings --prefix ui. --limit 20\n  \
+                      plaitctl scan settings --start a --end m"
+    )]
+    Scan {
+        /// The kv log, by name or hex id.
+        log: String,
+        /// Only keys starting with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only keys at or after this one.
+        #[arg(long)]
+        start: Option<String>,
+        /// Only keys before this one.
+        #[arg(long)]
+        end: Option<String>,
+        /// At most this many keys (default: all).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+
+    /// Append a value to a feed log, or each line of stdin with --stdin.
+    #[command(
+        long_about = "Append a value to a feed log.\n\nWith --stdin, each non-empty line of stdin \
+                      is appended, in batches written atomically per batch; progress goes to stderr \
+                      when it is a terminal.",
+        after_help = "Examples:\n  plaitctl append chat 'hello, world'\n  tail -f app.log | plaitctl append events --stdin"
+    )]
+    Append {
+        /// The feed log, by name or hex id.
+        log: String,
+        /// The value to append.
+        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        value: Option<String>,
+        /// Append each line of stdin instead.
+        #[arg(long)]
+        stdin: bool,
+    },
+
+    /// Print the last items of a feed log, and with --follow keep printing new ones.
+    #[command(
+        long_about = "Print the last items of a feed log in the total order, oldest first.\n\nWith \
+                      --follow, keep the connection open and print each new item as it lands on the \
+                      replica, written here or replicated from elsewhere, until interrupted.",
+        after_help = "Examples:\n  plaitctl tail chat\n  plaitctl tail chat -n 100\n  plaitctl tail chat --follow"
+    )]
+    Tail {
+        /// The feed log, by name or hex id.
+        log: String,
+        /// How many of the latest items to print first.
+        #[arg(short = 'n', long = "lines", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(READ_LIMIT_MAX)))]
+        lines: u32,
+        /// Keep printing new items as they land.
+        #[arg(short, long)]
+        follow: bool,
+    },
+
+    /// Add or update the edge (src, label, dst) of a graph log.
+    #[command(after_help = "Examples:\n  plaitctl link social alice follows bob\n  \
+                            plaitctl link social alice follows bob --props '{\"since\":2024}'")]
+    Link {
+        /// The graph log, by name or hex id.
+        log: String,
+        src: String,
+        label: String,
+        dst: String,
+        /// Properties stored on the edge.
+        #[arg(long, default_value = "")]
+        props: String,
+    },
+
+    /// Remove the edge (src, label, dst) of a graph log.
+    #[command(after_help = "Example:\n  plaitctl unlink social alice follows bob")]
+    Unlink {
+        /// The graph log, by name or hex id.
+        log: String,
+        src: String,
+        label: String,
+        dst: String,
+    },
+
+    /// List the edges of a graph log out of a node (or into it with --in).
+    #[command(
+        after_help = "Examples:\n  plaitctl edges social alice\n  plaitctl edges social bob --in --label follows"
+    )]
+    Edges {
+        /// The graph log, by name or hex id.
+        log: String,
+        node: String,
+        /// Edges into the node instead of out of it.
+        #[arg(long = "in")]
+        incoming: bool,
+        /// Only edges with this label.
+        #[arg(long)]
+        label: Option<String>,
+        /// At most this many edges (default: the server's, 1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(READ_LIMIT_MAX)))]
+        limit: Option<u32>,
+    },
+
+    /// Show one entry by hash: clock, parents, ops, signature. The entry is verified.
+    #[command(after_help = "Example:\n  plaitctl entry 3f9a...e1 (the 64-character hash a write printed)")]
+    Entry {
+        /// The entry hash, 64 hex characters.
+        #[arg(value_parser = parse_entry_hash)]
+        hash: EntryHash,
+    },
+
+    /// Show the heads of a log: the entries no other entry names as a parent.
+    #[command(after_help = "Example:\n  plaitctl heads chat")]
+    Heads {
+        /// The log, by name or hex id.
+        log: String,
+    },
+
+    /// Show the replica's identity, version, uptime and every log it hosts.
+    #[command(after_help = "Example:\n  plaitctl status\n  plaitctl --addr plait-0.plait:7070 status")]
+    Status,
+
+    /// Check the replica's gRPC health; exits 1 unless it is serving.
+    #[command(after_help = "Example:\n  plaitctl health")]
+    Health,
+
+    /// Generate an ed25519 writer key for signing entries yourself.
+    #[command(
+        long_about = "Generate an ed25519 writer key from the operating system's randomness.\n\nWith \
+                      --out, the 32-byte secret is written as hex to the file, created with mode 0600 \
+                      (an existing file is never overwritten); otherwise the secret is printed. The \
+                      public key is printed either way: name it with `log create --writer` to allow \
+                      the key to write, then use `submit --key-file`.",
+        after_help = "Examples:\n  plaitctl keygen --out alice.key\n  plaitctl log create notes --type kv \
+                      --writer <public key> --exclude-replica-writer"
+    )]
+    Keygen {
+        /// Write the secret key to this file instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+
+    /// Sign one operation with your own key and submit it as an entry.
+    #[command(
+        long_about = "Sign one operation with your own writer key and submit it as a pre-signed \
+                      entry. The entry's parents are the log's current heads. The key must be in the \
+                      log's ACL, or the log open.",
+        after_help = "Examples:\n  plaitctl submit notes --key-file alice.key put todo 'buy milk'\n  \
+                      plaitctl submit chat --key-file alice.key append hello"
+    )]
+    Submit {
+        /// The log, by name or hex id.
+        log: String,
+        /// A file holding the 32-byte secret key as hex (from `plaitctl keygen --out`).
+        #[arg(long, value_name = "FILE")]
+        key_file: std::path::PathBuf,
+        #[command(subcommand)]
+        op: OpCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LogCommand {
+    /// Create a log signed by the replica's writer key.
+    #[command(
+        long_about = "Create a log signed by the replica's writer key.\n\nThe log's type decides \
+                      which operations it accepts: feed (append), kv (put, delete) or graph (link, \
+                      unlink). By default only the replica's writer key may write; --writer adds \
+                      keys, --open lets any valid signature write, --exclude-replica-writer leaves \
+                      only the --writer keys. The name, type and ACL are the log's identity and \
+                      never change. Creating the same log twice returns the existing one.",
+        after_help = "Examples:\n  plaitctl log create chat --type feed\n  plaitctl log create notes --type kv \
+                      --writer 9c1f...ab --exclude-replica-writer"
+    )]
+    Create {
+        /// 1 to 128 characters of letters, digits, '.', '-', '_'.
+        name: String,
+        /// What the log holds.
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        log_type: LogTypeArg,
+        /// Also allow this ed25519 public key (64 hex characters) to write. Repeatable.
+        #[arg(long = "writer", value_name = "PUBLIC_KEY", value_parser = parse_public_key)]
+        writers: Vec<PublicKey>,
+        /// Any valid signature may write.
+        #[arg(long, conflicts_with = "writers")]
+        open: bool,
+        /// Leave the replica's writer key off the ACL: only --writer keys can write,
+        /// through `plaitctl submit`.
+        #[arg(long, requires = "writers")]
+        exclude_replica_writer: bool,
+    },
+
+    /// List the logs the replica hosts.
+    #[command(after_help = "Example:\n  plaitctl log list")]
+    List,
+
+    /// Show one log: id, type, ACL, seq, heads, pending entries, ops.
+    #[command(after_help = "Example:\n  plaitctl log get chat")]
+    Get {
+        /// The log, by name or hex id.
+        log: String,
+    },
+
+    /// Remove a log and everything stored for it from this replica.
+    #[command(after_help = "Example:\n  plaitctl log drop chat")]
+    Drop {
+        /// The log, by name or hex id.
+        log: String,
+    },
+}
+
+/// Log types as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogTypeArg {
+    /// Append-only values, read in order.
+    Feed,
+    /// Last-writer-wins keys and values.
+    Kv,
+    /// Last-writer-wins edges between nodes.
+    Graph,
+}
+
+impl From<LogTypeArg> for LogType {
+    fn from(arg: LogTypeArg) -> Self {
+        match arg {
+            LogTypeArg::Feed => LogType::Feed,
+            LogTypeArg::Kv => LogType::Kv,
+            LogTypeArg::Graph => LogType::Graph,
+        }
+    }
+}
+
+/// One operation for `submit`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OpCommand {
+    /// Append a value (feed logs).
+    Append { value: String },
+    /// Set a key (kv logs).
+    Put { key: String, value: String },
+    /// Delete a key (kv logs).
+    Delete { key: String },
+    /// Add or update an edge (graph logs).
+    Link(LinkArgs),
+    /// Remove an edge (graph logs).
+    Unlink { src: String, label: String, dst: String },
+}
+
+/// The edge of a `submit link`.
+#[derive(Debug, Args)]
+pub(crate) struct LinkArgs {
+    pub(crate) src: String,
+    pub(crate) label: String,
+    pub(crate) dst: String,
+    /// Properties stored on the edge.
+    #[arg(long, default_value = "")]
+    pub(crate) props: String,
+}
+
+fn parse_public_key(s: &str) -> Result<PublicKey, String> {
+    PublicKey::from_hex(s.trim())
+        .map_err(|_| "expected an ed25519 public key as 64 hex characters".to_owned())
+}
+
+fn parse_entry_hash(s: &str) -> Result<EntryHash, String> {
+    EntryHash::from_hex(s.trim()).map_err(|_| "expected an entry hash as 64 hex characters".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("plaitctl").chain(args.iter().copied()))
+    }
+
+    /// clap's own consistency checks on the whole command tree pass.
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every subcommand has an about line and an example in its help.
+    #[test]
+    fn every_subcommand_teaches() {
+        fn walk(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                assert!(sub.get_about().is_some(), "{path} has no about");
+                let is_group = sub.has_subcommands() && sub.get_name() == "log";
+                let is_op = path.starts_with("plaitctl submit ");
+                if !is_group && !is_op {
+                    let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                    assert!(help.contains("plaitctl "), "{path} has no example");
+                }
+                walk(sub, &path);
+            }
+        }
+        walk(&Cli::command(), "plaitctl");
+    }
+
+    /// Defaults: the local replica, human output.
+    #[test]
+    fn defaults() {
+        let cli = parse(&["status"]).unwrap();
+        assert!(matches!(cli.command, Command::Status));
+        // The environment may set PLAIT_ADDR / PLAIT_OUTPUT; only check when it does not.
+        if std::env::var_os("PLAIT_ADDR").is_none() {
+            assert_eq!(cli.addr, "http://127.0.0.1:7070");
+        }
+        if std::env::var_os("PLAIT_OUTPUT").is_none() {
+            assert_eq!(cli.output, OutputFormat::Human);
+        }
+    }
+
+    /// Global flags go before or after the subcommand.
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = parse(&["--output", "json", "log", "list", "--addr", "10.0.0.1:7070"]).unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.addr, "10.0.0.1:7070");
+        assert!(matches!(cli.command, Command::Log(LogCommand::List)));
+        assert!(parse(&["--output", "yaml", "status"]).is_err());
+    }
+
+    /// `log create` takes a type, repeated writers, and checks the ACL flags fit together.
+    #[test]
+    fn log_create() {
+        let key = "ab".repeat(32);
+        let cli =
+            parse(&["log", "create", "notes", "--type", "kv", "--writer", &key, "--writer", &key]).unwrap();
+        let Command::Log(LogCommand::Create { name, log_type, writers, open, exclude_replica_writer }) =
+            cli.command
+        else {
+            panic!("not log create");
+        };
+        assert_eq!(name, "notes");
+        assert_eq!(LogType::from(log_type), LogType::Kv);
+        assert_eq!(writers, vec![PublicKey([0xab; 32]); 2]);
+        assert!(!open && !exclude_replica_writer);
+
+        let err = parse(&["log", "create", "x", "--type", "feed", "--writer", "abc"]).unwrap_err();
+        assert!(err.to_string().contains("64 hex characters"), "{err}");
+        let err = parse(&["log", "create", "x", "--type", "feed", "--open", "--writer", &key]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let err = parse(&["log", "create", "x", "--type", "feed", "--exclude-replica-writer"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(parse(&["log", "create", "x"]).is_err(), "--type is required");
+        assert!(parse(&["log", "create", "x", "--type", "table"]).is_err());
+        assert!(parse(&["log", "create", "x", "--type", "graph", "--open"]).is_ok());
+    }
+
+    /// `append` takes a value or --stdin, not both, not neither.
+    #[test]
+    fn append_value_or_stdin() {
+        let cli = parse(&["append", "chat", "hi"]).unwrap();
+        assert!(matches!(cli.command, Command::Append { value: Some(v), stdin: false, .. } if v == "hi"));
+        let cli = parse(&["append", "chat", "--stdin"]).unwrap();
+        assert!(matches!(cli.command, Command::Append { value: None, stdin: true, .. }));
+        assert!(parse(&["append", "chat"]).is_err());
+        assert!(parse(&["append", "chat", "hi", "--stdin"]).is_err());
+    }
+
+    /// `tail` defaults to 10 lines and bounds -n by the API's limit.
+    #[test]
+    fn tail_flags() {
+        let cli = parse(&["tail", "chat"]).unwrap();
+        assert!(matches!(cli.command, Command::Tail { lines: 10, follow: false, .. }));
+        let cli = parse(&["tail", "chat", "-n", "3", "-f"]).unwrap();
+        assert!(matches!(cli.command, Command::Tail { lines: 3, follow: true, .. }));
+        assert!(parse(&["tail", "chat", "-n", "10001"]).is_err());
+    }
+
+    /// `scan` bounds are optional; a limit must be positive.
+    #[test]
+    fn scan_flags() {
+        let cli = parse(&["scan", "s", "--prefix", "ui.", "--limit", "5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Scan { prefix: Some(p), start: None, end: None, limit: Some(5), .. } if p == "ui."
+        ));
+        assert!(parse(&["scan", "s", "--limit", "0"]).is_err());
+    }
+
+    /// `edges --in` turns the query around; `entry` wants a 64-hex hash.
+    #[test]
+    fn edges_and_entry() {
+        let cli = parse(&["edges", "g", "bob", "--in", "--label", "follows"]).unwrap();
+        assert!(matches!(cli.command, Command::Edges { incoming: true, label: Some(_), .. }));
+        let hash = "0f".repeat(32);
+        let cli = parse(&["entry", &hash]).unwrap();
+        assert!(matches!(cli.command, Command::Entry { hash } if hash == EntryHash([0x0f; 32])));
+        let err = parse(&["entry", "0f0f"]).unwrap_err();
+        assert!(err.to_string().contains("entry hash as 64 hex characters"), "{err}");
+    }
+
+    /// `link` props default to empty; `submit` takes an op subcommand after the key file.
+    #[test]
+    fn link_and_submit() {
+        let cli = parse(&["link", "g", "a", "knows", "b"]).unwrap();
+        assert!(matches!(cli.command, Command::Link { props, .. } if props.is_empty()));
+        let cli = parse(&["submit", "notes", "--key-file", "k.hex", "put", "todo", "milk"]).unwrap();
+        let Command::Submit { log, key_file, op: OpCommand::Put { key, value } } = cli.command else {
+            panic!("not submit put");
+        };
+        assert_eq!((log.as_str(), key.as_str(), value.as_str()), ("notes", "todo", "milk"));
+        assert_eq!(key_file, std::path::PathBuf::from("k.hex"));
+        assert!(parse(&["submit", "notes", "put", "a", "b"]).is_err(), "--key-file is required");
+    }
+}

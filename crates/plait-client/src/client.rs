@@ -1,0 +1,442 @@
+//! The client itself: one connection to a replica and a typed method per RPC.
+//!
+//! The generated tonic clients take `&mut self`; they are cheap handles over one shared
+//! HTTP/2 channel, so each call clones the one it needs and `Client` methods take
+//! `&self`. A `Client` can be cloned and used from many tasks at once.
+
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use plait_core::{EntryHash, LogId, Op, SignedManifest, VerifiedEntry, WriterKey};
+use plait_proto::pb::admin_client::AdminClient;
+use plait_proto::pb::data_client::DataClient;
+use plait_proto::pb::logs_client::LogsClient;
+use plait_proto::{convert, pb};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::error::ClientError;
+use crate::types::{
+    AppliedOp, CreateLogOptions, Direction, Edge, EdgesOptions, FeedItem, Heads, KeyValue, LogInfo,
+    ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned, WriteAck,
+};
+
+/// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
+/// than left at tonic's 4 MiB decoding default: a batch `Write` or `Submit` of many
+/// entries, or a page of large values, is bigger than that, while an entry itself is at
+/// most 1 MiB (`plait_core::limits::ENTRY_BYTES_MAX`).
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often an idle connection is pinged, so a long `Subscribe` notices a dead peer
+/// instead of waiting forever.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a keep-alive ping may go unanswered before the connection is dropped.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Health of the replica as the standard gRPC health service reports it.
+pub use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The operations of a [`Client::subscribe`], in seq order, each checked on arrival.
+pub type AppliedOpStream = BoxStream<'static, Result<AppliedOp, ClientError>>;
+
+/// A connection to one Plait replica.
+#[derive(Clone)]
+pub struct Client {
+    logs: LogsClient<Channel>,
+    data: DataClient<Channel>,
+    admin: AdminClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// The URI for an address: `host:port` gets `http://` in front; a URI with a scheme is
+/// taken as it is.
+fn uri_for(addr: &str) -> Result<String, ClientError> {
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Err(ClientError::Invalid("the replica address is empty: expected host:port or a URI".into()));
+    }
+    if addr.contains("://") { Ok(addr.to_owned()) } else { Ok(format!("http://{addr}")) }
+}
+
+impl Client {
+    /// The endpoint for `addr` (`127.0.0.1:7070` or `http://host:7070`) with the client's
+    /// timeouts and keep-alives, for callers that build channels themselves.
+    pub fn endpoint(addr: impl Into<String>) -> Result<Endpoint, ClientError> {
+        let addr = addr.into();
+        let uri = uri_for(&addr)?;
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| ClientError::Invalid(format!("{addr:?} is not a valid replica address: {e}")))?;
+        Ok(endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT))
+    }
+
+    /// Connects to the replica at `addr` (`127.0.0.1:7070` or `http://host:7070`),
+    /// failing at once with [`ClientError::Transport`] if it cannot be reached.
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, ClientError> {
+        let addr = addr.into();
+        let channel =
+            Client::endpoint(addr.clone())?.connect().await.map_err(|e| match ClientError::from(e) {
+                ClientError::Transport(m) => ClientError::Transport(format!("cannot connect to {addr}: {m}")),
+                other => other,
+            })?;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// A client that connects on first use and reconnects as needed; connection errors
+    /// surface from the calls as [`ClientError::Unavailable`].
+    pub fn connect_lazy(addr: impl Into<String>) -> Result<Client, ClientError> {
+        Ok(Client::from_channel(Client::endpoint(addr)?.connect_lazy()))
+    }
+
+    /// A client over an existing channel; message size limits are set here.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            logs: LogsClient::new(channel.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            data: DataClient::new(channel.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            admin: AdminClient::new(channel.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            health: HealthClient::new(channel),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Logs.
+
+    /// Creates a log signed by the replica's writer key. Creating the same log twice
+    /// returns the existing one.
+    pub async fn create_log(&self, options: &CreateLogOptions) -> Result<LogInfo, ClientError> {
+        let reply = self.logs.clone().create_log(options.to_request()).await?;
+        LogInfo::try_from(reply.into_inner())
+    }
+
+    /// Registers a manifest the caller signed with its own key.
+    pub async fn register_log(&self, manifest: &SignedManifest) -> Result<LogInfo, ClientError> {
+        let request =
+            pb::CreateLogRequest { signed_manifest: manifest.bytes().to_vec(), ..Default::default() };
+        let reply = self.logs.clone().create_log(request).await?;
+        LogInfo::try_from(reply.into_inner())
+    }
+
+    /// One log, by name or 64-character hex id.
+    pub async fn get_log(&self, log: &str) -> Result<LogInfo, ClientError> {
+        let reply = self.logs.clone().get_log(pb::GetLogRequest { log: log.to_owned() }).await?;
+        LogInfo::try_from(reply.into_inner())
+    }
+
+    /// Every log the replica hosts.
+    pub async fn list_logs(&self) -> Result<Vec<LogInfo>, ClientError> {
+        let reply = self.logs.clone().list_logs(pb::ListLogsRequest {}).await?;
+        reply.into_inner().logs.into_iter().map(LogInfo::try_from).collect()
+    }
+
+    /// Removes a log and everything stored for it from this replica; returns its id.
+    pub async fn drop_log(&self, log: &str) -> Result<LogId, ClientError> {
+        let reply = self.logs.clone().drop_log(pb::DropLogRequest { log: log.to_owned() }).await?;
+        Ok(convert::log_id("log_id", &reply.into_inner().log_id)?)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Writes.
+
+    /// Appends a value to a feed log.
+    pub async fn append(&self, log: &str, value: impl Into<Vec<u8>>) -> Result<WriteAck, ClientError> {
+        let request = pb::AppendRequest { log: log.to_owned(), value: value.into() };
+        WriteAck::try_from(self.data.clone().append(request).await?.into_inner())
+    }
+
+    /// Sets a key of a kv log.
+    pub async fn put(
+        &self,
+        log: &str,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<WriteAck, ClientError> {
+        let request = pb::PutRequest { log: log.to_owned(), key: key.into(), value: value.into() };
+        WriteAck::try_from(self.data.clone().put(request).await?.into_inner())
+    }
+
+    /// Deletes a key of a kv log.
+    pub async fn delete(&self, log: &str, key: impl Into<Vec<u8>>) -> Result<WriteAck, ClientError> {
+        let request = pb::DeleteRequest { log: log.to_owned(), key: key.into() };
+        WriteAck::try_from(self.data.clone().delete(request).await?.into_inner())
+    }
+
+    /// Adds or updates the edge `(src, label, dst)` of a graph log.
+    pub async fn link(
+        &self,
+        log: &str,
+        src: impl Into<Vec<u8>>,
+        label: impl Into<String>,
+        dst: impl Into<Vec<u8>>,
+        props: impl Into<Vec<u8>>,
+    ) -> Result<WriteAck, ClientError> {
+        let request = pb::LinkRequest {
+            log: log.to_owned(),
+            src: src.into(),
+            label: label.into(),
+            dst: dst.into(),
+            props: props.into(),
+        };
+        WriteAck::try_from(self.data.clone().link(request).await?.into_inner())
+    }
+
+    /// Removes the edge `(src, label, dst)` of a graph log.
+    pub async fn unlink(
+        &self,
+        log: &str,
+        src: impl Into<Vec<u8>>,
+        label: impl Into<String>,
+        dst: impl Into<Vec<u8>>,
+    ) -> Result<WriteAck, ClientError> {
+        let request =
+            pb::UnlinkRequest { log: log.to_owned(), src: src.into(), label: label.into(), dst: dst.into() };
+        WriteAck::try_from(self.data.clone().unlink(request).await?.into_inner())
+    }
+
+    /// Writes many ops for one or more logs, all accepted or all refused. Returns one
+    /// acknowledgement per op, in order.
+    pub async fn write(&self, ops: Vec<RoutedOp>) -> Result<Vec<WriteAck>, ClientError> {
+        let count = ops.len();
+        let request = pb::WriteRequest {
+            ops: ops
+                .into_iter()
+                .map(|routed| pb::RoutedOp { log: routed.log, op: Some(routed.op.into()) })
+                .collect(),
+        };
+        let acks = self.data.clone().write(request).await?.into_inner().acks;
+        if acks.len() != count {
+            return Err(ClientError::corrupt_reply(
+                "write",
+                format_args!("{} acknowledgements for {count} ops", acks.len()),
+            ));
+        }
+        acks.into_iter().map(WriteAck::try_from).collect()
+    }
+
+    /// Submits entries signed by the caller. Parents may come in the same call, before
+    /// their children. Returns one result per entry, in order.
+    pub async fn submit(&self, entries: &[VerifiedEntry]) -> Result<Vec<SubmitResult>, ClientError> {
+        self.submit_encoded(entries.iter().map(|e| e.bytes().to_vec()).collect()).await
+    }
+
+    /// Submits entries already in canonical CBOR, for callers that relay entries they
+    /// did not decode. The replica verifies them.
+    pub async fn submit_encoded(&self, entries: Vec<Vec<u8>>) -> Result<Vec<SubmitResult>, ClientError> {
+        let count = entries.len();
+        let results = self.data.clone().submit(pb::SubmitRequest { entries }).await?.into_inner().results;
+        if results.len() != count {
+            return Err(ClientError::corrupt_reply(
+                "submit",
+                format_args!("{} results for {count} entries", results.len()),
+            ));
+        }
+        results.into_iter().map(SubmitResult::try_from).collect()
+    }
+
+    /// Signs `ops` with `key` as one entry on the log's current heads and submits it: reads
+    /// the heads, builds the draft with [`Heads::draft`], signs, submits. The key must be
+    /// in the log's ACL (or the ACL open).
+    pub async fn submit_signed(
+        &self,
+        log: &str,
+        ops: Vec<Op>,
+        key: &WriterKey,
+    ) -> Result<SubmitResult, ClientError> {
+        let heads = self.heads(log).await?;
+        let entry = heads
+            .draft(ops)
+            .sign(key)
+            .map_err(|e| ClientError::Invalid(format!("cannot sign the entry: {e}")))?;
+        let mut results = self.submit(std::slice::from_ref(&entry)).await?;
+        // `submit` checked that there is one result per entry.
+        let result = results.remove(0);
+        if result.entry_hash != entry.hash() {
+            return Err(ClientError::corrupt_reply(
+                "submit",
+                format_args!("result for {} but entry {} was sent", result.entry_hash, entry.hash()),
+            ));
+        }
+        Ok(result)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reads.
+
+    /// The current value of a kv key, or `None` if it was never set or is deleted.
+    pub async fn get(&self, log: &str, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, ClientError> {
+        let request = pb::GetRequest { log: log.to_owned(), key: key.into() };
+        let reply = self.data.clone().get(request).await?.into_inner();
+        if !reply.found {
+            return Ok(None);
+        }
+        let clock = convert::clock("clock", reply.clock.as_ref())?;
+        Ok(Some(Versioned { value: reply.value, clock }))
+    }
+
+    /// One page of live keys of a kv log, in key order. Continue with
+    /// `start = page.next_start` while it is set.
+    pub async fn scan(&self, log: &str, options: &ScanOptions) -> Result<ScanPage, ClientError> {
+        let request = pb::ScanRequest {
+            log: log.to_owned(),
+            prefix: options.prefix.clone(),
+            start: options.start.clone(),
+            end: options.end.clone(),
+            limit: options.limit,
+        };
+        let reply = self.data.clone().scan(request).await?.into_inner();
+        let items = reply.items.into_iter().map(KeyValue::try_from).collect::<Result<Vec<_>, _>>()?;
+        let next_start = (!reply.next_start.is_empty()).then_some(reply.next_start);
+        Ok(ScanPage { items, next_start })
+    }
+
+    /// Feed items in the total order, from the start, after a position, or the tail.
+    pub async fn read_feed(
+        &self,
+        log: &str,
+        options: &ReadFeedOptions,
+    ) -> Result<Vec<FeedItem>, ClientError> {
+        let request = pb::ReadFeedRequest {
+            log: log.to_owned(),
+            after: options.after.clone(),
+            limit: options.limit,
+            tail: options.tail,
+        };
+        let reply = self.data.clone().read_feed(request).await?.into_inner();
+        reply.items.into_iter().map(FeedItem::try_from).collect()
+    }
+
+    /// The last `n` items of a feed, oldest first (`n` of 0 lets the server choose).
+    pub async fn tail(&self, log: &str, n: u32) -> Result<Vec<FeedItem>, ClientError> {
+        self.read_feed(log, &ReadFeedOptions { after: Vec::new(), limit: n, tail: true }).await
+    }
+
+    /// Edges of a graph log out of or into `node`.
+    pub async fn edges(
+        &self,
+        log: &str,
+        node: impl Into<Vec<u8>>,
+        options: &EdgesOptions,
+    ) -> Result<Vec<Edge>, ClientError> {
+        let direction = match options.direction {
+            Direction::Out => pb::Direction::Out,
+            Direction::In => pb::Direction::In,
+        };
+        let request = pb::EdgesRequest {
+            log: log.to_owned(),
+            node: node.into(),
+            direction: direction as i32,
+            label: options.label.clone().unwrap_or_default(),
+            limit: options.limit,
+        };
+        let reply = self.data.clone().edges(request).await?.into_inner();
+        reply.edges.into_iter().map(Edge::try_from).collect()
+    }
+
+    /// One entry by hash, verified against that hash and its writer's signature.
+    pub async fn get_entry(&self, hash: EntryHash) -> Result<StoredEntry, ClientError> {
+        let reply = self.data.clone().get_entry(pb::GetEntryRequest { hash: hash.0.to_vec() }).await?;
+        StoredEntry::verify(reply.into_inner(), hash)
+    }
+
+    /// The heads of a log with their clocks.
+    pub async fn heads(&self, log: &str) -> Result<Heads, ClientError> {
+        let reply = self.data.clone().heads(pb::HeadsRequest { log: log.to_owned() }).await?;
+        Heads::try_from(reply.into_inner())
+    }
+
+    /// The applied ops of a log in seq order, of entries with seq above `after_seq`.
+    /// With `follow`, the stream stays open and delivers new ops as they land; without,
+    /// it ends at the current seq.
+    pub async fn subscribe(
+        &self,
+        log: &str,
+        after_seq: u64,
+        follow: bool,
+    ) -> Result<AppliedOpStream, ClientError> {
+        let request = pb::SubscribeRequest { log: log.to_owned(), after_seq, follow };
+        let stream = self.data.clone().subscribe(request).await?.into_inner();
+        Ok(stream.map(|item| item.map_err(ClientError::from).and_then(AppliedOp::try_from)).boxed())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Admin and health.
+
+    /// The replica's view of itself: identity, epoch, version, and every log.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        let reply = self.admin.clone().status(pb::StatusRequest {}).await?;
+        Status::try_from(reply.into_inner())
+    }
+
+    /// The replica's overall health from the standard gRPC health service.
+    pub async fn health(&self) -> Result<ServingStatus, ClientError> {
+        self.health_of("").await
+    }
+
+    /// The health of one service (`plait.v1.Data`, ...); the empty name is the server.
+    pub async fn health_of(&self, service: &str) -> Result<ServingStatus, ClientError> {
+        let request = tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
+        let reply = self.health.clone().check(request).await?.into_inner();
+        ServingStatus::try_from(reply.status).map_err(|_| {
+            ClientError::corrupt_reply("health", format_args!("unknown serving status {}", reply.status))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bare `host:port` gets `http://`; a URI keeps its scheme; empty is refused.
+    #[test]
+    fn addresses_become_uris() {
+        assert_eq!(uri_for("127.0.0.1:7070").unwrap(), "http://127.0.0.1:7070");
+        assert_eq!(uri_for("  localhost:7070 ").unwrap(), "http://localhost:7070");
+        assert_eq!(uri_for("http://10.0.0.1:7070").unwrap(), "http://10.0.0.1:7070");
+        assert_eq!(uri_for("https://plait.example:443").unwrap(), "https://plait.example:443");
+        assert!(matches!(uri_for(""), Err(ClientError::Invalid(_))));
+    }
+
+    /// An address that is not a URI is refused as invalid, naming the address.
+    #[test]
+    fn bad_address_is_invalid() {
+        let err = Client::endpoint("http://exa mple:70").unwrap_err();
+        assert!(matches!(err, ClientError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("exa mple"), "{err}");
+    }
+
+    /// Nothing listens on port 1: connecting fails fast as a retryable transport error
+    /// that names the address.
+    #[tokio::test]
+    async fn connection_refused_is_transport() {
+        let err = Client::connect("127.0.0.1:1").await.unwrap_err();
+        assert!(matches!(err, ClientError::Transport(_)), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
+
+    /// A lazy client builds without a server; its first call fails as unavailable.
+    #[tokio::test]
+    async fn lazy_client_fails_on_first_call() {
+        let client = Client::connect_lazy("127.0.0.1:1").unwrap();
+        let err = client.status().await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+    }
+}

@@ -1,0 +1,215 @@
+//! What can go wrong talking to a replica, sorted by what the caller can do about it.
+//!
+//! gRPC status codes are mapped to [`ClientError`] kinds in exactly one place,
+//! [`ClientError::from_status`], which keeps the server's message: the server words its
+//! messages for people, so they are passed on as they are.
+
+use std::error::Error as _;
+
+use plait_proto::ConversionError;
+
+/// An error from a Plait replica or from the connection to it.
+///
+/// The kind says whether retrying can help: [`ClientError::is_retryable`] is true for
+/// `Unavailable`, `ResourceExhausted` and `Transport`, where the same request may succeed
+/// later; the other kinds need a different request or a change of state first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The request is malformed or out of bounds (`INVALID_ARGUMENT`, `OUT_OF_RANGE`).
+    /// Fix the request; retrying it as it is cannot help.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The log, key or entry does not exist on this replica (`NOT_FOUND`).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A log with that name but a different manifest exists (`ALREADY_EXISTS`).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The writer is not in the log's ACL, or the caller is not allowed
+    /// (`PERMISSION_DENIED`, `UNAUTHENTICATED`).
+    #[error("permission denied: {0}")]
+    Unauthorized(String),
+    /// The replica's state does not allow the request now: the op does not fit the log's
+    /// type, the store refuses writes, a conflicting change happened
+    /// (`FAILED_PRECONDITION`, `ABORTED`). Retry only after changing that state.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// A limit was hit: pending space, concurrent streams, message size
+    /// (`RESOURCE_EXHAUSTED`). Retry later, or with a smaller request.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    /// The replica is not serving right now or the call timed out (`UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `CANCELLED`). Retrying, here or at another replica, can help.
+    /// A write that timed out may or may not have landed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data or the server's reply failed verification (`DATA_LOSS`, or a reply
+    /// whose ids, enums or entries do not check out). Do not trust that replica's answer.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    /// The server failed or does not implement the call (`INTERNAL`, `UNKNOWN`,
+    /// `UNIMPLEMENTED`). A bug or a version mismatch; retrying rarely helps.
+    #[error("server error: {0}")]
+    Internal(String),
+    /// No connection could be made: bad address, refused, timed out, TLS.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl ClientError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unavailable(_) | ClientError::ResourceExhausted(_) | ClientError::Transport(_)
+        )
+    }
+
+    /// The message without the kind in front, as the server worded it.
+    pub fn message(&self) -> &str {
+        match self {
+            ClientError::Invalid(m)
+            | ClientError::NotFound(m)
+            | ClientError::AlreadyExists(m)
+            | ClientError::Unauthorized(m)
+            | ClientError::FailedPrecondition(m)
+            | ClientError::ResourceExhausted(m)
+            | ClientError::Unavailable(m)
+            | ClientError::Corrupt(m)
+            | ClientError::Internal(m)
+            | ClientError::Transport(m) => m,
+        }
+    }
+
+    /// The one mapping from gRPC status codes to kinds.
+    pub fn from_status(status: &tonic::Status) -> ClientError {
+        use tonic::Code;
+        let message = if status.message().is_empty() {
+            // Some failures (a proxy, a dead connection) carry no message; the code is
+            // then the best description there is.
+            status.code().description().to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => ClientError::Invalid(message),
+            Code::NotFound => ClientError::NotFound(message),
+            Code::AlreadyExists => ClientError::AlreadyExists(message),
+            Code::PermissionDenied | Code::Unauthenticated => ClientError::Unauthorized(message),
+            Code::FailedPrecondition | Code::Aborted => ClientError::FailedPrecondition(message),
+            Code::ResourceExhausted => ClientError::ResourceExhausted(message),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ClientError::Unavailable(message),
+            Code::DataLoss => ClientError::Corrupt(message),
+            Code::Unimplemented => {
+                ClientError::Internal(format!("not implemented by this server: {message}"))
+            }
+            Code::Internal | Code::Unknown | Code::Ok => ClientError::Internal(message),
+        }
+    }
+
+    /// A reply from the server that does not convert: the server broke the contract.
+    pub(crate) fn corrupt_reply(what: &str, error: impl std::fmt::Display) -> ClientError {
+        ClientError::Corrupt(format!("the server's {what} reply is malformed: {error}"))
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::from_status(&status)
+    }
+}
+
+impl From<tonic::transport::Error> for ClientError {
+    fn from(error: tonic::transport::Error) -> Self {
+        // The transport error's own message is only "transport error"; the cause
+        // (connection refused, invalid URI) is further down the source chain, where
+        // hyper tends to repeat one message at two levels.
+        let mut causes: Vec<String> = Vec::new();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if causes.last() != Some(&text) {
+                causes.push(text);
+            }
+            source = cause.source();
+        }
+        if causes.is_empty() {
+            causes.push(error.to_string());
+        }
+        ClientError::Transport(causes.join(": "))
+    }
+}
+
+impl From<ConversionError> for ClientError {
+    /// Conversions the client runs are on the server's replies, so a failure is the
+    /// server's: `Corrupt`.
+    fn from(error: ConversionError) -> Self {
+        ClientError::Corrupt(format!("the server's reply is malformed: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    /// Every status code lands in the kind its retry advice belongs to, and the server's
+    /// message is kept word for word.
+    #[test]
+    fn status_codes_map_to_kinds() {
+        let cases = [
+            (Code::InvalidArgument, "Invalid", false),
+            (Code::OutOfRange, "Invalid", false),
+            (Code::NotFound, "NotFound", false),
+            (Code::AlreadyExists, "AlreadyExists", false),
+            (Code::PermissionDenied, "Unauthorized", false),
+            (Code::Unauthenticated, "Unauthorized", false),
+            (Code::FailedPrecondition, "FailedPrecondition", false),
+            (Code::Aborted, "FailedPrecondition", false),
+            (Code::ResourceExhausted, "ResourceExhausted", true),
+            (Code::Unavailable, "Unavailable", true),
+            (Code::DeadlineExceeded, "Unavailable", true),
+            (Code::Cancelled, "Unavailable", true),
+            (Code::DataLoss, "Corrupt", false),
+            (Code::Internal, "Internal", false),
+            (Code::Unknown, "Internal", false),
+            (Code::Unimplemented, "Internal", false),
+        ];
+        for (code, kind, retryable) in cases {
+            let error = ClientError::from(Status::new(code, "log 'chat' has no key 'x'"));
+            let debug = format!("{error:?}");
+            assert!(debug.starts_with(kind), "{code:?} became {debug}");
+            assert_eq!(error.is_retryable(), retryable, "{code:?}");
+            assert!(error.message().ends_with("log 'chat' has no key 'x'"), "{code:?}: {error}");
+        }
+    }
+
+    /// The Display form puts the kind before the server's message.
+    #[test]
+    fn display_names_the_kind() {
+        let error = ClientError::from(Status::not_found("no log named 'chat'"));
+        assert_eq!(error.to_string(), "not found: no log named 'chat'");
+        let error = ClientError::from(Status::invalid_argument("key must not be empty"));
+        assert_eq!(error.to_string(), "invalid request: key must not be empty");
+    }
+
+    /// A status without a message still says something useful.
+    #[test]
+    fn empty_message_falls_back_to_the_code() {
+        let error = ClientError::from(Status::unavailable(""));
+        assert_eq!(error.message(), Code::Unavailable.description());
+    }
+
+    /// A malformed reply is the server's fault and is reported as corrupt.
+    #[test]
+    fn conversion_errors_are_corrupt_replies() {
+        let conversion = plait_proto::convert::log_id("log_id", &[1, 2, 3]).unwrap_err();
+        let error = ClientError::from(conversion);
+        assert!(matches!(error, ClientError::Corrupt(_)));
+        assert_eq!(
+            error.to_string(),
+            "corrupt: the server's reply is malformed: log_id must be 32 bytes (a blake3 log id), got 3"
+        );
+    }
+}

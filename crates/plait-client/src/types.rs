@@ -1,0 +1,770 @@
+//! The client's request options and typed replies.
+//!
+//! Replies are checked on arrival: ids have their lengths, enums are known, ops are in
+//! bounds, entries verify. A reply that fails a check becomes
+//! [`ClientError::Corrupt`](crate::ClientError::Corrupt) rather than a half-valid value.
+
+use plait_core::limits::NEXT_MAX;
+use plait_core::{
+    Clock, EntryDraft, EntryHash, LogId, LogType, Op, PublicKey, SignedManifest, VerifiedEntry, Writers,
+};
+use plait_proto::convert;
+use plait_proto::pb;
+
+use crate::error::ClientError;
+
+// ---------------------------------------------------------------------------------------
+// Requests.
+
+/// What [`Client::create_log`](crate::Client::create_log) asks for: a log signed by the
+/// replica's writer key, with an ACL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateLogOptions {
+    /// 1 to 128 characters of letters, digits, '.', '-', '_'.
+    pub name: String,
+    /// What the log holds; decides which ops it accepts.
+    pub log_type: LogType,
+    /// Extra keys allowed to write, besides the replica's writer key.
+    pub writers: Vec<PublicKey>,
+    /// Any valid signature may write; `writers` must then be empty.
+    pub open: bool,
+    /// Leave the replica's writer key off the ACL: only `writers` can write, through
+    /// pre-signed entries.
+    pub exclude_replica_writer: bool,
+}
+
+impl CreateLogOptions {
+    /// A log that only the replica's writer key may write to.
+    pub fn new(name: impl Into<String>, log_type: LogType) -> Self {
+        CreateLogOptions {
+            name: name.into(),
+            log_type,
+            writers: Vec::new(),
+            open: false,
+            exclude_replica_writer: false,
+        }
+    }
+
+    /// Also allows `key` to write.
+    pub fn writer(mut self, key: PublicKey) -> Self {
+        self.writers.push(key);
+        self
+    }
+
+    /// Lets any valid signature write.
+    pub fn open(mut self) -> Self {
+        self.open = true;
+        self
+    }
+
+    /// Leaves the replica's writer key off the ACL.
+    pub fn exclude_replica_writer(mut self) -> Self {
+        self.exclude_replica_writer = true;
+        self
+    }
+
+    pub(crate) fn to_request(&self) -> pb::CreateLogRequest {
+        pb::CreateLogRequest {
+            name: self.name.clone(),
+            r#type: pb::LogType::from(self.log_type) as i32,
+            writers: self.writers.iter().map(|k| k.0.to_vec()).collect(),
+            open: self.open,
+            exclude_replica_writer: self.exclude_replica_writer,
+            signed_manifest: Vec::new(),
+        }
+    }
+}
+
+/// An operation addressed to a log, for the routed batch [`Client::write`](crate::Client::write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedOp {
+    /// The log's name or hex id.
+    pub log: String,
+    /// The operation; the log's type must accept it.
+    pub op: Op,
+}
+
+impl RoutedOp {
+    /// An op addressed to the log named `log` (name or hex id).
+    pub fn new(log: impl Into<String>, op: Op) -> Self {
+        RoutedOp { log: log.into(), op }
+    }
+}
+
+/// Which keys a [`Client::scan`](crate::Client::scan) returns. The default is every key,
+/// in pages of the server's default size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Only keys starting with this prefix.
+    pub prefix: Vec<u8>,
+    /// Inclusive lower bound; empty for the first key. To continue a scan, pass the
+    /// previous page's `next_start`.
+    pub start: Vec<u8>,
+    /// Exclusive upper bound; empty for none.
+    pub end: Vec<u8>,
+    /// Most items in one page, 1 to 10000; 0 lets the server choose (1000).
+    pub limit: u32,
+}
+
+/// Where a [`Client::read_feed`](crate::Client::read_feed) starts and how much it reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadFeedOptions {
+    /// The `position` of an item already read; the read starts after it. Empty: from the
+    /// start.
+    pub after: Vec<u8>,
+    /// Most items, 1 to 10000; 0 lets the server choose (1000).
+    pub limit: u32,
+    /// The last `limit` items instead, oldest first.
+    pub tail: bool,
+}
+
+/// Which way an edge query goes from its node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Edges whose `src` is the node.
+    #[default]
+    Out,
+    /// Edges whose `dst` is the node.
+    In,
+}
+
+/// Which edges a [`Client::edges`](crate::Client::edges) returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgesOptions {
+    /// Out of the node (the default) or into it.
+    pub direction: Direction,
+    /// Only edges with this label; `None` for all.
+    pub label: Option<String>,
+    /// Most edges, 1 to 10000; 0 lets the server choose (1000).
+    pub limit: u32,
+}
+
+// ---------------------------------------------------------------------------------------
+// Replies.
+
+/// A log as the replica knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogInfo {
+    /// blake3 of the log's canonical manifest.
+    pub log_id: LogId,
+    /// The log's name on this replica.
+    pub name: String,
+    /// What the log holds; decides which ops it accepts.
+    pub log_type: LogType,
+    /// Who may write: open, or these keys.
+    pub writers: Writers,
+    /// The key that signed the manifest.
+    pub created_by: PublicKey,
+    /// The signed manifest in canonical CBOR; see [`LogInfo::verified_manifest`].
+    pub manifest: Vec<u8>,
+    /// The highest seq stored on the replica; 0 for an empty log.
+    pub seq: u64,
+    /// Number of heads.
+    pub heads: u32,
+    /// Entries waiting for missing parents.
+    pub pending: u64,
+    /// Operations stored over all entries.
+    pub ops: u64,
+}
+
+impl LogInfo {
+    /// Decodes and verifies the manifest and checks that it hashes to `log_id`, so the
+    /// ACL shown is the one the log's identity commits to.
+    pub fn verified_manifest(&self) -> Result<SignedManifest, ClientError> {
+        let manifest = SignedManifest::decode_and_verify(&self.manifest)
+            .map_err(|e| ClientError::corrupt_reply("manifest", e))?;
+        if manifest.log_id() != self.log_id {
+            return Err(ClientError::Corrupt(format!(
+                "the manifest of log {} hashes to {}",
+                self.log_id,
+                manifest.log_id()
+            )));
+        }
+        Ok(manifest)
+    }
+}
+
+impl TryFrom<pb::LogInfo> for LogInfo {
+    type Error = ClientError;
+
+    fn try_from(info: pb::LogInfo) -> Result<Self, Self::Error> {
+        let writers = if info.open {
+            Writers::Open
+        } else {
+            Writers::keys(convert::public_keys("writers", &info.writers)?)
+        };
+        Ok(LogInfo {
+            log_id: convert::log_id("log_id", &info.log_id)?,
+            log_type: convert::log_type("type", info.r#type)?,
+            writers,
+            created_by: convert::public_key("created_by", &info.created_by)?,
+            name: info.name,
+            manifest: info.manifest,
+            seq: info.seq,
+            heads: info.heads,
+            pending: info.pending,
+            ops: info.ops,
+        })
+    }
+}
+
+/// Where one written op landed and when it became durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteAck {
+    /// The log the op went to.
+    pub log_id: LogId,
+    /// The entry that carries the op.
+    pub entry_hash: EntryHash,
+    /// The seq of the entry that carries the op.
+    pub seq: u64,
+    /// The op's position in its entry.
+    pub op_index: u32,
+    /// The entry's Lamport clock.
+    pub clock: Clock,
+}
+
+impl TryFrom<pb::WriteAck> for WriteAck {
+    type Error = ClientError;
+
+    fn try_from(ack: pb::WriteAck) -> Result<Self, Self::Error> {
+        Ok(WriteAck {
+            log_id: convert::log_id("log_id", &ack.log_id)?,
+            entry_hash: convert::entry_hash("entry_hash", &ack.entry_hash)?,
+            seq: ack.seq,
+            op_index: ack.op_index,
+            clock: convert::clock("clock", ack.clock.as_ref())?,
+        })
+    }
+}
+
+/// What became of one submitted entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Stored and applied.
+    Stored,
+    /// Already stored; nothing changed.
+    Duplicate,
+    /// Valid, waiting for parents the replica does not hold yet.
+    Pending,
+}
+
+impl SubmitOutcome {
+    /// A lowercase word for output: `stored`, `duplicate`, `pending`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SubmitOutcome::Stored => "stored",
+            SubmitOutcome::Duplicate => "duplicate",
+            SubmitOutcome::Pending => "pending",
+        }
+    }
+}
+
+/// The result of one entry in a [`Client::submit`](crate::Client::submit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubmitResult {
+    /// The entry's hash.
+    pub entry_hash: EntryHash,
+    /// Whether it was stored, already there, or waits for parents.
+    pub outcome: SubmitOutcome,
+    /// The entry's seq; 0 while pending.
+    pub seq: u64,
+}
+
+impl TryFrom<pb::SubmitResult> for SubmitResult {
+    type Error = ClientError;
+
+    fn try_from(result: pb::SubmitResult) -> Result<Self, Self::Error> {
+        let outcome = match pb::SubmitOutcome::try_from(result.outcome) {
+            Ok(pb::SubmitOutcome::Stored) => SubmitOutcome::Stored,
+            Ok(pb::SubmitOutcome::Duplicate) => SubmitOutcome::Duplicate,
+            Ok(pb::SubmitOutcome::Pending) => SubmitOutcome::Pending,
+            Ok(pb::SubmitOutcome::Unspecified) | Err(_) => {
+                return Err(ClientError::corrupt_reply(
+                    "submit",
+                    format_args!("outcome {} is not stored, duplicate or pending", result.outcome),
+                ));
+            }
+        };
+        Ok(SubmitResult {
+            entry_hash: convert::entry_hash("entry_hash", &result.entry_hash)?,
+            outcome,
+            seq: result.seq,
+        })
+    }
+}
+
+/// A kv value with the clock of the op that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The clock of the put that wrote it.
+    pub clock: Clock,
+}
+
+/// One live key of a kv log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its current value.
+    pub value: Vec<u8>,
+    /// The clock of the put that wrote it.
+    pub clock: Clock,
+}
+
+impl TryFrom<pb::KeyValue> for KeyValue {
+    type Error = ClientError;
+
+    fn try_from(item: pb::KeyValue) -> Result<Self, Self::Error> {
+        Ok(KeyValue {
+            clock: convert::clock("clock", item.clock.as_ref())?,
+            key: item.key,
+            value: item.value,
+        })
+    }
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys in key order.
+    pub items: Vec<KeyValue>,
+    /// Set when more items follow: the `start` of the next page.
+    pub next_start: Option<Vec<u8>>,
+}
+
+/// One item of a feed, in the total order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedItem {
+    /// The appended value.
+    pub value: Vec<u8>,
+    /// The clock of the entry that carries it.
+    pub clock: Clock,
+    /// The entry that carries it.
+    pub entry_hash: EntryHash,
+    /// Its position inside that entry.
+    pub op_index: u32,
+    /// Opaque: pass it as [`ReadFeedOptions::after`] to read what follows.
+    pub position: Vec<u8>,
+}
+
+impl TryFrom<pb::FeedItem> for FeedItem {
+    type Error = ClientError;
+
+    fn try_from(item: pb::FeedItem) -> Result<Self, Self::Error> {
+        Ok(FeedItem {
+            clock: convert::clock("clock", item.clock.as_ref())?,
+            entry_hash: convert::entry_hash("entry_hash", &item.entry_hash)?,
+            value: item.value,
+            op_index: item.op_index,
+            position: item.position,
+        })
+    }
+}
+
+/// One edge of a graph log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    /// The node the edge leaves.
+    pub src: Vec<u8>,
+    /// The edge's label; may be empty.
+    pub label: String,
+    /// The node the edge enters.
+    pub dst: Vec<u8>,
+    /// Properties stored on the edge; may be empty.
+    pub props: Vec<u8>,
+    /// The clock of the link that wrote the edge.
+    pub clock: Clock,
+}
+
+impl TryFrom<pb::Edge> for Edge {
+    type Error = ClientError;
+
+    fn try_from(edge: pb::Edge) -> Result<Self, Self::Error> {
+        Ok(Edge {
+            clock: convert::clock("clock", edge.clock.as_ref())?,
+            src: edge.src,
+            label: edge.label,
+            dst: edge.dst,
+            props: edge.props,
+        })
+    }
+}
+
+/// An entry fetched by hash, verified by the client, with its seq on the replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The entry, checked against its hash and signature.
+    pub entry: VerifiedEntry,
+    /// Its seq on the replica that answered.
+    pub seq: u64,
+}
+
+impl StoredEntry {
+    /// Verifies the entry's canonical bytes against the hash that was asked for, so a
+    /// replica cannot hand back a different or forged entry.
+    pub(crate) fn verify(message: pb::Entry, requested: EntryHash) -> Result<StoredEntry, ClientError> {
+        let entry = VerifiedEntry::reverify(&message.encoded, requested)
+            .map_err(|e| ClientError::corrupt_reply("entry", e))?;
+        Ok(StoredEntry { entry, seq: message.seq })
+    }
+}
+
+/// A head of a log: an entry no other entry names as a parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The head entry's hash.
+    pub hash: EntryHash,
+    /// Its Lamport clock.
+    pub clock: Clock,
+}
+
+/// The heads of a log, for clients that build entries themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heads {
+    /// The log's id.
+    pub log_id: LogId,
+    /// Entries no other entry names as a parent.
+    pub heads: Vec<Head>,
+    /// The log's highest seq on the replica.
+    pub seq: u64,
+}
+
+impl Heads {
+    /// A draft of the next entry on these heads: parents are the heads, and the clock's
+    /// time is one more than the latest head's, so the entry orders after everything the
+    /// heads have seen. With more heads than an entry may name (`NEXT_MAX`), the latest
+    /// ones are named; the time still follows all of them, and a later entry merges the
+    /// rest.
+    pub fn draft(&self, ops: Vec<Op>) -> EntryDraft {
+        let time = 1 + self.heads.iter().map(|h| h.clock.time).max().unwrap_or(0);
+        let mut heads = self.heads.clone();
+        if heads.len() > NEXT_MAX {
+            heads.sort_by(|a, b| b.clock.cmp(&a.clock).then(b.hash.cmp(&a.hash)));
+            heads.truncate(NEXT_MAX);
+        }
+        EntryDraft {
+            log: self.log_id,
+            time,
+            next: heads.iter().map(|h| h.hash).collect(),
+            refs: Vec::new(),
+            ops,
+        }
+    }
+}
+
+impl TryFrom<pb::HeadsResponse> for Heads {
+    type Error = ClientError;
+
+    fn try_from(reply: pb::HeadsResponse) -> Result<Self, Self::Error> {
+        let heads = reply
+            .heads
+            .iter()
+            .enumerate()
+            .map(|(i, head)| {
+                Ok(Head {
+                    hash: convert::entry_hash(&format!("heads[{i}].hash"), &head.hash)?,
+                    clock: convert::clock(&format!("heads[{i}].clock"), head.clock.as_ref())?,
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Heads { log_id: convert::log_id("log_id", &reply.log_id)?, heads, seq: reply.seq })
+    }
+}
+
+/// One operation as a log applied it, from [`Client::subscribe`](crate::Client::subscribe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedOp {
+    /// The seq of the entry that carries the op.
+    pub seq: u64,
+    /// The entry that carries the op.
+    pub entry_hash: EntryHash,
+    /// The op's position inside that entry.
+    pub op_index: u32,
+    /// The entry's Lamport clock.
+    pub clock: Clock,
+    /// The operation.
+    pub op: Op,
+    /// The op's place in the total order (for feeds, a `FeedItem` position).
+    pub position: Vec<u8>,
+}
+
+impl TryFrom<pb::AppliedOp> for AppliedOp {
+    type Error = ClientError;
+
+    fn try_from(applied: pb::AppliedOp) -> Result<Self, Self::Error> {
+        Ok(AppliedOp {
+            seq: applied.seq,
+            entry_hash: convert::entry_hash("entry_hash", &applied.entry_hash)?,
+            op_index: applied.op_index,
+            clock: convert::clock("clock", applied.clock.as_ref())?,
+            op: convert::op("op", applied.op)?,
+            position: applied.position,
+        })
+    }
+}
+
+/// Length of a replica's epoch, the id of its data directory's incarnation.
+pub const EPOCH_LEN: usize = 16;
+
+/// A replica's view of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The replica's node key, its identity towards peers.
+    pub node_id: PublicKey,
+    /// The key the replica signs entries with on behalf of clients.
+    pub writer: PublicKey,
+    /// The data directory's incarnation; new on init and on restore.
+    pub epoch: [u8; EPOCH_LEN],
+    /// The replica's software version.
+    pub version: String,
+    /// Time since the replica started, in milliseconds.
+    pub uptime_ms: u64,
+    /// Every log the replica hosts.
+    pub logs: Vec<LogInfo>,
+    /// Bytes the data directory takes on disk.
+    pub disk_bytes: u64,
+    /// False once a durability error poisoned the store.
+    pub writable: bool,
+}
+
+impl TryFrom<pb::StatusResponse> for Status {
+    type Error = ClientError;
+
+    fn try_from(status: pb::StatusResponse) -> Result<Self, Self::Error> {
+        let epoch = <[u8; EPOCH_LEN]>::try_from(status.epoch.as_slice()).map_err(|_| {
+            ClientError::corrupt_reply(
+                "status",
+                format_args!("epoch must be {EPOCH_LEN} bytes, got {}", status.epoch.len()),
+            )
+        })?;
+        Ok(Status {
+            node_id: convert::public_key("node_id", &status.node_id)?,
+            writer: convert::public_key("writer", &status.writer)?,
+            epoch,
+            version: status.version,
+            uptime_ms: status.uptime_ms,
+            logs: status.logs.into_iter().map(LogInfo::try_from).collect::<Result<_, _>>()?,
+            disk_bytes: status.disk_bytes,
+            writable: status.writable,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plait_core::{Manifest, WriterKey};
+
+    use super::*;
+
+    fn key() -> WriterKey {
+        WriterKey::from_secret([3; 32])
+    }
+
+    fn pb_clock(time: u64) -> Option<pb::Clock> {
+        Some(Clock { time, writer: key().public() }.into())
+    }
+
+    fn signed_manifest() -> SignedManifest {
+        Manifest {
+            name: "chat".into(),
+            log_type: LogType::Feed,
+            writers: Writers::keys(vec![key().public()]),
+            created_by: key().public(),
+            created_at_lamport: 1,
+            options: vec![],
+        }
+        .sign(&key())
+        .unwrap()
+    }
+
+    fn pb_log_info(manifest: &SignedManifest) -> pb::LogInfo {
+        pb::LogInfo {
+            log_id: manifest.log_id().0.to_vec(),
+            name: "chat".into(),
+            r#type: pb::LogType::Feed as i32,
+            open: false,
+            writers: vec![key().public().0.to_vec()],
+            created_by: key().public().0.to_vec(),
+            manifest: manifest.bytes().to_vec(),
+            seq: 7,
+            heads: 1,
+            pending: 0,
+            ops: 9,
+        }
+    }
+
+    /// A well-formed LogInfo converts and its manifest verifies against its id.
+    #[test]
+    fn log_info_converts_and_manifest_verifies() {
+        let manifest = signed_manifest();
+        let info = LogInfo::try_from(pb_log_info(&manifest)).unwrap();
+        assert_eq!(info.log_type, LogType::Feed);
+        assert_eq!(info.writers, Writers::Keys(vec![key().public()]));
+        assert_eq!(info.seq, 7);
+        assert_eq!(info.verified_manifest().unwrap().log_id(), info.log_id);
+    }
+
+    /// A LogInfo whose manifest does not hash to its id is caught.
+    #[test]
+    fn log_info_with_foreign_manifest_is_corrupt() {
+        let manifest = signed_manifest();
+        let mut message = pb_log_info(&manifest);
+        message.log_id = vec![0; 32];
+        let info = LogInfo::try_from(message).unwrap();
+        assert!(matches!(info.verified_manifest(), Err(ClientError::Corrupt(_))));
+    }
+
+    /// An unspecified log type in a reply is the server's error, reported as corrupt.
+    #[test]
+    fn log_info_with_unspecified_type_is_corrupt() {
+        let mut message = pb_log_info(&signed_manifest());
+        message.r#type = 0;
+        let err = LogInfo::try_from(message).unwrap_err();
+        assert!(matches!(err, ClientError::Corrupt(_)), "{err:?}");
+        assert!(err.to_string().contains("type is unspecified"), "{err}");
+    }
+
+    /// A write ack's ids parse; a log id of the wrong length is refused.
+    #[test]
+    fn write_ack_parses_ids() {
+        let ack = pb::WriteAck {
+            log_id: vec![4; 32],
+            entry_hash: vec![5; 32],
+            seq: 3,
+            op_index: 1,
+            clock: pb_clock(2),
+        };
+        let ack = WriteAck::try_from(ack).unwrap();
+        assert_eq!(ack.log_id, LogId([4; 32]));
+        assert_eq!(ack.entry_hash, EntryHash([5; 32]));
+        assert_eq!(ack.clock.time, 2);
+        let bad = pb::WriteAck { log_id: b"chat".to_vec(), ..Default::default() };
+        assert!(WriteAck::try_from(bad).is_err());
+    }
+
+    /// Submit outcomes map one to one; UNSPECIFIED is refused.
+    #[test]
+    fn submit_outcomes() {
+        let result = |outcome: i32| pb::SubmitResult { entry_hash: vec![1; 32], outcome, seq: 0 };
+        assert_eq!(SubmitResult::try_from(result(1)).unwrap().outcome, SubmitOutcome::Stored);
+        assert_eq!(SubmitResult::try_from(result(2)).unwrap().outcome, SubmitOutcome::Duplicate);
+        assert_eq!(SubmitResult::try_from(result(3)).unwrap().outcome, SubmitOutcome::Pending);
+        assert!(SubmitResult::try_from(result(0)).is_err());
+        assert!(SubmitResult::try_from(result(9)).is_err());
+    }
+
+    /// Heads name the index of a malformed head.
+    #[test]
+    fn heads_name_the_bad_index() {
+        let good = pb::Head { hash: vec![1; 32], clock: pb_clock(4) };
+        let bad = pb::Head { hash: vec![1; 31], clock: pb_clock(4) };
+        let reply = pb::HeadsResponse { log_id: vec![2; 32], heads: vec![good.clone()], seq: 5 };
+        let heads = Heads::try_from(reply).unwrap();
+        assert_eq!(heads.heads[0].clock.time, 4);
+        let reply = pb::HeadsResponse { log_id: vec![2; 32], heads: vec![good, bad], seq: 5 };
+        let err = Heads::try_from(reply).unwrap_err();
+        assert!(err.to_string().contains("heads[1].hash"), "{err}");
+    }
+
+    fn head(time: u64, hash_byte: u8) -> Head {
+        Head { hash: EntryHash([hash_byte; 32]), clock: Clock { time, writer: key().public() } }
+    }
+
+    /// The first entry of an empty log has no parents and time 1.
+    #[test]
+    fn draft_on_no_heads_starts_at_one() {
+        let heads = Heads { log_id: LogId([1; 32]), heads: vec![], seq: 0 };
+        let draft = heads.draft(vec![Op::Append { value: b"x".to_vec() }]);
+        assert_eq!(draft.time, 1);
+        assert!(draft.next.is_empty());
+        assert_eq!(draft.log, LogId([1; 32]));
+    }
+
+    /// The next entry names every head and ticks past the latest one; it signs.
+    #[test]
+    fn draft_names_heads_and_ticks_past_them() {
+        let heads =
+            Heads { log_id: LogId([1; 32]), heads: vec![head(3, 1), head(9, 2), head(5, 3)], seq: 10 };
+        let draft = heads.draft(vec![Op::Append { value: b"x".to_vec() }]);
+        assert_eq!(draft.time, 10);
+        assert_eq!(draft.next, vec![EntryHash([1; 32]), EntryHash([2; 32]), EntryHash([3; 32])]);
+        let entry = draft.sign(&key()).unwrap();
+        assert_eq!(entry.clock().time, 10);
+    }
+
+    /// With more heads than an entry may name, the latest are kept and time still
+    /// follows the latest of all.
+    #[test]
+    fn draft_caps_parents_at_next_max() {
+        let many: Vec<Head> = (0..NEXT_MAX as u64 + 10)
+            .map(|i| {
+                let mut h = head(i + 1, 0);
+                h.hash.0[..8].copy_from_slice(&i.to_be_bytes());
+                h
+            })
+            .collect();
+        let heads = Heads { log_id: LogId([1; 32]), heads: many, seq: 1 };
+        let draft = heads.draft(vec![Op::Append { value: b"x".to_vec() }]);
+        assert_eq!(draft.next.len(), NEXT_MAX);
+        assert_eq!(draft.time, NEXT_MAX as u64 + 11);
+        // The oldest ten (times 1..=10) are the ones left out.
+        assert!(draft.next.iter().all(|h| u64::from_be_bytes(h.0[..8].try_into().unwrap()) >= 10));
+        draft.sign(&key()).unwrap();
+    }
+
+    /// An entry fetched by hash verifies; a different entry under that hash does not.
+    #[test]
+    fn stored_entry_verifies_against_the_requested_hash() {
+        let entry = plait_core::EntryDraft {
+            log: LogId([1; 32]),
+            time: 1,
+            next: vec![],
+            refs: vec![],
+            ops: vec![Op::Append { value: b"x".to_vec() }],
+        }
+        .sign(&key())
+        .unwrap();
+        let message = convert::entry_to_pb(&entry, 4);
+        let stored = StoredEntry::verify(message.clone(), entry.hash()).unwrap();
+        assert_eq!(stored.seq, 4);
+        assert_eq!(stored.entry, entry);
+        let err = StoredEntry::verify(message, EntryHash([0; 32])).unwrap_err();
+        assert!(matches!(err, ClientError::Corrupt(_)), "{err:?}");
+    }
+
+    /// An applied op without its op is a malformed reply.
+    #[test]
+    fn applied_op_requires_the_op() {
+        let applied = pb::AppliedOp {
+            seq: 1,
+            entry_hash: vec![1; 32],
+            op_index: 0,
+            clock: pb_clock(1),
+            op: Some(pb::Op::from(Op::Delete { key: b"k".to_vec() })),
+            position: vec![],
+        };
+        assert_eq!(AppliedOp::try_from(applied.clone()).unwrap().op, Op::Delete { key: b"k".to_vec() });
+        let err = AppliedOp::try_from(pb::AppliedOp { op: None, ..applied }).unwrap_err();
+        assert!(err.to_string().contains("op is missing"), "{err}");
+    }
+
+    /// Status requires a 16-byte epoch.
+    #[test]
+    fn status_checks_the_epoch() {
+        let status = pb::StatusResponse {
+            node_id: vec![1; 32],
+            writer: vec![2; 32],
+            epoch: vec![3; 16],
+            version: "0.1.0".into(),
+            uptime_ms: 1000,
+            logs: vec![],
+            disk_bytes: 0,
+            writable: true,
+        };
+        assert_eq!(Status::try_from(status.clone()).unwrap().epoch, [3; 16]);
+        let err = Status::try_from(pb::StatusResponse { epoch: vec![3; 8], ..status }).unwrap_err();
+        assert!(err.to_string().contains("epoch must be 16 bytes"), "{err}");
+    }
+}
