@@ -97,6 +97,7 @@ fn feeds_from_stdin_and_follow() {
         }
     };
     follow.kill().unwrap();
+    follow.wait().unwrap();
     let item: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(item["value"], "live");
 }
