@@ -1,1 +1,1538 @@
-fn main() {}
+//! `plait-bench`: the performance figures of DESIGN.md ("Performance targets"), measured
+//! side by side in one run and printed as one markdown table of figure, value, target and
+//! ratio to the target.
+//!
+//! What is measured:
+//!
+//! - `entry-cpu`: CPU per entry of signing a 1-op and a 100-op entry (`EntryDraft::sign`:
+//!   encode, hash, sign), decoding (`DecodedEntry::decode`), verifying one signature
+//!   (`DecodedEntry::verify`) and batch verification (`plait_core::verify_batch`, 256 per
+//!   batch).
+//! - `ingest`: durable batched writes through `plait_store::Store::write` in this process on
+//!   a real fjall database (8 tasks, 1000 kv puts of 16-byte keys and 100-byte values per
+//!   call, each call returning only after fsync), next to raw fjall group commit of the same
+//!   bytes: a plain fjall database with one keyspace, one `OwnedWriteBatch` and one
+//!   `persist(SyncData)` per 1000 records. The raw baseline is run two ways: one record per
+//!   op carrying the op's share of the entry bytes (the shape of DESIGN's 260,000 entries/s
+//!   anchor), and as many records as the store wrote entries, of the same average size.
+//!   Three rounds in fresh directories; the table shows medians and ranges. Also the peak
+//!   RSS of this process while writing, and where the CPU went.
+//! - `unary`: a release `plaitd` started by the harness, 64 concurrent clients over 8 HTTP/2
+//!   connections doing single-op `Data.Put` calls, three 10 s rounds; ops/s, p50/p99
+//!   latency, CPU of plaitd and of the clients, group-commit sizes from plaitd's metrics,
+//!   and plaitd's RSS.
+//! - `reopen`: builds a data directory of N ops (default 10,000,000) through the Store API,
+//!   then times `Store::open` at N/10 and at N, each in two states: the first open right
+//!   after the write burst (fjall replays the journals it had not flushed) and opens after
+//!   fjall flushed them; then a release `plaitd` from spawn to its ready line.
+//! - `kv-get`: random point reads of a store with many keys, in process (`Store::get_kv`,
+//!   p50/p99/p999) and over gRPC (`Data.Get`, p50/p99) against a release `plaitd` on the
+//!   same directory, and that plaitd's RSS.
+//! - `all`: everything with defaults; `kv-get` then reads the directory `reopen` built, so
+//!   it runs at 10M keys.
+//!
+//! Time is read with `std::time::Instant` here: this binary measures, it decides nothing.
+//!
+//! How to run (plaitd must be built in release next to this binary, because the gRPC
+//! figures start it through the harness):
+//!
+//! ```text
+//! cargo build --release -p plait-replica -p plait-tests
+//! cargo run --release -p plait-tests --bin plait-bench -- all           # full sizes, minutes
+//! cargo run --release -p plait-tests --bin plait-bench -- --quick all   # smoke test, < 1 min
+//! cargo run --release -p plait-tests --bin plait-bench -- reopen --help
+//! ```
+//!
+//! Progress goes to stderr; the table goes to stdout. Temporary data directories are made
+//! under `--work-dir` (default `/tmp`) and removed at the end unless `--keep` is given.
+//! The numbers are only as steady as the machine: on a shared VM, run `all` when nothing
+//! else is busy, and read the ranges.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use fjall::{KeyspaceCreateOptions, PersistMode};
+use plait_core::{
+    DecodedEntry, EntryDraft, EntryHash, LogId, LogType, Manifest, Op, SignedManifest, WriterKey, Writers,
+    verify_batch,
+};
+use plait_proto::pb;
+use plait_store::{Store, StoreConfig, StoreObserver};
+use plait_tests::Plaitd;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+/// Size of every kv key written, as in DESIGN's ingest target.
+const KEY_BYTES: usize = 16;
+/// Size of every kv value written.
+const VALUE_BYTES: usize = 100;
+/// How much `--quick` shrinks default sizes.
+const QUICK_DIVISOR: u64 = 100;
+/// How often long steps report progress on stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The kv log every benchmark writes to.
+const LOG_NAME: &str = "bench";
+/// Entries per `verify_batch` call.
+const VERIFY_BATCH: usize = 256;
+/// Records per batch and fsync in the raw fjall baseline (DESIGN's anchor).
+const RAW_RECORDS_PER_FSYNC: u64 = 1000;
+/// Key size of a raw fjall record: an entry hash, as in the store's `entries` keyspace.
+const RAW_KEY_BYTES: usize = 32;
+/// fjall block cache, the same as plaitd's default (`--cache-mib 64`).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Writers and ops per call when building large data directories: large batches, so the
+/// build is as fast as the store allows.
+const BUILD_TASKS: usize = 4;
+const BUILD_BATCH_OPS: u64 = 4096;
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// Measures Plait against the performance targets of DESIGN.md and prints a markdown table.
+#[derive(Parser, Debug)]
+#[command(
+    name = "plait-bench",
+    after_help = "Build first: cargo build --release -p plait-replica -p plait-tests\n\
+                  Examples:\n  plait-bench all            # every figure at full size (several minutes)\n  \
+                  plait-bench --quick all    # every figure at 1/100 size, under a minute\n  \
+                  plait-bench reopen --ops 5000000"
+)]
+struct Cli {
+    /// Shrink every default size about 100-fold: a smoke test, not a measurement.
+    #[arg(long, global = true)]
+    quick: bool,
+
+    /// Where temporary data directories are made (removed afterwards).
+    #[arg(long, global = true, default_value = "/tmp")]
+    work_dir: PathBuf,
+
+    /// Keep the temporary data directories (and plaitd logs) for inspection.
+    #[arg(long, global = true)]
+    keep: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Set once from `--keep` before any figure runs.
+static KEEP_DIRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// CPU per entry: sign (1 op, 100 ops), decode, verify, batch verify.
+    EntryCpu(EntryCpuArgs),
+    /// Durable batched ingest through Store::write vs raw fjall group commit of the same bytes.
+    Ingest(IngestArgs),
+    /// Single-op Data.Put unary calls from many clients against a release plaitd.
+    Unary(UnaryArgs),
+    /// Store::open and plaitd start-to-ready on a data directory of many ops.
+    Reopen(ReopenArgs),
+    /// Random kv point reads, in process and over gRPC.
+    KvGet(KvGetArgs),
+    /// Every figure with its defaults, one table.
+    All(AllArgs),
+}
+
+#[derive(Args, Debug)]
+struct EntryCpuArgs {
+    /// 1-op entries signed, decoded and verified (100-op entries: a tenth of this).
+    /// [default: 20000; --quick: 256]
+    #[arg(long)]
+    entries: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct IngestArgs {
+    /// Total kv puts written. [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Concurrent writer tasks.
+    #[arg(long, default_value_t = 8)]
+    tasks: usize,
+    /// Ops per Store::write call.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Rounds, each with a fresh directory; the table shows the median and range.
+    /// [default: 3; --quick: 1]
+    #[arg(long)]
+    rounds: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct UnaryArgs {
+    /// Concurrent clients, each with one call in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// HTTP/2 connections the clients share (one connection is served by one core).
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    /// How long to run. [default: 10; --quick: 1]
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Stop a round earlier after this many calls.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Rounds of `--seconds` each against the same plaitd; the table shows the median and
+    /// range of the rates and percentiles over all calls. [default: 3; --quick: 1]
+    #[arg(long)]
+    rounds: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct ReopenArgs {
+    /// Ops in the data directory. [default: 10000000; --quick: 100000]
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Ops per Store::write call while building (4 concurrent writers).
+    #[arg(long, default_value_t = BUILD_BATCH_OPS)]
+    batch: u64,
+    /// Timed Store::open calls at each size.
+    #[arg(long, default_value_t = 5)]
+    opens: usize,
+    /// Timed plaitd starts.
+    #[arg(long, default_value_t = 3)]
+    starts: usize,
+}
+
+#[derive(Args, Debug)]
+struct KvGetArgs {
+    /// Distinct keys in the store. [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    keys: Option<u64>,
+    #[command(flatten)]
+    reads: ReadArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReadArgs {
+    /// Timed in-process reads. [default: 200000; --quick: 2000]
+    #[arg(long)]
+    reads: Option<u64>,
+    /// Timed gRPC reads. [default: 100000; --quick: 1000]
+    #[arg(long)]
+    grpc_reads: Option<u64>,
+    /// Concurrent gRPC clients, one connection each.
+    #[arg(long, default_value_t = 4)]
+    grpc_clients: usize,
+}
+
+#[derive(Args, Debug)]
+struct AllArgs {
+    /// Ops in the reopen directory, which kv-get then reads.
+    /// [default: 10000000; --quick: 100000]
+    #[arg(long)]
+    reopen_ops: Option<u64>,
+    /// Total ops of the ingest figure. [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    ingest_ops: Option<u64>,
+    /// Duration of the unary figure. [default: 10; --quick: 1]
+    #[arg(long)]
+    unary_seconds: Option<f64>,
+}
+
+/// Default sizes, shrunk under `--quick`.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    quick: bool,
+}
+
+impl Scale {
+    fn n(self, given: Option<u64>, full: u64) -> u64 {
+        given.unwrap_or(if self.quick { (full / QUICK_DIVISOR).max(1) } else { full })
+    }
+
+    fn rounds(self, given: Option<usize>) -> usize {
+        given.unwrap_or(if self.quick { 1 } else { 3 }).max(1)
+    }
+
+    fn seconds(self, given: Option<f64>, full: f64) -> f64 {
+        given.unwrap_or(if self.quick { (full / 10.0).max(1.0) } else { full })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The report.
+
+/// One line of the table.
+struct Row {
+    figure: String,
+    value: String,
+    target: String,
+    /// How far the value is from the target, oriented so that 1.0 or more meets it.
+    ratio: Option<f64>,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+}
+
+impl Report {
+    /// A figure without a target.
+    fn info(&mut self, figure: impl Into<String>, value: impl Into<String>) {
+        self.rows.push(Row { figure: figure.into(), value: value.into(), target: "—".into(), ratio: None });
+    }
+
+    /// A figure that should be at least `target`.
+    fn at_least(
+        &mut self,
+        figure: impl Into<String>,
+        value: f64,
+        shown: String,
+        target: f64,
+        target_shown: &str,
+    ) {
+        self.rows.push(Row {
+            figure: figure.into(),
+            value: shown,
+            target: format!("≥ {target_shown}"),
+            ratio: Some(value / target),
+        });
+    }
+
+    /// A figure that should be below `target`.
+    fn below(
+        &mut self,
+        figure: impl Into<String>,
+        value: f64,
+        shown: String,
+        target: f64,
+        target_shown: &str,
+    ) {
+        self.rows.push(Row {
+            figure: figure.into(),
+            value: shown,
+            target: format!("< {target_shown}"),
+            ratio: Some(target / value.max(f64::MIN_POSITIVE)),
+        });
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str("| Figure | Value | Target | Ratio to target | Meets |\n");
+        out.push_str("|---|---|---|---|---|\n");
+        for row in &self.rows {
+            let (ratio, meets) = match row.ratio {
+                Some(r) => (format!("{r:.2}×"), if r >= 1.0 { "yes" } else { "**no**" }),
+                None => (String::new(), ""),
+            };
+            let _ = writeln!(out, "| {} | {} | {} | {ratio} | {meets} |", row.figure, row.value, row.target);
+        }
+        out
+    }
+}
+
+fn group_digits(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn rate(value: f64, unit: &str) -> String {
+    format!("{} {unit}", group_digits(value.round() as u64))
+}
+
+fn micros(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 10.0 { format!("{us:.2} µs") } else { format!("{us:.1} µs") }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes >= 10 * 1024 * 1024 * 1024 {
+        format!("{:.1} GiB", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted samples, nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    percentile(&samples, 0.5)
+}
+
+// ---------------------------------------------------------------------------------------
+// Data: deterministic keys and values, so reads know which keys exist.
+
+/// splitmix64: a cheap, well-mixed function of a counter.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// `len` pseudo-random (incompressible) bytes derived from `seed`.
+fn filler(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut state = seed;
+    while out.len() < len {
+        state = mix(state);
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The key of op number `i`: 16 random-looking bytes, distinct for distinct `i`.
+fn bench_key(i: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(KEY_BYTES);
+    key.extend_from_slice(&mix(i).to_be_bytes());
+    key.extend_from_slice(&i.to_be_bytes());
+    key
+}
+
+fn put_op(i: u64) -> Op {
+    Op::Put { key: bench_key(i), value: filler(i ^ 0x5EED, VALUE_BYTES) }
+}
+
+fn writer_key() -> WriterKey {
+    WriterKey::generate(&mut StdRng::seed_from_u64(1))
+}
+
+fn kv_manifest(key: &WriterKey) -> anyhow::Result<SignedManifest> {
+    Ok(Manifest {
+        name: LOG_NAME.into(),
+        log_type: LogType::Kv,
+        writers: Writers::keys(vec![key.public()]),
+        created_by: key.public(),
+        created_at_lamport: 0,
+        options: vec![],
+    }
+    .sign(key)?)
+}
+
+fn temp_dir(work_dir: &Path, what: &str) -> anyhow::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("plait-bench-{what}-"))
+        .disable_cleanup(KEEP_DIRS.load(Ordering::Relaxed))
+        .tempdir_in(work_dir)
+        .with_context(|| format!("cannot make a temporary directory under {}", work_dir.display()))
+}
+
+/// Bytes of every file under `path`.
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// Process facts from /proc.
+
+/// (peak, current) resident memory of this process in bytes.
+fn own_rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Resets this process's peak RSS (VmHWM), so a figure's peak is its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// User plus system CPU seconds of a process or one of its threads (`/proc/<path>/stat`).
+fn cpu_seconds(stat_path: &Path) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS_PER_SECOND
+}
+
+/// CPU seconds every CPU of the machine (VM) spent busy, from /proc/stat: anything not
+/// idle or waiting for I/O, whoever ran it.
+fn vm_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+    // already counted in user.
+    let busy: u64 =
+        ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    busy as f64 / CLOCK_TICKS_PER_SECOND
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+}
+
+/// CPU seconds per thread name of a process (`self` or a pid), largest first.
+fn thread_cpu(pid: &str) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let seconds = cpu_seconds(&task.path().join("stat"));
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += seconds,
+            None => by_name.push((name, seconds)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
+}
+
+fn thread_cpu_delta(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, s)| {
+            let earlier = before.iter().find(|(n, _)| n == name).map_or(0.0, |(_, s)| *s);
+            (name.clone(), s - earlier)
+        })
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+fn describe_threads(threads: &[(String, f64)], wall: Duration) -> String {
+    threads
+        .iter()
+        .take(4)
+        .map(|(name, s)| format!("{name} {:.2}", s / wall.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------
+// Store helpers.
+
+/// Counts what the writer thread commits, to see group sizes and commit time.
+#[derive(Default)]
+struct CommitCounter {
+    batches: AtomicU64,
+    entries: AtomicU64,
+    ops: AtomicU64,
+    commit_nanos: AtomicU64,
+}
+
+impl StoreObserver for CommitCounter {
+    fn batch_committed(&self, entries: u64, ops: u64, fsync: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        self.ops.fetch_add(ops, Ordering::Relaxed);
+        self.commit_nanos.fetch_add(fsync.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn pending_changed(&self, _: u64) {}
+}
+
+/// Opens a store on a blocking thread; returns it with the time `Store::open` took.
+async fn open_store(
+    path: &Path,
+    key: &WriterKey,
+    observer: Arc<dyn StoreObserver>,
+) -> anyhow::Result<(Store, Duration)> {
+    let mut config = StoreConfig::new(path, key.clone());
+    config.cache_bytes = CACHE_BYTES;
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let store = Store::open(config, &mut StdRng::seed_from_u64(7), observer)?;
+        anyhow::Ok((store, started.elapsed()))
+    })
+    .await?
+}
+
+/// Closes a store and drops it on a blocking thread (dropping fjall joins its workers),
+/// so the directory is free for the next opener.
+async fn close_store(store: Store) -> anyhow::Result<()> {
+    store.close().await?;
+    tokio::task::spawn_blocking(move || drop(store)).await?;
+    Ok(())
+}
+
+async fn ensure_log(store: &Store, key: &WriterKey) -> anyhow::Result<LogId> {
+    let (summary, _) = store.create_log(kv_manifest(key)?).await?;
+    Ok(summary.log_id)
+}
+
+/// Prints progress of a long step to stderr until aborted.
+fn spawn_progress(what: String, done: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+    let started = Instant::now();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            let n = done.load(Ordering::Relaxed);
+            let rate = per_second(n, started.elapsed());
+            let eta = if rate > 0.0 { (total.saturating_sub(n)) as f64 / rate } else { 0.0 };
+            eprintln!(
+                "  {what}: {} / {} ops, {} ops/s, about {eta:.0} s left",
+                group_digits(n),
+                group_digits(total),
+                group_digits(rate as u64)
+            );
+        }
+    })
+}
+
+/// Writes ops `range` (keys `bench_key(i)`) to `log` from `tasks` concurrent tasks, `batch`
+/// ops per `Store::write`. Returns the wall time from the first call to the last ack.
+async fn fill(
+    store: &Store,
+    log: LogId,
+    range: std::ops::Range<u64>,
+    tasks: usize,
+    batch: u64,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    let next = Arc::new(AtomicU64::new(range.start));
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress(what.to_owned(), done.clone(), range.end - range.start);
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let (store, next, done, end) = (store.clone(), next.clone(), done.clone(), range.end);
+        handles.push(tokio::spawn(async move {
+            loop {
+                let from = next.fetch_add(batch, Ordering::Relaxed);
+                if from >= end {
+                    return anyhow::Ok(());
+                }
+                let to = (from + batch).min(end);
+                store.write((from..to).map(|i| (log, put_op(i))).collect()).await?;
+                done.fetch_add(to - from, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut result = Ok(());
+    for handle in handles {
+        if let Err(e) = handle.await? {
+            result = Err(e);
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    result.map(|()| elapsed)
+}
+
+/// Entries and their total canonical bytes, read back page by page.
+fn stored_entry_bytes(store: &Store, log: &LogId) -> anyhow::Result<(u64, u64)> {
+    let (mut after, mut entries, mut bytes) = (0, 0u64, 0u64);
+    loop {
+        let page = store.entries_after(log, after, 64, 32 * 1024 * 1024)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        entries += page.len() as u64;
+        bytes += page.iter().map(|e| e.entry.bytes().len() as u64).sum::<u64>();
+    }
+    Ok((entries, bytes))
+}
+
+/// Raw fjall group commit: `records` records of a 32-byte key and `value_bytes` of value
+/// into one keyspace, one batch and one `persist(SyncData)` per `per_fsync` records.
+fn raw_fjall(path: &Path, records: u64, value_bytes: usize, per_fsync: u64) -> anyhow::Result<Duration> {
+    let db = fjall::Database::builder(path).cache_size(CACHE_BYTES).open()?;
+    let keyspace = db.keyspace("entries", KeyspaceCreateOptions::default)?;
+    // Values are slices of one random pool, so making them costs a copy, as in the store.
+    const POOL_SLACK: usize = 4096;
+    let pool = filler(42, value_bytes + POOL_SLACK);
+    let started = Instant::now();
+    let mut i = 0;
+    while i < records {
+        let n = per_fsync.min(records - i);
+        let mut batch = db.batch();
+        for j in i..i + n {
+            let offset = (mix(j) % POOL_SLACK as u64) as usize;
+            let key = filler(j, RAW_KEY_BYTES);
+            batch.insert(&keyspace, key, pool[offset..offset + value_bytes].to_vec());
+        }
+        batch.commit()?;
+        db.persist(PersistMode::SyncData)?;
+        i += n;
+    }
+    let elapsed = started.elapsed();
+    drop(keyspace);
+    drop(db);
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------------------
+// gRPC helpers.
+
+async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(endpoint.to_owned())?.tcp_nodelay(true).connect().await?)
+}
+
+/// Starts a release plaitd over `data_dir` (with its metrics endpoint on a loopback port)
+/// and returns it with its spawn-to-ready time.
+fn start_plaitd(data_dir: &Path) -> anyhow::Result<(Plaitd, Duration)> {
+    let started = Instant::now();
+    let replica = Plaitd::start(data_dir, &["--metrics-listen", "127.0.0.1:0"]).context(
+        "cannot start plaitd; build it next to this binary first: \
+         cargo build --release -p plait-replica -p plait-tests",
+    )?;
+    Ok((replica, started.elapsed()))
+}
+
+/// Sums of plaitd's Prometheus series whose names start with `plait_batch_` or
+/// `plait_fsync` (labels dropped), read with a bare HTTP/1.1 GET so the bench needs no
+/// HTTP client.
+fn scrape_commit_metrics(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    let fetched = std::net::TcpStream::connect(addr).and_then(|mut stream| {
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: plaitd\r\nConnection: close\r\n\r\n")?;
+        stream.read_to_string(&mut text)
+    });
+    if fetched.is_err() {
+        return Vec::new();
+    }
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("plait_batch_") || l.starts_with("plait_fsync")) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let name = series.split('{').next().unwrap_or(series).to_owned();
+        let Ok(value) = value.parse::<f64>() else { continue };
+        match sums.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v += value,
+            None => sums.push((name, value)),
+        }
+    }
+    sums
+}
+
+/// The change of a scraped series whose name starts with `prefix` and ends with `suffix`.
+fn metric_delta(before: &[(String, f64)], after: &[(String, f64)], prefix: &str, suffix: &str) -> f64 {
+    let find = |set: &[(String, f64)]| {
+        set.iter().find(|(n, _)| n.starts_with(prefix) && n.ends_with(suffix)).map_or(0.0, |(_, v)| *v)
+    };
+    find(after) - find(before)
+}
+
+/// Writes the key the directory's entries are signed with as plaitd's writer key, so a
+/// plaitd started on an in-process-built directory signs with the same key.
+fn write_writer_key(data_dir: &Path, key: &WriterKey) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join("writer.key");
+    if !path.exists() {
+        std::fs::write(&path, format!("{}\n", hex::encode(key.secret())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures.
+
+fn entry_cpu(args: &EntryCpuArgs, scale: Scale, report: &mut Report) -> anyhow::Result<()> {
+    let n = scale.n(args.entries, 20_000).max(VERIFY_BATCH as u64);
+    let n_large = (n / 10).max(1);
+    eprintln!("entry-cpu: {n} 1-op entries, {n_large} 100-op entries");
+    let key = writer_key();
+    // Any 32 bytes do for the log and the parent: signing and verifying do not look them up.
+    let log = LogId(id32(1));
+    let parent = EntryHash(id32(2));
+    let draft = |i: u64, ops: u64| EntryDraft {
+        log,
+        time: i + 2,
+        next: vec![parent],
+        refs: Vec::new(),
+        ops: (0..ops).map(|j| put_op(i * ops + j)).collect(),
+    };
+    let per = |d: Duration, count: u64| d / count as u32;
+
+    let drafts: Vec<EntryDraft> = (0..n).map(|i| draft(i, 1)).collect();
+    let started = Instant::now();
+    let small: Vec<_> = drafts.into_iter().map(|d| d.sign(&key)).collect::<Result<_, _>>()?;
+    let sign_small = per(started.elapsed(), n);
+
+    let drafts: Vec<EntryDraft> = (0..n_large).map(|i| draft(i, 100)).collect();
+    let started = Instant::now();
+    let large: Vec<_> = drafts.into_iter().map(|d| d.sign(&key)).collect::<Result<_, _>>()?;
+    let sign_large = per(started.elapsed(), n_large);
+
+    let small_bytes: Vec<Vec<u8>> = small.iter().map(|e| e.bytes().to_vec()).collect();
+    let large_bytes: Vec<Vec<u8>> = large.iter().map(|e| e.bytes().to_vec()).collect();
+    let started = Instant::now();
+    let decoded: Vec<DecodedEntry> =
+        small_bytes.iter().map(|b| DecodedEntry::decode(b)).collect::<Result<_, _>>()?;
+    let decode_small = per(started.elapsed(), n);
+    let started = Instant::now();
+    let decoded_large: Vec<DecodedEntry> =
+        large_bytes.iter().map(|b| DecodedEntry::decode(b)).collect::<Result<_, _>>()?;
+    let decode_large = per(started.elapsed(), n_large);
+    std::hint::black_box(decoded_large);
+
+    let singles = decoded.clone();
+    let started = Instant::now();
+    for entry in singles {
+        std::hint::black_box(entry.verify()?);
+    }
+    let verify_one = per(started.elapsed(), n);
+
+    let batches: Vec<Vec<DecodedEntry>> = decoded.chunks(VERIFY_BATCH).map(<[_]>::to_vec).collect();
+    let started = Instant::now();
+    for batch in batches {
+        for result in verify_batch(batch) {
+            std::hint::black_box(result?);
+        }
+    }
+    let verify_batched = per(started.elapsed(), n);
+
+    let small_len = small_bytes[0].len();
+    let large_len = large_bytes[0].len();
+    report.info(
+        "entry-cpu: sign 1-op entry (encode + hash + sign)",
+        format!("{} ({small_len} B)", micros(sign_small)),
+    );
+    report.info(
+        "entry-cpu: sign 100-op entry",
+        format!("{} ({} per op, {large_len} B)", micros(sign_large), micros(sign_large / 100)),
+    );
+    report.info("entry-cpu: decode 1-op entry", micros(decode_small));
+    report.info(
+        "entry-cpu: decode 100-op entry",
+        format!("{} ({} per op)", micros(decode_large), micros(decode_large / 100)),
+    );
+    report.info("entry-cpu: verify one signature", micros(verify_one));
+    report.info(format!("entry-cpu: verify_batch of {VERIFY_BATCH}, per entry"), micros(verify_batched));
+    Ok(())
+}
+
+/// 32 fixed random-looking bytes.
+fn id32(seed: u64) -> [u8; 32] {
+    filler(seed, 32).try_into().expect("32 bytes")
+}
+
+/// What one round of the ingest figure measured.
+struct IngestRound {
+    elapsed: Duration,
+    entries: u64,
+    entry_bytes: u64,
+    commits: u64,
+    commit: Duration,
+    disk: u64,
+    threads: Vec<(String, f64)>,
+    /// CPU seconds the whole VM was busy while the store wrote.
+    vm_busy: f64,
+    peak_rss: u64,
+    raw_per_op: Duration,
+    raw_per_entry: Duration,
+}
+
+/// One round: the store, then raw fjall of the same bytes, each in a fresh directory.
+async fn ingest_round(args: &IngestArgs, ops: u64, work_dir: &Path) -> anyhow::Result<IngestRound> {
+    let tmp = temp_dir(work_dir, "ingest")?;
+    reset_peak_rss();
+    let key = writer_key();
+    let counter = Arc::new(CommitCounter::default());
+    let (store, _) = open_store(&tmp.path().join("store"), &key, counter.clone()).await?;
+    let log = ensure_log(&store, &key).await?;
+    let threads_before = thread_cpu("self");
+    let vm_before = vm_busy_seconds();
+    let elapsed = fill(&store, log, 0..ops, args.tasks, args.batch.max(1), "ingest").await?;
+    let vm_busy = vm_busy_seconds() - vm_before;
+    let threads = thread_cpu_delta(&threads_before, &thread_cpu("self"));
+    let (peak_rss, _) = own_rss();
+    eprintln!("  store: {} ops/s; reading back entry sizes", group_digits(per_second(ops, elapsed) as u64));
+
+    let (entries, entry_bytes) = stored_entry_bytes(&store, &log)?;
+    let summary = store.log(&log).context("the bench log vanished")?;
+    anyhow::ensure!(summary.ops == ops, "the store holds {} ops, expected {ops}", summary.ops);
+    anyhow::ensure!(entries == summary.seq, "read {entries} entries, seq is {}", summary.seq);
+    let disk = store.disk_bytes();
+    close_store(store).await?;
+
+    // Raw fjall of the same bytes, two ways: (a) one record per op carrying its share of
+    // the entry bytes, 1000 records per fsync (the shape of DESIGN's 260,000 entries/s
+    // anchor); (b) the entries the store wrote, as many and of the same average size,
+    // 1000 per fsync.
+    let op_share = (entry_bytes / ops).max(1) as usize;
+    let entry_avg = (entry_bytes / entries.max(1)).max(1) as usize;
+    let dir = tmp.path().join("raw-per-op");
+    let raw_per_op =
+        tokio::task::spawn_blocking(move || raw_fjall(&dir, ops, op_share, RAW_RECORDS_PER_FSYNC)).await??;
+    let dir = tmp.path().join("raw-per-entry");
+    let raw_per_entry =
+        tokio::task::spawn_blocking(move || raw_fjall(&dir, entries, entry_avg, RAW_RECORDS_PER_FSYNC))
+            .await??;
+    eprintln!(
+        "  raw fjall: {} records/s of {op_share} B; {} entries/s of {entry_avg} B",
+        group_digits(per_second(ops, raw_per_op) as u64),
+        group_digits(per_second(entries, raw_per_entry) as u64)
+    );
+    Ok(IngestRound {
+        elapsed,
+        entries,
+        entry_bytes,
+        commits: counter.batches.load(Ordering::Relaxed).max(1),
+        commit: Duration::from_nanos(counter.commit_nanos.load(Ordering::Relaxed)),
+        disk,
+        threads,
+        vm_busy,
+        peak_rss,
+        raw_per_op,
+        raw_per_entry,
+    })
+}
+
+/// The median of `values` and their range, as "median (min–max)" when there are several.
+fn spread(values: &[f64], show: impl Fn(f64) -> String) -> (f64, String) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[(sorted.len() - 1) / 2];
+    if sorted.len() < 2 {
+        return (median, show(median));
+    }
+    (median, format!("{} (range {} – {})", show(median), show(sorted[0]), show(sorted[sorted.len() - 1])))
+}
+
+async fn ingest(args: &IngestArgs, scale: Scale, work_dir: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let ops = scale.n(args.ops, 1_000_000);
+    let rounds = scale.rounds(args.rounds);
+    eprintln!(
+        "ingest: {} kv puts through Store::write, {} tasks x {} ops per call, {rounds} rounds",
+        group_digits(ops),
+        args.tasks,
+        args.batch,
+    );
+    let mut results = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        eprintln!(" round {round} of {rounds}");
+        results.push(ingest_round(args, ops, work_dir).await?);
+    }
+    let store_rates: Vec<f64> = results.iter().map(|r| per_second(ops, r.elapsed)).collect();
+    let raw_op_rates: Vec<f64> = results.iter().map(|r| per_second(ops, r.raw_per_op)).collect();
+    let raw_entry_rates: Vec<f64> = results.iter().map(|r| per_second(r.entries, r.raw_per_entry)).collect();
+    let raw_entry_op_rates: Vec<f64> = results.iter().map(|r| per_second(ops, r.raw_per_entry)).collect();
+    // Ratios pair each store run with the raw run right after it, so both saw the same machine.
+    let ratio_per_op: Vec<f64> = store_rates.iter().zip(&raw_op_rates).map(|(s, r)| s / r).collect();
+    let ratio_per_entry: Vec<f64> = store_rates.iter().zip(&raw_entry_op_rates).map(|(s, r)| s / r).collect();
+    let last = results.last().context("no rounds")?;
+    let entry_avg = last.entry_bytes / last.entries.max(1);
+    let op_share = last.entry_bytes / ops;
+
+    let (store_rate, shown) = spread(&store_rates, |v| rate(v, "ops/s"));
+    report.at_least(
+        format!(
+            "ingest: Store::write, {} tasks x {}-op calls, durable, {} ops, median of {rounds}",
+            args.tasks,
+            args.batch,
+            group_digits(ops)
+        ),
+        store_rate,
+        shown,
+        150_000.0,
+        "150,000 ops/s",
+    );
+    report.info(
+        "ingest: what the store wrote (last round)",
+        format!(
+            "{} entries, {:.0} ops/entry, {entry_avg} B/entry ({op_share} B/op), {} commits ({:.0} ops each), \
+             commit+fsync {:.0}% of wall, {} on disk",
+            group_digits(last.entries),
+            ops as f64 / last.entries.max(1) as f64,
+            group_digits(last.commits),
+            ops as f64 / last.commits as f64,
+            100.0 * last.commit.as_secs_f64() / last.elapsed.as_secs_f64(),
+            mib(last.disk),
+        ),
+    );
+    report.info(
+        "ingest: CPU in cores by thread (last round)",
+        format!(
+            "{}; whole VM {:.2} of {}",
+            describe_threads(&last.threads, last.elapsed),
+            last.vm_busy / last.elapsed.as_secs_f64(),
+            available_cores()
+        ),
+    );
+    report.info(
+        format!("ingest: raw fjall, 1 record per op of {op_share} B, {RAW_RECORDS_PER_FSYNC} per fsync"),
+        format!("{} = the same in ops/s", spread(&raw_op_rates, |v| rate(v, "records/s")).1),
+    );
+    report.info(
+        format!(
+            "ingest: raw fjall, the store's {} entries of {entry_avg} B, {RAW_RECORDS_PER_FSYNC} per fsync",
+            group_digits(last.entries)
+        ),
+        format!(
+            "{} = {}",
+            spread(&raw_entry_rates, |v| rate(v, "entries/s")).1,
+            rate(spread(&raw_entry_op_rates, |v| v.to_string()).0, "ops/s")
+        ),
+    );
+    let (ratio, shown) = spread(&ratio_per_op, |v| format!("{v:.2}"));
+    report.at_least("ingest: store / raw fjall, 1 record per op", ratio, shown, 0.5, "0.50");
+    let (ratio, shown) = spread(&ratio_per_entry, |v| format!("{v:.2}"));
+    report.at_least("ingest: store / raw fjall, the store's entries", ratio, shown, 0.5, "0.50");
+    let peak_rss = results.iter().map(|r| r.peak_rss).max().unwrap_or(0);
+    report.info("ingest: bench process peak RSS (VmHWM) while writing", mib(peak_rss));
+    Ok(())
+}
+
+async fn unary(args: &UnaryArgs, scale: Scale, work_dir: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let seconds = scale.seconds(args.seconds, 10.0);
+    let tmp = temp_dir(work_dir, "unary")?;
+    let data_dir = tmp.path().join("data");
+    eprintln!(
+        "unary: release plaitd, {} clients over {} connections, single-op Put for {seconds} s",
+        args.clients, args.channels
+    );
+    let (mut replica, _) = tokio::task::block_in_place(|| start_plaitd(&data_dir))?;
+    let endpoint = replica.endpoint();
+    let mut channels = Vec::with_capacity(args.channels.max(1));
+    for _ in 0..args.channels.max(1) {
+        channels.push(connect(&endpoint).await?);
+    }
+    pb::logs_client::LogsClient::new(channels[0].clone())
+        .create_log(pb::CreateLogRequest {
+            name: LOG_NAME.into(),
+            r#type: pb::LogType::Kv as i32,
+            ..Default::default()
+        })
+        .await?;
+
+    // A short warm-up so connections, the log and the writer are all live.
+    let mut warm = pb::data_client::DataClient::new(channels[0].clone());
+    for i in 0..100 {
+        let Op::Put { key, value } = put_op(u64::MAX - i) else { unreachable!() };
+        warm.put(pb::PutRequest { log: LOG_NAME.into(), key, value }).await?;
+    }
+
+    let pid = replica.pid().to_string();
+    let server_before = thread_cpu(&pid);
+    let client_before = cpu_seconds(Path::new("/proc/self/stat"));
+    let vm_before = vm_busy_seconds();
+    let metrics_before = replica.metrics.map(scrape_commit_metrics).unwrap_or_default();
+    let rounds = scale.rounds(args.rounds);
+    let mut latencies = Vec::new();
+    let mut rates = Vec::with_capacity(rounds);
+    let mut wall = Duration::ZERO;
+    for round in 0..rounds {
+        let (mut round_latencies, elapsed) = unary_round(args, &channels, seconds, round as u64).await?;
+        let round_rate = per_second(round_latencies.len() as u64, elapsed);
+        eprintln!("  round {} of {rounds}: {} ops/s", round + 1, group_digits(round_rate as u64));
+        rates.push(round_rate);
+        latencies.append(&mut round_latencies);
+        wall += elapsed;
+    }
+    let server = thread_cpu_delta(&server_before, &thread_cpu(&pid));
+    let server_cpu: f64 = server.iter().map(|(_, s)| s).sum();
+    let client_cpu = cpu_seconds(Path::new("/proc/self/stat")) - client_before;
+    let vm_busy = vm_busy_seconds() - vm_before;
+    let metrics_after = replica.metrics.map(scrape_commit_metrics).unwrap_or_default();
+    let rss = replica.rss_bytes().unwrap_or(0);
+    replica.terminate()?;
+
+    latencies.sort();
+    let (ops_rate, shown) = spread(&rates, |v| rate(v, "ops/s"));
+    report.at_least(
+        format!(
+            "unary: Data.Put, {} clients / {} connections, durable, median of {rounds} x {seconds} s",
+            args.clients,
+            channels.len()
+        ),
+        ops_rate,
+        shown,
+        25_000.0,
+        "25,000 ops/s",
+    );
+    report.info(
+        format!("unary: latency p50 / p99 / max over {} calls", group_digits(latencies.len() as u64)),
+        format!(
+            "{} / {} / {}",
+            micros(percentile(&latencies, 0.5)),
+            micros(percentile(&latencies, 0.99)),
+            micros(percentile(&latencies, 1.0))
+        ),
+    );
+    let cores = |s: f64| s / wall.as_secs_f64();
+    report.info(
+        "unary: CPU in cores: plaitd / bench client / whole VM",
+        format!(
+            "{:.2} / {:.2} / {:.2} of {}; plaitd threads: {}",
+            cores(server_cpu),
+            cores(client_cpu),
+            cores(vm_busy),
+            available_cores(),
+            describe_threads(&server, wall)
+        ),
+    );
+    let commits = metric_delta(&metrics_before, &metrics_after, "plait_batch_ops", "_count");
+    if commits > 0.0 {
+        let batch_ops = metric_delta(&metrics_before, &metrics_after, "plait_batch_ops", "_sum");
+        let fsync = metric_delta(&metrics_before, &metrics_after, "plait_fsync", "_sum");
+        report.info(
+            "unary: plaitd group commits (from its metrics)",
+            format!(
+                "{} commits/s, {:.1} ops each, commit+fsync {} each = {:.0}% of the writer's wall time",
+                group_digits((commits / wall.as_secs_f64()) as u64),
+                batch_ops / commits,
+                micros(Duration::from_secs_f64(fsync / commits)),
+                100.0 * fsync / wall.as_secs_f64()
+            ),
+        );
+    }
+    // DESIGN's memory target is for catch-up at 10M ops; sustained writes load the same
+    // memtables, so this is the closest reading of it the unary figure gives.
+    report.below(
+        format!("unary: plaitd RSS after {} durable puts", group_digits(latencies.len() as u64)),
+        rss as f64,
+        mib(rss),
+        256.0 * 1024.0 * 1024.0,
+        "256 MiB",
+    );
+    Ok(())
+}
+
+/// One timed window of single-op puts from every client; returns every call's latency.
+async fn unary_round(
+    args: &UnaryArgs,
+    channels: &[Channel],
+    seconds: f64,
+    round: u64,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let max_ops = args.ops.unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut handles = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let mut data = pb::data_client::DataClient::new(channels[client % channels.len()].clone());
+        let issued = issued.clone();
+        // Keys unique per round and client: every put is a new key, as in ingest.
+        let first = (round << 56) | ((client as u64) << 40);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(64 * 1024);
+            let mut n = 0u64;
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_ops {
+                let Op::Put { key, value } = put_op(first | n) else { unreachable!() };
+                n += 1;
+                let call = Instant::now();
+                data.put(pb::PutRequest { log: LOG_NAME.into(), key, value }).await?;
+                latencies.push(call.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    Ok((latencies, started.elapsed()))
+}
+
+/// A data directory of `ops` kv puts with keys `bench_key(0..ops)`, built in process.
+struct DataDir {
+    _tmp: TempDir,
+    path: PathBuf,
+    key: WriterKey,
+    log: LogId,
+    ops: u64,
+}
+
+/// Times `opens` calls of `Store::open` on a closed directory.
+async fn time_opens(path: &Path, key: &WriterKey, opens: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(opens);
+    for _ in 0..opens.max(1) {
+        let (store, took) = open_store(path, key, Arc::new(plait_store::NoopObserver)).await?;
+        close_store(store).await?;
+        eprintln!("  Store::open took {} (journal now {})", millis(took), mib(journal_bytes(path)));
+        times.push(took);
+    }
+    Ok(times)
+}
+
+/// Bytes of fjall journal files (`*.jnl`) in a data directory: what an open must replay
+/// at most.
+fn journal_bytes(path: &Path) -> u64 {
+    journal_files(path).iter().map(|(_, len)| len).sum()
+}
+
+fn journal_files(path: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(path) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+        .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+        .collect()
+}
+
+/// Open times of one directory in two states: right after a write burst (sealed journals
+/// still waiting to be flushed, so every open replays them), and after the store was left
+/// open until fjall flushed them (only the active journal remains).
+struct OpenTimes {
+    after_burst: Vec<Duration>,
+    burst_journal: u64,
+    after_flush: Vec<Duration>,
+    flushed_journal: u64,
+}
+
+/// How long to leave a store open for fjall to flush its sealed journals.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+async fn measure_opens(path: &Path, key: &WriterKey, opens: usize) -> anyhow::Result<OpenTimes> {
+    let burst_journal = journal_bytes(path);
+    eprintln!("  opening after the write burst, journal {}", mib(burst_journal));
+    let after_burst = time_opens(path, key, opens).await?;
+    let (store, _) = open_store(path, key, Arc::new(plait_store::NoopObserver)).await?;
+    let started = Instant::now();
+    while journal_files(path).len() > 1 && started.elapsed() < SETTLE_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    close_store(store).await?;
+    let flushed_journal = journal_bytes(path);
+    eprintln!(
+        "  left open {:.1} s for fjall to flush; journal now {}",
+        started.elapsed().as_secs_f64(),
+        mib(flushed_journal)
+    );
+    let after_flush = time_opens(path, key, opens).await?;
+    Ok(OpenTimes { after_burst, burst_journal, after_flush, flushed_journal })
+}
+
+fn report_opens(report: &mut Report, ops: u64, times: OpenTimes) {
+    // The first open after a burst replays every sealed journal; later ones replay only
+    // what fjall had not flushed yet when the previous store closed, so the first is the
+    // figure (a restart right after heavy writes).
+    let first = times.after_burst.first().copied().unwrap_or_default();
+    report.below(
+        format!(
+            "reopen: Store::open at {} ops, first open after the write burst (journal {})",
+            group_digits(ops),
+            mib(times.burst_journal)
+        ),
+        first.as_secs_f64(),
+        format!("{} (later opens: median {})", millis(first), millis(median(times.after_burst))),
+        2.0,
+        "2 s",
+    );
+    let max = times.after_flush.iter().max().copied().unwrap_or_default();
+    let med = median(times.after_flush);
+    report.below(
+        format!(
+            "reopen: Store::open at {} ops, after fjall flushed (journal {}), median (max)",
+            group_digits(ops),
+            mib(times.flushed_journal)
+        ),
+        med.as_secs_f64(),
+        format!("{} ({})", millis(med), millis(max)),
+        2.0,
+        "2 s",
+    );
+}
+
+/// Builds a data directory of `ops` ops; at `milestone` (if any) closes it and times
+/// `opens` reopens before going on.
+async fn build_data_dir(
+    work_dir: &Path,
+    ops: u64,
+    batch: u64,
+    milestone: Option<(u64, usize)>,
+) -> anyhow::Result<(DataDir, Option<OpenTimes>, Vec<(std::ops::Range<u64>, Duration)>)> {
+    let tmp = temp_dir(work_dir, "history")?;
+    let path = tmp.path().join("data");
+    let key = writer_key();
+    eprintln!("building a data directory of {} ops in {}", group_digits(ops), path.display());
+    let mut early = None;
+    let mut segments = Vec::new();
+    let mut from = 0;
+    let mut log = None;
+    let stops: Vec<u64> = match milestone {
+        Some((at, _)) if at > 0 && at < ops => vec![at, ops],
+        _ => vec![ops],
+    };
+    for to in stops {
+        let (store, _) = open_store(&path, &key, Arc::new(plait_store::NoopObserver)).await?;
+        let id = ensure_log(&store, &key).await?;
+        let took = fill(&store, id, from..to, BUILD_TASKS, batch.max(1), "build").await?;
+        segments.push((from..to, took));
+        close_store(store).await?;
+        log = Some(id);
+        from = to;
+        if let Some((at, opens)) = milestone
+            && to == at
+            && to < ops
+        {
+            eprintln!("  reopening at {} ops", group_digits(to));
+            early = Some(measure_opens(&path, &key, opens).await?);
+        }
+    }
+    let building: Duration = segments.iter().map(|(_, took)| *took).sum();
+    eprintln!(
+        "built {} ops in {:.1} s ({} ops/s)",
+        group_digits(ops),
+        building.as_secs_f64(),
+        group_digits(per_second(ops, building) as u64)
+    );
+    write_writer_key(&path, &key)?;
+    let log = log.context("no log was created")?;
+    Ok((DataDir { _tmp: tmp, path, key, log, ops }, early, segments))
+}
+
+async fn reopen(
+    args: &ReopenArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<DataDir> {
+    let ops = scale.n(args.ops, 10_000_000);
+    let milestone = ops / 10;
+    let (dir, early, segments) =
+        build_data_dir(work_dir, ops, args.batch, Some((milestone, args.opens))).await?;
+    let size = dir_bytes(&dir.path);
+    eprintln!("reopen: timing Store::open at {} ops", group_digits(ops));
+    let late = measure_opens(&dir.path, &dir.key, args.opens).await?;
+    let start_journal = journal_bytes(&dir.path);
+    eprintln!("reopen: timing {} plaitd starts", args.starts);
+    let mut starts = Vec::with_capacity(args.starts);
+    let mut rss = 0;
+    for _ in 0..args.starts.max(1) {
+        let (mut replica, took) = tokio::task::block_in_place(|| start_plaitd(&dir.path))?;
+        rss = replica.rss_bytes().unwrap_or(0);
+        replica.terminate()?;
+        eprintln!("  plaitd ready after {}", millis(took));
+        starts.push(took);
+    }
+
+    // Building is durable batched ingest too, into an ever larger store: each segment's rate
+    // shows how ingest holds up as the kv view grows.
+    for (range, took) in &segments {
+        report.info(
+            format!(
+                "reopen: build ops {} to {} ({}-op calls, {BUILD_TASKS} writers)",
+                group_digits(range.start),
+                group_digits(range.end),
+                args.batch
+            ),
+            format!(
+                "{:.1} s, {}",
+                took.as_secs_f64(),
+                rate(per_second(range.end - range.start, *took), "ops/s")
+            ),
+        );
+    }
+    report.info(format!("reopen: data directory at {} ops", group_digits(ops)), mib(size));
+    if let Some(early) = early {
+        report_opens(report, milestone, early);
+    }
+    report_opens(report, ops, late);
+    let max = starts.iter().max().copied().unwrap_or_default();
+    let med = median(starts);
+    report.below(
+        format!(
+            "reopen: plaitd spawn to ready at {} ops (journal {}), median (max)",
+            group_digits(ops),
+            mib(start_journal)
+        ),
+        med.as_secs_f64(),
+        format!("{} ({})", millis(med), millis(max)),
+        2.0,
+        "2 s",
+    );
+    report.below(
+        format!("reopen: plaitd RSS just after start at {} ops", group_digits(ops)),
+        rss as f64,
+        mib(rss),
+        256.0 * 1024.0 * 1024.0,
+        "256 MiB",
+    );
+    Ok(dir)
+}
+
+async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Report) -> anyhow::Result<()> {
+    let reads = scale.n(args.reads, 200_000);
+    let grpc_reads = scale.n(args.grpc_reads, 100_000);
+    let keys = dir.ops;
+    eprintln!("kv-get: {} random reads in process over {} keys", group_digits(reads), group_digits(keys));
+    let (store, _) = open_store(&dir.path, &dir.key, Arc::new(plait_store::NoopObserver)).await?;
+    let log = dir.log;
+    let (store, latencies) = tokio::task::spawn_blocking(move || {
+        let mut rng = StdRng::seed_from_u64(11);
+        let warm_up = (reads / 10).min(10_000);
+        let mut latencies = Vec::with_capacity(reads as usize);
+        for n in 0..warm_up + reads {
+            let key = bench_key(rng.gen_range(0..keys));
+            let started = Instant::now();
+            let row = store.get_kv(&log, &key)?;
+            let took = started.elapsed();
+            if row.is_none() {
+                bail!("key {} is missing from the store", hex::encode(&key));
+            }
+            if n >= warm_up {
+                latencies.push(took);
+            }
+        }
+        anyhow::Ok((store, latencies))
+    })
+    .await??;
+    close_store(store).await?;
+    let mut latencies = latencies;
+    latencies.sort();
+    let p99 = percentile(&latencies, 0.99);
+    report.below(
+        format!("kv-get: Store::get_kv at {} keys, p99 (p50 / p999)", group_digits(keys)),
+        p99.as_secs_f64(),
+        format!(
+            "{} ({} / {})",
+            micros(p99),
+            micros(percentile(&latencies, 0.5)),
+            micros(percentile(&latencies, 0.999))
+        ),
+        0.001,
+        "1 ms",
+    );
+
+    eprintln!(
+        "kv-get: {} random Data.Get calls from {} clients against a release plaitd",
+        group_digits(grpc_reads),
+        args.grpc_clients
+    );
+    let (mut replica, _) = tokio::task::block_in_place(|| start_plaitd(&dir.path))?;
+    let endpoint = replica.endpoint();
+    let clients = args.grpc_clients.max(1);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let mut data = pb::data_client::DataClient::new(connect(&endpoint).await?);
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(100 + client as u64);
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < grpc_reads {
+                let key = bench_key(rng.gen_range(0..keys));
+                let call = Instant::now();
+                let response = data.get(pb::GetRequest { log: LOG_NAME.into(), key }).await?.into_inner();
+                latencies.push(call.elapsed());
+                anyhow::ensure!(response.found, "a key written while building is not found over gRPC");
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    let elapsed = started.elapsed();
+    let rss = replica.rss_bytes().unwrap_or(0);
+    replica.terminate()?;
+    latencies.sort();
+    let p99 = percentile(&latencies, 0.99);
+    report.below(
+        format!("kv-get: Data.Get over gRPC, {clients} clients, p99 (p50)"),
+        p99.as_secs_f64(),
+        format!(
+            "{} ({}), {}",
+            micros(p99),
+            micros(percentile(&latencies, 0.5)),
+            rate(per_second(latencies.len() as u64, elapsed), "gets/s")
+        ),
+        0.001,
+        "1 ms",
+    );
+    report.below(
+        format!("kv-get: plaitd RSS after the reads at {} ops", group_digits(keys)),
+        rss as f64,
+        mib(rss),
+        256.0 * 1024.0 * 1024.0,
+        "256 MiB",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn machine() -> String {
+    let cores = available_cores();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()))
+        .map_or_else(String::new, |kib| format!("{:.1} GiB", kib as f64 / (1024.0 * 1024.0)));
+    format!("{cores} cores, {memory} memory, Linux {}", kernel.trim())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let scale = Scale { quick: cli.quick };
+    KEEP_DIRS.store(cli.keep, Ordering::Relaxed);
+    let work_dir = cli.work_dir.as_path();
+    let mut report = Report::default();
+    let started = Instant::now();
+    eprintln!("plait-bench on {}{}", machine(), if cli.quick { " (--quick)" } else { "" });
+    match &cli.command {
+        Command::EntryCpu(args) => entry_cpu(args, scale, &mut report)?,
+        Command::Ingest(args) => ingest(args, scale, work_dir, &mut report).await?,
+        Command::Unary(args) => unary(args, scale, work_dir, &mut report).await?,
+        Command::Reopen(args) => drop(reopen(args, scale, work_dir, &mut report).await?),
+        Command::KvGet(args) => {
+            let keys = scale.n(args.keys, 1_000_000);
+            let (dir, _, segments) = build_data_dir(work_dir, keys, BUILD_BATCH_OPS, None).await?;
+            let building: Duration = segments.iter().map(|(_, took)| *took).sum();
+            report.info(
+                format!("kv-get: build {} keys", group_digits(keys)),
+                format!("{:.1} s, data dir {}", building.as_secs_f64(), mib(dir_bytes(&dir.path))),
+            );
+            kv_get(&dir, &args.reads, scale, &mut report).await?;
+        }
+        Command::All(args) => {
+            entry_cpu(&EntryCpuArgs { entries: None }, scale, &mut report)?;
+            let ingest_args = IngestArgs { ops: args.ingest_ops, tasks: 8, batch: 1000, rounds: None };
+            ingest(&ingest_args, scale, work_dir, &mut report).await?;
+            let unary_args =
+                UnaryArgs { clients: 64, channels: 8, seconds: args.unary_seconds, ops: None, rounds: None };
+            unary(&unary_args, scale, work_dir, &mut report).await?;
+            let reopen_args =
+                ReopenArgs { ops: args.reopen_ops, batch: BUILD_BATCH_OPS, opens: 5, starts: 3 };
+            let dir = reopen(&reopen_args, scale, work_dir, &mut report).await?;
+            let read_args = ReadArgs { reads: None, grpc_reads: None, grpc_clients: 4 };
+            kv_get(&dir, &read_args, scale, &mut report).await?;
+        }
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "Plait benchmarks on {}{}\n",
+        machine(),
+        if cli.quick { " (--quick: sizes shrunk, not a measurement)" } else { "" }
+    );
+    print!("{}", report.markdown());
+    Ok(())
+}
