@@ -32,6 +32,9 @@ pub struct StoreConfig {
     pub pending_per_log_max: u64,
     /// fjall block cache size.
     pub cache_bytes: u64,
+    /// Journal size past which memtables are flushed so the journal can be dropped. It
+    /// bounds what a restart after a crash replays.
+    pub journal_bytes: u64,
 }
 
 impl StoreConfig {
@@ -41,6 +44,7 @@ impl StoreConfig {
             writer_key,
             pending_per_log_max: 100_000,
             cache_bytes: 64 * 1024 * 1024,
+            journal_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -123,9 +127,23 @@ pub(crate) struct Keyspaces {
     pub(crate) graph_in: Keyspace,
 }
 
+/// The smallest journal limit fjall accepts.
+const JOURNAL_BYTES_MIN: u64 = 64 * 1024 * 1024;
+
+/// Memtable size of the keyspaces that take a row per entry or op, and of the small
+/// ones. fjall's default (64 MiB each, fourteen keyspaces) would let memtables alone take
+/// most of a replica's memory budget.
+const MEMTABLE_BYTES_LARGE: u64 = 8 * 1024 * 1024;
+const MEMTABLE_BYTES_SMALL: u64 = 2 * 1024 * 1024;
+
 impl Keyspaces {
     fn open(db: &Database) -> StoreResult<Keyspaces> {
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let ks = |name: &str| {
+            let large =
+                matches!(name, "entries" | "seq" | "by_hash" | "kv" | "feed" | "graph_out" | "graph_in");
+            let bytes = if large { MEMTABLE_BYTES_LARGE } else { MEMTABLE_BYTES_SMALL };
+            db.keyspace(name, move || KeyspaceCreateOptions::default().max_memtable_size(bytes))
+        };
         Ok(Keyspaces {
             meta: ks("meta")?,
             logs: ks("logs")?,
@@ -142,6 +160,34 @@ impl Keyspaces {
             graph_out: ks("graph_out")?,
             graph_in: ks("graph_in")?,
         })
+    }
+}
+
+impl Keyspaces {
+    fn all(&self) -> [&Keyspace; 14] {
+        [
+            &self.meta,
+            &self.logs,
+            &self.names,
+            &self.counters,
+            &self.entries,
+            &self.seq,
+            &self.by_hash,
+            &self.heads,
+            &self.pending,
+            &self.missing,
+            &self.kv,
+            &self.feed,
+            &self.graph_out,
+            &self.graph_in,
+        ]
+    }
+
+    fn flush_all(&self) -> StoreResult<()> {
+        for keyspace in self.all() {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        Ok(())
     }
 }
 
@@ -200,7 +246,11 @@ impl Store {
         std::fs::create_dir_all(&config.path).map_err(|e| {
             StoreError::Unavailable(format!("cannot create data directory {}: {e}", config.path.display()))
         })?;
-        let db = Database::builder(&config.path).cache_size(config.cache_bytes).open()?;
+        let db = Database::builder(&config.path)
+            .cache_size(config.cache_bytes)
+            // fjall refuses a journal limit under 64 MiB.
+            .max_journaling_size(config.journal_bytes.max(JOURNAL_BYTES_MIN))
+            .open()?;
         let ks = Keyspaces::open(&db)?;
         let epoch = init_meta(&db, &ks, rng)?;
 
@@ -301,6 +351,11 @@ impl Store {
         }
         if !self.shared.poisoned.load(Ordering::SeqCst) {
             self.shared.db.persist(PersistMode::SyncAll)?;
+            // Flushing memtables now means the next open has no journal to replay.
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.ks.flush_all())
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("flushing memtables failed: {e}")))??;
         }
         Ok(())
     }

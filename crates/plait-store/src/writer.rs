@@ -89,6 +89,15 @@ pub(crate) struct Writer {
     logs: HashMap<LogId, LogState>,
 }
 
+/// Where an applied entry was made, which decides whether its ops can lose.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Signed here just now, on top of every head.
+    Local,
+    /// Submitted, pulled or completed from pending: may be older than what is stored.
+    Elsewhere,
+}
+
 /// An answer that waits for the batch to become durable.
 enum Reply {
     CreateLog(oneshot::Sender<StoreResult<(LogSummary, bool)>>, LogId, bool),
@@ -441,7 +450,7 @@ impl Writer {
                 if full || i + 1 == total {
                     let entry = self.sign_local(log, std::mem::take(&mut chunk))?;
                     chunk_bytes = 0;
-                    let seq = self.apply(group, &entry);
+                    let seq = self.apply(group, &entry, Origin::Local);
                     for (index, _) in entry.entry().ops.iter().enumerate() {
                         acks.push(WriteAck {
                             log,
@@ -556,7 +565,7 @@ impl Writer {
                 entry.clock().time
             )));
         }
-        let seq = self.apply(group, &entry);
+        let seq = self.apply(group, &entry, Origin::Elsewhere);
         self.resolve_children(group, hash);
         Ok(SubmitOutcome::Stored { seq })
     }
@@ -644,7 +653,7 @@ impl Writer {
                     tracing::warn!(entry = %child, "dropping a pending entry whose clock does not exceed its parents'");
                     continue;
                 }
-                self.apply(group, &entry);
+                self.apply(group, &entry, Origin::Elsewhere);
                 ready.push(child);
             }
         }
@@ -652,7 +661,7 @@ impl Writer {
 
     /// Stages everything one entry changes: the entry, its seq, heads, counters, view.
     /// The caller has checked parents, ACL, op types and clock.
-    fn apply(&mut self, group: &mut Group, entry: &VerifiedEntry) -> u64 {
+    fn apply(&mut self, group: &mut Group, entry: &VerifiedEntry, origin: Origin) -> u64 {
         let ks = &self.shared.ks;
         let log = entry.log();
         let hash = entry.hash();
@@ -681,13 +690,14 @@ impl Writer {
                     group.batch.insert(&ks.feed, keys::feed_key(&log, &id), value.clone())
                 }
                 Op::Put { key, value } => {
-                    self.merge_register(group, "kv", keys::kv_key(&log, key), None, &id, Some(value))
+                    self.merge_register(group, origin, "kv", keys::kv_key(&log, key), None, &id, Some(value))
                 }
                 Op::Delete { key } => {
-                    self.merge_register(group, "kv", keys::kv_key(&log, key), None, &id, None)
+                    self.merge_register(group, origin, "kv", keys::kv_key(&log, key), None, &id, None)
                 }
                 Op::Link { src, label, dst, props } => self.merge_register(
                     group,
+                    origin,
                     "graph_out",
                     keys::edge_key(&log, src, label, dst),
                     Some(keys::edge_key(&log, dst, label, src)),
@@ -696,6 +706,7 @@ impl Writer {
                 ),
                 Op::Unlink { src, label, dst } => self.merge_register(
                     group,
+                    origin,
                     "graph_out",
                     keys::edge_key(&log, src, label, dst),
                     Some(keys::edge_key(&log, dst, label, src)),
@@ -712,6 +723,7 @@ impl Writer {
     fn merge_register(
         &self,
         group: &mut Group,
+        origin: Origin,
         keyspace: &'static str,
         key: Vec<u8>,
         mirror: Option<Vec<u8>>,
@@ -721,9 +733,13 @@ impl Writer {
         let ks = &self.shared.ks;
         let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
         let row = (keyspace, key);
-        let current = match group.rows.get(&row) {
-            Some(v) => Some(v.clone()),
-            None => match target.get(&row.1) {
+        let current = match (origin, group.rows.get(&row)) {
+            // A local entry's time is one past every head's, so it is greater than every
+            // op stored so far, and within the entry later ops come later: it always
+            // wins, and reading the stored register first would be wasted work.
+            (Origin::Local, _) => None,
+            (_, Some(v)) => Some(v.clone()),
+            (_, None) => match target.get(&row.1) {
                 Ok(v) => v.map(|v| v.to_vec()),
                 Err(e) => {
                     // A failed read here means the engine is failing; refusing to guess
