@@ -89,6 +89,28 @@ pub(crate) struct Writer {
     logs: HashMap<LogId, LogState>,
 }
 
+/// A last-writer-wins register row of a view: which keyspace, its key, and for graph
+/// edges the `graph_in` key that mirrors the `graph_out` one.
+struct ViewRow {
+    keyspace: &'static str,
+    key: Vec<u8>,
+    mirror: Option<Vec<u8>>,
+}
+
+impl ViewRow {
+    fn kv(log: &LogId, key: &[u8]) -> ViewRow {
+        ViewRow { keyspace: "kv", key: keys::kv_key(log, key), mirror: None }
+    }
+
+    fn edge(log: &LogId, src: &[u8], label: &str, dst: &[u8]) -> ViewRow {
+        ViewRow {
+            keyspace: "graph_out",
+            key: keys::edge_key(log, src, label, dst),
+            mirror: Some(keys::edge_key(log, dst, label, src)),
+        }
+    }
+}
+
 /// Where an applied entry was made, which decides whether its ops can lose.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -690,29 +712,15 @@ impl Writer {
                     group.batch.insert(&ks.feed, keys::feed_key(&log, &id), value.clone())
                 }
                 Op::Put { key, value } => {
-                    self.merge_register(group, origin, "kv", keys::kv_key(&log, key), None, &id, Some(value))
+                    self.merge_register(group, origin, ViewRow::kv(&log, key), &id, Some(value))
                 }
-                Op::Delete { key } => {
-                    self.merge_register(group, origin, "kv", keys::kv_key(&log, key), None, &id, None)
+                Op::Delete { key } => self.merge_register(group, origin, ViewRow::kv(&log, key), &id, None),
+                Op::Link { src, label, dst, props } => {
+                    self.merge_register(group, origin, ViewRow::edge(&log, src, label, dst), &id, Some(props))
                 }
-                Op::Link { src, label, dst, props } => self.merge_register(
-                    group,
-                    origin,
-                    "graph_out",
-                    keys::edge_key(&log, src, label, dst),
-                    Some(keys::edge_key(&log, dst, label, src)),
-                    &id,
-                    Some(props),
-                ),
-                Op::Unlink { src, label, dst } => self.merge_register(
-                    group,
-                    origin,
-                    "graph_out",
-                    keys::edge_key(&log, src, label, dst),
-                    Some(keys::edge_key(&log, dst, label, src)),
-                    &id,
-                    None,
-                ),
+                Op::Unlink { src, label, dst } => {
+                    self.merge_register(group, origin, ViewRow::edge(&log, src, label, dst), &id, None)
+                }
             }
         }
         seq
@@ -724,12 +732,11 @@ impl Writer {
         &self,
         group: &mut Group,
         origin: Origin,
-        keyspace: &'static str,
-        key: Vec<u8>,
-        mirror: Option<Vec<u8>>,
+        row: ViewRow,
         id: &plait_core::OpId,
         payload: Option<&[u8]>,
     ) {
+        let ViewRow { keyspace, key, mirror } = row;
         let ks = &self.shared.ks;
         let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
         let row = (keyspace, key);
