@@ -41,7 +41,7 @@ async fn typed_writes_and_reads() {
 
     let ack = c
         .data
-        .put(pb::PutRequest { log: "kv".into(), key: b"a".to_vec(), value: b"1".to_vec() })
+        .put(pb::PutRequest { log: "kv".into(), key: b"a".to_vec(), value: b"1".to_vec(), concern: None })
         .await
         .unwrap()
         .into_inner();
@@ -49,7 +49,7 @@ async fn typed_writes_and_reads() {
     let got = c.data.get(pb::GetRequest { log: "kv".into(), key: b"a".to_vec() }).await.unwrap().into_inner();
     assert!(got.found);
     assert_eq!(got.value, b"1");
-    c.data.delete(pb::DeleteRequest { log: "kv".into(), key: b"a".to_vec() }).await.unwrap();
+    c.data.delete(pb::DeleteRequest { log: "kv".into(), key: b"a".to_vec(), concern: None }).await.unwrap();
     assert!(
         !c.data
             .get(pb::GetRequest { log: "kv".into(), key: b"a".to_vec() })
@@ -68,6 +68,7 @@ async fn typed_writes_and_reads() {
                 op: Some(pb::Op { op: Some(pb::op::Op::Append(pb::FeedAppend { value: b"hi".to_vec() })) }),
             },
         ],
+        concern: None,
     };
     let acks = c.data.write(batch).await.unwrap().into_inner().acks;
     assert_eq!(acks.len(), 3);
@@ -83,7 +84,11 @@ async fn typed_writes_and_reads() {
 
     for i in 0..5 {
         c.data
-            .append(pb::AppendRequest { log: "feed".into(), value: format!("m{i}").into_bytes() })
+            .append(pb::AppendRequest {
+                log: "feed".into(),
+                value: format!("m{i}").into_bytes(),
+                concern: None,
+            })
             .await
             .unwrap();
     }
@@ -123,6 +128,7 @@ async fn typed_writes_and_reads() {
             label: "knows".into(),
             dst: b"bob".to_vec(),
             props: b"{}".to_vec(),
+            concern: None,
         })
         .await
         .unwrap();
@@ -133,6 +139,7 @@ async fn typed_writes_and_reads() {
             label: "knows".into(),
             dst: b"cid".to_vec(),
             props: vec![],
+            concern: None,
         })
         .await
         .unwrap();
@@ -142,6 +149,7 @@ async fn typed_writes_and_reads() {
             src: b"ann".to_vec(),
             label: "knows".into(),
             dst: b"cid".to_vec(),
+            concern: None,
         })
         .await
         .unwrap();
@@ -244,7 +252,7 @@ async fn presigned_entries_and_pending_parents() {
     // The replica's own key is not on this log's ACL.
     let err = c
         .data
-        .put(pb::PutRequest { log: "mine".into(), key: b"k".to_vec(), value: b"3".to_vec() })
+        .put(pb::PutRequest { log: "mine".into(), key: b"k".to_vec(), value: b"3".to_vec(), concern: None })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
@@ -260,7 +268,11 @@ async fn subscribe_from_cursor_then_live() {
     create(&mut c, "feed", pb::LogType::Feed).await;
     for i in 0..3 {
         c.data
-            .append(pb::AppendRequest { log: "feed".into(), value: format!("old{i}").into_bytes() })
+            .append(pb::AppendRequest {
+                log: "feed".into(),
+                value: format!("old{i}").into_bytes(),
+                concern: None,
+            })
             .await
             .unwrap();
     }
@@ -275,7 +287,10 @@ async fn subscribe_from_cursor_then_live() {
         seen.push(stream.next().await.unwrap().unwrap().seq);
     }
     assert_eq!(seen, vec![2, 3], "history after the cursor, in seq order");
-    c.data.append(pb::AppendRequest { log: "feed".into(), value: b"new".to_vec() }).await.unwrap();
+    c.data
+        .append(pb::AppendRequest { log: "feed".into(), value: b"new".to_vec(), concern: None })
+        .await
+        .unwrap();
     let live = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
         .await
         .unwrap()
@@ -293,7 +308,10 @@ async fn status_health_and_reflection() {
     let (_dir, replica) = start();
     let mut c = connect(&replica).await;
     create(&mut c, "kv", pb::LogType::Kv).await;
-    c.data.put(pb::PutRequest { log: "kv".into(), key: b"a".to_vec(), value: b"1".to_vec() }).await.unwrap();
+    c.data
+        .put(pb::PutRequest { log: "kv".into(), key: b"a".to_vec(), value: b"1".to_vec(), concern: None })
+        .await
+        .unwrap();
     let status = c.admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!((status.node_id.len(), status.writer.len(), status.epoch.len()), (32, 32, 16));
     assert!(status.writable);
@@ -338,7 +356,10 @@ async fn prometheus_metrics_are_served() {
         plait_tests::Plaitd::start(&dir.path().join("data"), &["--metrics-listen", "127.0.0.1:0"]).unwrap();
     let mut c = connect(&replica).await;
     create(&mut c, "kv", pb::LogType::Kv).await;
-    c.data.put(pb::PutRequest { log: "kv".into(), key: b"a".to_vec(), value: b"1".to_vec() }).await.unwrap();
+    c.data
+        .put(pb::PutRequest { log: "kv".into(), key: b"a".to_vec(), value: b"1".to_vec(), concern: None })
+        .await
+        .unwrap();
     let addr = replica.metrics.expect("metrics address");
     let body = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};

@@ -25,7 +25,12 @@ async fn bad_writes_and_reads() {
     let mut c = connect(&replica).await;
     create(&mut c, "kv", pb::LogType::Kv).await;
     create(&mut c, "feed", pb::LogType::Feed).await;
-    let put = |log: &str, key: Vec<u8>, value: Vec<u8>| pb::PutRequest { log: log.into(), key, value };
+    let put = |log: &str, key: Vec<u8>, value: Vec<u8>| pb::PutRequest {
+        log: log.into(),
+        key,
+        value,
+        concern: None,
+    };
 
     expect(c.data.put(put("nope", b"k".to_vec(), b"v".to_vec())).await, Code::NotFound, "no log named");
     expect(
@@ -34,7 +39,7 @@ async fn bad_writes_and_reads() {
         "log must be given",
     );
     expect(
-        c.data.append(pb::AppendRequest { log: "kv".into(), value: b"v".to_vec() }).await,
+        c.data.append(pb::AppendRequest { log: "kv".into(), value: b"v".to_vec(), concern: None }).await,
         Code::InvalidArgument,
         "kv log",
     );
@@ -104,15 +109,23 @@ async fn bad_writes_and_reads() {
                 op: Some(pb::Op { op: Some(pb::op::Op::Append(pb::FeedAppend { value: b"x".to_vec() })) }),
             },
         ],
+        concern: None,
     };
     expect(c.data.write(bad_batch).await, Code::InvalidArgument, "ops[1]");
     expect(
-        c.data.write(pb::WriteRequest { ops: vec![pb::RoutedOp { log: "kv".into(), op: None }] }).await,
+        c.data
+            .write(pb::WriteRequest { ops: vec![pb::RoutedOp { log: "kv".into(), op: None }], concern: None })
+            .await,
         Code::InvalidArgument,
         "ops[0].op is missing",
     );
-    expect(c.data.write(pb::WriteRequest { ops: vec![] }).await, Code::InvalidArgument, "must not be empty");
-    let missing_log = pb::WriteRequest { ops: vec![put_op("kv", "a", "1"), put_op("nope", "a", "1")] };
+    expect(
+        c.data.write(pb::WriteRequest { ops: vec![], concern: None }).await,
+        Code::InvalidArgument,
+        "must not be empty",
+    );
+    let missing_log =
+        pb::WriteRequest { ops: vec![put_op("kv", "a", "1"), put_op("nope", "a", "1")], concern: None };
     expect(c.data.write(missing_log).await, Code::NotFound, "ops[1]");
 
     // An oversized message is refused by the transport limit, not by a crash.

@@ -84,7 +84,7 @@ async fn acknowledged_writes_survive_sigkill() {
                             }),
                         },
                     ];
-                    match data.write(pb::WriteRequest { ops }).await {
+                    match data.write(pb::WriteRequest { ops, concern: None }).await {
                         Ok(r) => {
                             let seq = r.into_inner().acks[0].seq;
                             acked.lock().unwrap().insert(key.clone(), (seq, key));
@@ -150,6 +150,7 @@ async fn acknowledged_writes_survive_sigkill() {
                 log: "kv".into(),
                 key: format!("probe{round}").into_bytes(),
                 value: b"p".to_vec(),
+                concern: None,
             })
             .await
             .unwrap()

@@ -6,3 +6,4 @@ mod api;
 mod bad_input;
 mod cli;
 mod crash;
+mod replication;

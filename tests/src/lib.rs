@@ -180,3 +180,6 @@ pub fn check(data_dir: &Path) -> anyhow::Result<(bool, String)> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.success(), text))
 }
+
+pub mod cluster;
+pub mod proxy;

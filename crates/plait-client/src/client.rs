@@ -50,6 +50,8 @@ pub struct Client {
     data: DataClient<Channel>,
     admin: AdminClient<Channel>,
     health: HealthClient<Channel>,
+    /// Attached to every write: how many replicas must hold it before it is acknowledged.
+    concern: Option<pb::WriteConcern>,
 }
 
 impl std::fmt::Debug for Client {
@@ -102,6 +104,15 @@ impl Client {
     }
 
     /// A client over an existing channel; message size limits are set here.
+    /// A client whose writes return only once `replicas` replicas (the one called
+    /// included) hold them, or fail with `Unavailable` (deadline exceeded) after `timeout`
+    /// without being undone.
+    pub fn with_write_concern(mut self, replicas: u32, timeout: std::time::Duration) -> Client {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        self.concern = Some(pb::WriteConcern { replicas, timeout_ms });
+        self
+    }
+
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             logs: LogsClient::new(channel.clone())
@@ -114,6 +125,7 @@ impl Client {
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
             health: HealthClient::new(channel),
+            concern: None,
         }
     }
 
@@ -158,7 +170,7 @@ impl Client {
 
     /// Appends a value to a feed log.
     pub async fn append(&self, log: &str, value: impl Into<Vec<u8>>) -> Result<WriteAck, ClientError> {
-        let request = pb::AppendRequest { log: log.to_owned(), value: value.into() };
+        let request = pb::AppendRequest { log: log.to_owned(), value: value.into(), concern: self.concern };
         WriteAck::try_from(self.data.clone().append(request).await?.into_inner())
     }
 
@@ -169,13 +181,18 @@ impl Client {
         key: impl Into<Vec<u8>>,
         value: impl Into<Vec<u8>>,
     ) -> Result<WriteAck, ClientError> {
-        let request = pb::PutRequest { log: log.to_owned(), key: key.into(), value: value.into() };
+        let request = pb::PutRequest {
+            log: log.to_owned(),
+            key: key.into(),
+            value: value.into(),
+            concern: self.concern,
+        };
         WriteAck::try_from(self.data.clone().put(request).await?.into_inner())
     }
 
     /// Deletes a key of a kv log.
     pub async fn delete(&self, log: &str, key: impl Into<Vec<u8>>) -> Result<WriteAck, ClientError> {
-        let request = pb::DeleteRequest { log: log.to_owned(), key: key.into() };
+        let request = pb::DeleteRequest { log: log.to_owned(), key: key.into(), concern: self.concern };
         WriteAck::try_from(self.data.clone().delete(request).await?.into_inner())
     }
 
@@ -194,6 +211,7 @@ impl Client {
             label: label.into(),
             dst: dst.into(),
             props: props.into(),
+            concern: self.concern,
         };
         WriteAck::try_from(self.data.clone().link(request).await?.into_inner())
     }
@@ -206,8 +224,13 @@ impl Client {
         label: impl Into<String>,
         dst: impl Into<Vec<u8>>,
     ) -> Result<WriteAck, ClientError> {
-        let request =
-            pb::UnlinkRequest { log: log.to_owned(), src: src.into(), label: label.into(), dst: dst.into() };
+        let request = pb::UnlinkRequest {
+            log: log.to_owned(),
+            src: src.into(),
+            label: label.into(),
+            dst: dst.into(),
+            concern: self.concern,
+        };
         WriteAck::try_from(self.data.clone().unlink(request).await?.into_inner())
     }
 
@@ -220,6 +243,7 @@ impl Client {
                 .into_iter()
                 .map(|routed| pb::RoutedOp { log: routed.log, op: Some(routed.op.into()) })
                 .collect(),
+            concern: self.concern,
         };
         let acks = self.data.clone().write(request).await?.into_inner().acks;
         if acks.len() != count {

@@ -762,6 +762,7 @@ mod tests {
             logs: vec![],
             disk_bytes: 0,
             writable: true,
+            ..Default::default()
         };
         assert_eq!(Status::try_from(status.clone()).unwrap().epoch, [3; 16]);
         let err = Status::try_from(pb::StatusResponse { epoch: vec![3; 8], ..status }).unwrap_err();

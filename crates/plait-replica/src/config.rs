@@ -60,6 +60,29 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
 
+    /// A peer replica's gRPC address (host:port). Repeat the flag, or give a
+    /// comma-separated list in the environment variable.
+    #[arg(long = "peer", env = "PLAIT_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// Discover peers by resolving this DNS name (host:port, for example a Kubernetes
+    /// headless service) every `--discover-interval-ms`.
+    #[arg(long, env = "PLAIT_DISCOVER_DNS")]
+    pub discover_dns: Option<String>,
+
+    /// How often DNS discovery resolves the name again, in ms.
+    #[arg(long, env = "PLAIT_DISCOVER_INTERVAL_MS", default_value_t = 10_000)]
+    pub discover_interval_ms: u64,
+
+    /// How often every log is compared with every peer even without notices, in ms
+    /// (anti-entropy; the backstop for missed notices).
+    #[arg(long, env = "PLAIT_ANTI_ENTROPY_MS", default_value_t = 5_000)]
+    pub anti_entropy_ms: u64,
+
+    /// Entries with missing parents one peer may leave pending before it is cut off.
+    #[arg(long, env = "PLAIT_PEER_PENDING_MAX", default_value_t = 10_000)]
+    pub peer_pending_max: u64,
+
     /// How long SIGTERM waits for in-flight calls before closing the store anyway, in ms.
     #[arg(long, env = "PLAIT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,

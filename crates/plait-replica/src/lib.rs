@@ -3,6 +3,7 @@
 
 mod config;
 mod keyfile;
+mod replication;
 mod server;
 mod services;
 mod status;

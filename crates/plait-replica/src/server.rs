@@ -12,7 +12,8 @@ use tonic::transport::Server;
 
 use crate::config::{CheckArgs, ServeArgs};
 use crate::keyfile::load_or_create_key;
-use crate::services::{AdminService, Ctx, DataService, LogsService};
+use crate::replication::{EngineCtx, Holds, Membership, PeerTable, ReplicationConfig};
+use crate::services::{AdminService, Ctx, DataService, LogsService, SyncService};
 use crate::telemetry::{self, Metrics, RpcMetricsLayer, Telemetry};
 
 /// Feeds store events into metrics.
@@ -81,6 +82,23 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let replication = ReplicationConfig {
+        static_peers: args.peers.iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+        discover_dns: args.discover_dns.clone(),
+        discover_interval: Duration::from_millis(args.discover_interval_ms.max(100)),
+        anti_entropy: Duration::from_millis(args.anti_entropy_ms.max(50)),
+        peer_pending_max: args.peer_pending_max,
+    };
+    let membership = Membership::start(
+        EngineCtx {
+            store: store.clone(),
+            node_id: node_key.public(),
+            table: PeerTable::default(),
+            metrics: metrics.clone(),
+            config: replication,
+        },
+        shutdown_rx.clone(),
+    );
     let ctx = Ctx {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -88,12 +106,16 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         started,
         subscriptions: Arc::new(Semaphore::new(args.subscriptions_max)),
         shutdown: shutdown_rx,
+        holds: Arc::new(Holds::default()),
+        membership,
+        state: Arc::default(),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<pb::logs_server::LogsServer<LogsService>>().await;
     health.set_serving::<pb::data_server::DataServer<DataService>>().await;
     health.set_serving::<pb::admin_server::AdminServer<AdminService>>().await;
+    health.set_serving::<pb::sync_server::SyncServer<SyncService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(plait_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -108,6 +130,9 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         .max_decoding_message_size(bytes_max)
         .max_encoding_message_size(bytes_max);
     let admin = pb::admin_server::AdminServer::new(AdminService { ctx: ctx.clone() })
+        .max_decoding_message_size(bytes_max)
+        .max_encoding_message_size(bytes_max);
+    let sync = pb::sync_server::SyncServer::new(SyncService { ctx: ctx.clone() })
         .max_decoding_message_size(bytes_max)
         .max_encoding_message_size(bytes_max);
 
@@ -148,6 +173,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             health.set_not_serving::<pb::logs_server::LogsServer<LogsService>>().await;
             health.set_not_serving::<pb::data_server::DataServer<DataService>>().await;
             health.set_not_serving::<pb::admin_server::AdminServer<AdminService>>().await;
+            health.set_not_serving::<pb::sync_server::SyncServer<SyncService>>().await;
             let _ = shutdown_tx.send(true);
             let _ = stop_tx.send(stop);
         }
@@ -160,6 +186,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         .add_service(logs)
         .add_service(data)
         .add_service(admin)
+        .add_service(sync)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown_signal,

@@ -289,14 +289,19 @@ struct Instruments {
     batch_ops: Histogram<u64>,
     /// `plait_fsync_seconds`: latency of the fsync that makes a batch durable.
     fsync_seconds: Histogram<f64>,
-    /// `plait_pending_entries`: entries accepted but not yet durable, set by the store
-    /// owner; near its limit it means writers are about to be pushed back.
+    /// `plait_pending_entries`: entries held waiting for missing parents (the partial
+    /// DAG), set by the store owner; near its limit, parents are not arriving.
     pending_entries: Gauge<u64>,
     /// `plait_rpc_seconds{method,code}`: gRPC call latency, request to response headers.
     rpc_seconds: Histogram<f64>,
     /// `plait_rpc_errors_total{method,code}`: gRPC calls answered with a code other
     /// than `OK`.
     rpc_errors: Counter<u64>,
+    /// `plait_replication_errors_total`: replication sessions that failed and backed off.
+    replication_errors: Counter<u64>,
+    /// `plait_peers_cut_off_total`: peers or pushes cut off for invalid entries or for
+    /// flooding pending space.
+    peers_cut_off: Counter<u64>,
 }
 
 impl Metrics {
@@ -333,7 +338,7 @@ impl Metrics {
             pending_entries: meter
                 .u64_gauge("plait.pending.entries")
                 .with_unit("{entry}")
-                .with_description("Entries accepted but not yet durable.")
+                .with_description("Entries held waiting for missing parents.")
                 .build(),
             rpc_seconds: meter
                 .f64_histogram("plait.rpc")
@@ -346,6 +351,16 @@ impl Metrics {
                 .with_unit("{call}")
                 .with_description("gRPC calls answered with a code other than OK.")
                 .build(),
+            replication_errors: meter
+                .u64_counter("plait.replication.errors")
+                .with_unit("{error}")
+                .with_description("Replication sessions that failed and backed off.")
+                .build(),
+            peers_cut_off: meter
+                .u64_counter("plait.peers.cut_off")
+                .with_unit("{peer}")
+                .with_description("Peers or pushes cut off for invalid entries or flooding pending space.")
+                .build(),
         };
         Metrics { instruments: Arc::new(instruments) }
     }
@@ -354,6 +369,16 @@ impl Metrics {
     /// but do not look at it. Use [`Telemetry::detached`] to read values back.
     pub fn noop() -> Metrics {
         Metrics::new(&opentelemetry::metrics::NoopMeterProvider::new().meter(SCOPE_NAME))
+    }
+
+    /// A replication session failed and will retry after a backoff.
+    pub fn record_replication_error(&self) {
+        self.instruments.replication_errors.add(1, &[]);
+    }
+
+    /// A peer or a push was cut off for misbehaving.
+    pub fn record_peer_cut_off(&self) {
+        self.instruments.peers_cut_off.add(1, &[]);
     }
 
     /// One durable group commit: `entries` entries holding `ops` ops, made durable by an

@@ -2,7 +2,9 @@
 //! so one log's rows are one prefix; numbers are big-endian so byte order is numeric
 //! order.
 
-use plait_core::{EntryHash, LogId, OpId};
+use plait_core::{EntryHash, LogId, OpId, PublicKey};
+
+use crate::store::Members;
 
 pub(crate) const LOG: usize = 32;
 pub(crate) const HASH: usize = 32;
@@ -143,4 +145,38 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// `peers` key: peer node id ‖ log.
+pub(crate) fn peer_log(peer: &PublicKey, log: &LogId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&peer.0);
+    k[32..].copy_from_slice(&log.0);
+    k
+}
+
+/// `peers` value: the peer's epoch ‖ seq.
+pub(crate) fn cursor_value(epoch: &[u8; 16], seq: u64) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..16].copy_from_slice(epoch);
+    v[16..].copy_from_slice(&seq.to_be_bytes());
+    v
+}
+
+pub(crate) fn parse_cursor(v: &[u8]) -> Option<([u8; 16], u64)> {
+    Some((v.get(..16)?.try_into().ok()?, u64_at(v, 16)?))
+}
+
+/// `meta/members`: generation ‖ addresses joined by newlines (addresses never hold one).
+pub(crate) fn members_value(members: &Members) -> Vec<u8> {
+    let mut v = members.generation.to_be_bytes().to_vec();
+    v.extend_from_slice(members.addresses.join("\n").as_bytes());
+    v
+}
+
+pub(crate) fn parse_members(v: &[u8]) -> Option<Members> {
+    let generation = u64_at(v, 0)?;
+    let text = std::str::from_utf8(v.get(8..)?).ok()?;
+    let addresses = if text.is_empty() { Vec::new() } else { text.split('\n').map(str::to_owned).collect() };
+    Some(Members { generation, addresses })
 }

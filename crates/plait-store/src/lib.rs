@@ -17,6 +17,6 @@ pub use error::{StoreError, StoreResult};
 pub use integrity::IntegrityReport;
 pub use reads::{Direction, EdgeRow, FeedRow, KvRow, StoredEntry};
 pub use store::{
-    FORMAT_VERSION, IngestSource, LogSummary, NoopObserver, Store, StoreConfig, StoreObserver, SubmitOutcome,
-    WriteAck,
+    Cursor, FORMAT_VERSION, IngestSource, LogSummary, Members, NoopObserver, Store, StoreConfig,
+    StoreObserver, SubmitOutcome, WriteAck,
 };

@@ -241,3 +241,57 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Parents that entries of `log` wait for and this replica does not hold, at most
+    /// `max`. Bounded by the pending limit, since every row belongs to a pending entry.
+    pub fn missing_parents(&self, log: &LogId, max: usize) -> StoreResult<Vec<EntryHash>> {
+        let ks = &self.shared.ks;
+        let mut out = Vec::new();
+        for row in ks.missing.iter() {
+            let (k, v) = row.into_inner()?;
+            if v.as_ref() != log.0.as_slice() {
+                continue;
+            }
+            let parent = EntryHash::from_slice(&k[..keys::HASH]).ok_or_else(|| corrupt("missing"))?;
+            if out.last() != Some(&parent) && !ks.by_hash.contains_key(parent.0)? {
+                out.push(parent);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry of `log` in the causal past of `heads` (the heads included), or `None`
+    /// when that past holds more than `bound` entries; callers then send everything and
+    /// let the receiver drop duplicates. Heads this replica does not hold are skipped.
+    pub fn causal_past(
+        &self,
+        log: &LogId,
+        heads: &[EntryHash],
+        bound: usize,
+    ) -> StoreResult<Option<std::collections::HashSet<EntryHash>>> {
+        let ks = &self.shared.ks;
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<EntryHash> = heads.to_vec();
+        while let Some(hash) = stack.pop() {
+            if seen.contains(&hash) {
+                continue;
+            }
+            let Some(bytes) = ks.entries.get(hash.0)? else { continue };
+            let entry = plait_core::DecodedEntry::decode(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("stored entry {hash} does not decode: {e}")))?;
+            if entry.entry().log != *log {
+                continue;
+            }
+            seen.insert(hash);
+            if seen.len() > bound {
+                return Ok(None);
+            }
+            stack.extend(entry.entry().next.iter().copied());
+        }
+        Ok(Some(seen))
+    }
+}

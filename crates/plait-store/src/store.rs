@@ -9,9 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use plait_core::{Clock, EntryHash, LogId, Op, SignedManifest, VerifiedEntry, WriterKey};
+use plait_core::{Clock, EntryHash, LogId, Op, PublicKey, SignedManifest, VerifiedEntry, WriterKey};
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{StoreError, StoreResult};
 use crate::writer::{Command, Writer};
@@ -21,6 +21,9 @@ use crate::writer::{Command, Writer};
 pub const FORMAT_VERSION: u32 = 1;
 /// Commands waiting for the writer thread. Senders wait when it is full (backpressure).
 const COMMAND_QUEUE_MAX: usize = 4096;
+/// Change notices buffered per listener; a listener that falls further behind is told it
+/// lagged and re-reads every log's summary.
+const CHANGES_BUFFER: usize = 4096;
 
 /// Settings of a store.
 #[derive(Clone, Debug)]
@@ -94,6 +97,24 @@ pub enum SubmitOutcome {
     Pending,
 }
 
+/// How far this replica has pulled one log from one peer: the peer's epoch and the last
+/// seq (in the peer's numbering) whose entries are all held here. Written in the same
+/// batch as the entries it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub peer: PublicKey,
+    pub log: LogId,
+    pub epoch: [u8; 16],
+    pub seq: u64,
+}
+
+/// The replica's dynamic member list and the generation that set it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    pub generation: u64,
+    pub addresses: Vec<String>,
+}
+
 /// Where ingested entries came from, for metrics and limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IngestSource {
@@ -125,6 +146,7 @@ pub(crate) struct Keyspaces {
     pub(crate) feed: Keyspace,
     pub(crate) graph_out: Keyspace,
     pub(crate) graph_in: Keyspace,
+    pub(crate) peers: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -159,12 +181,13 @@ impl Keyspaces {
             feed: ks("feed")?,
             graph_out: ks("graph_out")?,
             graph_in: ks("graph_in")?,
+            peers: ks("peers")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 14] {
+    fn all(&self) -> [&Keyspace; 15] {
         [
             &self.meta,
             &self.logs,
@@ -180,6 +203,7 @@ impl Keyspaces {
             &self.feed,
             &self.graph_out,
             &self.graph_in,
+            &self.peers,
         ]
     }
 
@@ -203,6 +227,8 @@ pub(crate) struct Shared {
     pub(crate) poisoned: AtomicBool,
     pub(crate) poison_watch: watch::Sender<bool>,
     pub(crate) observer: Arc<dyn StoreObserver>,
+    /// Every durable change of a log's seq, and every new log, as `(log, seq)`.
+    pub(crate) changes: broadcast::Sender<(LogId, u64)>,
 }
 
 impl Shared {
@@ -211,6 +237,8 @@ impl Shared {
         self.logs.write().expect("log summaries lock poisoned").insert(log, summary);
         let mut watches = self.seq_watch.lock().expect("seq watch lock poisoned");
         watches.entry(log).or_insert_with(|| watch::channel(0).0).send_replace(seq);
+        // Nobody listening is fine.
+        let _ = self.changes.send((log, seq));
     }
 
     pub(crate) fn forget(&self, log: &LogId) {
@@ -264,6 +292,7 @@ impl Store {
             poisoned: AtomicBool::new(false),
             poison_watch: watch::channel(false).0,
             observer,
+            changes: broadcast::channel(CHANGES_BUFFER).0,
         });
         let writer = Writer::recover(shared.clone(), config.writer_key.clone(), config.pending_per_log_max)?;
         let thread = std::thread::Builder::new()
@@ -337,7 +366,48 @@ impl Store {
         entries: Vec<VerifiedEntry>,
         source: IngestSource,
     ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
-        self.call(|reply| Command::Ingest { entries, source, reply }).await
+        self.call(|reply| Command::Ingest { entries, source, cursor: None, reply }).await
+    }
+
+    /// Stores entries pulled from a peer and, in the same atomic batch, the cursor that
+    /// says how far this replica now holds that peer's log.
+    pub async fn ingest_pulled(
+        &self,
+        entries: Vec<VerifiedEntry>,
+        cursor: Cursor,
+    ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
+        self.call(|reply| Command::Ingest {
+            entries,
+            source: IngestSource::Sync,
+            cursor: Some(cursor),
+            reply,
+        })
+        .await
+    }
+
+    /// Replaces the dynamic member list if `generation` is newer than the stored one;
+    /// otherwise `FailedPrecondition`, so a stale update loses.
+    pub async fn set_members(&self, members: Members) -> StoreResult<()> {
+        self.call(|reply| Command::SetMembers { members, reply }).await
+    }
+
+    /// The stored member list (generation 0 and no addresses if never set).
+    pub fn members(&self) -> StoreResult<Members> {
+        let Some(v) = self.shared.ks.meta.get("members")? else { return Ok(Members::default()) };
+        crate::keys::parse_members(&v).ok_or_else(|| StoreError::Corrupt("meta/members is unreadable".into()))
+    }
+
+    /// The cursor of `log` pulled from `peer`, if any.
+    pub fn cursor(&self, peer: &PublicKey, log: &LogId) -> StoreResult<Option<Cursor>> {
+        let Some(v) = self.shared.ks.peers.get(crate::keys::peer_log(peer, log))? else { return Ok(None) };
+        let (epoch, seq) =
+            crate::keys::parse_cursor(&v).ok_or_else(|| StoreError::Corrupt("unreadable cursor".into()))?;
+        Ok(Some(Cursor { peer: *peer, log: *log, epoch, seq }))
+    }
+
+    /// A stream of `(log, seq)` for every durable change and every new log.
+    pub fn changes(&self) -> broadcast::Receiver<(LogId, u64)> {
+        self.shared.changes.subscribe()
     }
 
     /// Stops the writer thread after the commands already queued, and syncs everything.

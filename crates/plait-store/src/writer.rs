@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{StoreError, StoreResult};
 use crate::keys;
-use crate::store::{IngestSource, LogSummary, Shared, SubmitOutcome, WriteAck};
+use crate::store::{Cursor, IngestSource, LogSummary, Members, Shared, SubmitOutcome, WriteAck};
 
 /// Most commands folded into one batch.
 const GROUP_COMMANDS_MAX: usize = 1024;
@@ -43,7 +43,13 @@ pub(crate) enum Command {
     Ingest {
         entries: Vec<VerifiedEntry>,
         source: IngestSource,
+        /// Written in the same batch as the entries, for pulls.
+        cursor: Option<Cursor>,
         reply: oneshot::Sender<StoreResult<Vec<StoreResult<SubmitOutcome>>>>,
+    },
+    SetMembers {
+        members: Members,
+        reply: oneshot::Sender<StoreResult<()>>,
     },
     Shutdown,
 }
@@ -125,6 +131,7 @@ enum Reply {
     CreateLog(oneshot::Sender<StoreResult<(LogSummary, bool)>>, LogId, bool),
     Write(oneshot::Sender<StoreResult<Vec<WriteAck>>>, Vec<(LogId, usize)>),
     Ingest(oneshot::Sender<StoreResult<Vec<StoreResult<SubmitOutcome>>>>, Vec<StoreResult<SubmitOutcome>>),
+    Done(oneshot::Sender<StoreResult<()>>),
 }
 
 impl Reply {
@@ -133,6 +140,7 @@ impl Reply {
             Reply::CreateLog(tx, ..) => drop(tx.send(Err(error()))),
             Reply::Write(tx, _) => drop(tx.send(Err(error()))),
             Reply::Ingest(tx, _) => drop(tx.send(Err(error()))),
+            Reply::Done(tx) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -156,6 +164,8 @@ struct Group {
     /// Acks of local ops, per log and position, filled when the entries are made.
     local_acks: HashMap<LogId, Vec<WriteAck>>,
     changed: HashSet<LogId>,
+    /// A member list set in this batch, so two updates in one batch compare correctly.
+    members: Option<Members>,
     entries_stored: u64,
     ops_stored: u64,
 }
@@ -246,11 +256,22 @@ impl Writer {
                     Ok(positions) => group.replies.push(Reply::Write(reply, positions)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
-                Command::Ingest { entries, source, reply } => {
+                Command::Ingest { entries, source, cursor, reply } => {
                     let outcomes = entries.into_iter().map(|e| self.ingest_one(&mut group, e)).collect();
                     let _ = source;
+                    if let Some(c) = cursor {
+                        group.batch.insert(
+                            &self.shared.ks.peers,
+                            keys::peer_log(&c.peer, &c.log).to_vec(),
+                            keys::cursor_value(&c.epoch, c.seq).to_vec(),
+                        );
+                    }
                     group.replies.push(Reply::Ingest(reply, outcomes));
                 }
+                Command::SetMembers { members, reply } => match self.set_members(&mut group, members) {
+                    Ok(()) => group.replies.push(Reply::Done(reply)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
                 Command::DropLog { log, reply } => {
                     // Dropping rewrites a whole log: commit what came before, on its own.
                     let earlier = std::mem::replace(&mut group, self.new_group());
@@ -288,6 +309,7 @@ impl Writer {
             local: Vec::new(),
             local_acks: HashMap::new(),
             changed: HashSet::new(),
+            members: None,
             entries_stored: 0,
             ops_stored: 0,
         }
@@ -359,6 +381,7 @@ impl Writer {
                     drop(tx.send(Ok(acks)));
                 }
                 Reply::Ingest(tx, outcomes) => drop(tx.send(Ok(outcomes))),
+                Reply::Done(tx) => drop(tx.send(Ok(()))),
             }
         }
         true
@@ -382,6 +405,24 @@ impl Writer {
         group.batch.insert(&ks.counters, log.0, 0u64.to_be_bytes().to_vec());
         self.logs.insert(log, LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0 });
         Ok((log, true))
+    }
+
+    fn set_members(&mut self, group: &mut Group, members: Members) -> StoreResult<()> {
+        let current = match self.shared.ks.meta.get("members")? {
+            Some(v) => keys::parse_members(&v)
+                .ok_or_else(|| StoreError::Corrupt("meta/members is unreadable".into()))?,
+            None => Members::default(),
+        };
+        let pending = group.members.as_ref().map_or(current.generation, |m| m.generation);
+        if members.generation <= pending {
+            return Err(StoreError::FailedPrecondition(format!(
+                "stale membership: generation {} is not newer than the current {pending}",
+                members.generation
+            )));
+        }
+        group.batch.insert(&self.shared.ks.meta, "members", keys::members_value(&members));
+        group.members = Some(members);
+        Ok(())
     }
 
     fn drop_log(&mut self, log: LogId) -> StoreResult<()> {
@@ -410,6 +451,12 @@ impl Writer {
         for keyspace in [&ks.heads, &ks.kv, &ks.feed, &ks.graph_out, &ks.graph_in] {
             for row in keyspace.prefix(log.0) {
                 batch.remove(keyspace, row.key()?);
+            }
+        }
+        for row in ks.peers.iter() {
+            let k = row.key()?;
+            if k.get(32..) == Some(log.0.as_slice()) {
+                batch.remove(&ks.peers, k);
             }
         }
         batch.remove(&ks.logs, log.0);
@@ -777,6 +824,7 @@ fn reject(command: Command, error: &dyn Fn() -> StoreError) {
         Command::DropLog { reply, .. } => drop(reply.send(Err(error()))),
         Command::Write { reply, .. } => drop(reply.send(Err(error()))),
         Command::Ingest { reply, .. } => drop(reply.send(Err(error()))),
+        Command::SetMembers { reply, .. } => drop(reply.send(Err(error()))),
         Command::Shutdown => {}
     }
 }

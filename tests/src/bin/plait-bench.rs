@@ -1030,7 +1030,7 @@ async fn unary(args: &UnaryArgs, scale: Scale, work_dir: &Path, report: &mut Rep
     let mut warm = pb::data_client::DataClient::new(channels[0].clone());
     for i in 0..100 {
         let Op::Put { key, value } = put_op(u64::MAX - i) else { unreachable!() };
-        warm.put(pb::PutRequest { log: LOG_NAME.into(), key, value }).await?;
+        warm.put(pb::PutRequest { log: LOG_NAME.into(), key, value, concern: None }).await?;
     }
 
     let pid = replica.pid().to_string();
@@ -1143,7 +1143,7 @@ async fn unary_round(
                 let Op::Put { key, value } = put_op(first | n) else { unreachable!() };
                 n += 1;
                 let call = Instant::now();
-                data.put(pb::PutRequest { log: LOG_NAME.into(), key, value }).await?;
+                data.put(pb::PutRequest { log: LOG_NAME.into(), key, value, concern: None }).await?;
                 latencies.push(call.elapsed());
             }
             anyhow::Ok(latencies)

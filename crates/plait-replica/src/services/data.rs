@@ -23,6 +23,10 @@ const SUBSCRIBE_PAGE_ENTRIES: usize = 256;
 const SUBSCRIBE_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Applied ops buffered per subscriber before the stream waits for the client.
 const SUBSCRIBE_BUFFER: usize = 1024;
+/// Write concern: the default wait, the longest allowed, and the most replicas asked.
+const CONCERN_TIMEOUT_DEFAULT_MS: u32 = 10_000;
+const CONCERN_TIMEOUT_MAX_MS: u32 = 300_000;
+const CONCERN_REPLICAS_MAX: u32 = 64;
 
 pub(crate) struct DataService {
     pub(crate) ctx: Ctx,
@@ -61,14 +65,66 @@ fn optional_bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status>
     Ok(())
 }
 
+fn check_concern(concern: Option<&pb::WriteConcern>) -> Result<(), Status> {
+    if let Some(c) = concern {
+        if c.replicas > CONCERN_REPLICAS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "concern.replicas is at most {CONCERN_REPLICAS_MAX}"
+            )));
+        }
+        if c.timeout_ms > CONCERN_TIMEOUT_MAX_MS {
+            return Err(Status::invalid_argument(format!(
+                "concern.timeout_ms is at most {CONCERN_TIMEOUT_MAX_MS}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl DataService {
     /// Writes one typed op to the log named in the request.
-    async fn write_one(&self, log: &str, op: Op) -> Result<Response<pb::WriteAck>, Status> {
+    async fn write_one(
+        &self,
+        log: &str,
+        op: Op,
+        concern: Option<pb::WriteConcern>,
+    ) -> Result<Response<pb::WriteAck>, Status> {
+        self.ctx.check_writable()?;
+        check_concern(concern.as_ref())?;
         op.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
         let summary = self.ctx.resolve_typed(log, op.log_type(), op.name())?;
         let acks = self.ctx.store.write(vec![(summary.log_id, op)]).await.map_err(status::from_store)?;
         self.ctx.metrics.record_ops_written(summary.manifest.manifest().log_type.name(), 1);
+        self.await_concern(&acks, concern).await?;
         Ok(Response::new(ack_to_pb(&acks[0])))
+    }
+
+    /// Waits until enough replicas hold the acknowledged entries. The write is already
+    /// durable here; a timeout says so and undoes nothing.
+    async fn await_concern(
+        &self,
+        acks: &[WriteAck],
+        concern: Option<pb::WriteConcern>,
+    ) -> Result<(), Status> {
+        let Some(concern) = concern.filter(|c| c.replicas > 1) else { return Ok(()) };
+        let timeout_ms =
+            if concern.timeout_ms == 0 { CONCERN_TIMEOUT_DEFAULT_MS } else { concern.timeout_ms };
+        let mut targets: HashMap<LogId, u64> = HashMap::new();
+        for ack in acks {
+            let seq = targets.entry(ack.log).or_default();
+            *seq = (*seq).max(ack.seq);
+        }
+        let targets: Vec<(LogId, u64)> = targets.into_iter().collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(u64::from(timeout_ms));
+        let others = concern.replicas as usize - 1;
+        self.ctx.holds.wait_for(&targets, others, deadline).await.map_err(|held| {
+            Status::deadline_exceeded(format!(
+                "the write is durable here (seq {}) but only {} of the {} replicas asked for held it within {timeout_ms} ms; it is not undone",
+                acks.last().map_or(0, |a| a.seq),
+                held + 1,
+                concern.replicas
+            ))
+        })
     }
 
     /// Decodes, verifies and pre-checks submitted entries; any failure refuses the whole
@@ -163,31 +219,34 @@ impl DataService {
 impl pb::data_server::Data for DataService {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let r = request.into_inner();
-        self.write_one(&r.log, Op::Append { value: r.value }).await
+        self.write_one(&r.log, Op::Append { value: r.value }, r.concern).await
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let r = request.into_inner();
-        self.write_one(&r.log, Op::Put { key: r.key, value: r.value }).await
+        self.write_one(&r.log, Op::Put { key: r.key, value: r.value }, r.concern).await
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let r = request.into_inner();
-        self.write_one(&r.log, Op::Delete { key: r.key }).await
+        self.write_one(&r.log, Op::Delete { key: r.key }, r.concern).await
     }
 
     async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let r = request.into_inner();
-        self.write_one(&r.log, Op::Link { src: r.src, label: r.label, dst: r.dst, props: r.props }).await
+        self.write_one(&r.log, Op::Link { src: r.src, label: r.label, dst: r.dst, props: r.props }, r.concern)
+            .await
     }
 
     async fn unlink(&self, request: Request<pb::UnlinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let r = request.into_inner();
-        self.write_one(&r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }).await
+        self.write_one(&r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }, r.concern).await
     }
 
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let ops = request.into_inner().ops;
+        self.ctx.check_writable()?;
+        let pb::WriteRequest { ops, concern } = request.into_inner();
+        check_concern(concern.as_ref())?;
         if ops.is_empty() {
             return Err(Status::invalid_argument("ops must not be empty"));
         }
@@ -221,6 +280,7 @@ impl pb::data_server::Data for DataService {
         for (log_type, n) in per_type {
             self.ctx.metrics.record_ops_written(log_type.name(), n);
         }
+        self.await_concern(&acks, concern).await?;
         Ok(Response::new(pb::WriteResponse { acks: acks.iter().map(ack_to_pb).collect() }))
     }
 
@@ -228,6 +288,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
+        self.ctx.check_writable()?;
         let verified = self.check_submitted(request.into_inner().entries).await?;
         let hashes: Vec<EntryHash> = verified.iter().map(|e| e.hash()).collect();
         let outcomes =
@@ -405,11 +466,16 @@ impl pb::data_server::Data for DataService {
             let _permit = permit;
             let mut cursor = r.after_seq;
             loop {
+                // Only what is durable: a committed batch is readable a moment before its
+                // fsync, and a crash in that moment would take back what was delivered.
+                let durable = *seq_watch.borrow();
                 let page = ctx
                     .blocking(move |store| {
-                        store
+                        let mut page = store
                             .entries_after(&log, cursor, SUBSCRIBE_PAGE_ENTRIES, SUBSCRIBE_PAGE_BYTES)
-                            .map_err(status::from_store)
+                            .map_err(status::from_store)?;
+                        page.retain(|e| e.seq <= durable);
+                        Ok(page)
                     })
                     .await;
                 let page = match page {

@@ -3,6 +3,7 @@
 mod admin;
 mod data;
 mod logs;
+mod sync;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,9 @@ use tonic::Status;
 pub(crate) use admin::AdminService;
 pub(crate) use data::DataService;
 pub(crate) use logs::LogsService;
+pub(crate) use sync::SyncService;
 
+use crate::replication::{Holds, Membership, SharedState};
 use crate::status;
 use crate::telemetry::Metrics;
 
@@ -30,6 +33,10 @@ pub(crate) struct Ctx {
     pub(crate) subscriptions: Arc<Semaphore>,
     /// Turns true when the server begins shutting down; long streams end then.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// What peers hold of this replica's logs.
+    pub(crate) holds: Arc<Holds>,
+    pub(crate) membership: Membership,
+    pub(crate) state: SharedState,
 }
 
 impl Ctx {
@@ -40,6 +47,16 @@ impl Ctx {
     ) -> Result<T, Status> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(status::from_join)?
+    }
+
+    /// Refuses local writes once the replica is draining.
+    pub(crate) fn check_writable(&self) -> Result<(), Status> {
+        if self.state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Status::unavailable(
+                "this replica is draining before removal; write through another replica",
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn resolve(&self, log: &str) -> Result<LogSummary, Status> {

@@ -1,0 +1,47 @@
+//! Replication: pulling every hosted log from every peer by cursor, serving pulls, and
+//! knowing what peers hold of ours (for write concern and drain).
+
+mod holds;
+mod membership;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+pub(crate) use holds::Holds;
+pub(crate) use membership::{EngineCtx, Membership, PeerTable};
+
+/// Settings of the replication engine.
+#[derive(Clone, Debug)]
+pub(crate) struct ReplicationConfig {
+    pub(crate) static_peers: Vec<String>,
+    pub(crate) discover_dns: Option<String>,
+    pub(crate) discover_interval: Duration,
+    pub(crate) anti_entropy: Duration,
+    pub(crate) peer_pending_max: u64,
+}
+
+/// Entries per pull page and the page's byte bound. A page is one ingest batch on the
+/// receiver, so this also sets how many entries share one fsync there.
+pub(crate) const PULL_PAGE_ENTRIES: usize = 1024;
+pub(crate) const PULL_PAGE_ENTRIES_MAX: u32 = 4096;
+pub(crate) const PULL_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Pages buffered per pull stream on the sending side.
+pub(crate) const PULL_PAGES_BUFFERED: usize = 4;
+/// Hashes one Fetch may ask for.
+pub(crate) const FETCH_HASHES_MAX: usize = 1024;
+/// Entries one Push message may carry.
+pub(crate) const PUSH_ENTRIES_MAX: usize = 1024;
+/// Entries a Reconcile will mark as already held before it gives up marking and sends
+/// everything (the receiver drops duplicates).
+pub(crate) const RECONCILE_PAST_MAX: usize = 1_000_000;
+
+/// Flags shared by the services and the engine.
+#[derive(Default)]
+pub(crate) struct ReplicaState {
+    /// Set by Admin.Drain: local writes are refused from then on.
+    pub(crate) draining: AtomicBool,
+}
+
+pub(crate) type SharedState = Arc<ReplicaState>;

@@ -1,0 +1,396 @@
+//! Replication with real processes over links that break: every replica ends with the
+//! same heads and views, and no acknowledged write goes missing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plait_core::{EntryDraft, LogId, Op, WriterKey};
+use plait_proto::pb;
+use plait_tests::cluster::{Cluster, channel, converged};
+use rand::SeedableRng;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+async fn data(endpoint: &str) -> pb::data_client::DataClient<tonic::transport::Channel> {
+    pb::data_client::DataClient::new(channel(endpoint).await.unwrap())
+}
+
+/// Waits until the replica at `endpoint` hosts all three logs.
+async fn hosts_logs(endpoint: String) {
+    plait_tests::wait_until(CONVERGE, "a replica to host the logs", || {
+        let e = endpoint.clone();
+        async move { plait_tests::cluster::state(&e, &[]).await.is_ok_and(|s| s.len() == 3) }
+    })
+    .await
+    .unwrap();
+}
+
+/// Creates a kv, a feed and a graph log on replica 0 and waits until every replica
+/// hosts them (logs created on one replica appear on all).
+async fn create_logs(cluster: &Cluster) {
+    let mut logs = pb::logs_client::LogsClient::new(channel(&cluster.endpoint(0)).await.unwrap());
+    for (name, t) in [("kv", pb::LogType::Kv), ("feed", pb::LogType::Feed), ("graph", pb::LogType::Graph)] {
+        logs.create_log(pb::CreateLogRequest { name: name.into(), r#type: t as i32, ..Default::default() })
+            .await
+            .unwrap();
+    }
+    let all = endpoints(cluster);
+    plait_tests::wait_until(CONVERGE, "the logs to reach every replica", || {
+        let all = all.clone();
+        async move {
+            for e in &all {
+                if !plait_tests::cluster::state(e, &[]).await.is_ok_and(|s| s.len() == 3) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn routed(log: &str, op: pb::op::Op) -> pb::RoutedOp {
+    pb::RoutedOp { log: log.into(), op: Some(pb::Op { op: Some(op) }) }
+}
+
+/// Acknowledged kv writes: key → value.
+type Acked = Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+/// Writes `n` batches through `endpoint`: a unique kv key, a contended kv key, a feed
+/// item and a graph edge per batch. Records what was acknowledged; stops quietly at the
+/// first error (the replica may be cut off or killed: unacknowledged is fine).
+async fn write_load(endpoint: String, tag: String, n: usize, acked: Acked) {
+    let Ok(ch) = channel(&endpoint).await else { return };
+    let mut data = pb::data_client::DataClient::new(ch);
+    for i in 0..n {
+        let key = format!("{tag}-{i}").into_bytes();
+        let ops = vec![
+            routed("kv", pb::op::Op::Put(pb::KvPut { key: key.clone(), value: key.clone() })),
+            routed("kv", pb::op::Op::Put(pb::KvPut { key: b"contended".to_vec(), value: key.clone() })),
+            routed("feed", pb::op::Op::Append(pb::FeedAppend { value: key.clone() })),
+            routed(
+                "graph",
+                pb::op::Op::Link(pb::GraphLink {
+                    src: b"hub".to_vec(),
+                    label: "to".into(),
+                    dst: key.clone(),
+                    props: vec![],
+                }),
+            ),
+        ];
+        let mut request = tonic::Request::new(pb::WriteRequest { ops, concern: None });
+        request.set_timeout(Duration::from_secs(5));
+        match data.write(request).await {
+            Ok(_) => {
+                acked.lock().unwrap().insert(key.clone(), key);
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn endpoints(cluster: &Cluster) -> Vec<String> {
+    (0..cluster.nodes.len()).map(|i| cluster.endpoint(i)).collect()
+}
+
+/// Every acknowledged key is in the converged kv view.
+fn assert_acked_present(state: &BTreeMap<String, plait_tests::cluster::LogState>, acked: &Acked) {
+    let rows: BTreeMap<_, _> = state["kv"].rows.iter().cloned().collect();
+    for (key, value) in acked.lock().unwrap().iter() {
+        assert_eq!(
+            rows.get(key),
+            Some(value),
+            "acknowledged write {} is missing",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+async fn assert_clean(cluster: &mut Cluster) {
+    for i in 0..cluster.nodes.len() {
+        cluster.nodes[i].terminate().unwrap();
+        let (clean, report) = plait_tests::check(&cluster.data_dir(i)).unwrap();
+        assert!(clean, "replica {i}: {report}");
+    }
+}
+
+async fn run_writers(cluster: &Cluster, per_node: usize, acked: &Acked) {
+    let tasks: Vec<_> = (0..cluster.nodes.len())
+        .map(|i| tokio::spawn(write_load(cluster.endpoint(i), format!("n{i}"), per_node, acked.clone())))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Three replicas with writers on every one converge; logs created on one appear on all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_converge_under_concurrent_writes() {
+    let mut cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    let acked = Acked::default();
+    run_writers(&cluster, 150, &acked).await;
+    let state = converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    assert_eq!(state.len(), 3, "every log reached every replica");
+    assert_eq!(acked.lock().unwrap().len(), 450);
+    assert_acked_present(&state, &acked);
+    assert_eq!(state["feed"].rows.len(), 450);
+    assert_clean(&mut cluster).await;
+}
+
+/// A replica cut off from the others keeps taking writes; after healing, all converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_heal_and_converge() {
+    let mut cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    cluster.isolate(2);
+    let acked = Acked::default();
+    run_writers(&cluster, 100, &acked).await;
+    // While cut off, replica 2 has only its own writes.
+    let isolated = plait_tests::cluster::state(&cluster.endpoint(2), &[]).await.unwrap();
+    assert_eq!(isolated["feed"].rows.len(), 100, "the partition held");
+    cluster.heal_all();
+    let state = converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    assert_acked_present(&state, &acked);
+    assert_eq!(state["feed"].rows.len(), 300);
+    assert_clean(&mut cluster).await;
+}
+
+/// Links that lose every reply, and links that are slow, still end in convergence once
+/// healed; writes during the faults are not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_way_loss_and_slow_links() {
+    let mut cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    cluster.links[0][1].as_ref().unwrap().lose_backward();
+    cluster.links[1][0].as_ref().unwrap().lose_backward();
+    cluster.links[1][2].as_ref().unwrap().slow(Duration::from_millis(30));
+    cluster.links[2][0].as_ref().unwrap().slow(Duration::from_millis(30));
+    let acked = Acked::default();
+    run_writers(&cluster, 80, &acked).await;
+    // Slow links alone still deliver: replica 2 gets replica 1's writes through them.
+    plait_tests::wait_until(CONVERGE, "writes crossing slow links", || {
+        let e = cluster.endpoint(2);
+        async move { plait_tests::cluster::state(&e, &[]).await.is_ok_and(|s| s["feed"].rows.len() >= 160) }
+    })
+    .await
+    .unwrap();
+    cluster.heal_all();
+    let state = converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    assert_acked_present(&state, &acked);
+    assert_eq!(state["feed"].rows.len(), 240);
+    assert_clean(&mut cluster).await;
+}
+
+/// A replica killed with SIGKILL during replication restarts and catches up; a replica
+/// whose data directory is wiped rejoins with a new epoch and gets everything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_and_wiped_replica_rejoin() {
+    let mut cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    let acked = Acked::default();
+    let load = tokio::spawn(write_load(cluster.endpoint(0), "a".into(), 400, acked.clone()));
+    plait_tests::wait_until(CONVERGE, "replica 1 receiving entries", || {
+        let e = cluster.endpoint(1);
+        async move {
+            plait_tests::cluster::state(&e, &[])
+                .await
+                .is_ok_and(|s| s.get("feed").is_some_and(|f| f.rows.len() >= 50))
+        }
+    })
+    .await
+    .unwrap();
+    cluster.restart(1).unwrap();
+    load.await.unwrap();
+    let before = converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    assert_acked_present(&before, &acked);
+
+    let old_epoch = status_epoch(&cluster.endpoint(2)).await;
+    cluster.wipe(2).unwrap();
+    assert_ne!(status_epoch(&cluster.endpoint(2)).await, old_epoch, "a wiped replica has a new epoch");
+    hosts_logs(cluster.endpoint(2)).await;
+    run_writers(&cluster, 50, &acked).await;
+    let after = converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    assert_acked_present(&after, &acked);
+    assert_eq!(after["feed"].rows.len(), before["feed"].rows.len() + 150);
+    assert_clean(&mut cluster).await;
+}
+
+async fn status_node(endpoint: &str) -> Vec<u8> {
+    let mut admin = pb::admin_client::AdminClient::new(channel(endpoint).await.unwrap());
+    admin.status(pb::StatusRequest {}).await.unwrap().into_inner().node_id
+}
+
+async fn status_epoch(endpoint: &str) -> Vec<u8> {
+    let mut admin = pb::admin_client::AdminClient::new(channel(endpoint).await.unwrap());
+    admin.status(pb::StatusRequest {}).await.unwrap().into_inner().epoch
+}
+
+/// A new replica joins a cluster with a long history, told about by SetMembers, and
+/// catches up; five replicas converge with writers on all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_replica_joins_and_five_converge() {
+    let mut cluster = Cluster::start(4, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    let acked = Acked::default();
+    // A long history: big batches through one replica.
+    let mut d = data(&cluster.endpoint(0)).await;
+    for b in 0..20 {
+        let ops = (0..500)
+            .map(|i| {
+                routed(
+                    "feed",
+                    pb::op::Op::Append(pb::FeedAppend { value: format!("history-{b}-{i}").into_bytes() }),
+                )
+            })
+            .collect();
+        d.write(pb::WriteRequest { ops, concern: None }).await.unwrap();
+    }
+    run_writers(&cluster, 40, &acked).await;
+    let n = cluster.add_node().await.unwrap();
+    assert_eq!(n, 4);
+    hosts_logs(cluster.endpoint(4)).await;
+    run_writers(&cluster, 40, &acked).await;
+    let state = converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    assert_acked_present(&state, &acked);
+    assert_eq!(state["feed"].rows.len(), 10_000 + 4 * 40 + 5 * 40);
+    assert_clean(&mut cluster).await;
+}
+
+/// Children submitted to one replica before their parents, which only another replica
+/// has, wait in pending until the replica fetches the parents; then all converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn children_before_parents() {
+    let mut cluster = Cluster::start(3, &[]).await.unwrap();
+    let client = WriterKey::generate(&mut rand::rngs::StdRng::seed_from_u64(11));
+    let mut logs = pb::logs_client::LogsClient::new(channel(&cluster.endpoint(0)).await.unwrap());
+    let info = logs
+        .create_log(pb::CreateLogRequest {
+            name: "dag".into(),
+            r#type: pb::LogType::Kv as i32,
+            writers: vec![client.public().0.to_vec()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    let log = LogId::from_slice(&info.log_id).unwrap();
+    let mut chain = Vec::new();
+    let mut next = vec![];
+    for t in 1..=20u64 {
+        let e = EntryDraft {
+            log,
+            time: t,
+            next: next.clone(),
+            refs: vec![],
+            ops: vec![Op::Put { key: format!("k{t}").into_bytes(), value: b"v".to_vec() }],
+        }
+        .sign(&client)
+        .unwrap();
+        next = vec![e.hash()];
+        chain.push(e);
+    }
+    // Parents only to replica 1, cut off from replica 0 so they cannot arrive by pull
+    // before the children do.
+    cluster.links[0][1].as_ref().unwrap().partition();
+    let mut d1 = data(&cluster.endpoint(1)).await;
+    d1.submit(pb::SubmitRequest { entries: chain[..10].iter().map(|e| e.bytes().to_vec()).collect() })
+        .await
+        .unwrap();
+    let mut d0 = data(&cluster.endpoint(0)).await;
+    let out = d0
+        .submit(pb::SubmitRequest { entries: chain[10..].iter().map(|e| e.bytes().to_vec()).collect() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(out.results.iter().all(|r| r.outcome == pb::SubmitOutcome::Pending as i32));
+    cluster.heal_all();
+    let state = converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    assert_eq!(state["dag"].rows.len(), 20);
+    assert_eq!(state["dag"].pending, 0);
+    assert_eq!(state["dag"].heads, vec![chain[19].hash().0.to_vec()]);
+    assert_clean(&mut cluster).await;
+}
+
+/// A write can wait for k replicas; when they cannot be reached it fails with
+/// DEADLINE_EXCEEDED but stays written locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_concern_waits_for_replicas() {
+    let cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    let mut d = data(&cluster.endpoint(0)).await;
+    let put = |key: &str, replicas: u32| pb::PutRequest {
+        log: "kv".into(),
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        concern: Some(pb::WriteConcern { replicas, timeout_ms: 1500 }),
+    };
+    d.put(put("all-three", 3)).await.expect("three replicas hold it");
+    for i in 1..3 {
+        let mut di = data(&cluster.endpoint(i)).await;
+        let got = di
+            .get(pb::GetRequest { log: "kv".into(), key: b"all-three".to_vec() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(got.found, "replica {i} holds the write when it is acknowledged");
+    }
+    cluster.isolate(2);
+    d.put(put("two", 2)).await.expect("two replicas are still reachable");
+    let err = d.put(put("three-cut-off", 3)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+    assert!(err.message().contains("not undone"), "{}", err.message());
+    let got = d
+        .get(pb::GetRequest { log: "kv".into(), key: b"three-cut-off".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found, "the write stays durable locally");
+}
+
+/// Drain refuses new writes and returns once another member holds everything; stale
+/// membership updates lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_and_membership_generations() {
+    let cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    let acked = Acked::default();
+    write_load(cluster.endpoint(2), "leaving".into(), 100, acked.clone()).await;
+    let mut admin = pb::admin_client::AdminClient::new(channel(&cluster.endpoint(2)).await.unwrap());
+    let drained = admin.drain(pb::DrainRequest { timeout_ms: 60_000 }).await.unwrap().into_inner();
+    assert_eq!(drained.logs.len(), 3);
+    assert!(drained.logs.iter().all(|l| l.seq == 0 || l.held_by.len() == 32));
+    let refused = data(&cluster.endpoint(2))
+        .await
+        .put(pb::PutRequest { log: "kv".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    // Everything the draining replica held is on the member Drain named, already now.
+    let kv_holder = &drained.logs.iter().find(|l| l.name == "kv").unwrap().held_by;
+    let mut holder = None;
+    for i in 0..2 {
+        if &status_node(&cluster.endpoint(i)).await == kv_holder {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("the holder is one of the other members");
+    let state = plait_tests::cluster::state(&cluster.endpoint(holder), &[]).await.unwrap();
+    assert_acked_present(&state, &acked);
+
+    admin.set_members(pb::SetMembersRequest { generation: 5, members: vec![] }).await.unwrap();
+    let stale =
+        admin.set_members(pb::SetMembersRequest { generation: 4, members: vec![] }).await.unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition);
+    let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.members_generation, 5);
+    assert!(status.draining);
+    assert_eq!(status.peers.len(), 2, "static peers stay");
+}
