@@ -394,3 +394,105 @@ async fn drain_and_membership_generations() {
     assert!(status.draining);
     assert_eq!(status.peers.len(), 2, "static peers stay");
 }
+
+/// The anti-entropy backstop: a replica whose cursor claims more than it holds (forged
+/// here in its stopped data directory) notices the peer's heads are missing and
+/// reconciles, instead of trusting the cursor forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heads_comparison_repairs_a_lying_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = plait_tests::Plaitd::start(&dir.path().join("a"), &["--anti-entropy-ms", "200"]).unwrap();
+    let mut logs = pb::logs_client::LogsClient::new(channel(&a.endpoint()).await.unwrap());
+    let info = logs
+        .create_log(pb::CreateLogRequest {
+            name: "kv".into(),
+            r#type: pb::LogType::Kv as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut d = data(&a.endpoint()).await;
+    for i in 0..20 {
+        d.put(pb::PutRequest {
+            log: "kv".into(),
+            key: format!("early{i}").into_bytes(),
+            value: b"v".to_vec(),
+            concern: None,
+        })
+        .await
+        .unwrap();
+    }
+    let b_dir = dir.path().join("b");
+    let mut b =
+        plait_tests::Plaitd::start(&b_dir, &["--peer", &a.grpc.to_string(), "--anti-entropy-ms", "200"])
+            .unwrap();
+    let both = vec![a.endpoint(), b.endpoint()];
+    converged(&both, &[], CONVERGE).await.unwrap();
+    b.terminate().unwrap();
+    for i in 0..20 {
+        d.put(pb::PutRequest {
+            log: "kv".into(),
+            key: format!("late{i}").into_bytes(),
+            value: b"v".to_vec(),
+            concern: None,
+        })
+        .await
+        .unwrap();
+    }
+    // Forge B's cursor: claim it holds A's log up to A's current seq.
+    let mut admin = pb::admin_client::AdminClient::new(channel(&a.endpoint()).await.unwrap());
+    let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let a_seq = status.logs[0].seq;
+    {
+        // Ingesting a cursor signs nothing, so any key opens the store.
+        let key = WriterKey::generate(&mut rand::rngs::OsRng);
+        let store = plait_store::Store::open(
+            plait_store::StoreConfig::new(&b_dir, key),
+            &mut rand::rngs::OsRng,
+            Arc::new(plait_store::NoopObserver),
+        )
+        .unwrap();
+        let cursor = plait_store::Cursor {
+            peer: plait_core::PublicKey::from_slice(&status.node_id).unwrap(),
+            log: LogId::from_slice(&info.log_id).unwrap(),
+            epoch: status.epoch.as_slice().try_into().unwrap(),
+            seq: a_seq,
+        };
+        store.ingest_pulled(vec![], cursor).await.unwrap();
+        store.close().await.unwrap();
+    }
+    b.restart().unwrap();
+    let state = converged(&[a.endpoint(), b.endpoint()], &[], CONVERGE).await.unwrap();
+    assert_eq!(state["kv"].rows.len(), 40, "the entries the forged cursor skipped arrived by reconciliation");
+}
+
+/// DNS discovery: a replica that only knows a name finds its peer by resolving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dns_discovery_finds_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = plait_tests::Plaitd::start(&dir.path().join("a"), &[]).unwrap();
+    let name = format!("localhost:{}", a.grpc.port());
+    let b = plait_tests::Plaitd::start(
+        &dir.path().join("b"),
+        &["--discover-dns", &name, "--discover-interval-ms", "500", "--anti-entropy-ms", "200"],
+    )
+    .unwrap();
+    let mut logs = pb::logs_client::LogsClient::new(channel(&a.endpoint()).await.unwrap());
+    logs.create_log(pb::CreateLogRequest {
+        name: "feed".into(),
+        r#type: pb::LogType::Feed as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    data(&a.endpoint())
+        .await
+        .append(pb::AppendRequest { log: "feed".into(), value: b"found".to_vec(), concern: None })
+        .await
+        .unwrap();
+    converged(&[a.endpoint(), b.endpoint()], &[], CONVERGE).await.unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(channel(&b.endpoint()).await.unwrap());
+    let peers = admin.status(pb::StatusRequest {}).await.unwrap().into_inner().peers;
+    assert!(peers.iter().any(|p| p.source == "dns" && p.connected), "{peers:?}");
+}

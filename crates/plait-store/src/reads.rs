@@ -181,6 +181,11 @@ impl Store {
         Ok(rows)
     }
 
+    /// Whether the entry is stored (not pending).
+    pub fn has_entry(&self, hash: &EntryHash) -> StoreResult<bool> {
+        Ok(self.shared.ks.by_hash.contains_key(hash.0)?)
+    }
+
     /// One entry by hash, verified again as it leaves the store.
     pub fn get_entry(&self, hash: &EntryHash) -> StoreResult<Option<StoredEntry>> {
         let ks = &self.shared.ks;

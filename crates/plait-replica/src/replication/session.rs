@@ -185,6 +185,9 @@ impl Session {
                     continue;
                 }
                 self.sync_log(peer, log_id, log.seq).await?;
+                if due.is_none() {
+                    self.check_heads(peer, log_id, log).await?;
+                }
             }
             // Wait for a notice, the anti-entropy tick or the stop signal.
             let mut next_due = HashSet::new();
@@ -283,6 +286,41 @@ impl Session {
             }
         }
         self.fetch_missing(peer, log).await
+    }
+
+    /// The anti-entropy backstop: once this replica's cursor says it holds the peer's log
+    /// up to the seq of the hello, every head the hello named must be here. If one is not,
+    /// the cursor lied (a bug, or storage that lost data) and a reconcile repairs it.
+    async fn check_heads(
+        &mut self,
+        peer: &mut Peer,
+        log: LogId,
+        hosted: &pb::HostedLog,
+    ) -> anyhow::Result<()> {
+        let caught_up = self
+            .ctx
+            .store
+            .cursor(&peer.node_id, &log)?
+            .is_some_and(|c| c.epoch == peer.epoch && c.seq >= hosted.seq);
+        if !caught_up || hosted.heads.is_empty() {
+            return Ok(());
+        }
+        let heads = plait_proto::convert::entry_hashes("heads", &hosted.heads)?;
+        let store = self.ctx.store.clone();
+        let missing = tokio::task::spawn_blocking(move || -> plait_store::StoreResult<Option<EntryHash>> {
+            for head in heads {
+                if !store.has_entry(&head)? {
+                    return Ok(Some(head));
+                }
+            }
+            Ok(None)
+        })
+        .await??;
+        if let Some(head) = missing {
+            tracing::warn!(peer = %self.address, log = %log, head = %head, "anti-entropy: a peer head is missing although the cursor is caught up; reconciling");
+            self.reconcile(peer, log).await?;
+        }
+        Ok(())
     }
 
     /// One pull after `after_seq`; returns the last seq received, or `None` if the peer

@@ -18,6 +18,8 @@ use crate::replication::{
 };
 use crate::status;
 
+/// Heads per log a Hello carries for the anti-entropy check.
+const HELLO_HEADS_MAX: usize = 64;
 /// Entries with missing parents one Push stream may leave before it is cut off.
 const PUSH_PENDING_MAX: u64 = 10_000;
 
@@ -112,17 +114,32 @@ impl SyncService {
 #[tonic::async_trait]
 impl pb::sync_server::Sync for SyncService {
     async fn hello(&self, _: Request<pb::HelloRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+        let summaries = self.ctx.store.logs();
         let logs = self
             .ctx
-            .store
-            .logs()
-            .into_iter()
-            .map(|s| pb::HostedLog {
-                log_id: s.log_id.0.to_vec(),
-                manifest: s.manifest.bytes().to_vec(),
-                seq: s.seq,
+            .blocking(move |store| {
+                let mut logs = Vec::with_capacity(summaries.len());
+                for s in summaries {
+                    // Only durable heads: the summary's seq is durable, and heads are read
+                    // after it, so anything newer is filtered out by its seq.
+                    let heads = store
+                        .heads(&s.log_id)
+                        .map_err(status::from_store)?
+                        .into_iter()
+                        .filter(|h| h.seq <= s.seq)
+                        .take(HELLO_HEADS_MAX)
+                        .map(|h| h.entry.hash().0.to_vec())
+                        .collect();
+                    logs.push(pb::HostedLog {
+                        log_id: s.log_id.0.to_vec(),
+                        manifest: s.manifest.bytes().to_vec(),
+                        seq: s.seq,
+                        heads,
+                    });
+                }
+                Ok(logs)
             })
-            .collect();
+            .await?;
         Ok(Response::new(pb::HelloResponse {
             node_id: self.ctx.node_key.public().0.to_vec(),
             epoch: self.ctx.store.epoch().to_vec(),
