@@ -14,6 +14,7 @@ mod manifest;
 mod memory;
 mod op;
 mod order;
+mod snapshot;
 mod view;
 
 pub use entry::{DecodedEntry, Entry, EntryDraft, VerifiedEntry, verify_batch};
@@ -24,4 +25,8 @@ pub use manifest::{LogType, Manifest, SignedManifest, Writers, valid_log_name};
 pub use memory::{IngestOutcome, MemoryLog};
 pub use op::{Op, OpError};
 pub use order::{Clock, OpId};
+pub use snapshot::{
+    Checkpoint, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError, SnapshotHeader, SnapshotItem,
+    SnapshotReader, SnapshotWriter, StateRoot,
+};
 pub use view::{EdgeKey, EdgeValue, LogView, Register};

@@ -4,3 +4,4 @@ mod support;
 
 mod crdt;
 mod encoding;
+mod snapshot;
