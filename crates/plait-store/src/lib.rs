@@ -10,13 +10,15 @@ mod error;
 mod integrity;
 mod keys;
 mod reads;
+mod snapshots;
 mod store;
 mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use integrity::IntegrityReport;
 pub use reads::{Direction, EdgeRow, FeedRow, KvRow, StoredEntry};
+pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{
-    Cursor, FORMAT_VERSION, IngestSource, LogSummary, Members, NoopObserver, Store, StoreConfig,
+    Cursor, FORMAT_VERSION, IngestSource, LogSummary, Members, NoopObserver, RestoreMark, Store, StoreConfig,
     StoreObserver, SubmitOutcome, WriteAck,
 };

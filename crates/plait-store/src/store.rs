@@ -108,6 +108,15 @@ pub struct Cursor {
     pub seq: u64,
 }
 
+/// How far a node restored from snapshots holds a source's log: the source's epoch and
+/// the last source seq applied. Written in the same batch as the entries it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreMark {
+    pub log: LogId,
+    pub epoch: [u8; 16],
+    pub seq: u64,
+}
+
 /// The replica's dynamic member list and the generation that set it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Members {
@@ -147,6 +156,8 @@ pub(crate) struct Keyspaces {
     pub(crate) graph_out: Keyspace,
     pub(crate) graph_in: Keyspace,
     pub(crate) peers: Keyspace,
+    pub(crate) checkpoints: Keyspace,
+    pub(crate) restores: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -182,12 +193,14 @@ impl Keyspaces {
             graph_out: ks("graph_out")?,
             graph_in: ks("graph_in")?,
             peers: ks("peers")?,
+            checkpoints: ks("checkpoints")?,
+            restores: ks("restores")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 15] {
+    fn all(&self) -> [&Keyspace; 17] {
         [
             &self.meta,
             &self.logs,
@@ -204,6 +217,8 @@ impl Keyspaces {
             &self.graph_out,
             &self.graph_in,
             &self.peers,
+            &self.checkpoints,
+            &self.restores,
         ]
     }
 
@@ -326,7 +341,10 @@ impl Store {
         self.shared.poison_watch.subscribe()
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Command) -> StoreResult<T> {
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Command,
+    ) -> StoreResult<T> {
         if !self.is_writable() {
             return Err(StoreError::poisoned());
         }
@@ -366,11 +384,28 @@ impl Store {
         entries: Vec<VerifiedEntry>,
         source: IngestSource,
     ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
-        self.call(|reply| Command::Ingest { entries, source, cursor: None, reply }).await
+        self.call(|reply| Command::Ingest { entries, source, cursor: None, restore: None, reply }).await
     }
 
     /// Stores entries pulled from a peer and, in the same atomic batch, the cursor that
     /// says how far this replica now holds that peer's log.
+    /// Stores entries read from a verified snapshot and, in the same batch, how far this
+    /// node now holds the source's log (the restore watermark).
+    pub async fn ingest_restored(
+        &self,
+        entries: Vec<VerifiedEntry>,
+        mark: RestoreMark,
+    ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
+        self.call(|reply| Command::Ingest {
+            entries,
+            source: IngestSource::Sync,
+            cursor: None,
+            restore: Some(mark),
+            reply,
+        })
+        .await
+    }
+
     pub async fn ingest_pulled(
         &self,
         entries: Vec<VerifiedEntry>,
@@ -380,6 +415,7 @@ impl Store {
             entries,
             source: IngestSource::Sync,
             cursor: Some(cursor),
+            restore: None,
             reply,
         })
         .await

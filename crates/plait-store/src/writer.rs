@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{StoreError, StoreResult};
 use crate::keys;
-use crate::store::{Cursor, IngestSource, LogSummary, Members, Shared, SubmitOutcome, WriteAck};
+use crate::store::{Cursor, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome, WriteAck};
 
 /// Most commands folded into one batch.
 const GROUP_COMMANDS_MAX: usize = 1024;
@@ -45,7 +45,19 @@ pub(crate) enum Command {
         source: IngestSource,
         /// Written in the same batch as the entries, for pulls.
         cursor: Option<Cursor>,
+        /// Written in the same batch as the entries, for restores.
+        restore: Option<RestoreMark>,
         reply: oneshot::Sender<StoreResult<Vec<StoreResult<SubmitOutcome>>>>,
+    },
+    /// A consistent, durable cut of one log: taken between groups, when everything
+    /// committed is also fsynced.
+    Cut {
+        log: LogId,
+        reply: oneshot::Sender<StoreResult<Cut>>,
+    },
+    PutCheckpoint {
+        checkpoint: plait_core::Checkpoint,
+        reply: oneshot::Sender<StoreResult<()>>,
     },
     SetMembers {
         members: Members,
@@ -62,6 +74,16 @@ impl Command {
             _ => 0,
         }
     }
+}
+
+/// A durable, consistent view of one log at a moment: a fjall snapshot plus the
+/// writer's state of the log at that same moment.
+pub(crate) struct Cut {
+    pub(crate) snapshot: fjall::Snapshot,
+    pub(crate) seq: u64,
+    pub(crate) heads: Vec<EntryHash>,
+    pub(crate) ops: u64,
+    pub(crate) manifest: SignedManifest,
 }
 
 /// The writer's authoritative state of one log.
@@ -256,9 +278,16 @@ impl Writer {
                     Ok(positions) => group.replies.push(Reply::Write(reply, positions)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
-                Command::Ingest { entries, source, cursor, reply } => {
+                Command::Ingest { entries, source, cursor, restore, reply } => {
                     let outcomes = entries.into_iter().map(|e| self.ingest_one(&mut group, e)).collect();
                     let _ = source;
+                    if let Some(m) = restore {
+                        group.batch.insert(
+                            &self.shared.ks.restores,
+                            m.log.0,
+                            keys::cursor_value(&m.epoch, m.seq).to_vec(),
+                        );
+                    }
                     if let Some(c) = cursor {
                         group.batch.insert(
                             &self.shared.ks.peers,
@@ -285,6 +314,20 @@ impl Writer {
                         keep_running = false;
                     }
                     drop(reply.send(result));
+                }
+                Command::Cut { log, reply } => {
+                    let earlier = std::mem::replace(&mut group, self.new_group());
+                    if !self.commit(earlier) {
+                        drop(reply.send(Err(StoreError::poisoned())));
+                        keep_running = false;
+                        continue;
+                    }
+                    drop(reply.send(self.cut(log)));
+                }
+                Command::PutCheckpoint { checkpoint, reply } => {
+                    let key = keys::log_seq(&checkpoint.log, checkpoint.seq);
+                    group.batch.insert(&self.shared.ks.checkpoints, key.to_vec(), checkpoint.encode());
+                    group.replies.push(Reply::Done(reply));
                 }
                 Command::Shutdown => keep_running = false,
             }
@@ -405,6 +448,20 @@ impl Writer {
         group.batch.insert(&ks.counters, log.0, 0u64.to_be_bytes().to_vec());
         self.logs.insert(log, LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0 });
         Ok((log, true))
+    }
+
+    fn cut(&self, log: LogId) -> StoreResult<Cut> {
+        let state = self
+            .logs
+            .get(&log)
+            .ok_or_else(|| StoreError::NotFound(format!("no log {log} on this replica")))?;
+        Ok(Cut {
+            snapshot: self.shared.db.snapshot(),
+            seq: state.next_seq - 1,
+            heads: state.heads.keys().copied().collect(),
+            ops: state.ops,
+            manifest: state.manifest.clone(),
+        })
     }
 
     fn set_members(&mut self, group: &mut Group, members: Members) -> StoreResult<()> {
@@ -825,6 +882,8 @@ fn reject(command: Command, error: &dyn Fn() -> StoreError) {
         Command::Write { reply, .. } => drop(reply.send(Err(error()))),
         Command::Ingest { reply, .. } => drop(reply.send(Err(error()))),
         Command::SetMembers { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Cut { reply, .. } => drop(reply.send(Err(error()))),
+        Command::PutCheckpoint { reply, .. } => drop(reply.send(Err(error()))),
         Command::Shutdown => {}
     }
 }

@@ -5,4 +5,5 @@ mod support;
 mod convergence;
 mod fixture;
 mod ingest;
+mod snapshots;
 mod writes;
