@@ -136,3 +136,153 @@ fn errors_are_readable() {
     let unreachable = plaitctl("http://127.0.0.1:1", &["status"]);
     assert_eq!(unreachable.status.code(), Some(1));
 }
+
+// ---------------------------------------------------------------------------------------
+// Replication through plaitctl: two replicas, membership, write concern, drain.
+
+/// How long a replication condition may take to hold on a loaded machine.
+const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs plaitctl expecting exit status 1; returns its stderr.
+fn fails(addr: &str, args: &[&str]) -> String {
+    let out = plaitctl(addr, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "plaitctl {args:?} should exit 1; stderr: {stderr}");
+    stderr
+}
+
+/// Polls `condition` until it holds or `timeout` passes: tests wait on conditions, never
+/// on fixed sleeps. `condition` returns what it saw, for the failure message.
+fn eventually(what: &str, mut condition: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + REPLICATION_TIMEOUT;
+    loop {
+        match condition() {
+            Ok(()) => return,
+            Err(seen) if std::time::Instant::now() > deadline => {
+                panic!("timed out after {REPLICATION_TIMEOUT:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Two replicas that replicate with each other: B knows A from its `--peer` flag, and A
+/// learns of B through `plaitctl members set --generation 1`.
+fn two_replicas() -> (tempfile::TempDir, plait_tests::Plaitd, plait_tests::Plaitd) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = plait_tests::Plaitd::start(&dir.path().join("a"), &["--anti-entropy-ms", "200"]).unwrap();
+    let a_grpc = a.grpc.to_string();
+    let b =
+        plait_tests::Plaitd::start(&dir.path().join("b"), &["--peer", &a_grpc, "--anti-entropy-ms", "200"])
+            .unwrap();
+    let set = ok(&a.endpoint(), &["members", "set", "--generation", "1", &b.grpc.to_string()]);
+    assert_eq!(set, "members generation 1: 1 member\n");
+    (dir, a, b)
+}
+
+/// `put --replicas 2` returns only once both replicas hold the write, and A's status
+/// then lists B as a connected member peer, with B's node id, and the log fully
+/// replicated both ways (lag 0, B holding everything of A's), in JSON and in the human
+/// PEER tables.
+#[test]
+fn replicated_put_and_peer_status() {
+    let (_dir, a, b) = two_replicas();
+    let (a_addr, b_addr) = (a.endpoint(), b.endpoint());
+    ok(&a_addr, &["log", "create", "settings", "--type", "kv"]);
+    let ack =
+        json(&a_addr, &["put", "--replicas", "2", "--replicas-timeout", "30s", "settings", "theme", "dark"]);
+    // The concern was met, so B holds the write now: no waiting.
+    assert_eq!(ok(&b_addr, &["get", "settings", "theme"]).trim(), "dark");
+    let a_seq = ack["seq"].as_u64().unwrap();
+    let b_node = json(&b_addr, &["status"])["node_id"].as_str().unwrap().to_owned();
+    let b_grpc = b.grpc.to_string();
+
+    eventually("A to report B connected with settings at lag 0", || {
+        let status = json(&a_addr, &["status"]);
+        let seen = || status.to_string();
+        let peer = status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == b_grpc.as_str())
+            .ok_or_else(seen)?;
+        let log =
+            peer["logs"].as_array().unwrap().iter().find(|l| l["name"] == "settings").ok_or_else(seen)?;
+        let replicated = peer["connected"] == true
+            && peer["source"] == "members"
+            && peer["node_id"] == b_node.as_str()
+            && log["lag"] == 0
+            && log["peer_seq"].as_u64() >= Some(1)
+            && log["peer_holds"].as_u64() >= Some(a_seq);
+        if replicated { Ok(()) } else { Err(seen()) }
+    });
+    let status = json(&a_addr, &["status"]);
+    assert_eq!(status["members_generation"], 1);
+    assert_eq!(status["draining"], false);
+
+    let human = ok(&a_addr, &["status"]);
+    assert!(human.contains("members   generation 1\n") && human.contains("draining  no\n"), "{human}");
+    assert!(human.contains("\nPEER ") && human.contains("LAST CONTACT"), "{human}");
+    let peer_row = human.lines().find(|l| l.starts_with(&b_grpc) && l.contains("members")).expect(&human);
+    assert!(peer_row.contains(&b_node[..16]) && peer_row.contains(" yes "), "{human}");
+    assert!(human.lines().any(|l| l.starts_with(&b_grpc) && l.contains("settings")), "{human}");
+}
+
+/// A membership update with a generation that is not newer than the one in force is
+/// refused with exit status 1 and a message saying it is stale, and changes nothing; a
+/// newer generation then goes through.
+#[test]
+fn stale_member_generation_is_refused() {
+    let (_dir, a, b) = two_replicas();
+    let a_addr = a.endpoint();
+    let b_grpc = b.grpc.to_string();
+    let stderr = fails(&a_addr, &["members", "set", "--generation", "1", &b_grpc]);
+    assert!(stderr.starts_with("error:") && stderr.contains("stale"), "{stderr}");
+    assert_eq!(json(&a_addr, &["status"])["members_generation"], 1);
+    let set = json(&a_addr, &["members", "set", "--generation", "2", &b_grpc]);
+    assert_eq!(set["generation"], 2);
+    assert_eq!(json(&a_addr, &["status"])["members_generation"], 2);
+}
+
+/// `drain` on B returns once A holds everything B holds, naming A as the holder of the
+/// log; from then on B refuses writes, and `put` on B exits 1 saying it is draining.
+#[test]
+fn drain_then_writes_are_refused() {
+    let (_dir, a, b) = two_replicas();
+    let (a_addr, b_addr) = (a.endpoint(), b.endpoint());
+    ok(&a_addr, &["log", "create", "settings", "--type", "kv"]);
+    ok(&a_addr, &["put", "--replicas", "2", "--replicas-timeout", "30s", "settings", "theme", "dark"]);
+    let a_node = json(&a_addr, &["status"])["node_id"].as_str().unwrap().to_owned();
+
+    let drained = json(&b_addr, &["drain", "--timeout", "30s"]);
+    assert_eq!(drained["drained"], true);
+    let logs = drained["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{drained}");
+    assert_eq!(logs[0]["name"], "settings");
+    assert!(logs[0]["seq"].as_u64().unwrap() >= 1, "{drained}");
+    assert_eq!(logs[0]["held_by"], a_node.as_str());
+    // Draining again is idempotent and prints the holder's id prefix for people.
+    let human = ok(&b_addr, &["drain"]);
+    assert!(human.lines().any(|l| l.starts_with("settings") && l.ends_with(&a_node[..16])), "{human}");
+
+    let stderr = fails(&b_addr, &["put", "settings", "theme", "light"]);
+    assert!(stderr.contains("draining"), "{stderr}");
+    assert_eq!(json(&b_addr, &["status"])["draining"], true);
+    // A was not drained and still takes writes.
+    ok(&a_addr, &["put", "settings", "theme", "light"]);
+}
+
+/// A drain that cannot finish in time (the only peer is unreachable) exits 1 with the
+/// replica's own message naming the log still waiting; the replica stays draining.
+#[test]
+fn drain_timeout_reports_the_waiting_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = plait_tests::Plaitd::start(&dir.path().join("data"), &["--peer", "127.0.0.1:1"]).unwrap();
+    let addr = replica.endpoint();
+    ok(&addr, &["log", "create", "settings", "--type", "kv"]);
+    ok(&addr, &["put", "settings", "theme", "dark"]);
+    let stderr = fails(&addr, &["drain", "--timeout", "300ms"]);
+    assert!(stderr.starts_with("error:") && stderr.contains("settings (seq"), "{stderr}");
+    assert!(stderr.contains("stays draining"), "{stderr}");
+    assert_eq!(json(&addr, &["status"])["draining"], true);
+}

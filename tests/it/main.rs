@@ -6,4 +6,5 @@ mod api;
 mod bad_input;
 mod cli;
 mod crash;
+mod hostile;
 mod replication;

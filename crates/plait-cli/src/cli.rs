@@ -3,11 +3,16 @@
 //! The help is the manual: each subcommand says what it does and shows an example, so
 //! `plaitctl <command> --help` is enough to use it.
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use plait_core::{EntryHash, LogType, PublicKey};
 
 /// Largest page or count a read may ask for, as the API allows.
 pub(crate) const READ_LIMIT_MAX: u32 = 10_000;
+
+/// How long a write with `--replicas` waits for them unless `--replicas-timeout` says.
+pub(crate) const REPLICAS_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
 const TOP_AFTER_HELP: &str = "\
 Logs are named by name or by 64-character hex id. Keys, values and node ids are UTF-8
@@ -21,6 +26,7 @@ Exit status: 0 on success, 1 on an error (reported as `error: <message>` on stde
 Examples:
   plaitctl log create settings --type kv
   plaitctl put settings theme dark
+  plaitctl put --replicas 2 settings theme dark
   plaitctl get settings theme
   PLAIT_ADDR=10.0.0.5:7070 plaitctl --output json status";
 
@@ -32,8 +38,10 @@ Examples:
     about = "Talk to a Plait replica: manage logs, write and read data, inspect entries and status",
     long_about = "Talk to a Plait replica over its gRPC API.\n\nPlait is a replicated, tamper-evident \
                   database: each log (a feed, a kv map or a graph) is a Merkle-CRDT of signed entries. \
-                  plaitctl creates and inspects logs, writes and reads data, follows feeds, shows \
-                  entries and heads, and reports a replica's status.",
+                  plaitctl creates and inspects logs, writes and reads data (optionally waiting until \
+                  several replicas hold a write), follows feeds, shows entries and heads, reports a \
+                  replica's status and its peers, sets the member list and drains a replica before \
+                  removal.",
     after_help = TOP_AFTER_HELP
 )]
 pub(crate) struct Cli {
@@ -64,12 +72,15 @@ pub(crate) enum Command {
     Log(LogCommand),
 
     /// Set a key of a kv log.
-    #[command(after_help = "Example:\n  plaitctl put settings theme dark")]
+    #[command(after_help = "Examples:\n  plaitctl put settings theme dark\n  \
+                            plaitctl put --replicas 2 --replicas-timeout 5s settings theme dark")]
     Put {
         /// The kv log, by name or hex id.
         log: String,
         key: String,
         value: String,
+        #[command(flatten)]
+        concern: WriteConcernArgs,
     },
 
     /// Print the current value of a key of a kv log; fails if the key is not set.
@@ -86,6 +97,8 @@ pub(crate) enum Command {
         /// The kv log, by name or hex id.
         log: String,
         key: String,
+        #[command(flatten)]
+        concern: WriteConcernArgs,
     },
 
     /// List live keys of a kv log in key order, by prefix or range.
@@ -118,7 +131,8 @@ pub(crate) enum Command {
         long_about = "Append a value to a feed log.\n\nWith --stdin, each non-empty line of stdin \
                       is appended, in batches written atomically per batch; progress goes to stderr \
                       when it is a terminal.",
-        after_help = "Examples:\n  plaitctl append chat 'hello, world'\n  tail -f app.log | plaitctl append events --stdin"
+        after_help = "Examples:\n  plaitctl append chat 'hello, world'\n  tail -f app.log | plaitctl append events --stdin\n  \
+                      plaitctl append chat --replicas 3 'written to three replicas'"
     )]
     Append {
         /// The feed log, by name or hex id.
@@ -129,6 +143,8 @@ pub(crate) enum Command {
         /// Append each line of stdin instead.
         #[arg(long)]
         stdin: bool,
+        #[command(flatten)]
+        concern: WriteConcernArgs,
     },
 
     /// Print the last items of a feed log, and with --follow keep printing new ones.
@@ -162,6 +178,8 @@ pub(crate) enum Command {
         /// Properties stored on the edge.
         #[arg(long, default_value = "")]
         props: String,
+        #[command(flatten)]
+        concern: WriteConcernArgs,
     },
 
     /// Remove the edge (src, label, dst) of a graph log.
@@ -172,6 +190,8 @@ pub(crate) enum Command {
         src: String,
         label: String,
         dst: String,
+        #[command(flatten)]
+        concern: WriteConcernArgs,
     },
 
     /// List the edges of a graph log out of a node (or into it with --in).
@@ -208,9 +228,42 @@ pub(crate) enum Command {
         log: String,
     },
 
-    /// Show the replica's identity, version, uptime and every log it hosts.
-    #[command(after_help = "Example:\n  plaitctl status\n  plaitctl --addr plait-0.plait:7070 status")]
+    /// Show the replica's identity, version, uptime, every log it hosts, and its peers.
+    #[command(
+        long_about = "Show the replica's identity, version, uptime and every log it hosts; its \
+                      members generation and whether it is draining; and its peers: where each \
+                      came from (flag, members, dns), whether it answers, when it last did, its \
+                      last error, and per log how far replication has come both ways. CURSOR is \
+                      the last seq pulled from the peer and PEER SEQ the peer's latest, both in \
+                      the peer's numbering; LAG is what is left to pull; PEER HOLDS is how far the \
+                      peer has pulled from this replica, in this replica's numbering.",
+        after_help = "Examples:\n  plaitctl status\n  plaitctl --addr plait-0.plait:7070 --output json status"
+    )]
     Status,
+
+    /// Set the replica's member list (normally the operator does this).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  plaitctl members set --generation 2 plait-1:7070 plait-2:7070"
+    )]
+    Members(MembersCommand),
+
+    /// Refuse new writes and wait until other members hold everything; before removal.
+    #[command(
+        long_about = "Prepare the replica for removal. It refuses new local writes at once; the \
+                      command then waits until every entry the replica holds is held by at least \
+                      one other member, and prints each log with the seq reached and the node id \
+                      of a member holding it.\n\nIf that does not happen within --timeout, the \
+                      command exits 1 with the replica's message naming the logs still waiting. \
+                      The replica stays draining either way (there is no undo): run drain again \
+                      until it succeeds, and remove the replica only then.",
+        after_help = "Examples:\n  plaitctl --addr plait-2.plait:7070 drain\n  plaitctl drain --timeout 5m"
+    )]
+    Drain {
+        /// How long to wait for the other members, e.g. 30s, 5m.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 
     /// Check the replica's gRPC health; exits 1 unless it is serving.
     #[command(after_help = "Example:\n  plaitctl health")]
@@ -301,6 +354,68 @@ pub(crate) enum LogCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum MembersCommand {
+    /// Replace the replica's member list, with a generation newer than the current one.
+    #[command(
+        long_about = "Replace the member list of the replica at --addr: the other replicas it \
+                      replicates with, as host:port gRPC addresses. Peers from the replica's own \
+                      --peer flags and DNS discovery are kept besides the list. The list is stored \
+                      and survives restarts; the replica's own address may be listed and is \
+                      skipped. With no addresses the list becomes empty.\n\nNormally the Plait \
+                      operator does this as the cluster changes; set members by hand only for a \
+                      cluster no operator manages. Every update carries a generation that must be \
+                      higher than the one in force (`plaitctl status` shows it): a stale \
+                      generation is refused and the command exits 1, so an old update that \
+                      arrives late cannot undo a newer one. Prints the generation now in force.",
+        after_help = "Examples:\n  plaitctl --addr plait-0:7070 members set --generation 4 plait-1:7070 plait-2:7070\n  \
+                      plaitctl --addr plait-0:7070 members set --generation 5"
+    )]
+    Set {
+        /// The update's generation: higher than the replica's current one (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        generation: u64,
+        /// The members' gRPC addresses, host:port.
+        #[arg(value_name = "ADDR")]
+        members: Vec<String>,
+    },
+}
+
+/// `--replicas` and `--replicas-timeout`, on every command that writes.
+#[derive(Clone, Copy, Debug, Default, Args)]
+#[command(next_help_heading = "Write concern")]
+pub(crate) struct WriteConcernArgs {
+    /// Succeed only once this many replicas, this one included, hold the write. If they
+    /// do not within --replicas-timeout, exit 1: the write stays durable here and is
+    /// not undone, and the others will still receive it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) replicas: Option<u32>,
+    /// How long --replicas waits, e.g. 500ms, 10s, 2m [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "replicas")]
+    pub(crate) replicas_timeout: Option<Duration>,
+}
+
+impl WriteConcernArgs {
+    /// The replicas to wait for and for how long, if the command asked.
+    pub(crate) fn concern(&self) -> Option<(u32, Duration)> {
+        self.replicas.map(|replicas| (replicas, self.replicas_timeout.unwrap_or(REPLICAS_TIMEOUT_DEFAULT)))
+    }
+}
+
+impl Command {
+    /// The write concern of a command that writes; `None` for other commands.
+    pub(crate) fn write_concern(&self) -> Option<WriteConcernArgs> {
+        match self {
+            Command::Put { concern, .. }
+            | Command::Delete { concern, .. }
+            | Command::Append { concern, .. }
+            | Command::Link { concern, .. }
+            | Command::Unlink { concern, .. } => Some(*concern),
+            _ => None,
+        }
+    }
+}
+
 /// Log types as written on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogTypeArg {
@@ -355,6 +470,27 @@ fn parse_public_key(s: &str) -> Result<PublicKey, String> {
 
 fn parse_entry_hash(s: &str) -> Result<EntryHash, String> {
     EntryHash::from_hex(s.trim()).map_err(|_| "expected an entry hash as 64 hex characters".to_owned())
+}
+
+/// A positive duration with a unit: `500ms`, `10s`, `1.5m`, `2h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected a duration with a unit, such as 500ms, 10s, 1.5m or 2h";
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().map_err(|_| EXPECTED.to_owned())?;
+    let seconds_per_unit = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(EXPECTED.to_owned()),
+    };
+    let duration = Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| EXPECTED.to_owned())?;
+    if duration.as_millis() == 0 {
+        return Err("the duration must be at least 1ms".to_owned());
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -500,5 +636,85 @@ mod tests {
         assert_eq!((log.as_str(), key.as_str(), value.as_str()), ("notes", "todo", "milk"));
         assert_eq!(key_file, std::path::PathBuf::from("k.hex"));
         assert!(parse(&["submit", "notes", "put", "a", "b"]).is_err(), "--key-file is required");
+    }
+
+    /// Every write command takes --replicas and --replicas-timeout; the timeout needs
+    /// --replicas and defaults when left out; reads have no write concern.
+    #[test]
+    fn write_concern_on_write_commands() {
+        let writes: [&[&str]; 6] = [
+            &["put", "s", "k", "v"],
+            &["delete", "s", "k"],
+            &["append", "chat", "hi"],
+            &["append", "chat", "--stdin"],
+            &["link", "g", "a", "knows", "b"],
+            &["unlink", "g", "a", "knows", "b"],
+        ];
+        for args in writes {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.command.write_concern().and_then(|c| c.concern()), None, "{args:?}");
+            let with: Vec<&str> = args.iter().copied().chain(["--replicas", "2"]).collect();
+            let cli = parse(&with).unwrap();
+            assert_eq!(
+                cli.command.write_concern().and_then(|c| c.concern()),
+                Some((2, REPLICAS_TIMEOUT_DEFAULT)),
+                "{args:?}"
+            );
+            let with: Vec<&str> =
+                args.iter().copied().chain(["--replicas", "3", "--replicas-timeout", "1.5s"]).collect();
+            let cli = parse(&with).unwrap();
+            assert_eq!(
+                cli.command.write_concern().and_then(|c| c.concern()),
+                Some((3, Duration::from_millis(1500))),
+                "{args:?}"
+            );
+            let without: Vec<&str> = args.iter().copied().chain(["--replicas-timeout", "5s"]).collect();
+            let err = parse(&without).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
+        }
+        assert!(parse(&["put", "s", "k", "v", "--replicas", "0"]).is_err());
+        assert!(parse(&["get", "s", "k", "--replicas", "2"]).is_err(), "reads take no write concern");
+        assert!(parse(&["status"]).unwrap().command.write_concern().is_none());
+    }
+
+    /// `members set` needs a generation of at least 1 and takes any number of addresses.
+    #[test]
+    fn members_set() {
+        let cli = parse(&["members", "set", "--generation", "4", "a:7070", "b:7070"]).unwrap();
+        let Command::Members(MembersCommand::Set { generation, members }) = cli.command else {
+            panic!("not members set");
+        };
+        assert_eq!(generation, 4);
+        assert_eq!(members, vec!["a:7070", "b:7070"]);
+        let cli = parse(&["members", "set", "--generation", "5"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Members(MembersCommand::Set { members, .. }) if members.is_empty())
+        );
+        assert!(parse(&["members", "set", "a:7070"]).is_err(), "--generation is required");
+        assert!(parse(&["members", "set", "--generation", "0", "a:7070"]).is_err());
+    }
+
+    /// `drain` waits 60 s unless told otherwise.
+    #[test]
+    fn drain_timeout() {
+        let cli = parse(&["drain"]).unwrap();
+        assert!(matches!(cli.command, Command::Drain { timeout } if timeout == Duration::from_secs(60)));
+        let cli = parse(&["drain", "--timeout", "5m"]).unwrap();
+        assert!(matches!(cli.command, Command::Drain { timeout } if timeout == Duration::from_secs(300)));
+        let err = parse(&["drain", "--timeout", "60"]).unwrap_err();
+        assert!(err.to_string().contains("expected a duration with a unit"), "{err}");
+    }
+
+    /// Durations need a unit; fractions work; zero, negatives and junk are refused.
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration(" 3s "), Ok(Duration::from_secs(3)));
+        for bad in ["", "10", "s", "-1s", "1.2.3s", "10sec", "0s", "0.0001s", "1e3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

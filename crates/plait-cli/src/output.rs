@@ -7,13 +7,17 @@
 use std::fmt::Write as _;
 
 use plait_client::{
-    AppliedOp, Edge, FeedItem, Heads, KeyValue, LogInfo, Status, StoredEntry, SubmitResult, WriteAck,
+    AppliedOp, DrainedLog, Edge, FeedItem, Heads, KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status,
+    StoredEntry, SubmitResult, WriteAck,
 };
 use plait_core::{Clock, Op, Writers};
 use serde_json::{Map, Value, json};
 
 /// Characters of a hex id shown where a table has no room for all 64.
 pub(crate) const ID_PREFIX_LEN: usize = 16;
+
+/// Characters of a peer's last error shown in the status table; JSON has all of it.
+pub(crate) const PEER_ERROR_CHARS_MAX: usize = 48;
 
 /// Bytes as text if valid UTF-8, else `0x` and hex.
 pub(crate) fn bytes_text(bytes: &[u8]) -> String {
@@ -103,6 +107,27 @@ pub(crate) fn size_text(bytes: u64) -> String {
 
 fn prefix(hex: &str) -> String {
     hex.chars().take(ID_PREFIX_LEN).collect()
+}
+
+/// Text for a one-line cell, cut to `max` characters with `…` where it was cut.
+fn truncated(text: &str, max: usize) -> String {
+    let text = cell_text(text.as_bytes());
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// How long ago something happened: `0.4s ago` under a minute, then `4m 10s ago`;
+/// `never` when it did not.
+pub(crate) fn ago_text(ms: Option<u64>) -> String {
+    match ms {
+        None => "never".to_owned(),
+        Some(ms) if ms < 60_000 => format!("{:.1}s ago", ms as f64 / 1000.0),
+        Some(ms) => format!("{} ago", duration_text(ms)),
+    }
 }
 
 pub(crate) fn clock_json(clock: &Clock) -> Value {
@@ -398,13 +423,98 @@ pub(crate) fn status_json(status: &Status) -> Value {
         "uptime_ms": status.uptime_ms,
         "disk_bytes": status.disk_bytes,
         "writable": status.writable,
+        "members_generation": status.members_generation,
+        "draining": status.draining,
     }));
     out.insert("logs".into(), status.logs.iter().map(log_json).collect());
+    out.insert("peers".into(), status.peers.iter().map(peer_json).collect());
     Value::Object(out)
+}
+
+pub(crate) fn peer_json(peer: &PeerStatus) -> Value {
+    json!({
+        "address": peer.address,
+        "source": peer.source,
+        "node_id": peer.node_id.map(|k| k.to_hex()),
+        "epoch": peer.epoch.map(hex::encode),
+        "connected": peer.connected,
+        "last_contact_ms_ago": peer.last_contact_ms_ago,
+        "last_error": peer.last_error,
+        "logs": peer.logs.iter().map(peer_log_json).collect::<Vec<_>>(),
+    })
+}
+
+fn peer_log_json(log: &PeerLogStatus) -> Value {
+    json!({
+        "log_id": log.log_id.to_hex(),
+        "name": log.name,
+        "cursor": log.cursor,
+        "peer_seq": log.peer_seq,
+        "lag": log.lag,
+        "peer_holds": log.peer_holds,
+    })
+}
+
+/// One row per peer: who it is and whether it answers.
+pub(crate) fn peers_table(peers: &[PeerStatus]) -> String {
+    if peers.is_empty() {
+        return "no peers\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|peer| {
+            vec![
+                cell_text(peer.address.as_bytes()),
+                cell_text(peer.source.as_bytes()),
+                peer.node_id.map_or_else(|| "-".to_owned(), |k| prefix(&k.to_hex())),
+                if peer.connected { "yes" } else { "no" }.to_owned(),
+                ago_text(peer.last_contact_ms_ago),
+                peer.last_error
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |e| truncated(e, PEER_ERROR_CHARS_MAX)),
+            ]
+        })
+        .collect();
+    table(&["PEER", "SOURCE", "NODE", "CONNECTED", "LAST CONTACT", "LAST ERROR"], &rows)
+}
+
+/// One row per peer and log: how far replication has come both ways. Empty when no
+/// peer has reported a log yet.
+pub(crate) fn peer_logs_table(peers: &[PeerStatus]) -> String {
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .flat_map(|peer| {
+            peer.logs.iter().map(move |log| {
+                // A log this replica does not host has no name here; its id stands in.
+                let name = if log.name.is_empty() {
+                    prefix(&log.log_id.to_hex())
+                } else {
+                    cell_text(log.name.as_bytes())
+                };
+                vec![
+                    cell_text(peer.address.as_bytes()),
+                    name,
+                    log.cursor.to_string(),
+                    log.peer_seq.to_string(),
+                    log.lag.to_string(),
+                    log.peer_holds.to_string(),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(&["PEER", "LOG", "CURSOR", "PEER SEQ", "LAG", "PEER HOLDS"], &rows)
 }
 
 pub(crate) fn status_human(status: &Status) -> String {
     let writable = if status.writable { "yes" } else { "NO: a durability error stopped writes" };
+    let draining = if status.draining { "YES: local writes are refused before removal" } else { "no" };
+    let members = match status.members_generation {
+        0 => "generation 0 (never set)".to_owned(),
+        generation => format!("generation {generation}"),
+    };
     let mut out = table(
         &["FIELD", "VALUE"],
         &[
@@ -415,12 +525,67 @@ pub(crate) fn status_human(status: &Status) -> String {
             vec!["uptime".into(), duration_text(status.uptime_ms)],
             vec!["disk".into(), size_text(status.disk_bytes)],
             vec!["writable".into(), writable.into()],
+            vec!["members".into(), members],
+            vec!["draining".into(), draining.into()],
         ],
     );
     // The header row of a two-column key/value list says nothing; drop it.
     out = out.split_once('\n').map(|(_, rest)| rest.to_owned()).unwrap_or(out);
     out.push('\n');
     out.push_str(&logs_table(&status.logs));
+    out.push('\n');
+    out.push_str(&peers_table(&status.peers));
+    let peer_logs = peer_logs_table(&status.peers);
+    if !peer_logs.is_empty() {
+        out.push('\n');
+        out.push_str(&peer_logs);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Membership and drain.
+
+pub(crate) fn members_set_human(generation: u64, members: &[String]) -> String {
+    match members.len() {
+        0 => format!("members generation {generation}: the member list is empty\n"),
+        1 => format!("members generation {generation}: 1 member\n"),
+        n => format!("members generation {generation}: {n} members\n"),
+    }
+}
+
+pub(crate) fn drained_json(logs: &[DrainedLog]) -> Value {
+    let logs: Vec<Value> = logs
+        .iter()
+        .map(|log| {
+            json!({
+                "log_id": log.log_id.to_hex(),
+                "name": log.name,
+                "seq": log.seq,
+                "held_by": log.held_by.map(|k| k.to_hex()),
+            })
+        })
+        .collect();
+    json!({ "drained": true, "logs": logs })
+}
+
+pub(crate) fn drained_human(logs: &[DrainedLog]) -> String {
+    if logs.is_empty() {
+        return "drained: the replica hosts no logs; it refuses local writes\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = logs
+        .iter()
+        .map(|log| {
+            vec![
+                cell_text(log.name.as_bytes()),
+                log.seq.to_string(),
+                log.held_by.map_or_else(|| "- (empty log)".to_owned(), |k| prefix(&k.to_hex())),
+            ]
+        })
+        .collect();
+    let mut out =
+        "drained: another member holds every entry; the replica refuses local writes\n\n".to_owned();
+    out.push_str(&table(&["LOG", "SEQ", "HELD BY"], &rows));
     out
 }
 
@@ -566,10 +731,40 @@ mod tests {
         assert_eq!(heads_json(&heads)["heads"][0]["clock"]["time"], 3);
     }
 
-    /// Status shows identity and uptime, then the logs table.
-    #[test]
-    fn status() {
-        let status = Status {
+    fn peers() -> Vec<PeerStatus> {
+        vec![
+            PeerStatus {
+                address: "10.0.0.2:7070".into(),
+                node_id: Some(PublicKey([0xcd; 32])),
+                epoch: Some([8; 16]),
+                connected: true,
+                last_contact_ms_ago: Some(1234),
+                last_error: None,
+                source: "members".into(),
+                logs: vec![PeerLogStatus {
+                    log_id: LogId([0xab; 32]),
+                    name: "chat".into(),
+                    cursor: 10,
+                    peer_seq: 12,
+                    lag: 2,
+                    peer_holds: 9,
+                }],
+            },
+            PeerStatus {
+                address: "10.0.0.3:7070".into(),
+                node_id: None,
+                epoch: None,
+                connected: false,
+                last_contact_ms_ago: None,
+                last_error: Some(format!("transport error: connection refused{}", " again".repeat(20))),
+                source: "flag".into(),
+                logs: vec![],
+            },
+        ]
+    }
+
+    fn status_of(peers: Vec<PeerStatus>) -> Status {
+        Status {
             node_id: PublicKey([5; 32]),
             writer: PublicKey([6; 32]),
             epoch: [7; 16],
@@ -578,14 +773,131 @@ mod tests {
             logs: vec![log_info("chat")],
             disk_bytes: 2048,
             writable: true,
-        };
+            peers,
+            members_generation: 3,
+            draining: false,
+        }
+    }
+
+    /// Status shows identity, uptime, membership and drain state, then the logs table,
+    /// then the peers and per peer and log how far replication has come.
+    #[test]
+    fn status() {
+        let status = status_of(peers());
         let human = status_human(&status);
         assert!(human.starts_with(&format!("node id   {}\n", "05".repeat(32))), "{human}");
         assert!(human.contains("uptime    4m 10s\n"), "{human}");
+        assert!(human.contains("members   generation 3\ndraining  no\n"), "{human}");
         assert!(human.contains("\nNAME  ID"), "{human}");
+        let error_cell = format!("transport error: connection refused{}", " again".repeat(20));
+        let error_cell: String = error_cell.chars().take(PEER_ERROR_CHARS_MAX - 1).collect::<String>() + "…";
+        let peers_and_logs = format!(
+            "\n\
+             PEER           SOURCE   NODE              CONNECTED  LAST CONTACT  LAST ERROR\n\
+             10.0.0.2:7070  members  cdcdcdcdcdcdcdcd  yes        1.2s ago      -\n\
+             10.0.0.3:7070  flag     -                 no         never         {error_cell}\n\
+             \n\
+             PEER           LOG   CURSOR  PEER SEQ  LAG  PEER HOLDS\n\
+             10.0.0.2:7070  chat  10      12        2    9\n"
+        );
+        assert!(human.ends_with(&peers_and_logs), "{human}");
+
         let value = status_json(&status);
         assert_eq!(value["epoch"], "07".repeat(16));
         assert_eq!(value["logs"][0]["name"], "chat");
+        assert_eq!(value["members_generation"], 3);
+        assert_eq!(value["draining"], false);
+        assert_eq!(
+            value["peers"][0],
+            json!({
+                "address": "10.0.0.2:7070",
+                "source": "members",
+                "node_id": "cd".repeat(32),
+                "epoch": "08".repeat(16),
+                "connected": true,
+                "last_contact_ms_ago": 1234,
+                "last_error": null,
+                "logs": [{
+                    "log_id": "ab".repeat(32),
+                    "name": "chat",
+                    "cursor": 10,
+                    "peer_seq": 12,
+                    "lag": 2,
+                    "peer_holds": 9,
+                }],
+            })
+        );
+        // JSON keeps the whole error; only the table cuts it.
+        assert!(value["peers"][1]["last_error"].as_str().unwrap().ends_with(" again"));
+        assert_eq!(value["peers"][1]["node_id"], Value::Null);
+        assert_eq!(value["peers"][1]["last_contact_ms_ago"], Value::Null);
+    }
+
+    /// A replica without peers says so; a draining one says what that means.
+    #[test]
+    fn status_alone_and_draining() {
+        let mut status = status_of(vec![]);
+        status.draining = true;
+        status.members_generation = 0;
+        let human = status_human(&status);
+        assert!(human.ends_with("\nno peers\n"), "{human}");
+        assert!(human.contains("members   generation 0 (never set)\n"), "{human}");
+        assert!(human.contains("draining  YES: local writes are refused"), "{human}");
+        assert_eq!(status_json(&status)["peers"], json!([]));
+        assert_eq!(status_json(&status)["draining"], true);
+    }
+
+    /// A peer log for a log this replica does not host shows the id prefix instead.
+    #[test]
+    fn peer_log_without_a_name() {
+        let mut peers = peers();
+        peers[0].logs[0].name = String::new();
+        assert!(peer_logs_table(&peers).contains("10.0.0.2:7070  abababababababab  10"));
+    }
+
+    /// Contact times read as seconds under a minute, then as a duration; errors are cut
+    /// to one line of bounded width.
+    #[test]
+    fn contact_and_errors() {
+        assert_eq!(ago_text(None), "never");
+        assert_eq!(ago_text(Some(1234)), "1.2s ago");
+        assert_eq!(ago_text(Some(40)), "0.0s ago");
+        assert_eq!(ago_text(Some(250_000)), "4m 10s ago");
+        assert_eq!(truncated("short", 10), "short");
+        assert_eq!(truncated("line one\nline two", 11), "line one\\n…");
+        assert_eq!(truncated("abcdefghijk", 10).chars().count(), 10);
+    }
+
+    /// Drain lists each log with its seq and a holder's id prefix; membership updates
+    /// name the generation.
+    #[test]
+    fn drain_and_members() {
+        let logs = vec![
+            DrainedLog {
+                log_id: LogId([0xab; 32]),
+                name: "chat".into(),
+                seq: 12,
+                held_by: Some(PublicKey([0xcd; 32])),
+            },
+            DrainedLog { log_id: LogId([0xef; 32]), name: "empty".into(), seq: 0, held_by: None },
+        ];
+        let human = drained_human(&logs);
+        assert!(
+            human.ends_with(
+                "LOG    SEQ  HELD BY\n\
+                 chat   12   cdcdcdcdcdcdcdcd\n\
+                 empty  0    - (empty log)\n"
+            ),
+            "{human}"
+        );
+        assert!(human.starts_with("drained: "), "{human}");
+        let value = drained_json(&logs);
+        assert_eq!(value["drained"], true);
+        assert_eq!(value["logs"][0]["held_by"], "cd".repeat(32));
+        assert_eq!(value["logs"][1]["held_by"], Value::Null);
+        assert!(drained_human(&[]).contains("no logs"));
+        assert_eq!(members_set_human(4, &["a:1".into(), "b:1".into()]), "members generation 4: 2 members\n");
+        assert_eq!(members_set_human(5, &[]), "members generation 5: the member list is empty\n");
     }
 
     /// Edges and ops read as arrows.

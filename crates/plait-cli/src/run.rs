@@ -15,7 +15,7 @@ use plait_core::{EntryHash, Op, WriterKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{Cli, Command, LogCommand, OpCommand, OutputFormat};
+use crate::cli::{Cli, Command, LogCommand, MembersCommand, OpCommand, OutputFormat};
 use crate::output;
 
 /// Most ops `append --stdin` sends in one `Write` call.
@@ -74,7 +74,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         // The one command that needs no replica.
         Command::Keygen { out } => keygen(&printer, out.as_deref()),
         command => {
-            let client = Client::connect(cli.addr.as_str()).await?;
+            let mut client = Client::connect(cli.addr.as_str()).await?;
+            if let Some((replicas, timeout)) = command.write_concern().and_then(|c| c.concern()) {
+                client = client.with_write_concern(replicas, timeout);
+            }
             run_remote(&client, &printer, command).await
         }
     }
@@ -83,7 +86,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_remote(client: &Client, printer: &Printer, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Log(command) => run_log(client, printer, command).await,
-        Command::Put { log, key, value } => print_ack(printer, &client.put(&log, key, value).await?),
+        Command::Put { log, key, value, .. } => print_ack(printer, &client.put(&log, key, value).await?),
         Command::Get { log, key } => {
             let Some(found) = client.get(&log, key.as_str()).await? else {
                 bail!("key {key:?} is not set in log {log:?}");
@@ -99,7 +102,7 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
                 },
             )
         }
-        Command::Delete { log, key } => print_ack(printer, &client.delete(&log, key).await?),
+        Command::Delete { log, key, .. } => print_ack(printer, &client.delete(&log, key).await?),
         Command::Scan { log, prefix, start, end, limit } => {
             let options = ScanOptions {
                 prefix: prefix.map(String::into_bytes).unwrap_or_default(),
@@ -109,15 +112,15 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
             };
             scan(client, printer, &log, options, limit).await
         }
-        Command::Append { log, value: Some(value), stdin: false } => {
+        Command::Append { log, value: Some(value), stdin: false, .. } => {
             print_ack(printer, &client.append(&log, value).await?)
         }
         Command::Append { log, .. } => append_stdin(client, printer, &log).await,
         Command::Tail { log, lines, follow } => tail(client, printer, &log, lines, follow).await,
-        Command::Link { log, src, label, dst, props } => {
+        Command::Link { log, src, label, dst, props, .. } => {
             print_ack(printer, &client.link(&log, src, label, dst, props).await?)
         }
-        Command::Unlink { log, src, label, dst } => {
+        Command::Unlink { log, src, label, dst, .. } => {
             print_ack(printer, &client.unlink(&log, src, label, dst).await?)
         }
         Command::Edges { log, node, incoming, label, limit } => {
@@ -143,6 +146,17 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
         Command::Status => {
             let status = client.status().await?;
             printer.emit(|| output::status_human(&status), || output::status_json(&status))
+        }
+        Command::Members(MembersCommand::Set { generation, members }) => {
+            let generation = client.set_members(generation, members.clone()).await?;
+            printer.emit(
+                || output::members_set_human(generation, &members),
+                || json!({ "generation": generation, "members": members }),
+            )
+        }
+        Command::Drain { timeout } => {
+            let logs = client.drain(timeout).await?;
+            printer.emit(|| output::drained_human(&logs), || output::drained_json(&logs))
         }
         Command::Health => {
             let health = client.health().await?;

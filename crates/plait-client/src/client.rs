@@ -17,8 +17,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::ClientError;
 use crate::types::{
-    AppliedOp, CreateLogOptions, Direction, Edge, EdgesOptions, FeedItem, Heads, KeyValue, LogInfo,
-    ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned, WriteAck,
+    AppliedOp, CreateLogOptions, Direction, DrainedLog, Edge, EdgesOptions, FeedItem, Heads, KeyValue,
+    LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned,
+    WriteAck,
 };
 
 /// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
@@ -36,6 +37,9 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much longer than its own timeout [`Client::drain`] waits for the replica's answer.
+pub const DRAIN_REPLY_GRACE: Duration = Duration::from_secs(5);
 
 /// Health of the replica as the standard gRPC health service reports it.
 pub use tonic_health::pb::health_check_response::ServingStatus;
@@ -103,7 +107,6 @@ impl Client {
         Ok(Client::from_channel(Client::endpoint(addr)?.connect_lazy()))
     }
 
-    /// A client over an existing channel; message size limits are set here.
     /// A client whose writes return only once `replicas` replicas (the one called
     /// included) hold them, or fail with `Unavailable` (deadline exceeded) after `timeout`
     /// without being undone.
@@ -113,6 +116,7 @@ impl Client {
         self
     }
 
+    /// A client over an existing channel; message size limits are set here.
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             logs: LogsClient::new(channel.clone())
@@ -403,10 +407,43 @@ impl Client {
     // -----------------------------------------------------------------------------------
     // Admin and health.
 
-    /// The replica's view of itself: identity, epoch, version, and every log.
+    /// The replica's view of itself: identity, epoch, version, every log, its peers and
+    /// how far replication has come with each, membership and drain state.
     pub async fn status(&self) -> Result<Status, ClientError> {
         let reply = self.admin.clone().status(pb::StatusRequest {}).await?;
         Status::try_from(reply.into_inner())
+    }
+
+    /// Replaces the replica's member list (the peers it replicates with besides those
+    /// from `--peer` flags and DNS) and returns the generation now in force. The list is
+    /// stored and survives restarts. `generation` must be higher than the current one
+    /// (see [`Status::members_generation`]); a stale update is refused with
+    /// [`ClientError::FailedPrecondition`], so of two racing updates the newer wins.
+    pub async fn set_members(&self, generation: u64, members: Vec<String>) -> Result<u64, ClientError> {
+        let request = pb::SetMembersRequest { generation, members };
+        let reply = self.admin.clone().set_members(request).await?.into_inner();
+        Ok(reply.generation)
+    }
+
+    /// Makes the replica refuse new local writes, then waits until every entry it holds
+    /// is held by at least one other member, for at most `timeout`; call it before
+    /// removing a replica. Returns, per log, the seq reached and a member holding it.
+    /// On timeout the replica stays draining and the call fails with
+    /// [`ClientError::Unavailable`] naming the logs still waiting; call it again.
+    pub async fn drain(&self, timeout: Duration) -> Result<Vec<DrainedLog>, ClientError> {
+        // 0 would mean the server's default, not "do not wait".
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+        let mut request = tonic::Request::new(pb::DrainRequest { timeout_ms });
+        // The gRPC deadline tells the server when this client stops listening; the grace
+        // lets the server's own timeout, which names the logs still waiting, come first.
+        request.set_timeout(Duration::from_millis(u64::from(timeout_ms)) + DRAIN_REPLY_GRACE);
+        let reply = self.admin.clone().drain(request).await?.into_inner();
+        reply
+            .logs
+            .into_iter()
+            .enumerate()
+            .map(|(i, log)| DrainedLog::from_pb(&format!("logs[{i}]"), log))
+            .collect()
     }
 
     /// The replica's overall health from the standard gRPC health service.

@@ -1,11 +1,13 @@
 //! A typed async client for Plait replicas.
 //!
 //! [`Client`] speaks the gRPC API of `proto/plait/v1`: logs (create, get, list, drop),
-//! typed writes and the routed batch `write`, pre-signed entries (`submit`,
+//! typed writes and the routed batch `write` (optionally waiting for more replicas,
+//! [`Client::with_write_concern`]), pre-signed entries (`submit`,
 //! [`Client::submit_signed`] for clients that hold their own keys), reads, subscriptions,
-//! status and health. Replies are checked on arrival: ids, enums, ops, and entries
-//! fetched by hash are verified. Errors are [`ClientError`] kinds that say whether
-//! retrying can help.
+//! status with peers, membership ([`Client::set_members`]), drain before removal
+//! ([`Client::drain`]) and health. Replies are checked on arrival: ids, enums, ops, and
+//! entries fetched by hash are verified. Errors are [`ClientError`] kinds that say
+//! whether retrying can help.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), plait_client::ClientError> {
@@ -26,12 +28,12 @@ mod error;
 mod types;
 
 pub use client::{
-    AppliedOpStream, CONNECT_TIMEOUT, Client, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, MESSAGE_BYTES_MAX,
-    ServingStatus,
+    AppliedOpStream, CONNECT_TIMEOUT, Client, DRAIN_REPLY_GRACE, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT,
+    MESSAGE_BYTES_MAX, ServingStatus,
 };
 pub use error::ClientError;
 pub use types::{
-    AppliedOp, CreateLogOptions, Direction, EPOCH_LEN, Edge, EdgesOptions, FeedItem, Head, Heads, KeyValue,
-    LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitOutcome,
-    SubmitResult, Versioned, WriteAck,
+    AppliedOp, CreateLogOptions, Direction, DrainedLog, EPOCH_LEN, Edge, EdgesOptions, FeedItem, Head, Heads,
+    KeyValue, LogInfo, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status,
+    StoredEntry, SubmitOutcome, SubmitResult, Versioned, WriteAck,
 };

@@ -508,6 +508,16 @@ impl TryFrom<pb::AppliedOp> for AppliedOp {
 /// Length of a replica's epoch, the id of its data directory's incarnation.
 pub const EPOCH_LEN: usize = 16;
 
+/// An epoch from a reply: exactly [`EPOCH_LEN`] bytes.
+fn epoch(field: &str, bytes: &[u8]) -> Result<[u8; EPOCH_LEN], ClientError> {
+    <[u8; EPOCH_LEN]>::try_from(bytes).map_err(|_| {
+        ClientError::corrupt_reply(
+            "status",
+            format_args!("{field} must be {EPOCH_LEN} bytes, got {}", bytes.len()),
+        )
+    })
+}
+
 /// A replica's view of itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -527,27 +537,163 @@ pub struct Status {
     pub disk_bytes: u64,
     /// False once a durability error poisoned the store.
     pub writable: bool,
+    /// The replicas this one replicates with, and how far each log has come with each.
+    pub peers: Vec<PeerStatus>,
+    /// The generation of the last member list set with
+    /// [`Client::set_members`](crate::Client::set_members); 0 if never set.
+    pub members_generation: u64,
+    /// True once [`Client::drain`](crate::Client::drain) was called: local writes are
+    /// refused.
+    pub draining: bool,
 }
 
 impl TryFrom<pb::StatusResponse> for Status {
     type Error = ClientError;
 
     fn try_from(status: pb::StatusResponse) -> Result<Self, Self::Error> {
-        let epoch = <[u8; EPOCH_LEN]>::try_from(status.epoch.as_slice()).map_err(|_| {
-            ClientError::corrupt_reply(
-                "status",
-                format_args!("epoch must be {EPOCH_LEN} bytes, got {}", status.epoch.len()),
-            )
-        })?;
         Ok(Status {
             node_id: convert::public_key("node_id", &status.node_id)?,
             writer: convert::public_key("writer", &status.writer)?,
-            epoch,
+            epoch: epoch("epoch", &status.epoch)?,
             version: status.version,
             uptime_ms: status.uptime_ms,
             logs: status.logs.into_iter().map(LogInfo::try_from).collect::<Result<_, _>>()?,
             disk_bytes: status.disk_bytes,
             writable: status.writable,
+            peers: status
+                .peers
+                .into_iter()
+                .enumerate()
+                .map(|(i, peer)| PeerStatus::from_pb(&format!("peers[{i}]"), peer))
+                .collect::<Result<_, _>>()?,
+            members_generation: status.members_generation,
+            draining: status.draining,
+        })
+    }
+}
+
+/// One peer as the replica sees it: who it is, whether it answers, and per log how far
+/// replication has come both ways.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer's gRPC address (host:port), as it was configured.
+    pub address: String,
+    /// The peer's node key; `None` until the peer has answered once.
+    pub node_id: Option<PublicKey>,
+    /// The peer's data directory incarnation; `None` until the peer has answered once.
+    pub epoch: Option<[u8; EPOCH_LEN]>,
+    /// Whether the last call to the peer succeeded.
+    pub connected: bool,
+    /// Milliseconds since the last successful call to the peer; `None` if there never
+    /// was one.
+    pub last_contact_ms_ago: Option<u64>,
+    /// The last error talking to the peer; `None` if there was none.
+    pub last_error: Option<String>,
+    /// Where the peer came from: `flag` (`--peer`), `members` (`SetMembers`) or `dns`
+    /// (discovery). Kept as text so a newer server's sources still show.
+    pub source: String,
+    /// Replication with this peer, one per log, by name.
+    pub logs: Vec<PeerLogStatus>,
+}
+
+impl PeerStatus {
+    /// Converts one peer of a status reply; `field` names it (`peers[2]`) in errors.
+    fn from_pb(field: &str, peer: pb::PeerStatus) -> Result<PeerStatus, ClientError> {
+        // Empty bytes mean the peer has not said who it is yet; anything else must be a
+        // well-formed id.
+        let node_id = if peer.node_id.is_empty() {
+            None
+        } else {
+            Some(convert::public_key(&format!("{field}.node_id"), &peer.node_id)?)
+        };
+        let epoch =
+            if peer.epoch.is_empty() { None } else { Some(epoch(&format!("{field}.epoch"), &peer.epoch)?) };
+        let logs = peer
+            .logs
+            .into_iter()
+            .enumerate()
+            .map(|(i, log)| PeerLogStatus::from_pb(&format!("{field}.logs[{i}]"), log))
+            .collect::<Result<_, _>>()?;
+        Ok(PeerStatus {
+            address: peer.address,
+            node_id,
+            epoch,
+            connected: peer.connected,
+            // The wire says 0 for "never"; a contact 0 ms ago reads the same, and is
+            // shown as never until the next status a moment later.
+            last_contact_ms_ago: (peer.last_contact_ms_ago != 0).then_some(peer.last_contact_ms_ago),
+            last_error: (!peer.last_error.is_empty()).then_some(peer.last_error),
+            source: peer.source,
+            logs,
+        })
+    }
+}
+
+/// Replication of one log with one peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerLogStatus {
+    /// The log.
+    pub log_id: LogId,
+    /// The log's name on this replica; empty if this replica does not host it.
+    pub name: String,
+    /// The last seq pulled from the peer, in the peer's numbering.
+    pub cursor: u64,
+    /// The peer's seq of the log as last seen, in the peer's numbering.
+    pub peer_seq: u64,
+    /// Entries the peer has that this replica has not pulled yet.
+    pub lag: u64,
+    /// How far the peer has pulled from this replica, in this replica's numbering.
+    pub peer_holds: u64,
+}
+
+impl PeerLogStatus {
+    fn from_pb(field: &str, log: pb::PeerLogStatus) -> Result<PeerLogStatus, ClientError> {
+        Ok(PeerLogStatus {
+            log_id: convert::log_id(&format!("{field}.log_id"), &log.log_id)?,
+            name: log.name,
+            cursor: log.cursor,
+            peer_seq: log.peer_seq,
+            lag: log.lag,
+            peer_holds: log.peer_holds,
+        })
+    }
+}
+
+/// One log of a finished [`Client::drain`](crate::Client::drain): everything up to `seq`
+/// is held by another member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainedLog {
+    /// The log.
+    pub log_id: LogId,
+    /// The log's name on the drained replica.
+    pub name: String,
+    /// The drained replica's seq of the log when the drain finished.
+    pub seq: u64,
+    /// The node id of a member that holds every entry up to `seq`; `None` for an empty
+    /// log, which needs no holder.
+    pub held_by: Option<PublicKey>,
+}
+
+impl DrainedLog {
+    pub(crate) fn from_pb(field: &str, log: pb::DrainedLog) -> Result<DrainedLog, ClientError> {
+        let held_by = if log.held_by.is_empty() {
+            None
+        } else {
+            Some(convert::public_key(&format!("{field}.held_by"), &log.held_by)?)
+        };
+        // A log with entries is only drained once someone else holds them: a reply that
+        // says otherwise would let an operator remove the last copy.
+        if held_by.is_none() && log.seq != 0 {
+            return Err(ClientError::corrupt_reply(
+                "drain",
+                format_args!("{field} has seq {} but no member holding it", log.seq),
+            ));
+        }
+        Ok(DrainedLog {
+            log_id: convert::log_id(&format!("{field}.log_id"), &log.log_id)?,
+            name: log.name,
+            seq: log.seq,
+            held_by,
         })
     }
 }
@@ -767,5 +913,131 @@ mod tests {
         assert_eq!(Status::try_from(status.clone()).unwrap().epoch, [3; 16]);
         let err = Status::try_from(pb::StatusResponse { epoch: vec![3; 8], ..status }).unwrap_err();
         assert!(err.to_string().contains("epoch must be 16 bytes"), "{err}");
+    }
+
+    fn pb_peer() -> pb::PeerStatus {
+        pb::PeerStatus {
+            address: "10.0.0.2:7070".into(),
+            node_id: vec![8; 32],
+            epoch: vec![9; 16],
+            connected: true,
+            last_contact_ms_ago: 1200,
+            last_error: String::new(),
+            logs: vec![pb::PeerLogStatus {
+                log_id: vec![4; 32],
+                name: "settings".into(),
+                cursor: 10,
+                peer_seq: 12,
+                lag: 2,
+                peer_holds: 7,
+            }],
+            source: "members".into(),
+        }
+    }
+
+    fn pb_status(peers: Vec<pb::PeerStatus>) -> pb::StatusResponse {
+        pb::StatusResponse {
+            node_id: vec![1; 32],
+            writer: vec![2; 32],
+            epoch: vec![3; 16],
+            peers,
+            members_generation: 4,
+            draining: true,
+            ..Default::default()
+        }
+    }
+
+    /// Peers, their per-log replication, the members generation and the drain flag come
+    /// through field by field.
+    #[test]
+    fn status_carries_peers_membership_and_drain() {
+        let status = Status::try_from(pb_status(vec![pb_peer()])).unwrap();
+        assert_eq!(status.members_generation, 4);
+        assert!(status.draining);
+        let expected = PeerStatus {
+            address: "10.0.0.2:7070".into(),
+            node_id: Some(PublicKey([8; 32])),
+            epoch: Some([9; 16]),
+            connected: true,
+            last_contact_ms_ago: Some(1200),
+            last_error: None,
+            source: "members".into(),
+            logs: vec![PeerLogStatus {
+                log_id: LogId([4; 32]),
+                name: "settings".into(),
+                cursor: 10,
+                peer_seq: 12,
+                lag: 2,
+                peer_holds: 7,
+            }],
+        };
+        assert_eq!(status.peers, vec![expected]);
+    }
+
+    /// A peer that never answered has no node id, epoch or contact: empty wire fields
+    /// become `None`, and a last error is kept.
+    #[test]
+    fn peer_that_never_answered() {
+        let peer = pb::PeerStatus {
+            node_id: vec![],
+            epoch: vec![],
+            connected: false,
+            last_contact_ms_ago: 0,
+            last_error: "connection refused".into(),
+            logs: vec![],
+            ..pb_peer()
+        };
+        let status = Status::try_from(pb_status(vec![pb_peer(), peer])).unwrap();
+        let peer = &status.peers[1];
+        assert_eq!((peer.node_id, peer.epoch, peer.last_contact_ms_ago), (None, None, None));
+        assert_eq!(peer.last_error.as_deref(), Some("connection refused"));
+        assert!(!peer.connected && peer.logs.is_empty());
+    }
+
+    /// A malformed id or epoch anywhere in the peers makes the whole reply corrupt, and
+    /// the error names the field down to its index.
+    #[test]
+    fn malformed_peers_are_corrupt_and_named() {
+        let bad_node = pb::PeerStatus { node_id: vec![8; 31], ..pb_peer() };
+        let bad_epoch = pb::PeerStatus { epoch: vec![9; 15], ..pb_peer() };
+        let mut bad_log = pb_peer();
+        bad_log.logs.push(pb::PeerLogStatus { log_id: vec![4; 3], ..bad_log.logs[0].clone() });
+        for (peer, field) in [
+            (bad_node, "peers[1].node_id"),
+            (bad_epoch, "peers[1].epoch"),
+            (bad_log, "peers[1].logs[1].log_id"),
+        ] {
+            let err = Status::try_from(pb_status(vec![pb_peer(), peer])).unwrap_err();
+            assert!(matches!(err, ClientError::Corrupt(_)), "{err:?}");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    /// A drained log names its holder; an empty log needs none; a log with entries and
+    /// no holder is a reply not to trust.
+    #[test]
+    fn drained_logs() {
+        let drained = |seq: u64, held_by: Vec<u8>| pb::DrainedLog {
+            log_id: vec![4; 32],
+            name: "settings".into(),
+            seq,
+            held_by,
+        };
+        let log = DrainedLog::from_pb("logs[0]", drained(5, vec![8; 32])).unwrap();
+        assert_eq!(
+            log,
+            DrainedLog {
+                log_id: LogId([4; 32]),
+                name: "settings".into(),
+                seq: 5,
+                held_by: Some(PublicKey([8; 32]))
+            }
+        );
+        assert_eq!(DrainedLog::from_pb("logs[0]", drained(0, vec![])).unwrap().held_by, None);
+        let err = DrainedLog::from_pb("logs[2]", drained(5, vec![])).unwrap_err();
+        assert!(matches!(err, ClientError::Corrupt(_)), "{err:?}");
+        assert!(err.to_string().contains("logs[2] has seq 5 but no member"), "{err}");
+        let err = DrainedLog::from_pb("logs[0]", drained(5, vec![8; 4])).unwrap_err();
+        assert!(err.to_string().contains("logs[0].held_by"), "{err}");
     }
 }

@@ -25,12 +25,13 @@ pub const PROPS_BYTES_MAX: usize = 64 * 1024;
 /// Longest log name, in bytes.
 pub const LOG_NAME_BYTES_MAX: usize = 128;
 /// Most keys a manifest's ACL may name.
-pub const WRITERS_MAX: usize = 1024;
+pub const WRITERS_MAX: usize = 256;
 /// Most option pairs a manifest may carry.
-pub const OPTIONS_MAX: usize = 64;
+pub const OPTIONS_MAX: usize = 16;
 /// Largest option key or value, in bytes.
-pub const OPTION_BYTES_MAX: usize = 1024;
-/// Largest canonical encoding of a signed manifest.
-pub const MANIFEST_BYTES_MAX: usize = 256 * 1024;
+pub const OPTION_BYTES_MAX: usize = 256;
+/// Largest canonical encoding of a signed manifest. Manifests travel in every peer's
+/// Hello, so they are kept small: the bounds above fit in well under this.
+pub const MANIFEST_BYTES_MAX: usize = 32 * 1024;
 /// Deepest CBOR nesting any Plait structure uses (entry, ops, op, and one spare).
 pub const CBOR_DEPTH_MAX: usize = 6;

@@ -79,9 +79,33 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_ANTI_ENTROPY_MS", default_value_t = 5_000)]
     pub anti_entropy_ms: u64,
 
+    /// Logs this replica hosts at most, created here or learned from peers.
+    #[arg(long, env = "PLAIT_LOGS_MAX", default_value_t = 1000)]
+    pub logs_max: usize,
+
     /// Entries with missing parents one peer may leave pending before it is cut off.
     #[arg(long, env = "PLAIT_PEER_PENDING_MAX", default_value_t = 10_000)]
     pub peer_pending_max: u64,
+
+    /// Take a checkpoint of a log after this many new ops (0: never by count).
+    #[arg(long, env = "PLAIT_CHECKPOINT_EVERY_OPS", default_value_t = 100_000)]
+    pub checkpoint_every_ops: u64,
+
+    /// Take a checkpoint of a log that changed at least this often, in ms (0: never by time).
+    #[arg(long, env = "PLAIT_CHECKPOINT_EVERY_MS", default_value_t = 300_000)]
+    pub checkpoint_every_ms: u64,
+
+    /// S3 endpoint for backups (for S3-compatible stores); else AWS_ENDPOINT or AWS.
+    #[arg(long, env = "PLAIT_BACKUP_S3_ENDPOINT")]
+    pub backup_s3_endpoint: Option<String>,
+
+    /// S3 region for backups; else AWS_REGION.
+    #[arg(long, env = "PLAIT_BACKUP_S3_REGION")]
+    pub backup_s3_region: Option<String>,
+
+    /// Allow plain http:// S3 endpoints (test and on-premises stores).
+    #[arg(long, env = "PLAIT_BACKUP_S3_ALLOW_HTTP")]
+    pub backup_s3_allow_http: bool,
 
     /// How long SIGTERM waits for in-flight calls before closing the store anyway, in ms.
     #[arg(long, env = "PLAIT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -96,6 +120,36 @@ impl ServeArgs {
     pub fn writer_key_path(&self) -> PathBuf {
         self.writer_key_file.clone().unwrap_or_else(|| self.data_dir.join("writer.key"))
     }
+}
+
+/// Settings of `plaitd restore`.
+#[derive(Args, Clone, Debug)]
+pub struct RestoreArgs {
+    /// The backup destination to restore from: file:///dir or s3://bucket/prefix.
+    #[arg(long)]
+    pub from: String,
+
+    /// The data directory to build. It must not exist or be empty: a restore makes a new
+    /// replica incarnation (a new epoch).
+    #[arg(long, env = "PLAIT_DATA_DIR", default_value = "./plait-data")]
+    pub data_dir: PathBuf,
+
+    /// Restore only these logs (name or id); all when not given.
+    #[arg(long = "log")]
+    pub logs: Vec<String>,
+
+    /// The writer key file of the new data directory (default: <data-dir>/writer.key,
+    /// generated). Use the cluster's shared writer key to rejoin a cluster.
+    #[arg(long, env = "PLAIT_WRITER_KEY_FILE")]
+    pub writer_key_file: Option<PathBuf>,
+
+    /// S3 endpoint, region and plain-http permission, as for `plaitd serve`.
+    #[arg(long, env = "PLAIT_BACKUP_S3_ENDPOINT")]
+    pub backup_s3_endpoint: Option<String>,
+    #[arg(long, env = "PLAIT_BACKUP_S3_REGION")]
+    pub backup_s3_region: Option<String>,
+    #[arg(long, env = "PLAIT_BACKUP_S3_ALLOW_HTTP")]
+    pub backup_s3_allow_http: bool,
 }
 
 /// Settings of `plaitd check`.

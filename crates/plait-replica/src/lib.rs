@@ -1,6 +1,7 @@
 //! The Plait replica: the gRPC services over a `plait-store`, the server that hosts
 //! them, and the pieces of the `plaitd` binary (configuration, keys, telemetry).
 
+mod backup;
 mod config;
 mod keyfile;
 mod replication;
@@ -9,7 +10,7 @@ mod services;
 mod status;
 mod telemetry;
 
-pub use config::{CheckArgs, KeygenArgs, ServeArgs};
+pub use config::{CheckArgs, KeygenArgs, RestoreArgs, ServeArgs};
 pub use keyfile::{load_or_create_key, read_key, write_key};
-pub use server::{check, serve};
+pub use server::{check, restore, serve};
 pub use telemetry::{Metrics, Telemetry, TelemetryConfig, init as init_telemetry};

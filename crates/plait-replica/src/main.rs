@@ -1,7 +1,7 @@
 //! `plaitd`: a Plait replica.
 
 use clap::{Parser, Subcommand};
-use plait_replica::{CheckArgs, KeygenArgs, ServeArgs, TelemetryConfig};
+use plait_replica::{CheckArgs, KeygenArgs, RestoreArgs, ServeArgs, TelemetryConfig};
 
 /// A Plait replica: a tamper-evident, conflict-free replicated database served over gRPC.
 ///
@@ -27,6 +27,9 @@ enum Command {
     /// Verify a stopped replica's data directory: every entry re-hashed and re-verified,
     /// seq gap-free, every view rebuilt and compared. Exits 2 if problems are found.
     Check(CheckArgs),
+    /// Build a fresh data directory from backups: each log's newest full backup and the
+    /// deltas after it, every entry verified. Then start plaitd on it.
+    Restore(RestoreArgs),
     /// Generate an ed25519 key file (for a cluster's shared writer key, or a client).
     Keygen(KeygenArgs),
 }
@@ -43,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Restore(args)) => plait_replica::restore(args).await,
         Some(Command::Keygen(args)) => {
             let key = plait_core::WriterKey::generate(&mut rand::rngs::OsRng);
             plait_replica::write_key(&args.out, &key)?;

@@ -10,7 +10,8 @@ use plait_store::{Store, StoreConfig, StoreObserver};
 use tokio::sync::{Semaphore, watch};
 use tonic::transport::Server;
 
-use crate::config::{CheckArgs, ServeArgs};
+use crate::backup::{Destination, S3Options};
+use crate::config::{CheckArgs, RestoreArgs, ServeArgs};
 use crate::keyfile::load_or_create_key;
 use crate::replication::{EngineCtx, Holds, Membership, PeerTable, ReplicationConfig};
 use crate::services::{AdminService, Ctx, DataService, LogsService, SyncService};
@@ -88,6 +89,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         discover_interval: Duration::from_millis(args.discover_interval_ms.max(100)),
         anti_entropy: Duration::from_millis(args.anti_entropy_ms.max(50)),
         peer_pending_max: args.peer_pending_max,
+        logs_max: args.logs_max,
     };
     let membership = Membership::start(
         EngineCtx {
@@ -109,7 +111,20 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         holds: Arc::new(Holds::default()),
         membership,
         state: Arc::default(),
+        data_dir: args.data_dir.clone(),
+        logs_max: args.logs_max,
+        s3: S3Options {
+            endpoint: args.backup_s3_endpoint.clone(),
+            region: args.backup_s3_region.clone(),
+            allow_http: args.backup_s3_allow_http,
+        },
     };
+    spawn_checkpointer(
+        store.clone(),
+        args.checkpoint_every_ops,
+        args.checkpoint_every_ms,
+        ctx.shutdown.clone(),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<pb::logs_server::LogsServer<LogsService>>().await;
@@ -257,4 +272,114 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(report.is_clean())
+}
+
+/// Takes a checkpoint of each log after `every_ops` new ops or, for a log that changed,
+/// every `every_ms`. Checkpoints are records: cheap to keep, and what delta snapshots
+/// and backups start from.
+fn spawn_checkpointer(store: Store, every_ops: u64, every_ms: u64, mut shutdown: watch::Receiver<bool>) {
+    if every_ops == 0 && every_ms == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        // log → (ops at the last checkpoint, when it was taken)
+        let mut last: std::collections::HashMap<plait_core::LogId, (u64, Instant)> =
+            std::collections::HashMap::new();
+        let tick = Duration::from_millis(every_ms.clamp(100, 1000));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+            }
+            for log in store.logs() {
+                let (ops_then, at) = *last.entry(log.log_id).or_insert((0, Instant::now()));
+                let by_ops = every_ops > 0 && log.ops >= ops_then + every_ops;
+                let by_time =
+                    every_ms > 0 && log.ops > ops_then && at.elapsed() >= Duration::from_millis(every_ms);
+                if by_ops || by_time {
+                    match store.checkpoint(log.log_id).await {
+                        Ok(c) => {
+                            tracing::debug!(log = %log.log_id, seq = c.seq, "checkpoint taken");
+                            last.insert(log.log_id, (c.n_ops, Instant::now()));
+                        }
+                        Err(e) => tracing::warn!(log = %log.log_id, error = %e, "checkpoint failed"),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Builds a fresh data directory from a backup destination: each log's newest full
+/// backup and the deltas after it. The result is a new replica incarnation (a new epoch).
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    if args.data_dir.exists() && std::fs::read_dir(&args.data_dir)?.next().is_some() {
+        anyhow::bail!(
+            "{} is not empty: a restore builds a fresh data directory; choose an empty or new one",
+            args.data_dir.display()
+        );
+    }
+    let dest = Destination::parse(
+        &args.from,
+        &S3Options {
+            endpoint: args.backup_s3_endpoint.clone(),
+            region: args.backup_s3_region.clone(),
+            allow_http: args.backup_s3_allow_http,
+        },
+    )?;
+    // Fail on an unusable destination before creating anything.
+    if dest.catalog().await?.is_none() {
+        anyhow::bail!(
+            "no catalog at {}: it is not a Plait backup destination, or the prefix is wrong",
+            dest.url
+        );
+    }
+    // Build beside the target and rename at the end: a restore killed midway leaves only
+    // the staging directory, which the next restore clears and starts over in.
+    let staging = args.data_dir.with_extension("restoring");
+    if staging.exists() {
+        eprintln!("removing {} left by an interrupted restore", staging.display());
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    let writer_path = match &args.writer_key_file {
+        Some(path) => path.clone(),
+        None => staging.join("writer.key"),
+    };
+    let (writer_key, _) = load_or_create_key(&writer_path, &mut rand::rngs::OsRng)?;
+    let config = StoreConfig::new(&staging, writer_key);
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
+    })
+    .await??;
+    let started = Instant::now();
+    let result = crate::backup::restore(&store, &dest, &args.logs, &staging.join("tmp"), |entry, report| {
+        eprintln!(
+            "restored {} {} ({} bytes): {} entries read, {} stored, at source seq {} [{:.1}s]",
+            entry.name,
+            entry.kind,
+            entry.bytes,
+            report.entries_read,
+            report.entries_stored,
+            report.checkpoint.seq,
+            started.elapsed().as_secs_f64()
+        );
+    })
+    .await;
+    store.close().await?;
+    let reports = result?;
+    let _ = std::fs::remove_dir_all(staging.join("tmp"));
+    if args.data_dir.exists() {
+        std::fs::remove_dir(&args.data_dir)?;
+    }
+    std::fs::rename(&staging, &args.data_dir)
+        .with_context(|| format!("cannot move the restored data into {}", args.data_dir.display()))?;
+    println!(
+        "restored {} snapshot(s) from {} into {} (epoch {})",
+        reports.len(),
+        dest.url,
+        args.data_dir.display(),
+        hex::encode(store.epoch())
+    );
+    Ok(())
 }

@@ -20,6 +20,8 @@ pub(crate) struct ReplicationConfig {
     pub(crate) discover_interval: Duration,
     pub(crate) anti_entropy: Duration,
     pub(crate) peer_pending_max: u64,
+    /// Logs this replica hosts at most, whoever asks.
+    pub(crate) logs_max: usize,
 }
 
 /// Entries per pull page and the page's byte bound. A page is one ingest batch on the

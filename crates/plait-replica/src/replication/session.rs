@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
 use super::membership::EngineCtx;
-use super::{FETCH_HASHES_MAX, PULL_PAGE_ENTRIES};
+use super::{FETCH_HASHES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Unary calls and the gap between two pages of a stream: a silent peer past this is
@@ -35,8 +35,71 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const FETCH_ROUNDS_MAX: usize = 16;
 /// Pulls of one log in one pass before moving to the next log.
 const PULLS_PER_SYNC_MAX: usize = 64;
-/// Largest message the session accepts from a peer.
-const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest page message the session accepts: a real page is at most `PULL_PAGE_BYTES`
+/// plus the one entry that crossed the bound, and some framing.
+const PAGE_MESSAGE_BYTES_MAX: usize = PULL_PAGE_BYTES + plait_core::limits::ENTRY_BYTES_MAX + 64 * 1024;
+/// Largest Hello accepted: every hosted log's manifest (each at most
+/// `MANIFEST_BYTES_MAX`) and up to 64 heads.
+const HELLO_BYTES_MAX: usize = 40 * 1024 * 1024;
+/// Logs one Hello may make this replica host, per round.
+const NEW_LOGS_PER_ROUND_MAX: usize = 64;
+
+/// How complete a page must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PageMode {
+    /// From Pull or Reconcile: in the peer's seq order, so every parent is either held
+    /// here already or earlier in the page. Anything else is a lie.
+    Complete,
+    /// From Fetch: parents of pending entries, which may themselves wait for more.
+    Fetched,
+}
+
+/// Decodes, verifies and checks a page against the log's manifest, without storing it.
+fn check_page(
+    store: &plait_store::Store,
+    manifest: &SignedManifest,
+    raw: Vec<Vec<u8>>,
+    mode: PageMode,
+) -> Result<Vec<VerifiedEntry>, String> {
+    let log = manifest.log_id();
+    let mut decoded = Vec::with_capacity(raw.len());
+    for (i, bytes) in raw.into_iter().enumerate() {
+        decoded.push(DecodedEntry::decode(&bytes).map_err(|e| format!("entry {i} of the page: {e}"))?);
+    }
+    let mut verified = Vec::with_capacity(decoded.len());
+    for (i, result) in verify_batch(decoded).into_iter().enumerate() {
+        verified.push(result.map_err(|e| format!("entry {i} of the page: {e}"))?);
+    }
+    let m = manifest.manifest();
+    let mut in_page: HashSet<EntryHash> = HashSet::with_capacity(verified.len());
+    for (i, entry) in verified.iter().enumerate() {
+        if entry.log() != log {
+            return Err(format!("entry {i} of the page belongs to log {}, not {log}", entry.log()));
+        }
+        if !m.writers.allows(&entry.clock().writer) {
+            return Err(format!(
+                "entry {i}: writer {} is not on the ACL of log {:?}",
+                entry.clock().writer,
+                m.name
+            ));
+        }
+        for op in &entry.entry().ops {
+            op.check_type(m.log_type).map_err(|e| format!("entry {i}: {e}"))?;
+        }
+        if mode == PageMode::Complete {
+            for parent in &entry.entry().next {
+                let held = in_page.contains(parent) || store.has_entry(parent).map_err(|e| e.to_string())?;
+                if !held {
+                    return Err(format!(
+                        "entry {i} names parent {parent}, which neither this replica nor the earlier part of the page holds"
+                    ));
+                }
+            }
+        }
+        in_page.insert(entry.hash());
+    }
+    Ok(verified)
+}
 
 /// Why a session stopped talking to its peer.
 #[derive(Debug)]
@@ -54,7 +117,10 @@ pub(super) struct Session {
 }
 
 struct Peer {
+    /// For pages: its message limit is a real page's size.
     client: SyncClient<Channel>,
+    /// For Hello, which carries every manifest.
+    hello_client: SyncClient<Channel>,
     node_id: plait_core::PublicKey,
     epoch: [u8; 16],
 }
@@ -119,17 +185,18 @@ impl Session {
             .connect()
             .await
             .with_context(|| format!("cannot connect to peer {}", self.address))?;
-        let mut client = SyncClient::new(channel)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
-        let hello = self.hello(&mut client).await?;
+        let client = SyncClient::new(channel.clone())
+            .max_decoding_message_size(PAGE_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PAGE_MESSAGE_BYTES_MAX);
+        let mut hello_client = SyncClient::new(channel).max_decoding_message_size(HELLO_BYTES_MAX);
+        let hello = self.hello(&mut hello_client).await?;
         let node_id = plait_proto::convert::public_key("node_id", &hello.node_id)?;
         let epoch: [u8; 16] = hello
             .epoch
             .as_slice()
             .try_into()
             .map_err(|_| anyhow!("peer sent an epoch that is not 16 bytes"))?;
-        Ok(Peer { client, node_id, epoch })
+        Ok(Peer { client, hello_client, node_id, epoch })
     }
 
     async fn hello(&self, client: &mut SyncClient<Channel>) -> anyhow::Result<pb::HelloResponse> {
@@ -170,7 +237,7 @@ impl Session {
     ) -> anyhow::Result<Stop> {
         let mut due: Option<HashSet<LogId>> = None; // None: every log.
         loop {
-            let hello = self.hello(&mut peer.client).await?;
+            let hello = self.hello(&mut peer.hello_client).await?;
             if hello.epoch != peer.epoch {
                 bail!("the peer's epoch changed (it was wiped or restored); reconnecting");
             }
@@ -211,11 +278,23 @@ impl Session {
 
     /// Hosts every log the peer has and this replica lacks, after verifying its manifest.
     async fn host_new_logs(&self, logs: &[pb::HostedLog]) -> anyhow::Result<()> {
+        let mut added = 0;
         for log in logs {
             let Ok(id) = plait_proto::convert::log_id("log_id", &log.log_id) else { continue };
             if self.ctx.store.log(&id).is_some() {
                 continue;
             }
+            let hosted = self.ctx.store.logs().len();
+            if hosted >= self.ctx.config.logs_max || added == NEW_LOGS_PER_ROUND_MAX {
+                tracing::warn!(
+                    peer = %self.address,
+                    hosted,
+                    limit = self.ctx.config.logs_max,
+                    "not hosting more logs from this peer now (the replica's log limit, or this round's share)"
+                );
+                return Ok(());
+            }
+            added += 1;
             let manifest = SignedManifest::decode_and_verify(&log.manifest)
                 .map_err(|e| anyhow!("peer sent an invalid manifest for log {id}: {e}"))?;
             if manifest.log_id() != id {
@@ -243,6 +322,10 @@ impl Session {
         }
         let cursor = self.ctx.store.cursor(&peer.node_id, &log)?;
         let valid = cursor.filter(|c| c.epoch == peer.epoch);
+        // Status shows the stored cursor from the start, not only after new entries.
+        if let Some(c) = valid {
+            self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = c.seq);
+        }
         let ours = self.ctx.store.log(&log).map_or(0, |s| s.seq);
         let start = match valid {
             Some(c) => Some(c.seq),
@@ -341,10 +424,17 @@ impl Session {
                 .map_err(|_| anyhow!("the peer went silent for {CALL_TIMEOUT:?} in the middle of a pull"))?
                 .context("pull stream")?;
             let Some(page) = page else { return Ok(received) };
+            check_page_size(&page, PULL_PAGE_ENTRIES)?;
             let Some(last) = page.entries.last().map(|e| e.seq) else { continue };
             received = Some(last);
             let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq: last };
-            self.apply_page(log, page.entries.into_iter().map(|e| e.entry).collect(), Some(cursor)).await?;
+            self.apply_page(
+                log,
+                page.entries.into_iter().map(|e| e.entry).collect(),
+                Some(cursor),
+                PageMode::Complete,
+            )
+            .await?;
         }
     }
 
@@ -366,13 +456,21 @@ impl Session {
                 })?
                 .context("reconcile stream")?;
             let Some(page) = page else { break };
+            check_page_size(&page, PULL_PAGE_ENTRIES)?;
             server_seq = Some(page.server_seq);
-            self.apply_page(log, page.entries.into_iter().map(|e| e.entry).collect(), None).await?;
+            self.apply_page(
+                log,
+                page.entries.into_iter().map(|e| e.entry).collect(),
+                None,
+                PageMode::Complete,
+            )
+            .await?;
         }
         // Everything up to the peer's seq at the start is now held here: resume by cursor.
         if let Some(seq) = server_seq {
             let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq };
             self.ctx.store.ingest_pulled(Vec::new(), cursor).await?;
+            self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = seq);
         }
         Ok(())
     }
@@ -384,43 +482,26 @@ impl Session {
         log: LogId,
         raw: Vec<Vec<u8>>,
         cursor: Option<Cursor>,
+        mode: PageMode,
     ) -> anyhow::Result<()> {
-        let count = raw.len();
-        let checked = tokio::task::spawn_blocking(move || {
-            let mut decoded = Vec::with_capacity(raw.len());
-            let mut first_error = None;
-            for (i, bytes) in raw.iter().enumerate() {
-                match DecodedEntry::decode(bytes) {
-                    Ok(d) => decoded.push(d),
-                    Err(e) => {
-                        first_error = Some(format!("entry {i} of the page: {e}"));
-                        break;
-                    }
-                }
+        let Some(summary) = self.ctx.store.log(&log) else { return Ok(()) };
+        let store = self.ctx.store.clone();
+        // Everything is checked before anything is stored: a page from a misbehaving
+        // peer is refused whole, and its cursor never moves past a refused entry.
+        let checked =
+            tokio::task::spawn_blocking(move || check_page(&store, &summary.manifest, raw, mode)).await?;
+        let verified = match checked {
+            Ok(v) => v,
+            Err(why) => {
+                self.ctx.metrics.record_peer_cut_off();
+                bail!(
+                    "the peer sent a page this replica refuses ({why}); nothing of it was stored; cutting it off"
+                );
             }
-            let mut verified: Vec<VerifiedEntry> = Vec::with_capacity(decoded.len());
-            for (i, result) in verify_batch(decoded).into_iter().enumerate() {
-                match result {
-                    Ok(v) => verified.push(v),
-                    Err(e) => {
-                        first_error.get_or_insert(format!("entry {i} of the page: {e}"));
-                        break;
-                    }
-                }
-            }
-            (verified, first_error)
-        })
-        .await?;
-        let (mut verified, first_error) = checked;
-        if let Some(wrong) = verified.iter().position(|e| e.log() != log) {
-            verified.truncate(wrong);
-            bail!("the peer sent an entry of another log in a pull of {log}; cutting it off");
-        }
-        let complete = first_error.is_none() && verified.len() == count;
-        let n = verified.len() as u64;
-        let outcomes = match (complete, cursor) {
-            (true, Some(cursor)) => self.ctx.store.ingest_pulled(verified, cursor).await?,
-            _ => self.ctx.store.ingest(verified, plait_store::IngestSource::Sync).await?,
+        };
+        let outcomes = match cursor {
+            Some(cursor) => self.ctx.store.ingest_pulled(verified, cursor).await?,
+            None => self.ctx.store.ingest(verified, plait_store::IngestSource::Sync).await?,
         };
         let mut stored = 0;
         for outcome in outcomes {
@@ -434,14 +515,11 @@ impl Session {
         self.ctx.metrics.record_ingested("sync", stored);
         if self.pending_from_peer > self.ctx.config.peer_pending_max {
             self.ctx.metrics.record_peer_cut_off();
-            let n = self.pending_from_peer;
-            self.pending_from_peer = 0;
-            bail!("the peer left {n} entries waiting for parents it never sent; cutting it off");
-        }
-        if let Some(e) = first_error {
-            self.ctx.metrics.record_peer_cut_off();
+            // Not reset: until those entries complete, this peer gets no more room.
             bail!(
-                "the peer sent an invalid entry ({e}); {n} valid entries before it were kept; cutting it off"
+                "the peer left {} entries waiting for parents it never sent (limit {}); cutting it off",
+                self.pending_from_peer,
+                self.ctx.config.peer_pending_max
             );
         }
         if let Some(c) = cursor {
@@ -455,6 +533,9 @@ impl Session {
 
     /// Fetches parents that pending entries of `log` wait for, from this peer.
     async fn fetch_missing(&mut self, peer: &mut Peer, log: LogId) -> anyhow::Result<()> {
+        if self.pending_from_peer > self.ctx.config.peer_pending_max {
+            return Ok(()); // This peer used up its room; other peers may still help.
+        }
         for _ in 0..FETCH_ROUNDS_MAX {
             let summary = self.ctx.store.log(&log);
             if summary.is_none_or(|s| s.pending == 0) {
@@ -471,16 +552,36 @@ impl Session {
             });
             request.set_timeout(CALL_TIMEOUT);
             let found = peer.client.fetch(request).await.context("fetch")?.into_inner().entries;
+            if found.len() > missing.len() {
+                self.ctx.metrics.record_peer_cut_off();
+                bail!(
+                    "the peer answered a fetch of {} entries with {}; cutting it off",
+                    missing.len(),
+                    found.len()
+                );
+            }
             if found.is_empty() {
                 return Ok(()); // Another peer may have them; the next pass tries again.
             }
             let before = self.ctx.store.log(&log).map_or(0, |s| s.pending);
-            self.apply_page(log, found, None).await?;
+            self.apply_page(log, found, None, PageMode::Fetched).await?;
             let after = self.ctx.store.log(&log).map_or(0, |s| s.pending);
             self.pending_from_peer = self.pending_from_peer.saturating_sub(before.saturating_sub(after));
         }
         Ok(())
     }
+}
+
+/// Refuses a page with more entries than asked for, or more bytes than a page can hold.
+fn check_page_size(page: &pb::EntryPage, entries_max: usize) -> anyhow::Result<()> {
+    let bytes: usize = page.entries.iter().map(|e| e.entry.len()).sum();
+    if page.entries.len() > entries_max || bytes > PULL_PAGE_BYTES + plait_core::limits::ENTRY_BYTES_MAX {
+        bail!(
+            "the peer sent a page of {} entries and {bytes} bytes, over the {entries_max} entries and {PULL_PAGE_BYTES} bytes asked for; cutting it off",
+            page.entries.len()
+        );
+    }
+    Ok(())
 }
 
 /// Forwards the peer's Watch notices; sends `None` when the stream ends.

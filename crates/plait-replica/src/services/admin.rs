@@ -8,9 +8,12 @@ use plait_proto::pb;
 use plait_store::{Members, StoreError};
 use tonic::{Request, Response, Status};
 
-use super::{Ctx, log_info};
+use super::{Ctx, checkpoint_info, log_info};
 use crate::status;
 
+/// Bytes per chunk of an exported snapshot stream, and chunks buffered.
+const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
+const EXPORT_CHUNKS_BUFFERED: usize = 4;
 /// Most members one SetMembers may name, and the longest address.
 const MEMBERS_MAX: usize = 1024;
 const ADDRESS_BYTES_MAX: usize = 255;
@@ -116,6 +119,153 @@ impl pb::admin_server::Admin for AdminService {
         tracing::info!(generation = r.generation, "membership updated");
         self.ctx.membership.changed();
         Ok(Response::new(pb::SetMembersResponse { generation: r.generation }))
+    }
+
+    async fn checkpoint(
+        &self,
+        request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointInfo>, Status> {
+        let log = self.ctx.resolve(&request.into_inner().log)?.log_id;
+        let checkpoint = self.ctx.store.checkpoint(log).await.map_err(status::from_store)?;
+        Ok(Response::new(checkpoint_info(&checkpoint)))
+    }
+
+    type ExportSnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+    async fn export_snapshot(
+        &self,
+        request: Request<pb::ExportSnapshotRequest>,
+    ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
+        let r = request.into_inner();
+        let log = self.ctx.resolve(&r.log)?.log_id;
+        let base = (r.base_seq > 0).then_some(r.base_seq);
+        if let Some(seq) = base
+            && !self.ctx.store.checkpoints(&log).map_err(status::from_store)?.iter().any(|c| c.seq == seq)
+        {
+            return Err(Status::failed_precondition(format!(
+                "no checkpoint at seq {seq} for this log here; export a full snapshot or use a recorded checkpoint"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_BUFFERED);
+        let store = self.ctx.store.clone();
+        tokio::spawn(async move {
+            let sink_tx = tx.clone();
+            let pending = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(EXPORT_CHUNK_BYTES)));
+            let sink_pending = pending.clone();
+            let result = store
+                .export(log, base, move |bytes| {
+                    let mut buffer = sink_pending.lock().expect("export buffer lock");
+                    buffer.extend_from_slice(&bytes);
+                    if buffer.len() >= EXPORT_CHUNK_BYTES {
+                        let chunk = std::mem::take(&mut *buffer);
+                        sink_tx.blocking_send(Ok(pb::SnapshotChunk { data: chunk })).map_err(|_| {
+                            plait_store::StoreError::Unavailable("the client went away".into())
+                        })?;
+                    }
+                    Ok(())
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    let rest = std::mem::take(&mut *pending.lock().expect("export buffer lock"));
+                    if !rest.is_empty() {
+                        let _ = tx.send(Ok(pb::SnapshotChunk { data: rest })).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(status::from_store(e))).await;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn import_snapshot(
+        &self,
+        request: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
+        let mut stream = request.into_inner();
+        let dir = self.ctx.data_dir.join("tmp");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Status::unavailable(format!("cannot stage the snapshot: {e}")))?;
+        let file = dir.join(format!("import-{}.snap", rand::random::<u64>()));
+        let staged = async {
+            use tokio::io::AsyncWriteExt;
+            let mut out = tokio::fs::File::create(&file).await?;
+            while let Some(chunk) = stream.message().await.map_err(std::io::Error::other)? {
+                out.write_all(&chunk.data).await?;
+            }
+            out.flush().await
+        }
+        .await;
+        let report = match staged {
+            Ok(()) => self.ctx.store.import_file(file.clone()).await.map_err(status::from_store),
+            Err(e) => Err(Status::unavailable(format!("receiving the snapshot failed: {e}"))),
+        };
+        let _ = tokio::fs::remove_file(&file).await;
+        let report = report?;
+        let kind = match report.kind {
+            plait_store::RestoreKind::Full => "full",
+            plait_store::RestoreKind::Merge => "merge",
+            plait_store::RestoreKind::Delta => "delta",
+            plait_store::RestoreKind::UpToDate => "up_to_date",
+        };
+        tracing::info!(log = %report.log, kind, entries = report.entries_stored, "snapshot imported");
+        Ok(Response::new(pb::ImportSnapshotResponse {
+            log_id: report.log.0.to_vec(),
+            kind: kind.into(),
+            checkpoint: Some(checkpoint_info(&report.checkpoint)),
+            entries_read: report.entries_read,
+            entries_stored: report.entries_stored,
+        }))
+    }
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let r = request.into_inner();
+        let dest = crate::backup::Destination::parse(&r.destination, &self.ctx.s3)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let logs = if r.logs.is_empty() {
+            self.ctx.store.logs()
+        } else {
+            r.logs.iter().map(|l| self.ctx.resolve(l)).collect::<Result<Vec<_>, _>>()?
+        };
+        // Backup ids sort by time; wall time is fine here, it decides nothing.
+        #[allow(clippy::disallowed_methods)]
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let run = crate::backup::backup(
+            &self.ctx.store,
+            &dest,
+            logs,
+            r.delta,
+            r.retain_full as usize,
+            now_ms,
+            &self.ctx.data_dir.join("tmp"),
+        )
+        .await
+        .map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        tracing::info!(backup = %run.backup_id, objects = run.written.len(), destination = %dest.url, "backup written");
+        Ok(Response::new(pb::BackupResponse {
+            backup_id: run.backup_id,
+            objects: run
+                .written
+                .iter()
+                .map(|(e, c)| pb::BackupObject {
+                    log_id: c.log.0.to_vec(),
+                    name: e.name.clone(),
+                    kind: e.kind.clone(),
+                    key: e.key.clone(),
+                    bytes: e.bytes,
+                    checkpoint: Some(checkpoint_info(c)),
+                    base_seq: e.base_seq,
+                })
+                .collect(),
+            deleted: run.deleted,
+        }))
     }
 
     async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {

@@ -62,6 +62,14 @@ impl pb::logs_server::Logs for LogsService {
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::LogInfo>, Status> {
         let manifest = self.manifest_from_request(request.into_inner())?;
+        if self.ctx.store.log(&manifest.log_id()).is_none()
+            && self.ctx.store.logs().len() >= self.ctx.logs_max
+        {
+            return Err(Status::resource_exhausted(format!(
+                "this replica hosts {} logs, its limit (--logs-max); drop some or raise the limit",
+                self.ctx.logs_max
+            )));
+        }
         let (summary, created) = self.ctx.store.create_log(manifest).await.map_err(status::from_store)?;
         if created {
             tracing::info!(log = %summary.log_id, name = %summary.manifest.manifest().name, "log created");

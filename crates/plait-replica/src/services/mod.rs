@@ -37,6 +37,10 @@ pub(crate) struct Ctx {
     pub(crate) holds: Arc<Holds>,
     pub(crate) membership: Membership,
     pub(crate) state: SharedState,
+    /// The data directory, for temporary files of imports and backups.
+    pub(crate) data_dir: std::path::PathBuf,
+    pub(crate) s3: crate::backup::S3Options,
+    pub(crate) logs_max: usize,
 }
 
 impl Ctx {
@@ -90,6 +94,18 @@ pub(crate) fn page_limit(limit: u32) -> Result<usize, Status> {
         0 => Ok(DEFAULT),
         l if l > MAX => Err(Status::invalid_argument(format!("limit {l} is over the maximum of {MAX}"))),
         l => Ok(l as usize),
+    }
+}
+
+pub(crate) fn checkpoint_info(c: &plait_core::Checkpoint) -> plait_proto::pb::CheckpointInfo {
+    plait_proto::pb::CheckpointInfo {
+        log_id: c.log.0.to_vec(),
+        epoch: c.epoch.to_vec(),
+        seq: c.seq,
+        heads: c.heads.iter().map(|h| h.0.to_vec()).collect(),
+        state_root: c.state_root.to_vec(),
+        n_entries: c.n_entries,
+        n_ops: c.n_ops,
     }
 }
 
