@@ -45,15 +45,25 @@ pub struct Plaitd {
     pub metrics: Option<SocketAddr>,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Plaitd {
     /// Starts a replica on an ephemeral loopback port over `data_dir` and waits for its
     /// ready line. `extra` are further flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Plaitd> {
+        Plaitd::start_with_env(data_dir, extra, Vec::new())
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Plaitd> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, grpc, metrics) = spawn(data_dir, &extra)?;
-        Ok(Plaitd { child: Some(child), grpc, metrics, data_dir: data_dir.to_path_buf(), extra })
+        let (child, grpc, metrics) = spawn(data_dir, &extra, &env)?;
+        Ok(Plaitd { child: Some(child), grpc, metrics, data_dir: data_dir.to_path_buf(), extra, env })
     }
 
     pub fn endpoint(&self) -> String {
@@ -95,7 +105,7 @@ impl Plaitd {
     /// Starts the replica again on the same data directory (a new port).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
-        let (child, grpc, metrics) = spawn(&self.data_dir, &self.extra)?;
+        let (child, grpc, metrics) = spawn(&self.data_dir, &self.extra, &self.env)?;
         self.child = Some(child);
         self.grpc = grpc;
         self.metrics = metrics;
@@ -117,7 +127,11 @@ impl Drop for Plaitd {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    env: &[(&'static str, String)],
+) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
     let log_path = data_dir.with_extension("log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut child = Command::new(binary("plaitd")?)
@@ -125,6 +139,7 @@ fn spawn(data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, SocketAddr
         .arg(data_dir)
         .args(extra)
         .env("PLAIT_LOG", std::env::var("PLAIT_LOG").unwrap_or_else(|_| "warn".into()))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -183,3 +198,4 @@ pub fn check(data_dir: &Path) -> anyhow::Result<(bool, String)> {
 
 pub mod cluster;
 pub mod proxy;
+pub mod s3;

@@ -28,6 +28,20 @@
 //! - `kv-get`: random point reads of a store with many keys, in process (`Store::get_kv`,
 //!   p50/p99/p999) and over gRPC (`Data.Get`, p50/p99) against a release `plaitd` on the
 //!   same directory, and that plaitd's RSS.
+//! - `catchup`: a release `plaitd` (the source) is loaded with N ops (default 1,000,000)
+//!   in one of two shapes, then a fresh `plaitd --peer <source>` is timed from its ready
+//!   line until `Logs.GetLog` on it (polled every 5 ms) shows all N ops; its RSS is sampled
+//!   every 50 ms on a separate thread. Shapes: `large`, 1000-op `Data.Write` calls from 4
+//!   concurrent clients (the store folds each group commit into one entry, so entries carry
+//!   about 1,500–2,000 ops); `small`, one chain of 10-op entries pre-signed by a client key
+//!   and sent with `Data.Submit` (100,000 entries for 1M ops). The source is left to go
+//!   idle (fjall flushing) before the first catch-up; each round is a fresh replica.
+//! - `latency`: two release `plaitd`s peered both ways (B started with `--peer A`, then
+//!   `Admin.SetMembers` on A names B). A writer puts new keys on A at a steady open-loop
+//!   rate (default 2,000 single-op `Data.Put`/s, then 10,000 ops/s as 100-op `Data.Write`),
+//!   while `Data.Subscribe{follow}` streams on B (and on A, as a control) note when each key
+//!   arrives. Latency is from the write's acknowledgement reaching the client to the key
+//!   arriving on B's stream; send-to-visible is reported too.
 //! - `all`: everything with defaults; `kv-get` then reads the directory `reopen` built, so
 //!   it runs at 10M keys.
 //!
@@ -41,6 +55,10 @@
 //! cargo run --release -p plait-tests --bin plait-bench -- all           # full sizes, minutes
 //! cargo run --release -p plait-tests --bin plait-bench -- --quick all   # smoke test, < 1 min
 //! cargo run --release -p plait-tests --bin plait-bench -- reopen --help
+//! cargo run --release -p plait-tests --bin plait-bench -- catchup                # about 2 min
+//! cargo run --release -p plait-tests --bin plait-bench -- latency                # about 25 s
+//! cargo run --release -p plait-tests --bin plait-bench -- catchup --shapes small --ops 2000000
+//! cargo run --release -p plait-tests --bin plait-bench -- latency --loads 5000:1,20000:200
 //! ```
 //!
 //! Progress goes to stderr; the table goes to stdout. Temporary data directories are made
@@ -101,7 +119,9 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
     after_help = "Build first: cargo build --release -p plait-replica -p plait-tests\n\
                   Examples:\n  plait-bench all            # every figure at full size (several minutes)\n  \
                   plait-bench --quick all    # every figure at 1/100 size, under a minute\n  \
-                  plait-bench reopen --ops 5000000"
+                  plait-bench reopen --ops 5000000\n  \
+                  plait-bench catchup --shapes large --rounds 5\n  \
+                  plait-bench latency --loads 2000:1,10000:100 --seconds 20"
 )]
 struct Cli {
     /// Shrink every default size about 100-fold: a smoke test, not a measurement.
@@ -135,6 +155,10 @@ enum Command {
     Reopen(ReopenArgs),
     /// Random kv point reads, in process and over gRPC.
     KvGet(KvGetArgs),
+    /// A fresh replica catching up from a loaded one over loopback, large and small entries.
+    Catchup(CatchupArgs),
+    /// Replication latency between two peered replicas under steady writes.
+    Latency(LatencyArgs),
     /// Every figure with its defaults, one table.
     All(AllArgs),
 }
@@ -222,6 +246,97 @@ struct ReadArgs {
     grpc_clients: usize,
 }
 
+/// How the source replica's data is written before a fresh replica catches up.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Data.Write calls of `--batch` kv puts from `--clients` concurrent clients. The store
+    /// folds the writes of one group commit into one entry (at most 4096 ops), so entries
+    /// carry thousands of ops.
+    Large,
+    /// Entries of `--small-entry-ops` kv puts each, pre-signed by a client key and sent
+    /// with Data.Submit: the shape a device or a low-rate app writing small batches makes.
+    Small,
+}
+
+#[derive(Args, Debug)]
+struct CatchupArgs {
+    /// Ops on the source replica, for each shape. [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Which shapes to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Shape::Large, Shape::Small])]
+    shapes: Vec<Shape>,
+    /// Concurrent Data.Write clients loading the large shape (one connection each).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Ops per Data.Write call in the large shape.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Ops per entry in the small shape.
+    #[arg(long, default_value_t = 10)]
+    small_entry_ops: u64,
+    /// Fresh replicas caught up from the same source, one after another; the table shows
+    /// the median and range. [default: 3; --quick: 1]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Longest wait for the source to go idle (fjall flushing and compacting) after loading
+    /// and before the first catch-up, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    settle_seconds: f64,
+}
+
+/// One steady write load: ops per second, and ops per call.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    rate: u64,
+    batch: u64,
+}
+
+impl std::str::FromStr for Load {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Load, String> {
+        let (rate, batch) = s.split_once(':').unwrap_or((s, "1"));
+        let parse = |v: &str, what: &str| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{what} in {s:?} is not a positive integer"))
+        };
+        let load = Load { rate: parse(rate, "the rate")?, batch: parse(batch, "the batch")? };
+        if load.batch > load.rate {
+            return Err(format!("{s:?}: the batch is larger than the ops per second"));
+        }
+        Ok(load)
+    }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.batch == 1 {
+            write!(f, "{} ops/s as single-op Data.Put", group_digits(self.rate))
+        } else {
+            write!(f, "{} ops/s as {}-op Data.Write", group_digits(self.rate), self.batch)
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct LatencyArgs {
+    /// Loads to run one after another, each as RATE:BATCH (ops per second : ops per call;
+    /// a batch of 1 uses Data.Put, more uses Data.Write).
+    #[arg(long, value_delimiter = ',', default_values = ["2000:1", "10000:100"])]
+    loads: Vec<Load>,
+    /// Seconds each load runs. [default: 10; --quick: 1]
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Anti-entropy interval of both replicas, in ms. Watch notices drive replication; this
+    /// is only the backstop.
+    #[arg(long, default_value_t = 5000)]
+    anti_entropy_ms: u64,
+}
+
 #[derive(Args, Debug)]
 struct AllArgs {
     /// Ops in the reopen directory, which kv-get then reads.
@@ -234,6 +349,12 @@ struct AllArgs {
     /// Duration of the unary figure. [default: 10; --quick: 1]
     #[arg(long)]
     unary_seconds: Option<f64>,
+    /// Ops on the catch-up source, for each shape. [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    catchup_ops: Option<u64>,
+    /// Seconds of each replication latency load. [default: 10; --quick: 1]
+    #[arg(long)]
+    latency_seconds: Option<f64>,
 }
 
 /// Default sizes, shrunk under `--quick`.
@@ -700,8 +821,15 @@ async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
 /// Starts a release plaitd over `data_dir` (with its metrics endpoint on a loopback port)
 /// and returns it with its spawn-to-ready time.
 fn start_plaitd(data_dir: &Path) -> anyhow::Result<(Plaitd, Duration)> {
+    start_replica(data_dir, &[])
+}
+
+/// `start_plaitd` with further flags.
+fn start_replica(data_dir: &Path, extra: &[&str]) -> anyhow::Result<(Plaitd, Duration)> {
+    let mut flags = vec!["--metrics-listen", "127.0.0.1:0"];
+    flags.extend_from_slice(extra);
     let started = Instant::now();
-    let replica = Plaitd::start(data_dir, &["--metrics-listen", "127.0.0.1:0"]).context(
+    let replica = Plaitd::start(data_dir, &flags).context(
         "cannot start plaitd; build it next to this binary first: \
          cargo build --release -p plait-replica -p plait-tests",
     )?;
@@ -712,15 +840,7 @@ fn start_plaitd(data_dir: &Path) -> anyhow::Result<(Plaitd, Duration)> {
 /// `plait_fsync` (labels dropped), read with a bare HTTP/1.1 GET so the bench needs no
 /// HTTP client.
 fn scrape_commit_metrics(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
-    use std::io::{Read, Write};
-    let mut text = String::new();
-    let fetched = std::net::TcpStream::connect(addr).and_then(|mut stream| {
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: plaitd\r\nConnection: close\r\n\r\n")?;
-        stream.read_to_string(&mut text)
-    });
-    if fetched.is_err() {
-        return Vec::new();
-    }
+    let Some(text) = fetch_metrics(addr) else { return Vec::new() };
     let mut sums: Vec<(String, f64)> = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("plait_batch_") || l.starts_with("plait_fsync")) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -732,6 +852,16 @@ fn scrape_commit_metrics(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
         }
     }
     sums
+}
+
+/// plaitd's Prometheus text, read with a bare HTTP/1.1 GET.
+fn fetch_metrics(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: plaitd\r\nConnection: close\r\n\r\n").ok()?;
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The change of a scraped series whose name starts with `prefix` and ends with `suffix`.
@@ -1476,6 +1606,836 @@ async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Repor
 }
 
 // ---------------------------------------------------------------------------------------
+// Replication: a fresh replica catching up, and latency between two peered replicas.
+
+/// Longest a catch-up may take before the bench gives up.
+const CATCHUP_TIMEOUT: Duration = Duration::from_secs(900);
+/// How often the catch-up loop asks the new replica how far it is (`Logs.GetLog`).
+const CATCHUP_POLL: Duration = Duration::from_millis(5);
+/// How often the new replica's RSS is sampled during catch-up.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// Entries per Data.Submit call when loading small entries, and their bytes at most.
+const SUBMIT_ENTRIES: usize = 1024;
+const SUBMIT_BYTES: usize = 4 * 1024 * 1024;
+/// Largest message the bench's clients send or accept.
+const CLIENT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// DESIGN's replica memory target.
+const RSS_TARGET_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+/// DESIGN's catch-up target.
+const CATCHUP_TARGET_OPS: f64 = 100_000.0;
+/// How long the latency figure waits for the last keys to show up on the second replica.
+const VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bits of a latency key's index left for the op number; the bits above name the load.
+const LOAD_SHIFT: u32 = 40;
+
+fn data_client(channel: Channel) -> pb::data_client::DataClient<Channel> {
+    pb::data_client::DataClient::new(channel)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES)
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES)
+}
+
+/// Resident memory of a process in bytes.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The op number a bench key was made from (the inverse of `bench_key`).
+fn key_index(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(8..16)?.try_into().ok()?;
+    (key.len() == KEY_BYTES).then(|| u64::from_be_bytes(tail))
+}
+
+/// Creates the bench kv log on a replica (signed by its writer key, with `writers` also
+/// allowed) and returns its id.
+async fn create_bench_log(channel: &Channel, writers: Vec<Vec<u8>>) -> anyhow::Result<LogId> {
+    let info = pb::logs_client::LogsClient::new(channel.clone())
+        .create_log(pb::CreateLogRequest {
+            name: LOG_NAME.into(),
+            r#type: pb::LogType::Kv as i32,
+            writers,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let id: [u8; 32] = info.log_id.as_slice().try_into().context("a log id is not 32 bytes")?;
+    Ok(LogId(id))
+}
+
+/// (seq, ops) of the bench log on a replica, or `None` while it does not host it yet.
+async fn log_progress(logs: &mut pb::logs_client::LogsClient<Channel>) -> anyhow::Result<Option<(u64, u64)>> {
+    match logs.get_log(pb::GetLogRequest { log: LOG_NAME.into() }).await {
+        Ok(info) => {
+            let info = info.into_inner();
+            Ok(Some((info.seq, info.ops)))
+        }
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// Waits until a process uses under a tenth of a core over half a second (fjall done
+/// flushing and compacting), or `max` passes; returns how long that took.
+async fn settle(pid: u32, max: Duration) -> Duration {
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let started = Instant::now();
+    loop {
+        let before = cpu_seconds(&stat);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if cpu_seconds(&stat) - before < 0.05 || started.elapsed() >= max {
+            return started.elapsed();
+        }
+    }
+}
+
+/// Loads `ops` kv puts into a new bench log through Data.Write: `clients` concurrent
+/// clients on their own connections, `batch` ops per call.
+async fn load_by_write(endpoint: &str, ops: u64, clients: usize, batch: u64) -> anyhow::Result<()> {
+    create_bench_log(&connect(endpoint).await?, Vec::new()).await?;
+    let batch = batch.max(1);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("load (Data.Write)".into(), done.clone(), ops);
+    let mut handles = Vec::with_capacity(clients.max(1));
+    for _ in 0..clients.max(1) {
+        let mut data = data_client(connect(endpoint).await?);
+        let (next, done) = (next.clone(), done.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let from = next.fetch_add(batch, Ordering::Relaxed);
+                if from >= ops {
+                    return anyhow::Ok(());
+                }
+                let to = (from + batch).min(ops);
+                let ops = (from..to)
+                    .map(|i| pb::RoutedOp { log: LOG_NAME.into(), op: Some(put_op(i).into()) })
+                    .collect();
+                data.write(pb::WriteRequest { ops, concern: None }).await?;
+                done.fetch_add(to - from, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut result = Ok(());
+    for handle in handles {
+        if let Err(e) = handle.await? {
+            result = Err(e);
+        }
+    }
+    progress.abort();
+    result
+}
+
+/// Loads `ops` kv puts as one chain of entries of `entry_ops` ops each, signed here by a
+/// client key the log's ACL names and sent with Data.Submit, `SUBMIT_ENTRIES` per call.
+async fn load_by_submit(endpoint: &str, ops: u64, entry_ops: u64) -> anyhow::Result<()> {
+    let channel = connect(endpoint).await?;
+    let key = WriterKey::generate(&mut StdRng::seed_from_u64(2));
+    let log = create_bench_log(&channel, vec![key.public().0.to_vec()]).await?;
+    let entry_ops = entry_ops.max(1);
+    // Signing is serial (each entry names the one before), so it runs on its own thread and
+    // overlaps the submits.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Vec<u8>>, u64)>(4);
+    let signer = tokio::task::spawn_blocking(move || {
+        let (mut parent, mut i, mut time) = (None::<EntryHash>, 0u64, 0u64);
+        while i < ops {
+            let (mut page, mut bytes, first) = (Vec::with_capacity(SUBMIT_ENTRIES), 0, i);
+            while page.len() < SUBMIT_ENTRIES && bytes < SUBMIT_BYTES && i < ops {
+                let n = entry_ops.min(ops - i);
+                time += 1;
+                let entry = EntryDraft {
+                    log,
+                    time,
+                    next: parent.into_iter().collect(),
+                    refs: Vec::new(),
+                    ops: (i..i + n).map(put_op).collect(),
+                }
+                .sign(&key)?;
+                parent = Some(entry.hash());
+                bytes += entry.bytes().len();
+                page.push(entry.into_bytes());
+                i += n;
+            }
+            if tx.blocking_send((page, i - first)).is_err() {
+                break; // The submitting side failed; its error is the one to report.
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut data = data_client(channel);
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("load (Data.Submit)".into(), done.clone(), ops);
+    let mut result = Ok(());
+    while let Some((page, page_ops)) = rx.recv().await {
+        let n = page.len();
+        let submitted = data.submit(pb::SubmitRequest { entries: page }).await;
+        let stored = submitted.map_err(anyhow::Error::from).and_then(|r| {
+            let results = r.into_inner().results;
+            anyhow::ensure!(
+                results.len() == n && results.iter().all(|r| r.outcome == pb::SubmitOutcome::Stored as i32),
+                "Data.Submit did not store every entry of a page"
+            );
+            Ok(())
+        });
+        if let Err(e) = stored {
+            result = Err(e);
+            break;
+        }
+        done.fetch_add(page_ops, Ordering::Relaxed);
+    }
+    drop(rx);
+    progress.abort();
+    let signed = signer.await?;
+    result.and(signed)
+}
+
+/// One RSS reading of the catching-up replica, with how many ops it held then.
+#[derive(Clone, Copy)]
+struct RssSample {
+    at: Duration,
+    ops: u64,
+    rss: u64,
+}
+
+/// Samples a process's RSS on its own thread every `RSS_SAMPLE_EVERY`, steady whatever the
+/// gRPC polling is doing, tagged with the last progress the poller saw.
+struct RssSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<RssSample>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32, origin: Instant, progress: Arc<AtomicU64>) -> RssSampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let mut next = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_of(pid) {
+                    samples.push(RssSample {
+                        at: origin.elapsed(),
+                        ops: progress.load(Ordering::Relaxed),
+                        rss,
+                    });
+                }
+                next += RSS_SAMPLE_EVERY;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn finish(self) -> Vec<RssSample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// What one catch-up of a fresh replica measured.
+struct CatchupRound {
+    spawn_to_ready: Duration,
+    /// From the ready line until GetLog first showed an op, and until it showed them all.
+    first_op: Duration,
+    elapsed: Duration,
+    entries: u64,
+    samples: Vec<RssSample>,
+    replica_threads: Vec<(String, f64)>,
+    source_threads: Vec<(String, f64)>,
+    vm_busy: f64,
+    /// CPU seconds of this bench process (the GetLog poller and the RSS sampler).
+    bench_cpu: f64,
+    commits: f64,
+    commit_seconds: f64,
+    disk: u64,
+}
+
+impl CatchupRound {
+    fn peak_rss(&self) -> u64 {
+        self.peak().map_or(0, |s| s.rss)
+    }
+
+    fn peak(&self) -> Option<RssSample> {
+        self.samples.iter().copied().max_by_key(|s| s.rss)
+    }
+
+    /// RSS at the first sample holding at least `fraction` of `ops`.
+    fn rss_at(&self, fraction: f64, ops: u64) -> u64 {
+        let want = (fraction * ops as f64).ceil() as u64;
+        self.samples.iter().find(|s| s.ops >= want).or(self.samples.last()).map_or(0, |s| s.rss)
+    }
+}
+
+/// Starts a fresh replica peered with `source` and times it from its ready line until
+/// `Logs.GetLog` on it shows all `ops`.
+async fn catchup_round(source: &Plaitd, dir: &Path, ops: u64, entries: u64) -> anyhow::Result<CatchupRound> {
+    let source_pid = source.pid().to_string();
+    let peer = source.grpc.to_string();
+    let source_before = thread_cpu(&source_pid);
+    let bench_before = cpu_seconds(Path::new("/proc/self/stat"));
+    let vm_before = vm_busy_seconds();
+    let (mut replica, spawn_to_ready) =
+        tokio::task::block_in_place(|| start_replica(dir, &["--peer", &peer]))?;
+    let ready = Instant::now();
+    let progress = Arc::new(AtomicU64::new(0));
+    let sampler = RssSampler::start(replica.pid(), ready, progress.clone());
+    let mut logs = pb::logs_client::LogsClient::new(connect(&replica.endpoint()).await?);
+    let mut first_op = None;
+    let mut last_report = ready;
+    let polled = loop {
+        let polled = log_progress(&mut logs).await;
+        let at = ready.elapsed();
+        let Ok(polled) = polled else { break polled.map(|_| (at, 0)) };
+        let (seq, got) = polled.unwrap_or((0, 0));
+        progress.store(got, Ordering::Relaxed);
+        if got > 0 && first_op.is_none() {
+            first_op = Some(at);
+        }
+        if got >= ops {
+            break Ok((at, seq));
+        }
+        if at > CATCHUP_TIMEOUT {
+            break Err(anyhow::anyhow!(
+                "the new replica holds {} of {} ops after {CATCHUP_TIMEOUT:?}",
+                group_digits(got),
+                group_digits(ops)
+            ));
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            eprintln!(
+                "  catching up: {} / {} ops, {} ops/s so far, RSS {}",
+                group_digits(got),
+                group_digits(ops),
+                group_digits(per_second(got, at) as u64),
+                mib(replica.rss_bytes().unwrap_or(0))
+            );
+        }
+        tokio::time::sleep(CATCHUP_POLL).await;
+    };
+    let samples = sampler.finish();
+    let (elapsed, got_entries) = polled?;
+    let vm_busy = vm_busy_seconds() - vm_before;
+    let bench_cpu = cpu_seconds(Path::new("/proc/self/stat")) - bench_before;
+    let source_threads = thread_cpu_delta(&source_before, &thread_cpu(&source_pid));
+    let replica_threads = thread_cpu(&replica.pid().to_string());
+    let metrics = replica.metrics.map(scrape_commit_metrics).unwrap_or_default();
+    replica.terminate()?;
+    anyhow::ensure!(
+        got_entries == entries,
+        "the new replica holds all ops in {got_entries} entries, the source in {entries}"
+    );
+    Ok(CatchupRound {
+        spawn_to_ready,
+        first_op: first_op.unwrap_or(elapsed),
+        elapsed,
+        entries: got_entries,
+        samples,
+        replica_threads,
+        source_threads,
+        vm_busy,
+        bench_cpu,
+        commits: metric_delta(&[], &metrics, "plait_batch_ops", "_count"),
+        commit_seconds: metric_delta(&[], &metrics, "plait_fsync", "_sum"),
+        disk: dir_bytes(dir),
+    })
+}
+
+async fn catchup(
+    args: &CatchupArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let ops = scale.n(args.ops, 1_000_000);
+    let rounds = scale.rounds(args.rounds);
+    for &shape in &args.shapes {
+        catchup_shape(args, shape, ops, rounds, work_dir, report).await?;
+    }
+    Ok(())
+}
+
+async fn catchup_shape(
+    args: &CatchupArgs,
+    shape: Shape,
+    ops: u64,
+    rounds: usize,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let label = match shape {
+        Shape::Large => format!("{}-op Data.Write x {} clients", args.batch, args.clients),
+        Shape::Small => format!("{}-op entries (Data.Submit)", args.small_entry_ops.max(1)),
+    };
+    eprintln!("catchup, {label}: loading {} ops into a release plaitd", group_digits(ops));
+    let tmp = temp_dir(work_dir, "catchup")?;
+    let (mut source, _) = tokio::task::block_in_place(|| start_replica(&tmp.path().join("source"), &[]))?;
+    let endpoint = source.endpoint();
+    let started = Instant::now();
+    match shape {
+        Shape::Large => load_by_write(&endpoint, ops, args.clients, args.batch).await?,
+        Shape::Small => load_by_submit(&endpoint, ops, args.small_entry_ops).await?,
+    }
+    let loaded = started.elapsed();
+    let mut logs = pb::logs_client::LogsClient::new(connect(&endpoint).await?);
+    let (entries, stored) = log_progress(&mut logs).await?.context("the source lost the bench log")?;
+    anyhow::ensure!(stored == ops, "the source holds {stored} ops, expected {ops}");
+    let source_disk = dir_bytes(&tmp.path().join("source"));
+    eprintln!(
+        "  loaded {} ops in {} entries in {:.1} s ({} ops/s); waiting for the source to go idle",
+        group_digits(ops),
+        group_digits(entries),
+        loaded.as_secs_f64(),
+        group_digits(per_second(ops, loaded) as u64)
+    );
+    let settled = settle(source.pid(), Duration::from_secs_f64(args.settle_seconds)).await;
+    let source_rss = source.rss_bytes().unwrap_or(0);
+
+    let mut results = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        eprintln!("  round {round} of {rounds}: a fresh plaitd with --peer {}", source.grpc);
+        let r = catchup_round(&source, &tmp.path().join(format!("replica-{round}")), ops, entries).await?;
+        eprintln!(
+            "  caught up {} ops in {:.2} s: {} ops/s, {} entries/s, peak RSS {}",
+            group_digits(ops),
+            r.elapsed.as_secs_f64(),
+            group_digits(per_second(ops, r.elapsed) as u64),
+            group_digits(per_second(r.entries, r.elapsed) as u64),
+            mib(r.peak_rss())
+        );
+        results.push(r);
+    }
+    source.terminate()?;
+
+    let op_rates: Vec<f64> = results.iter().map(|r| per_second(ops, r.elapsed)).collect();
+    let entry_rates: Vec<f64> = results.iter().map(|r| per_second(r.entries, r.elapsed)).collect();
+    let times: Vec<f64> = results.iter().map(|r| r.elapsed.as_secs_f64()).collect();
+    let (op_rate, shown) = spread(&op_rates, |v| rate(v, "ops/s"));
+    report.info(
+        format!("catchup, {label}: the source"),
+        format!(
+            "{} ops in {} entries ({:.1} ops/entry, {} on disk), loaded in {:.1} s ({}), idle after {:.1} s more, RSS {}",
+            group_digits(ops),
+            group_digits(entries),
+            ops as f64 / entries.max(1) as f64,
+            mib(source_disk),
+            loaded.as_secs_f64(),
+            rate(per_second(ops, loaded), "ops/s"),
+            settled.as_secs_f64(),
+            mib(source_rss)
+        ),
+    );
+    report.at_least(
+        format!(
+            "catchup, {label}: fresh replica, ready line to all {} ops, median of {rounds}",
+            group_digits(ops)
+        ),
+        op_rate,
+        shown,
+        CATCHUP_TARGET_OPS,
+        "100,000 ops/s",
+    );
+    let first_ops: Vec<f64> = results.iter().map(|r| r.first_op.as_secs_f64() * 1e3).collect();
+    let readies: Vec<f64> = results.iter().map(|r| r.spawn_to_ready.as_secs_f64() * 1e3).collect();
+    report.info(
+        format!("catchup, {label}: entries/s, time, first op visible after, spawn to ready"),
+        format!(
+            "{}; {}; {}; {}",
+            spread(&entry_rates, |v| rate(v, "entries/s")).1,
+            spread(&times, |v| format!("{v:.2} s")).1,
+            spread(&first_ops, |v| format!("{v:.0} ms")).1,
+            spread(&readies, |v| format!("{v:.0} ms")).1
+        ),
+    );
+    let peaks: Vec<f64> = results.iter().map(|r| r.peak_rss() as f64).collect();
+    let (peak, shown) = spread(&peaks, |v| mib(v as u64));
+    report.below(
+        format!(
+            "catchup, {label}: replica peak RSS while catching up (every {} ms), median of {rounds}",
+            RSS_SAMPLE_EVERY.as_millis()
+        ),
+        peak,
+        shown,
+        RSS_TARGET_BYTES,
+        "256 MiB",
+    );
+    let last = results.last().context("no rounds")?;
+    let at: Vec<u64> = [0.25, 0.5, 0.75, 1.0].iter().map(|f| last.rss_at(*f, ops)).collect();
+    let (low, high) = (at.iter().copied().min().unwrap_or(0), at.iter().copied().max().unwrap_or(0));
+    let verdict = if high as f64 <= 1.2 * low as f64 {
+        format!("flat (within {:.0}%)", 100.0 * (high - low) as f64 / low.max(1) as f64)
+    } else {
+        format!("not flat: {:+.0}% from 25% to 100%", 100.0 * (at[3] as f64 / at[0].max(1) as f64 - 1.0))
+    };
+    report.info(
+        format!("catchup, {label}: replica RSS at 25% / 50% / 75% / 100% of the ops (last round)"),
+        format!(
+            "{} / {} / {} / {}, peak {} at {:.1} s ({:.0}% of the ops), {} samples: {verdict}",
+            mib(at[0]),
+            mib(at[1]),
+            mib(at[2]),
+            mib(at[3]),
+            mib(last.peak_rss()),
+            last.peak().map_or(0.0, |s| s.at.as_secs_f64()),
+            last.peak().map_or(0.0, |s| 100.0 * s.ops as f64 / ops as f64),
+            last.samples.len()
+        ),
+    );
+    let wall = last.elapsed + last.spawn_to_ready;
+    let replica_cpu: f64 = last.replica_threads.iter().map(|(_, s)| s).sum();
+    let source_cpu: f64 = last.source_threads.iter().map(|(_, s)| s).sum();
+    let others: Vec<f64> = results
+        .iter()
+        .map(|r| {
+            let own: f64 = r.replica_threads.iter().chain(&r.source_threads).map(|(_, s)| s).sum();
+            (r.vm_busy - own - r.bench_cpu).max(0.0) / (r.elapsed + r.spawn_to_ready).as_secs_f64()
+        })
+        .collect();
+    report.info(
+        format!("catchup, {label}: other processes on the VM while catching up (not plaitd, not this bench)"),
+        format!("{} cores of {}", spread(&others, |v| format!("{v:.2}")).1, available_cores()),
+    );
+    report.info(
+        format!("catchup, {label}: CPU in cores, replica / source / bench / whole VM (last round)"),
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} of {}; replica: {}; source: {}",
+            replica_cpu / wall.as_secs_f64(),
+            source_cpu / wall.as_secs_f64(),
+            last.bench_cpu / wall.as_secs_f64(),
+            last.vm_busy / wall.as_secs_f64(),
+            available_cores(),
+            describe_threads(&last.replica_threads, wall),
+            describe_threads(&last.source_threads, wall)
+        ),
+    );
+    if last.commits > 0.0 {
+        report.info(
+            format!("catchup, {label}: the replica's ingest commits (last round)"),
+            format!(
+                "{} commits, {:.0} entries and {:.0} ops each, commit+fsync {:.0}% of the catch-up; {} on disk",
+                group_digits(last.commits as u64),
+                last.entries as f64 / last.commits,
+                ops as f64 / last.commits,
+                100.0 * last.commit_seconds / last.elapsed.as_secs_f64(),
+                mib(last.disk)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// One write call of the latency figure.
+struct Sent {
+    first: u64,
+    ops: u64,
+    sent: Instant,
+    acked: Instant,
+}
+
+/// Writes `load` to the bench log through `channel` for `seconds`, open loop: call `c` is
+/// sent at start + c × batch / rate whether or not earlier calls were answered. Keys are
+/// `bench_key(base + n)`. Returns every call, and how far behind its schedule the sender
+/// fell at worst.
+async fn steady_writes(
+    channel: &Channel,
+    load: Load,
+    seconds: f64,
+    base: u64,
+) -> anyhow::Result<(Vec<Sent>, Duration)> {
+    let calls = ((seconds * load.rate as f64) / load.batch as f64).round().max(1.0) as u64;
+    let interval = load.batch as f64 / load.rate as f64;
+    let data = data_client(channel.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now() + Duration::from_millis(10);
+    let mut behind = Duration::ZERO;
+    for c in 0..calls {
+        let at = start + Duration::from_secs_f64(interval * c as f64);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        behind = behind.max(at.elapsed());
+        let mut data = data.clone();
+        let first = base + c * load.batch;
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            if load.batch == 1 {
+                let Op::Put { key, value } = put_op(first) else { unreachable!() };
+                data.put(pb::PutRequest { log: LOG_NAME.into(), key, value, concern: None }).await?;
+            } else {
+                let ops = (first..first + load.batch)
+                    .map(|i| pb::RoutedOp { log: LOG_NAME.into(), op: Some(put_op(i).into()) })
+                    .collect();
+                data.write(pb::WriteRequest { ops, concern: None }).await?;
+            }
+            anyhow::Ok(Sent { first, ops: load.batch, sent, acked: Instant::now() })
+        });
+    }
+    let mut sent = Vec::with_capacity(calls as usize);
+    while let Some(done) = tasks.join_next().await {
+        sent.push(done??);
+    }
+    Ok((sent, behind))
+}
+
+/// When each key became visible on the subscribed replica, by op number.
+type Seen = Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>;
+
+/// Follows the bench log on a replica with Data.Subscribe and notes when each key arrives,
+/// as each AppliedOp comes off the stream.
+async fn subscribe_timestamps(
+    channel: &Channel,
+) -> anyhow::Result<(Seen, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let seen: Seen = Arc::default();
+    let mut stream = data_client(channel.clone())
+        .subscribe(pb::SubscribeRequest { log: LOG_NAME.into(), after_seq: 0, follow: true })
+        .await?
+        .into_inner();
+    let noted = seen.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(applied) = stream.message().await? {
+            let at = Instant::now();
+            if let Some(pb::op::Op::Put(put)) = applied.op.and_then(|o| o.op)
+                && let Some(i) = key_index(&put.key)
+            {
+                noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(i, at);
+            }
+        }
+        anyhow::Ok(())
+    });
+    Ok((seen, watcher))
+}
+
+/// Waits until every op number in `wanted` is in `seen`, or the timeout; returns how many
+/// are still missing.
+async fn wait_visible(seen: &Seen, wanted: impl Iterator<Item = u64> + Clone) -> usize {
+    let deadline = Instant::now() + VISIBLE_TIMEOUT;
+    loop {
+        let missing = {
+            let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            wanted.clone().filter(|i| !seen.contains_key(i)).count()
+        };
+        if missing == 0 || Instant::now() > deadline {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sums of the `Sync/<method>` RPC counts a replica served, from its metrics.
+fn sync_rpcs_served(addr: Option<std::net::SocketAddr>, method: &str) -> f64 {
+    let Some(text) = addr.and_then(fetch_metrics) else { return 0.0 };
+    text.lines()
+        .filter(|l| {
+            l.starts_with("plait_rpc") && l.contains("_count") && l.contains(&format!("Sync/{method}\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn latency(
+    args: &LatencyArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let seconds = scale.seconds(args.seconds, 10.0);
+    let tmp = temp_dir(work_dir, "latency")?;
+    let anti_entropy = args.anti_entropy_ms.to_string();
+    eprintln!("latency: two release plaitds peered both ways (anti-entropy every {anti_entropy} ms)");
+    let (mut a, _) = tokio::task::block_in_place(|| {
+        start_replica(&tmp.path().join("a"), &["--anti-entropy-ms", &anti_entropy])
+    })?;
+    let a_addr = a.grpc.to_string();
+    let (mut b, _) = tokio::task::block_in_place(|| {
+        start_replica(&tmp.path().join("b"), &["--anti-entropy-ms", &anti_entropy, "--peer", &a_addr])
+    })?;
+    let a_channel = connect(&a.endpoint()).await?;
+    let b_channel = connect(&b.endpoint()).await?;
+    pb::admin_client::AdminClient::new(a_channel.clone())
+        .set_members(pb::SetMembersRequest { generation: 1, members: vec![b.grpc.to_string()] })
+        .await?;
+    create_bench_log(&a_channel, Vec::new()).await?;
+    let mut b_logs = pb::logs_client::LogsClient::new(b_channel.clone());
+    let hosted = Instant::now();
+    while log_progress(&mut b_logs).await?.is_none() {
+        anyhow::ensure!(hosted.elapsed() < VISIBLE_TIMEOUT, "the second replica never hosted the bench log");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("  the second replica hosts the log after {}", millis(hosted.elapsed()));
+
+    // Timestamps of each key's arrival on B, and on A itself as a control: what
+    // Data.Subscribe delivery costs without replication.
+    let (seen, watcher) = subscribe_timestamps(&b_channel).await?;
+    let (seen_local, local_watcher) = subscribe_timestamps(&a_channel).await?;
+
+    // Warm-up: connections, sessions and the subscription all live.
+    let (_, _) = steady_writes(&a_channel, Load { rate: 1000, batch: 1 }, 0.2, 0).await?;
+    anyhow::ensure!(
+        wait_visible(&seen, 0..200).await == 0,
+        "warm-up writes never showed up on the second replica"
+    );
+    anyhow::ensure!(wait_visible(&seen_local, 0..200).await == 0, "warm-up writes never showed up on A");
+
+    for (n, &load) in args.loads.iter().enumerate() {
+        let base = (n as u64 + 1) << LOAD_SHIFT;
+        eprintln!("  {load} on A for {seconds} s, Data.Subscribe on B");
+        let (a_pid, b_pid) = (a.pid().to_string(), b.pid().to_string());
+        let (a_before, b_before) = (thread_cpu(&a_pid), thread_cpu(&b_pid));
+        let (a_metrics, b_metrics) = (
+            a.metrics.map(scrape_commit_metrics).unwrap_or_default(),
+            b.metrics.map(scrape_commit_metrics).unwrap_or_default(),
+        );
+        let (a_pulls, b_pulls) = (sync_rpcs_served(a.metrics, "Pull"), sync_rpcs_served(b.metrics, "Pull"));
+        let bench_before = cpu_seconds(Path::new("/proc/self/stat"));
+        let vm_before = vm_busy_seconds();
+        let started = Instant::now();
+        let (calls, behind) = steady_writes(&a_channel, load, seconds, base).await?;
+        let writing = started.elapsed();
+        let total: u64 = calls.iter().map(|c| c.ops).sum();
+        let missing = wait_visible(&seen, base..base + total).await;
+        let wall = started.elapsed();
+        let vm_busy = vm_busy_seconds() - vm_before;
+        let bench_cpu = cpu_seconds(Path::new("/proc/self/stat")) - bench_before;
+        let a_threads = thread_cpu_delta(&a_before, &thread_cpu(&a_pid));
+        let b_threads = thread_cpu_delta(&b_before, &thread_cpu(&b_pid));
+        let a_cpu: f64 = a_threads.iter().map(|(_, s)| s).sum();
+        let b_cpu: f64 = b_threads.iter().map(|(_, s)| s).sum();
+        let a_commits = metric_delta(
+            &a_metrics,
+            &a.metrics.map(scrape_commit_metrics).unwrap_or_default(),
+            "plait_batch_ops",
+            "_count",
+        );
+        let b_after = b.metrics.map(scrape_commit_metrics).unwrap_or_default();
+        let b_commits = metric_delta(&b_metrics, &b_after, "plait_batch_ops", "_count");
+        let b_entries = metric_delta(&b_metrics, &b_after, "plait_batch_entries", "_sum");
+        let b_commit_seconds = metric_delta(&b_metrics, &b_after, "plait_fsync", "_sum");
+        let a_served = sync_rpcs_served(a.metrics, "Pull") - a_pulls;
+        let b_served = sync_rpcs_served(b.metrics, "Pull") - b_pulls;
+
+        let local_missing = wait_visible(&seen_local, base..base + total).await;
+        let mut local = Vec::with_capacity(total as usize);
+        {
+            let seen = seen_local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for call in &calls {
+                for i in call.first..call.first + call.ops {
+                    if let Some(&visible) = seen.get(&i) {
+                        local.push(visible.saturating_duration_since(call.acked));
+                    }
+                }
+            }
+        }
+        local.sort();
+        let mut from_ack = Vec::with_capacity(total as usize);
+        let mut from_send = Vec::with_capacity(total as usize);
+        let mut acks = Vec::with_capacity(calls.len());
+        let mut before_ack = 0u64;
+        {
+            let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for call in &calls {
+                acks.push(call.acked - call.sent);
+                for i in call.first..call.first + call.ops {
+                    let Some(&visible) = seen.get(&i) else { continue };
+                    if visible < call.acked {
+                        before_ack += 1;
+                    }
+                    from_ack.push(visible.saturating_duration_since(call.acked));
+                    from_send.push(visible.saturating_duration_since(call.sent));
+                }
+            }
+        }
+        from_ack.sort();
+        from_send.sort();
+        acks.sort();
+        let three = |v: &[Duration]| {
+            format!(
+                "{} / {} / {}",
+                millis_fine(percentile(v, 0.5)),
+                millis_fine(percentile(v, 0.99)),
+                millis_fine(percentile(v, 1.0))
+            )
+        };
+        eprintln!(
+            "  A ack to visible on B: p50 / p99 / max {}; {} of {} keys missing",
+            three(&from_ack),
+            missing,
+            group_digits(total)
+        );
+        report.info(
+            format!("latency, {load}: write ack on A to visible on B, p50 / p99 / max"),
+            format!(
+                "{} over {} keys{}",
+                three(&from_ack),
+                group_digits(from_ack.len() as u64),
+                if missing > 0 { format!(", **{missing} never seen within 30 s**") } else { String::new() }
+            ),
+        );
+        report.info(
+            format!(
+                "latency, {load}: control, write ack on A to visible on A's own Subscribe, p50 / p99 / max"
+            ),
+            format!(
+                "{}{}",
+                three(&local),
+                if local_missing > 0 { format!(", **{local_missing} never seen**") } else { String::new() }
+            ),
+        );
+        report.info(
+            format!("latency, {load}: send to visible on B; send to ack on A (p50 / p99 / max)"),
+            format!(
+                "{}; {} ({} keys were visible on B before their ack reached the client)",
+                three(&from_send),
+                three(&acks),
+                group_digits(before_ack)
+            ),
+        );
+        report.info(
+            format!("latency, {load}: achieved load; CPU in cores A / B / bench / other processes / whole VM"),
+            format!(
+                "{} in {:.2} s (sender at most {} behind schedule); {:.2} / {:.2} / {:.2} / {:.2} / {:.2} of {}; A: {}; B: {}",
+                rate(per_second(total, writing), "ops/s"),
+                writing.as_secs_f64(),
+                millis_fine(behind),
+                a_cpu / wall.as_secs_f64(),
+                b_cpu / wall.as_secs_f64(),
+                bench_cpu / wall.as_secs_f64(),
+                (vm_busy - a_cpu - b_cpu - bench_cpu).max(0.0) / wall.as_secs_f64(),
+                vm_busy / wall.as_secs_f64(),
+                available_cores(),
+                describe_threads(&a_threads, wall),
+                describe_threads(&b_threads, wall)
+            ),
+        );
+        report.info(
+            format!("latency, {load}: replication work (pulls served, commits)"),
+            format!(
+                "B pulled {:.0} times from A ({:.0}/s), A pulled {:.0} times from B ({:.0}/s, entries it already had); \
+                 A {:.0} commits/s for {:.0} calls/s; B {:.0} commits/s of {:.1} entries, commit+fsync {:.0}% of B's wall",
+                a_served,
+                a_served / wall.as_secs_f64(),
+                b_served,
+                b_served / wall.as_secs_f64(),
+                a_commits / wall.as_secs_f64(),
+                calls.len() as f64 / writing.as_secs_f64(),
+                b_commits / wall.as_secs_f64(),
+                b_entries / b_commits.max(1.0),
+                100.0 * b_commit_seconds / wall.as_secs_f64()
+            ),
+        );
+    }
+    watcher.abort();
+    local_watcher.abort();
+    b.terminate()?;
+    a.terminate()?;
+    Ok(())
+}
+
+/// Milliseconds with two decimals, for latencies of a few ms.
+fn millis_fine(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+// ---------------------------------------------------------------------------------------
 
 fn machine() -> String {
     let cores = available_cores();
@@ -1513,6 +2473,8 @@ async fn main() -> anyhow::Result<()> {
             );
             kv_get(&dir, &args.reads, scale, &mut report).await?;
         }
+        Command::Catchup(args) => catchup(args, scale, work_dir, &mut report).await?,
+        Command::Latency(args) => latency(args, scale, work_dir, &mut report).await?,
         Command::All(args) => {
             entry_cpu(&EntryCpuArgs { entries: None }, scale, &mut report)?;
             let ingest_args = IngestArgs { ops: args.ingest_ops, tasks: 8, batch: 1000, rounds: None };
@@ -1525,6 +2487,23 @@ async fn main() -> anyhow::Result<()> {
             let dir = reopen(&reopen_args, scale, work_dir, &mut report).await?;
             let read_args = ReadArgs { reads: None, grpc_reads: None, grpc_clients: 4 };
             kv_get(&dir, &read_args, scale, &mut report).await?;
+            drop(dir);
+            let catchup_args = CatchupArgs {
+                ops: args.catchup_ops,
+                shapes: vec![Shape::Large, Shape::Small],
+                clients: 4,
+                batch: 1000,
+                small_entry_ops: 10,
+                rounds: None,
+                settle_seconds: 60.0,
+            };
+            catchup(&catchup_args, scale, work_dir, &mut report).await?;
+            let latency_args = LatencyArgs {
+                loads: vec![Load { rate: 2000, batch: 1 }, Load { rate: 10_000, batch: 100 }],
+                seconds: args.latency_seconds,
+                anti_entropy_ms: 5000,
+            };
+            latency(&latency_args, scale, work_dir, &mut report).await?;
         }
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());

@@ -1,0 +1,79 @@
+//! A real S3-compatible server for tests: moto's standalone server (`pip install
+//! 'moto[server]'`, which `.ci/run` does), started on a loopback port and stopped on drop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub struct S3Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+/// Credentials the server accepts (it checks none, but clients must sign with some).
+pub const ACCESS_KEY: &str = "plait-test";
+pub const SECRET_KEY: &str = "plait-test-secret";
+pub const REGION: &str = "us-east-1";
+
+impl S3Server {
+    pub fn start() -> anyhow::Result<S3Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start moto_server; install it with: pip install 'moto[server]'")?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut server = S3Server { child, addr };
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline || server.child.try_wait()?.is_some() {
+                bail!("moto_server did not start listening on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a bucket with a plain PUT (the server needs no signature for it).
+    pub fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
+        let mut s = TcpStream::connect(self.addr)?;
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.addr
+        )?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        if !reply.starts_with("HTTP/1.1 200") {
+            bail!("creating bucket {bucket} failed: {}", reply.lines().next().unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Environment for a plaitd or `plaitd restore` that uses this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", REGION.into()),
+            ("PLAIT_BACKUP_S3_ENDPOINT", self.endpoint()),
+            ("PLAIT_BACKUP_S3_ALLOW_HTTP", "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
