@@ -230,3 +230,99 @@ async fn bad_destinations_and_snapshots_are_refused() {
     let next = t.import_snapshot(import(delta)).await.unwrap().into_inner();
     assert_eq!(next.kind, "delta");
 }
+
+/// Retention: with `retain_full: 1`, a new full backup drops the older chain (its full
+/// backup and its deltas) from the catalog and deletes their objects; a restore still
+/// works from what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keeps_the_newest_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Plaitd::start(&dir.path().join("source"), &[]).unwrap();
+    create_logs(&source.endpoint()).await;
+    let backups = dir.path().join("backups");
+    let destination = format!("file://{}", backups.display());
+    let mut a = admin(&source.endpoint()).await;
+    let run = |delta: bool| pb::BackupRequest {
+        destination: destination.clone(),
+        logs: vec![],
+        delta,
+        retain_full: 1,
+    };
+    write(&source.endpoint(), "a", 10).await;
+    let first = a.backup(run(false)).await.unwrap().into_inner();
+    write(&source.endpoint(), "b", 10).await;
+    let first_delta = a.backup(run(true)).await.unwrap().into_inner();
+    write(&source.endpoint(), "c", 10).await;
+    let second = a.backup(run(false)).await.unwrap().into_inner();
+    let old: Vec<String> = first.objects.iter().chain(&first_delta.objects).map(|o| o.key.clone()).collect();
+    let mut deleted = second.deleted.clone();
+    deleted.sort();
+    let mut expected = old.clone();
+    expected.sort();
+    assert_eq!(deleted, expected, "the older chain is deleted whole");
+    for key in &old {
+        assert!(!backups.join(key).exists(), "{key} is still there");
+    }
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backups.join("catalog.json")).unwrap()).unwrap();
+    assert_eq!(catalog["backups"].as_array().unwrap().len(), 2, "one full backup per log is left");
+    let out = restore(&destination, &dir.path().join("restored"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = Plaitd::start(&dir.path().join("restored"), &[]).unwrap();
+    assert_eq!(roots(&restored.endpoint()).await, roots(&source.endpoint()).await);
+}
+
+/// A restore killed with SIGKILL part way leaves no half-built data directory: running
+/// it again completes, and the result has the source's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_restore_restarts_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Plaitd::start(&dir.path().join("source"), &[]).unwrap();
+    create_logs(&source.endpoint()).await;
+    // Enough data that the second log's restore takes a while after the first's.
+    let mut data = pb::data_client::DataClient::new(channel(&source.endpoint()).await.unwrap());
+    for b in 0..40 {
+        let ops = (0..500)
+            .map(|i| pb::RoutedOp {
+                log: if i % 2 == 0 { "kv".into() } else { "feed".into() },
+                op: Some(pb::Op {
+                    op: Some(if i % 2 == 0 {
+                        pb::op::Op::Put(pb::KvPut {
+                            key: format!("k{b}-{i}").into_bytes(),
+                            value: vec![7; 200],
+                        })
+                    } else {
+                        pb::op::Op::Append(pb::FeedAppend { value: vec![8; 200] })
+                    }),
+                }),
+            })
+            .collect();
+        data.write(pb::WriteRequest { ops, concern: None }).await.unwrap();
+    }
+    let destination = format!("file://{}", dir.path().join("backups").display());
+    backup(&source.endpoint(), &destination, false).await;
+    let target = dir.path().join("restored");
+    let mut child = Command::new(plait_tests::binary("plaitd").unwrap())
+        .args(["restore", "--from", &destination, "--data-dir"])
+        .arg(&target)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as it reports its first restored snapshot.
+    let stderr = child.stderr.take().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if !target.exists() {
+        // Killed before the end: nothing half-built is in place; a second run completes.
+        let out = restore(&destination, &target, &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted restore"),
+            "the staging directory was cleared"
+        );
+    }
+    let restored = Plaitd::start(&target, &[]).unwrap();
+    assert_eq!(roots(&restored.endpoint()).await, roots(&source.endpoint()).await);
+}
