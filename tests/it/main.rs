@@ -7,5 +7,6 @@ mod backup;
 mod bad_input;
 mod cli;
 mod crash;
+mod edge;
 mod hostile;
 mod replication;

@@ -382,3 +382,31 @@ pub(crate) async fn restore(
     }
     Ok(reports)
 }
+
+/// Applies whatever of each log's newest chain this store does not hold yet, judged by
+/// its restore watermark; returns how many snapshots were imported. Used by edge nodes
+/// to restore and then follow a backup destination.
+pub(crate) async fn follow(store: &Store, dest: &Destination, work_dir: &Path) -> anyhow::Result<usize> {
+    let Some(catalog) = dest.catalog().await? else {
+        bail!("no catalog at {}: it is not a Plait backup destination, or the prefix is wrong", dest.url);
+    };
+    std::fs::create_dir_all(work_dir)?;
+    let logs: std::collections::BTreeSet<String> = catalog.backups.iter().map(|b| b.log_id.clone()).collect();
+    let mut imported = 0;
+    for log_id in logs {
+        let id = LogId::from_hex(&log_id).map_err(|e| anyhow!("catalog names a bad log id: {e}"))?;
+        for entry in chain(&catalog, &log_id) {
+            let mark = store.restore_mark(&id)?;
+            if mark.is_some_and(|m| hex::encode(m.epoch) == entry.epoch && m.seq >= entry.seq) {
+                continue;
+            }
+            let file = work_dir.join(format!("follow-{}.snap", entry.backup_id));
+            dest.download(&entry.key, &file).await?;
+            let report = store.import_file(file.clone()).await;
+            let _ = std::fs::remove_file(&file);
+            report.with_context(|| format!("applying {} from {}", entry.key, dest.url))?;
+            imported += 1;
+        }
+    }
+    Ok(imported)
+}

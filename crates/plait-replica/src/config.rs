@@ -65,6 +65,22 @@ pub struct ServeArgs {
     #[arg(long = "peer", env = "PLAIT_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
 
+    /// Edge mode: a replica (host:port) to follow that does not count this one as a
+    /// member. This replica pulls from it, and pushes its own writes to it whenever it can
+    /// reach it; writes made while cut off are pushed after. Repeatable.
+    #[arg(long = "upstream", env = "PLAIT_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+
+    /// Edge mode: on first start (no logs yet), restore from this backup destination
+    /// before serving.
+    #[arg(long, env = "PLAIT_RESTORE_FROM")]
+    pub restore_from: Option<String>,
+
+    /// Edge mode: with --restore-from, check the backup catalog this often and apply new
+    /// deltas, in ms (0: never).
+    #[arg(long, env = "PLAIT_FOLLOW_BACKUPS_MS", default_value_t = 0)]
+    pub follow_backups_ms: u64,
+
     /// Discover peers by resolving this DNS name (host:port, for example a Kubernetes
     /// headless service) every `--discover-interval-ms`.
     #[arg(long, env = "PLAIT_DISCOVER_DNS")]

@@ -82,9 +82,30 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         "store open"
     );
 
+    let s3 = S3Options {
+        endpoint: args.backup_s3_endpoint.clone(),
+        region: args.backup_s3_region.clone(),
+        allow_http: args.backup_s3_allow_http,
+    };
+    let follow = match &args.restore_from {
+        Some(url) => Some(edge_restore(&store, url, &s3, &args.data_dir).await?),
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(dest) = follow
+        && args.follow_backups_ms > 0
+    {
+        spawn_backup_follower(
+            store.clone(),
+            dest,
+            Duration::from_millis(args.follow_backups_ms),
+            args.data_dir.join("tmp"),
+            shutdown_rx.clone(),
+        );
+    }
     let replication = ReplicationConfig {
         static_peers: args.peers.iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+        upstreams: args.upstreams.iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
         discover_dns: args.discover_dns.clone(),
         discover_interval: Duration::from_millis(args.discover_interval_ms.max(100)),
         anti_entropy: Duration::from_millis(args.anti_entropy_ms.max(50)),
@@ -113,11 +134,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         state: Arc::default(),
         data_dir: args.data_dir.clone(),
         logs_max: args.logs_max,
-        s3: S3Options {
-            endpoint: args.backup_s3_endpoint.clone(),
-            region: args.backup_s3_region.clone(),
-            allow_http: args.backup_s3_allow_http,
-        },
+        s3,
     };
     spawn_checkpointer(
         store.clone(),
@@ -391,4 +408,45 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         hex::encode(store.epoch())
     );
     Ok(())
+}
+
+/// Edge mode, first start: restores every log from the backup destination into the
+/// fresh store. A store that already has logs resumes from its watermarks instead.
+async fn edge_restore(
+    store: &Store,
+    url: &str,
+    s3: &S3Options,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Destination> {
+    let dest = Destination::parse(url, s3)?;
+    if store.logs().is_empty() {
+        let reports = crate::backup::follow(store, &dest, &data_dir.join("tmp")).await?;
+        tracing::info!(snapshots = reports, from = %dest.url, "edge: restored from backups");
+    }
+    Ok(dest)
+}
+
+/// Edge mode: applies new deltas from the backup destination as they appear.
+fn spawn_backup_follower(
+    store: Store,
+    dest: Destination,
+    every: Duration,
+    work_dir: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+            }
+            match crate::backup::follow(&store, &dest, &work_dir).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(snapshots = n, "edge: applied new backups"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "edge: following backups failed; retrying")
+                }
+            }
+        }
+    });
 }

@@ -131,6 +131,9 @@ async fn run(ctx: EngineCtx, changed: Arc<Notify>, mut shutdown: watch::Receiver
         for address in &ctx.config.static_peers {
             desired.insert(address.clone(), "flag");
         }
+        for address in &ctx.config.upstreams {
+            desired.insert(address.clone(), "upstream");
+        }
         sessions.retain(|address, running| {
             let keep = desired.contains_key(address);
             if !keep {
@@ -147,7 +150,7 @@ async fn run(ctx: EngineCtx, changed: Arc<Notify>, mut shutdown: watch::Receiver
             tracing::info!(peer = %address, source, "peer added");
             ctx.table.insert(&address, source);
             let (stop, stopped) = watch::channel(false);
-            tokio::spawn(Session::new(ctx.clone(), address.clone(), stopped).run());
+            tokio::spawn(Session::new(ctx.clone(), address.clone(), stopped, source == "upstream").run());
             sessions.insert(address, Running { stop });
         }
         let wait = if ctx.config.discover_dns.is_some() {

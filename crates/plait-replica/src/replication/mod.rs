@@ -16,6 +16,9 @@ pub(crate) use membership::{EngineCtx, Membership, PeerTable};
 #[derive(Clone, Debug)]
 pub(crate) struct ReplicationConfig {
     pub(crate) static_peers: Vec<String>,
+    /// Edge mode: replicas this one pulls from and also pushes its own writes to, since
+    /// they do not pull from it.
+    pub(crate) upstreams: Vec<String>,
     pub(crate) discover_dns: Option<String>,
     pub(crate) discover_interval: Duration,
     pub(crate) anti_entropy: Duration,

@@ -114,9 +114,12 @@ pub(super) struct Session {
     stop: watch::Receiver<bool>,
     /// Entries this peer left pending, for the per-peer bound.
     pending_from_peer: u64,
+    /// Edge mode: also push this replica's entries to the peer, which does not pull.
+    push: bool,
 }
 
 struct Peer {
+    channel: Channel,
     /// For pages: its message limit is a real page's size.
     client: SyncClient<Channel>,
     /// For Hello, which carries every manifest.
@@ -133,8 +136,8 @@ fn jittered(backoff: Duration) -> Duration {
 }
 
 impl Session {
-    pub(super) fn new(ctx: EngineCtx, address: String, stop: watch::Receiver<bool>) -> Session {
-        Session { ctx, address, stop, pending_from_peer: 0 }
+    pub(super) fn new(ctx: EngineCtx, address: String, stop: watch::Receiver<bool>, push: bool) -> Session {
+        Session { ctx, address, stop, pending_from_peer: 0, push }
     }
 
     fn identity(&self) -> pb::PeerIdentity {
@@ -185,6 +188,7 @@ impl Session {
             .connect()
             .await
             .with_context(|| format!("cannot connect to peer {}", self.address))?;
+        let hello_client_channel = channel.clone();
         let client = SyncClient::new(channel.clone())
             .max_decoding_message_size(PAGE_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PAGE_MESSAGE_BYTES_MAX);
@@ -196,7 +200,7 @@ impl Session {
             .as_slice()
             .try_into()
             .map_err(|_| anyhow!("peer sent an epoch that is not 16 bytes"))?;
-        Ok(Peer { client, hello_client, node_id, epoch })
+        Ok(Peer { channel: hello_client_channel, client, hello_client, node_id, epoch })
     }
 
     async fn hello(&self, client: &mut SyncClient<Channel>) -> anyhow::Result<pb::HelloResponse> {
@@ -236,6 +240,8 @@ impl Session {
         notices: &mut mpsc::Receiver<Option<LogId>>,
     ) -> anyhow::Result<Stop> {
         let mut due: Option<HashSet<LogId>> = None; // None: every log.
+        // Edge mode wakes on local writes too, to push them at once.
+        let mut local = self.ctx.store.changes();
         loop {
             let hello = self.hello(&mut peer.hello_client).await?;
             if hello.epoch != peer.epoch {
@@ -256,6 +262,9 @@ impl Session {
                     self.check_heads(peer, log_id, log).await?;
                 }
             }
+            if self.push {
+                self.push_all(peer, &hello.logs).await?;
+            }
             // Wait for a notice, the anti-entropy tick or the stop signal.
             let mut next_due = HashSet::new();
             let mut stop = self.stop.clone();
@@ -271,9 +280,58 @@ impl Session {
                     _ => bail!("the peer's watch stream ended"),
                 },
                 _ = tokio::time::sleep(self.ctx.config.anti_entropy) => due = None,
+                // Any local change: push (the pull part of the round finds nothing due).
+                _ = local.recv(), if self.push => due = Some(HashSet::new()),
                 _ = async { stop.wait_for(|s| *s).await.is_ok() } => return Ok(Stop::Cancelled),
             }
         }
+    }
+
+    /// Edge mode: pushes every entry of every log written here since the last push, after
+    /// creating on the upstream any log it does not host yet (from the signed manifest).
+    async fn push_all(&mut self, peer: &mut Peer, theirs: &[pb::HostedLog]) -> anyhow::Result<()> {
+        let hosted: HashSet<&[u8]> = theirs.iter().map(|l| l.log_id.as_slice()).collect();
+        for summary in self.ctx.store.logs() {
+            let marker = push_marker(&peer.node_id);
+            let epoch = self.ctx.store.epoch();
+            let mut after = self
+                .ctx
+                .store
+                .cursor(&marker, &summary.log_id)?
+                .filter(|c| c.epoch == epoch)
+                .map_or(0, |c| c.seq);
+            if after >= summary.seq {
+                continue;
+            }
+            if !hosted.contains(summary.log_id.0.as_slice()) {
+                let mut logs = pb::logs_client::LogsClient::new(peer.channel.clone());
+                let request = pb::CreateLogRequest {
+                    signed_manifest: summary.manifest.bytes().to_vec(),
+                    ..Default::default()
+                };
+                logs.create_log(request).await.context("creating the log upstream")?;
+            }
+            loop {
+                let store = self.ctx.store.clone();
+                let log = summary.log_id;
+                let page = tokio::task::spawn_blocking(move || {
+                    store.entries_after(&log, after, PULL_PAGE_ENTRIES, PULL_PAGE_BYTES)
+                })
+                .await??;
+                let Some(last) = page.last().map(|e| e.seq) else { break };
+                let request = pb::PushRequest {
+                    entries: page.into_iter().map(|e| e.entry.into_bytes()).collect(),
+                    from: Some(self.identity()),
+                };
+                let mut call = tonic::Request::new(futures::stream::iter(vec![request]));
+                call.set_timeout(CALL_TIMEOUT);
+                peer.client.push(call).await.context("push")?;
+                after = last;
+                let cursor = Cursor { peer: marker, log, epoch, seq: after };
+                self.ctx.store.ingest_pulled(Vec::new(), cursor).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Hosts every log the peer has and this replica lacks, after verifying its manifest.
@@ -570,6 +628,15 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The key under which the push cursor to `upstream` is kept: pushes are cursors too,
+/// in this replica's own numbering, stored beside the pull cursors.
+fn push_marker(upstream: &plait_core::PublicKey) -> plait_core::PublicKey {
+    let mut h = blake3::Hasher::new();
+    h.update(b"plait/push/v1");
+    h.update(&upstream.0);
+    plait_core::PublicKey(*h.finalize().as_bytes())
 }
 
 /// Refuses a page with more entries than asked for, or more bytes than a page can hold.
