@@ -400,13 +400,57 @@ pub(crate) async fn follow(store: &Store, dest: &Destination, work_dir: &Path) -
             if mark.is_some_and(|m| hex::encode(m.epoch) == entry.epoch && m.seq >= entry.seq) {
                 continue;
             }
-            let file = work_dir.join(format!("follow-{}.snap", entry.backup_id));
-            dest.download(&entry.key, &file).await?;
-            let report = store.import_file(file.clone()).await;
-            let _ = std::fs::remove_file(&file);
-            report.with_context(|| format!("applying {} from {}", entry.key, dest.url))?;
-            imported += 1;
+            match import_one(store, dest, &entry, work_dir).await {
+                Ok(_) => imported += 1,
+                // A delta that does not fit this node (a gap, or another source epoch):
+                // fall back to the chain's full backup, then carry on with the deltas.
+                Err(FollowError::Precondition(why)) if entry.kind == "delta" => {
+                    let full = chain(&catalog, &log_id)
+                        .into_iter()
+                        .next()
+                        .expect("a chain starts with a full backup");
+                    tracing::warn!(log = %log_id, delta = %entry.key, %why, full = %full.key, "falling back to a full restore");
+                    import_one(store, dest, &full, work_dir).await.map_err(FollowError::into_anyhow)?;
+                    import_one(store, dest, &entry, work_dir).await.map_err(FollowError::into_anyhow)?;
+                    imported += 2;
+                }
+                Err(e) => return Err(e.into_anyhow()),
+            }
         }
     }
     Ok(imported)
+}
+
+enum FollowError {
+    /// The snapshot does not fit this node's watermark.
+    Precondition(String),
+    Other(anyhow::Error),
+}
+
+impl FollowError {
+    fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            FollowError::Precondition(why) => anyhow!(why),
+            FollowError::Other(e) => e,
+        }
+    }
+}
+
+async fn import_one(
+    store: &Store,
+    dest: &Destination,
+    entry: &CatalogEntry,
+    work_dir: &Path,
+) -> Result<ImportReport, FollowError> {
+    let file = work_dir.join(format!("follow-{}-{}.snap", entry.backup_id, entry.log_id));
+    dest.download(&entry.key, &file).await.map_err(FollowError::Other)?;
+    let report = store.import_file(file.clone()).await;
+    let _ = std::fs::remove_file(&file);
+    match report {
+        Ok(r) => Ok(r),
+        Err(plait_store::StoreError::FailedPrecondition(why)) => Err(FollowError::Precondition(why)),
+        Err(e) => Err(FollowError::Other(
+            anyhow::Error::new(e).context(format!("applying {} from {}", entry.key, dest.url)),
+        )),
+    }
 }
