@@ -111,17 +111,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_CHECKPOINT_EVERY_MS", default_value_t = 300_000)]
     pub checkpoint_every_ms: u64,
 
-    /// S3 endpoint for backups (for S3-compatible stores); else AWS_ENDPOINT or AWS.
-    #[arg(long, env = "PLAIT_BACKUP_S3_ENDPOINT")]
-    pub backup_s3_endpoint: Option<String>,
-
-    /// S3 region for backups; else AWS_REGION.
-    #[arg(long, env = "PLAIT_BACKUP_S3_REGION")]
-    pub backup_s3_region: Option<String>,
-
-    /// Allow plain http:// S3 endpoints (test and on-premises stores).
-    #[arg(long, env = "PLAIT_BACKUP_S3_ALLOW_HTTP")]
-    pub backup_s3_allow_http: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// How long SIGTERM waits for in-flight calls before closing the store anyway, in ms.
     #[arg(long, env = "PLAIT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -135,6 +126,32 @@ impl ServeArgs {
 
     pub fn writer_key_path(&self) -> PathBuf {
         self.writer_key_file.clone().unwrap_or_else(|| self.data_dir.join("writer.key"))
+    }
+}
+
+/// How to reach an S3-compatible backup store, beyond the `AWS_*` environment.
+#[derive(Args, Clone, Debug, Default)]
+pub struct S3Args {
+    /// S3 endpoint for backups (for S3-compatible stores); else AWS_ENDPOINT or AWS.
+    #[arg(long, env = "PLAIT_BACKUP_S3_ENDPOINT")]
+    pub backup_s3_endpoint: Option<String>,
+
+    /// S3 region for backups; else AWS_REGION.
+    #[arg(long, env = "PLAIT_BACKUP_S3_REGION")]
+    pub backup_s3_region: Option<String>,
+
+    /// Allow plain http:// S3 endpoints (test and on-premises stores).
+    #[arg(long, env = "PLAIT_BACKUP_S3_ALLOW_HTTP")]
+    pub backup_s3_allow_http: bool,
+}
+
+impl S3Args {
+    pub(crate) fn options(&self) -> crate::backup::S3Options {
+        crate::backup::S3Options {
+            endpoint: self.backup_s3_endpoint.clone(),
+            region: self.backup_s3_region.clone(),
+            allow_http: self.backup_s3_allow_http,
+        }
     }
 }
 
@@ -159,13 +176,8 @@ pub struct RestoreArgs {
     #[arg(long, env = "PLAIT_WRITER_KEY_FILE")]
     pub writer_key_file: Option<PathBuf>,
 
-    /// S3 endpoint, region and plain-http permission, as for `plaitd serve`.
-    #[arg(long, env = "PLAIT_BACKUP_S3_ENDPOINT")]
-    pub backup_s3_endpoint: Option<String>,
-    #[arg(long, env = "PLAIT_BACKUP_S3_REGION")]
-    pub backup_s3_region: Option<String>,
-    #[arg(long, env = "PLAIT_BACKUP_S3_ALLOW_HTTP")]
-    pub backup_s3_allow_http: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// Settings of `plaitd check`.

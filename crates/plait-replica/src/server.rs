@@ -82,11 +82,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         "store open"
     );
 
-    let s3 = S3Options {
-        endpoint: args.backup_s3_endpoint.clone(),
-        region: args.backup_s3_region.clone(),
-        allow_http: args.backup_s3_allow_http,
-    };
+    let s3 = args.s3.options();
     let follow = match &args.restore_from {
         Some(url) => Some(edge_restore(&store, url, &s3, &args.data_dir).await?),
         None => None,
@@ -345,14 +341,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         );
     }
-    let dest = Destination::parse(
-        &args.from,
-        &S3Options {
-            endpoint: args.backup_s3_endpoint.clone(),
-            region: args.backup_s3_region.clone(),
-            allow_http: args.backup_s3_allow_http,
-        },
-    )?;
+    let dest = Destination::parse(&args.from, &args.s3.options())?;
     // Fail on an unusable destination before creating anything.
     if dest.catalog().await?.is_none() {
         anyhow::bail!(
