@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use plait_client::{
-    AppliedOp, DrainedLog, Edge, FeedItem, Heads, KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status,
-    StoredEntry, SubmitResult, WriteAck,
+    AppliedOp, BackupReport, CheckpointInfo, DrainedLog, Edge, FeedItem, Heads, ImportReport, KeyValue,
+    LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, WriteAck,
 };
 use plait_core::{Clock, Op, Writers};
 use serde_json::{Map, Value, json};
@@ -589,9 +589,127 @@ pub(crate) fn drained_human(logs: &[DrainedLog]) -> String {
     out
 }
 
+// ---------------------------------------------------------------------------------------
+// Checkpoints, snapshots and backups.
+
+pub(crate) fn checkpoint_json(checkpoint: &CheckpointInfo) -> Value {
+    json!({
+        "log_id": checkpoint.log_id.to_hex(),
+        "epoch": hex::encode(checkpoint.epoch),
+        "seq": checkpoint.seq,
+        "heads": checkpoint.heads.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+        "state_root": hex::encode(checkpoint.state_root),
+        "entries": checkpoint.n_entries,
+        "ops": checkpoint.n_ops,
+    })
+}
+
+pub(crate) fn checkpoint_human(checkpoint: &CheckpointInfo) -> String {
+    let heads = if checkpoint.heads.is_empty() {
+        "(none)".to_owned()
+    } else {
+        checkpoint.heads.iter().map(|h| h.to_hex()).collect::<Vec<_>>().join("\n            ")
+    };
+    format!(
+        "log         {}\nseq         {}\nheads       {heads}\nstate root  {}\nentries     {}\nops         {}\nepoch       {}\n",
+        checkpoint.log_id,
+        checkpoint.seq,
+        hex::encode(checkpoint.state_root),
+        checkpoint.n_entries,
+        checkpoint.n_ops,
+        hex::encode(checkpoint.epoch),
+    )
+}
+
+pub(crate) fn export_json(log: &str, since: Option<u64>, bytes: u64, out: &str) -> Value {
+    json!({ "log": log, "kind": if since.is_some() { "delta" } else { "full" }, "base_seq": since, "bytes": bytes, "out": out })
+}
+
+pub(crate) fn export_human(log: &str, since: Option<u64>, bytes: u64, out: &str) -> String {
+    let what = match since {
+        Some(seq) => format!("delta snapshot of {log} after seq {seq}"),
+        None => format!("full snapshot of {log}"),
+    };
+    format!("wrote {what} to {out} ({})\n", size_text(bytes))
+}
+
+pub(crate) fn import_json(report: &ImportReport) -> Value {
+    json!({
+        "log_id": report.log_id.to_hex(),
+        "kind": report.kind.name(),
+        "entries_read": report.entries_read,
+        "entries_stored": report.entries_stored,
+        "checkpoint": checkpoint_json(&report.checkpoint),
+    })
+}
+
+pub(crate) fn import_human(report: &ImportReport) -> String {
+    format!(
+        "imported log {}\nkind        {}\nentries     {} read, {} stored\ncheckpoint  seq {} of epoch {}\nstate root  {}\n",
+        report.log_id,
+        report.kind.name(),
+        report.entries_read,
+        report.entries_stored,
+        report.checkpoint.seq,
+        hex::encode(report.checkpoint.epoch),
+        hex::encode(report.checkpoint.state_root),
+    )
+}
+
+pub(crate) fn backup_json(report: &BackupReport) -> Value {
+    let objects: Vec<Value> = report
+        .objects
+        .iter()
+        .map(|o| {
+            json!({
+                "log_id": o.log_id.to_hex(),
+                "name": o.name,
+                "kind": o.kind.name(),
+                "key": o.key,
+                "bytes": o.bytes,
+                "base_seq": o.base_seq,
+                "checkpoint": checkpoint_json(&o.checkpoint),
+            })
+        })
+        .collect();
+    json!({ "backup_id": report.backup_id, "objects": objects, "deleted": report.deleted })
+}
+
+pub(crate) fn backup_human(report: &BackupReport) -> String {
+    let mut out = format!("backup {}: {} object(s) written\n", report.backup_id, report.objects.len());
+    if !report.objects.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .objects
+            .iter()
+            .map(|o| {
+                let seq = match o.base_seq {
+                    Some(base) => format!("{base}..{}", o.checkpoint.seq),
+                    None => o.checkpoint.seq.to_string(),
+                };
+                vec![
+                    cell_text(o.name.as_bytes()),
+                    o.kind.name().to_owned(),
+                    size_text(o.bytes),
+                    seq,
+                    cell_text(o.key.as_bytes()),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&["LOG", "KIND", "BYTES", "SEQ", "KEY"], &rows));
+    }
+    if !report.deleted.is_empty() {
+        let _ = writeln!(out, "\ndeleted by retention ({}):", report.deleted.len());
+        for key in &report.deleted {
+            let _ = writeln!(out, "  {}", cell_text(key.as_bytes()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use plait_client::{Head, SubmitOutcome};
+    use plait_client::{BackupKind, BackupObject, Head, ImportKind, SubmitOutcome};
     use plait_core::{EntryDraft, EntryHash, LogId, LogType, PublicKey, VerifiedEntry, WriterKey};
 
     use super::*;
@@ -917,5 +1035,91 @@ mod tests {
         assert_eq!(edge_json(&edge)["props"], "");
         let op = Op::Link { src: b"a".to_vec(), label: "knows".into(), dst: b"b".to_vec(), props: vec![] };
         assert_eq!(op_human(&op), "graph.link a -[knows]-> b");
+    }
+    fn checkpoint_info() -> CheckpointInfo {
+        CheckpointInfo {
+            log_id: LogId([0xab; 32]),
+            epoch: [0x11; 16],
+            seq: 12,
+            heads: vec![EntryHash([0x01; 32]), EntryHash([0x02; 32])],
+            state_root: [0x77; 32],
+            n_entries: 12,
+            n_ops: 30,
+        }
+    }
+
+    /// A checkpoint shows its seq, every head, the state root and op count in hex and
+    /// numbers; JSON has the same fields.
+    #[test]
+    fn checkpoints_and_imports() {
+        let human = checkpoint_human(&checkpoint_info());
+        assert!(human.contains("seq         12\n"), "{human}");
+        assert!(
+            human.contains(&format!("heads       {}\n            {}\n", "01".repeat(32), "02".repeat(32))),
+            "{human}"
+        );
+        assert!(human.contains(&format!("state root  {}\n", "77".repeat(32))), "{human}");
+        assert!(human.contains("ops         30\n"), "{human}");
+        let value = checkpoint_json(&checkpoint_info());
+        assert_eq!(value["state_root"], "77".repeat(32));
+        assert_eq!(value["heads"][1], "02".repeat(32));
+        assert_eq!((value["seq"].as_u64(), value["ops"].as_u64()), (Some(12), Some(30)));
+
+        let report = ImportReport {
+            log_id: LogId([0xab; 32]),
+            kind: ImportKind::UpToDate,
+            checkpoint: checkpoint_info(),
+            entries_read: 12,
+            entries_stored: 0,
+        };
+        let human = import_human(&report);
+        assert!(
+            human.contains("kind        up_to_date\nentries     12 read, 0 stored\ncheckpoint  seq 12"),
+            "{human}"
+        );
+        let value = import_json(&report);
+        assert_eq!((value["kind"].as_str(), value["entries_stored"].as_u64()), (Some("up_to_date"), Some(0)));
+        assert_eq!(value["checkpoint"]["seq"], 12);
+        assert_eq!(
+            export_human("kv", Some(4), 2048, "kv.snap"),
+            "wrote delta snapshot of kv after seq 4 to kv.snap (2.0 KiB)\n"
+        );
+        assert_eq!(export_json("kv", None, 10, "-")["kind"], "full");
+    }
+
+    /// A backup lists its objects in a table (a delta's seq as base..seq) and the keys
+    /// retention deleted.
+    #[test]
+    fn backups() {
+        let object = |kind, base_seq, key: &str| BackupObject {
+            log_id: LogId([0xab; 32]),
+            name: "kv".into(),
+            kind,
+            key: key.into(),
+            bytes: 512,
+            checkpoint: checkpoint_info(),
+            base_seq,
+        };
+        let report = BackupReport {
+            backup_id: "b2".into(),
+            objects: vec![
+                object(BackupKind::Full, None, "kv/full.snap"),
+                object(BackupKind::Delta, Some(5), "kv/d.snap"),
+            ],
+            deleted: vec!["kv/old.snap".into()],
+        };
+        assert_eq!(
+            backup_human(&report),
+            "backup b2: 2 object(s) written\n\n\
+             LOG  KIND   BYTES  SEQ    KEY\n\
+             kv   full   512 B  12     kv/full.snap\n\
+             kv   delta  512 B  5..12  kv/d.snap\n\
+             \ndeleted by retention (1):\n  kv/old.snap\n"
+        );
+        let value = backup_json(&report);
+        assert_eq!(value["objects"][1]["kind"], "delta");
+        assert_eq!(value["objects"][1]["base_seq"], 5);
+        assert_eq!(value["objects"][0]["base_seq"], Value::Null);
+        assert_eq!(value["deleted"][0], "kv/old.snap");
     }
 }

@@ -3,17 +3,20 @@
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
 use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plait_client::{
     Client, CreateLogOptions, Direction, EdgesOptions, RoutedOp, ScanOptions, ServingStatus, WriteAck,
 };
 use plait_core::limits::{ENTRY_BYTES_MAX, VALUE_BYTES_MAX};
 use plait_core::{EntryHash, Op, WriterKey};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::cli::{Cli, Command, LogCommand, MembersCommand, OpCommand, OutputFormat};
 use crate::output;
@@ -26,6 +29,8 @@ const APPEND_BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX / 2;
 /// How long `append --stdin` holds a partial batch while stdin is quiet, so lines from
 /// a slow producer (`tail -f app.log | plaitctl append ...`) land promptly.
 const APPEND_FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// Bytes per chunk `import` sends.
+const IMPORT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Keys per `scan` page.
 const SCAN_PAGE_KEYS: u64 = 1000;
 
@@ -157,6 +162,16 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
         Command::Drain { timeout } => {
             let logs = client.drain(timeout).await?;
             printer.emit(|| output::drained_human(&logs), || output::drained_json(&logs))
+        }
+        Command::Checkpoint { log } => {
+            let checkpoint = client.checkpoint(&log).await?;
+            printer.emit(|| output::checkpoint_human(&checkpoint), || output::checkpoint_json(&checkpoint))
+        }
+        Command::Export { log, since, out } => export(client, printer, &log, since, out.as_deref()).await,
+        Command::Import { file } => import(client, printer, &file).await,
+        Command::Backup { destination, logs, delta, retain_full } => {
+            let report = client.backup(&destination, logs, delta, retain_full.unwrap_or(0)).await?;
+            printer.emit(|| output::backup_human(&report), || output::backup_json(&report))
         }
         Command::Health => {
             let health = client.health().await?;
@@ -486,6 +501,146 @@ async fn tail(client: &Client, printer: &Printer, log: &str, lines: u32, follow:
             }
         }
     }
+}
+
+/// A byte-count progress bar on stderr, drawn only when stderr is a terminal: of
+/// `total` bytes when it is known, else a running count.
+fn byte_progress(total: Option<u64>, verb: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            format!("{{bar:40}} {{bytes}}/{{total_bytes}} {verb} ({{binary_bytes_per_sec}}, {{eta}} left)"),
+        ),
+        None => {
+            (ProgressBar::new_spinner(), format!("{{spinner}} {{bytes}} {verb} ({{binary_bytes_per_sec}})"))
+        }
+    };
+    let style = ProgressStyle::with_template(&template).expect("a valid progress template");
+    bar.set_style(style);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar
+}
+
+/// Whether a path given on the command line means stdin or stdout.
+fn is_dash(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Streams a snapshot of `log` to `out` (a file, written under a `.partial` name and
+/// renamed once whole) or to stdout.
+async fn export(
+    client: &Client,
+    printer: &Printer,
+    log: &str,
+    since: Option<u64>,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let file = out.filter(|path| !is_dash(path));
+    if file.is_none() && std::io::stdout().is_terminal() {
+        bail!("a snapshot is binary and stdout is a terminal; use --out FILE or redirect stdout");
+    }
+    let chunks = client.export_snapshot(log, since).await?;
+    let progress = byte_progress(None, "written");
+    let written = match file {
+        Some(path) => {
+            let partial = partial_path(path);
+            let result = async {
+                let mut output = tokio::fs::File::create(&partial)
+                    .await
+                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                let written = copy_chunks(chunks, &mut output, &progress).await?;
+                output.sync_all().await.with_context(|| format!("cannot write {}", partial.display()))?;
+                drop(output);
+                tokio::fs::rename(&partial, path)
+                    .await
+                    .with_context(|| format!("cannot rename {} to {}", partial.display(), path.display()))?;
+                Ok::<u64, anyhow::Error>(written)
+            }
+            .await;
+            if result.is_err() {
+                let _ = tokio::fs::remove_file(&partial).await;
+            }
+            result?
+        }
+        None => copy_chunks(chunks, &mut tokio::io::stdout(), &progress).await?,
+    };
+    progress.finish_and_clear();
+    // With the snapshot on stdout there is no room for a summary.
+    if let Some(path) = file {
+        let shown = path.display().to_string();
+        printer.emit(
+            || output::export_human(log, since, written, &shown),
+            || output::export_json(log, since, written, &shown),
+        )?;
+    }
+    Ok(())
+}
+
+/// `FILE.partial` beside `FILE`.
+fn partial_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Writes every chunk to `output` as it arrives; returns the bytes written.
+async fn copy_chunks(
+    mut chunks: plait_client::SnapshotStream,
+    output: &mut (impl AsyncWrite + Unpin),
+    progress: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut written = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.with_context(|| format!("the export failed after {written} bytes"))?;
+        output.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+        progress.set_position(written);
+    }
+    output.flush().await?;
+    Ok(written)
+}
+
+/// Reads `file` (or stdin for `-`) in chunks of `IMPORT_CHUNK_BYTES` and streams it to
+/// the replica. A read error ends the stream (the replica then refuses the snapshot as
+/// truncated) and is reported instead of the replica's answer.
+async fn import(client: &Client, printer: &Printer, file: &Path) -> anyhow::Result<()> {
+    let (reader, total): (Box<dyn AsyncRead + Send + Unpin>, Option<u64>) = if is_dash(file) {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let opened =
+            tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
+        let total = opened.metadata().await.ok().map(|m| m.len());
+        (Box::new(opened), total)
+    };
+    let progress = byte_progress(total, "sent");
+    let read_error = Arc::new(Mutex::new(None::<std::io::Error>));
+    let chunks = futures::stream::unfold(
+        (reader, read_error.clone(), progress.clone()),
+        |(mut reader, read_error, progress)| async move {
+            let mut chunk = Vec::with_capacity(IMPORT_CHUNK_BYTES);
+            match (&mut reader).take(IMPORT_CHUNK_BYTES as u64).read_to_end(&mut chunk).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    progress.inc(n as u64);
+                    Some((Bytes::from(chunk), (reader, read_error, progress)))
+                }
+                Err(e) => {
+                    *read_error.lock().expect("read error lock") = Some(e);
+                    None
+                }
+            }
+        },
+    );
+    let result = client.import_snapshot(chunks).await;
+    progress.finish_and_clear();
+    if let Some(e) = read_error.lock().expect("read error lock").take() {
+        return Err(anyhow::Error::new(e).context(format!("cannot read {}", file.display())));
+    }
+    let report = result.with_context(|| format!("importing {}", file.display()))?;
+    printer.emit(|| output::import_human(&report), || output::import_json(&report))
 }
 
 /// Generates a writer key; writes the secret to `out` (mode 0600, never overwriting) or

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use futures::stream::{BoxStream, StreamExt};
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
 use plait_core::{EntryHash, LogId, Op, SignedManifest, VerifiedEntry, WriterKey};
 use plait_proto::pb::admin_client::AdminClient;
 use plait_proto::pb::data_client::DataClient;
@@ -17,9 +18,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::ClientError;
 use crate::types::{
-    AppliedOp, CreateLogOptions, Direction, DrainedLog, Edge, EdgesOptions, FeedItem, Heads, KeyValue,
-    LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned,
-    WriteAck,
+    AppliedOp, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge, EdgesOptions,
+    FeedItem, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage,
+    Status, StoredEntry, SubmitResult, Versioned, WriteAck,
 };
 
 /// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
@@ -43,6 +44,9 @@ pub const DRAIN_REPLY_GRACE: Duration = Duration::from_secs(5);
 
 /// Health of the replica as the standard gRPC health service reports it.
 pub use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The bytes of a [`Client::export_snapshot`], chunk by chunk, in order.
+pub type SnapshotStream = BoxStream<'static, Result<Bytes, ClientError>>;
 
 /// The operations of a [`Client::subscribe`], in seq order, each checked on arrival.
 pub type AppliedOpStream = BoxStream<'static, Result<AppliedOp, ClientError>>;
@@ -444,6 +448,59 @@ impl Client {
             .enumerate()
             .map(|(i, log)| DrainedLog::from_pb(&format!("logs[{i}]"), log))
             .collect()
+    }
+
+    /// Takes and records a checkpoint of a log: a consistent cut with the Merkle root of
+    /// the log's view. A recorded checkpoint's seq can be the base of a delta export.
+    pub async fn checkpoint(&self, log: &str) -> Result<CheckpointInfo, ClientError> {
+        let reply = self.admin.clone().checkpoint(pb::CheckpointRequest { log: log.to_owned() }).await?;
+        CheckpointInfo::from_pb("checkpoint", reply.into_inner())
+    }
+
+    /// Streams a snapshot of a log in the format of `docs/snapshot-format.md`: a full
+    /// one, or with `base_seq` a delta of the entries after that recorded checkpoint
+    /// (refused with [`ClientError::FailedPrecondition`] if there is none at that seq).
+    /// The bytes are passed on as they come; a reader such as
+    /// [`Client::import_snapshot`] verifies them. An error mid-stream ends it, so a
+    /// stream that ended with an error holds an incomplete snapshot.
+    pub async fn export_snapshot(
+        &self,
+        log: &str,
+        base_seq: Option<u64>,
+    ) -> Result<SnapshotStream, ClientError> {
+        let request = pb::ExportSnapshotRequest { log: log.to_owned(), base_seq: base_seq.unwrap_or(0) };
+        let stream = self.admin.clone().export_snapshot(request).await?.into_inner();
+        Ok(stream.map(|chunk| chunk.map(|c| Bytes::from(c.data)).map_err(ClientError::from)).boxed())
+    }
+
+    /// Sends a snapshot (the bytes of an [`Client::export_snapshot`], in chunks of any
+    /// size up to [`MESSAGE_BYTES_MAX`]) to the replica, which verifies all of it before
+    /// it applies any. A source that fails should just end the stream: the replica then
+    /// refuses the snapshot as truncated and applies nothing.
+    pub async fn import_snapshot<S>(&self, chunks: S) -> Result<ImportReport, ClientError>
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        let request = chunks.map(|data| pb::SnapshotChunk { data: data.into() });
+        let reply = self.admin.clone().import_snapshot(request).await?;
+        ImportReport::try_from(reply.into_inner())
+    }
+
+    /// Writes snapshots of `logs` (names or ids; empty for all) to `destination`
+    /// (`file:///absolute/dir` or `s3://bucket/prefix`) and records them in the
+    /// destination's catalog. With `delta`, each log gets the entries since this
+    /// replica's last backup of it (a full one if there is none); `retain_full` keeps
+    /// that many full backups per log and deletes older chains (0: keep everything).
+    pub async fn backup(
+        &self,
+        destination: &str,
+        logs: Vec<String>,
+        delta: bool,
+        retain_full: u32,
+    ) -> Result<BackupReport, ClientError> {
+        let request = pb::BackupRequest { destination: destination.to_owned(), logs, delta, retain_full };
+        let reply = self.admin.clone().backup(request).await?;
+        BackupReport::try_from(reply.into_inner())
     }
 
     /// The replica's overall health from the standard gRPC health service.

@@ -5,9 +5,10 @@
 //! [`Client::with_write_concern`]), pre-signed entries (`submit`,
 //! [`Client::submit_signed`] for clients that hold their own keys), reads, subscriptions,
 //! status with peers, membership ([`Client::set_members`]), drain before removal
-//! ([`Client::drain`]) and health. Replies are checked on arrival: ids, enums, ops, and
-//! entries fetched by hash are verified. Errors are [`ClientError`] kinds that say
-//! whether retrying can help.
+//! ([`Client::drain`]), checkpoints, snapshots ([`Client::export_snapshot`],
+//! [`Client::import_snapshot`]), backups ([`Client::backup`]) and health. Replies are
+//! checked on arrival: ids, enums, ops, and entries fetched by hash are verified. Errors
+//! are [`ClientError`] kinds that say whether retrying can help.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), plait_client::ClientError> {
@@ -29,11 +30,12 @@ mod types;
 
 pub use client::{
     AppliedOpStream, CONNECT_TIMEOUT, Client, DRAIN_REPLY_GRACE, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT,
-    MESSAGE_BYTES_MAX, ServingStatus,
+    MESSAGE_BYTES_MAX, ServingStatus, SnapshotStream,
 };
 pub use error::ClientError;
 pub use types::{
-    AppliedOp, CreateLogOptions, Direction, DrainedLog, EPOCH_LEN, Edge, EdgesOptions, FeedItem, Head, Heads,
-    KeyValue, LogInfo, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status,
+    AppliedOp, BackupKind, BackupObject, BackupReport, CheckpointInfo, CreateLogOptions, Direction,
+    DrainedLog, EPOCH_LEN, Edge, EdgesOptions, FeedItem, Head, Heads, ImportKind, ImportReport, KeyValue,
+    LogInfo, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status,
     StoredEntry, SubmitOutcome, SubmitResult, Versioned, WriteAck,
 };

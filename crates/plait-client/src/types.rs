@@ -508,11 +508,16 @@ impl TryFrom<pb::AppliedOp> for AppliedOp {
 /// Length of a replica's epoch, the id of its data directory's incarnation.
 pub const EPOCH_LEN: usize = 16;
 
-/// An epoch from a reply: exactly [`EPOCH_LEN`] bytes.
+/// An epoch from a status reply: exactly [`EPOCH_LEN`] bytes.
 fn epoch(field: &str, bytes: &[u8]) -> Result<[u8; EPOCH_LEN], ClientError> {
+    reply_epoch("status", field, bytes)
+}
+
+/// An epoch from the `what` reply: exactly [`EPOCH_LEN`] bytes.
+fn reply_epoch(what: &str, field: &str, bytes: &[u8]) -> Result<[u8; EPOCH_LEN], ClientError> {
     <[u8; EPOCH_LEN]>::try_from(bytes).map_err(|_| {
         ClientError::corrupt_reply(
-            "status",
+            what,
             format_args!("{field} must be {EPOCH_LEN} bytes, got {}", bytes.len()),
         )
     })
@@ -694,6 +699,216 @@ impl DrainedLog {
             name: log.name,
             seq: log.seq,
             held_by,
+        })
+    }
+}
+
+/// A recorded checkpoint of a log: a consistent cut on one replica with the Merkle root
+/// of the log's view at that cut. From [`Client::checkpoint`](crate::Client::checkpoint),
+/// and inside import and backup reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// The log.
+    pub log_id: LogId,
+    /// The epoch of the replica that took it: the seq is in that replica's numbering.
+    pub epoch: [u8; EPOCH_LEN],
+    /// The cut: every entry with this seq or lower on that replica.
+    pub seq: u64,
+    /// The log's heads at the cut.
+    pub heads: Vec<EntryHash>,
+    /// Merkle root over the log's view at the cut.
+    pub state_root: [u8; 32],
+    /// Entries at the cut.
+    pub n_entries: u64,
+    /// Operations at the cut.
+    pub n_ops: u64,
+}
+
+impl CheckpointInfo {
+    /// Converts a checkpoint of a reply; `field` names it (`objects[1].checkpoint`) in
+    /// errors.
+    pub(crate) fn from_pb(field: &str, info: pb::CheckpointInfo) -> Result<CheckpointInfo, ClientError> {
+        let state_root = <[u8; 32]>::try_from(info.state_root.as_slice()).map_err(|_| {
+            ClientError::corrupt_reply(
+                "checkpoint",
+                format_args!("{field}.state_root must be 32 bytes, got {}", info.state_root.len()),
+            )
+        })?;
+        Ok(CheckpointInfo {
+            log_id: convert::log_id(&format!("{field}.log_id"), &info.log_id)?,
+            epoch: reply_epoch("checkpoint", &format!("{field}.epoch"), &info.epoch)?,
+            seq: info.seq,
+            heads: convert::entry_hashes(&format!("{field}.heads"), &info.heads)?,
+            state_root,
+            n_entries: info.n_entries,
+            n_ops: info.n_ops,
+        })
+    }
+
+    /// Converts a checkpoint that a reply must carry.
+    fn required(field: &str, info: Option<pb::CheckpointInfo>) -> Result<CheckpointInfo, ClientError> {
+        let info =
+            info.ok_or_else(|| ClientError::corrupt_reply("snapshot", format_args!("{field} is missing")))?;
+        CheckpointInfo::from_pb(field, info)
+    }
+}
+
+/// What an [`Client::import_snapshot`](crate::Client::import_snapshot) did with the
+/// snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportKind {
+    /// A full snapshot restored into a log this replica did not hold.
+    Full,
+    /// A full snapshot merged into a log this replica already held.
+    Merge,
+    /// A delta applied after the replica's restore watermark.
+    Delta,
+    /// A delta this replica had already applied: nothing changed.
+    UpToDate,
+}
+
+impl ImportKind {
+    /// The wire and output word: `full`, `merge`, `delta`, `up_to_date`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImportKind::Full => "full",
+            ImportKind::Merge => "merge",
+            ImportKind::Delta => "delta",
+            ImportKind::UpToDate => "up_to_date",
+        }
+    }
+
+    fn parse(text: &str) -> Result<ImportKind, ClientError> {
+        match text {
+            "full" => Ok(ImportKind::Full),
+            "merge" => Ok(ImportKind::Merge),
+            "delta" => Ok(ImportKind::Delta),
+            "up_to_date" => Ok(ImportKind::UpToDate),
+            other => Err(ClientError::corrupt_reply(
+                "import",
+                format_args!("kind {other:?} is not full, merge, delta or up_to_date"),
+            )),
+        }
+    }
+}
+
+/// The outcome of an [`Client::import_snapshot`](crate::Client::import_snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The log the snapshot was of.
+    pub log_id: LogId,
+    /// How it was applied.
+    pub kind: ImportKind,
+    /// The cut the snapshot brought the log to, in the source replica's numbering.
+    pub checkpoint: CheckpointInfo,
+    /// Entries in the snapshot, all verified.
+    pub entries_read: u64,
+    /// Entries this replica did not hold before and stored.
+    pub entries_stored: u64,
+}
+
+impl TryFrom<pb::ImportSnapshotResponse> for ImportReport {
+    type Error = ClientError;
+
+    fn try_from(reply: pb::ImportSnapshotResponse) -> Result<Self, Self::Error> {
+        Ok(ImportReport {
+            log_id: convert::log_id("log_id", &reply.log_id)?,
+            kind: ImportKind::parse(&reply.kind)?,
+            checkpoint: CheckpointInfo::required("checkpoint", reply.checkpoint)?,
+            entries_read: reply.entries_read,
+            entries_stored: reply.entries_stored,
+        })
+    }
+}
+
+/// Whether a backup object holds a whole log or the entries after an earlier backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupKind {
+    /// Every entry up to the checkpoint.
+    Full,
+    /// The entries after `base_seq` up to the checkpoint.
+    Delta,
+}
+
+impl BackupKind {
+    /// The wire and output word: `full` or `delta`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Delta => "delta",
+        }
+    }
+}
+
+/// One snapshot object a [`Client::backup`](crate::Client::backup) wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupObject {
+    /// The log.
+    pub log_id: LogId,
+    /// The log's name on the replica.
+    pub name: String,
+    /// Full, or a delta.
+    pub kind: BackupKind,
+    /// The object's key under the destination.
+    pub key: String,
+    /// The object's size.
+    pub bytes: u64,
+    /// The cut the object brings a restore to.
+    pub checkpoint: CheckpointInfo,
+    /// For a delta, the seq of the checkpoint it starts from (0 if the log was empty
+    /// then); `None` for a full one.
+    pub base_seq: Option<u64>,
+}
+
+impl BackupObject {
+    fn from_pb(field: &str, object: pb::BackupObject) -> Result<BackupObject, ClientError> {
+        let kind = match (object.kind.as_str(), object.base_seq) {
+            ("full", 0) => BackupKind::Full,
+            // A delta of a log first backed up empty starts at seq 0.
+            ("delta", _) => BackupKind::Delta,
+            (kind, base_seq) => {
+                return Err(ClientError::corrupt_reply(
+                    "backup",
+                    format_args!("{field} has kind {kind:?} with base seq {base_seq}"),
+                ));
+            }
+        };
+        Ok(BackupObject {
+            log_id: convert::log_id(&format!("{field}.log_id"), &object.log_id)?,
+            name: object.name,
+            kind,
+            key: object.key,
+            bytes: object.bytes,
+            checkpoint: CheckpointInfo::required(&format!("{field}.checkpoint"), object.checkpoint)?,
+            base_seq: (kind == BackupKind::Delta).then_some(object.base_seq),
+        })
+    }
+}
+
+/// What a [`Client::backup`](crate::Client::backup) wrote and removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupReport {
+    /// The run's id in the destination's catalog.
+    pub backup_id: String,
+    /// One object per log backed up.
+    pub objects: Vec<BackupObject>,
+    /// Keys of objects removed by retention.
+    pub deleted: Vec<String>,
+}
+
+impl TryFrom<pb::BackupResponse> for BackupReport {
+    type Error = ClientError;
+
+    fn try_from(reply: pb::BackupResponse) -> Result<Self, Self::Error> {
+        Ok(BackupReport {
+            backup_id: reply.backup_id,
+            objects: reply
+                .objects
+                .into_iter()
+                .enumerate()
+                .map(|(i, object)| BackupObject::from_pb(&format!("objects[{i}]"), object))
+                .collect::<Result<_, _>>()?,
+            deleted: reply.deleted,
         })
     }
 }
@@ -1039,5 +1254,106 @@ mod tests {
         assert!(err.to_string().contains("logs[2] has seq 5 but no member"), "{err}");
         let err = DrainedLog::from_pb("logs[0]", drained(5, vec![8; 4])).unwrap_err();
         assert!(err.to_string().contains("logs[0].held_by"), "{err}");
+    }
+    fn pb_checkpoint() -> pb::CheckpointInfo {
+        pb::CheckpointInfo {
+            log_id: vec![4; 32],
+            epoch: vec![9; 16],
+            seq: 12,
+            heads: vec![vec![1; 32], vec![2; 32]],
+            state_root: vec![7; 32],
+            n_entries: 12,
+            n_ops: 30,
+        }
+    }
+
+    /// A checkpoint converts field by field; a short root, epoch or head is corrupt and
+    /// named.
+    #[test]
+    fn checkpoints() {
+        let info = CheckpointInfo::from_pb("checkpoint", pb_checkpoint()).unwrap();
+        assert_eq!(
+            info,
+            CheckpointInfo {
+                log_id: LogId([4; 32]),
+                epoch: [9; 16],
+                seq: 12,
+                heads: vec![EntryHash([1; 32]), EntryHash([2; 32])],
+                state_root: [7; 32],
+                n_entries: 12,
+                n_ops: 30,
+            }
+        );
+        let bad = [
+            (pb::CheckpointInfo { state_root: vec![7; 31], ..pb_checkpoint() }, "checkpoint.state_root"),
+            (pb::CheckpointInfo { epoch: vec![9; 8], ..pb_checkpoint() }, "checkpoint.epoch"),
+            (pb::CheckpointInfo { heads: vec![vec![1; 3]], ..pb_checkpoint() }, "checkpoint.heads"),
+            (pb::CheckpointInfo { log_id: vec![], ..pb_checkpoint() }, "checkpoint.log_id"),
+        ];
+        for (message, field) in bad {
+            let err = CheckpointInfo::from_pb("checkpoint", message).unwrap_err();
+            assert!(matches!(err, ClientError::Corrupt(_)), "{err:?}");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    /// Import kinds map one to one; an unknown kind or a missing checkpoint is corrupt.
+    #[test]
+    fn import_reports() {
+        let reply = |kind: &str| pb::ImportSnapshotResponse {
+            log_id: vec![4; 32],
+            kind: kind.into(),
+            checkpoint: Some(pb_checkpoint()),
+            entries_read: 12,
+            entries_stored: 10,
+        };
+        for kind in [ImportKind::Full, ImportKind::Merge, ImportKind::Delta, ImportKind::UpToDate] {
+            let report = ImportReport::try_from(reply(kind.name())).unwrap();
+            assert_eq!(report.kind, kind);
+            assert_eq!((report.entries_read, report.entries_stored), (12, 10));
+            assert_eq!(report.checkpoint.seq, 12);
+        }
+        let err = ImportReport::try_from(reply("partial")).unwrap_err();
+        assert!(matches!(err, ClientError::Corrupt(_)) && err.to_string().contains("partial"), "{err}");
+        let err = ImportReport::try_from(pb::ImportSnapshotResponse { checkpoint: None, ..reply("full") })
+            .unwrap_err();
+        assert!(err.to_string().contains("checkpoint is missing"), "{err}");
+    }
+
+    /// Backup objects: a full one has no base, a delta has one (0 for a log backed up
+    /// empty); an unknown kind, or a full one with a base, is corrupt and names the object.
+    #[test]
+    fn backup_reports() {
+        let object = |kind: &str, base_seq: u64| pb::BackupObject {
+            log_id: vec![4; 32],
+            name: "settings".into(),
+            kind: kind.into(),
+            key: format!("settings/{kind}.snap"),
+            bytes: 1234,
+            checkpoint: Some(pb_checkpoint()),
+            base_seq,
+        };
+        let reply = |objects| pb::BackupResponse {
+            backup_id: "b1".into(),
+            objects,
+            deleted: vec!["old.snap".into()],
+        };
+        let report = BackupReport::try_from(reply(vec![object("full", 0), object("delta", 5)])).unwrap();
+        assert_eq!(report.backup_id, "b1");
+        assert_eq!(report.deleted, vec!["old.snap".to_owned()]);
+        assert_eq!((report.objects[0].kind, report.objects[0].base_seq), (BackupKind::Full, None));
+        assert_eq!((report.objects[1].kind, report.objects[1].base_seq), (BackupKind::Delta, Some(5)));
+        assert_eq!(report.objects[1].checkpoint.state_root, [7; 32]);
+        let from_empty = BackupReport::try_from(reply(vec![object("delta", 0)])).unwrap();
+        assert_eq!(from_empty.objects[0].base_seq, Some(0));
+        for bad in [object("full", 3), object("copy", 0)] {
+            let err = BackupReport::try_from(reply(vec![object("full", 0), bad])).unwrap_err();
+            assert!(matches!(err, ClientError::Corrupt(_)), "{err:?}");
+            assert!(err.to_string().contains("objects[1]"), "{err}");
+        }
+        let mut missing = object("full", 0);
+        missing.checkpoint = None;
+        let err = BackupReport::try_from(reply(vec![missing])).unwrap_err();
+        assert!(err.to_string().contains("objects[0].checkpoint is missing"), "{err}");
     }
 }
