@@ -71,8 +71,9 @@ pub struct ServeArgs {
     #[arg(long = "upstream", env = "PLAIT_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<String>,
 
-    /// Edge mode: on first start (no logs yet), restore from this backup destination
-    /// before serving.
+    /// Edge mode: before serving, restore from this backup destination whatever this
+    /// node does not hold yet (everything on first start; the rest after an interrupted
+    /// restore).
     #[arg(long, env = "PLAIT_RESTORE_FROM")]
     pub restore_from: Option<String>,
 

@@ -399,8 +399,9 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Edge mode, first start: restores every log from the backup destination into the
-/// fresh store. A store that already has logs resumes from its watermarks instead.
+/// Edge mode, at every start: applies what the backup destination has beyond this
+/// node's restore watermarks. On first start that is a full restore; after a restore
+/// that was killed midway it is the rest of it; otherwise usually nothing.
 async fn edge_restore(
     store: &Store,
     url: &str,
@@ -408,10 +409,8 @@ async fn edge_restore(
     data_dir: &std::path::Path,
 ) -> anyhow::Result<Destination> {
     let dest = Destination::parse(url, s3)?;
-    if store.logs().is_empty() {
-        let reports = crate::backup::follow(store, &dest, &data_dir.join("tmp")).await?;
-        tracing::info!(snapshots = reports, from = %dest.url, "edge: restored from backups");
-    }
+    let reports = crate::backup::follow(store, &dest, &data_dir.join("tmp")).await?;
+    tracing::info!(snapshots = reports, from = %dest.url, "edge: restored from backups");
     Ok(dest)
 }
 
