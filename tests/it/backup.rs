@@ -326,3 +326,38 @@ async fn a_killed_restore_restarts_cleanly() {
     let restored = Plaitd::start(&target, &[]).unwrap();
     assert_eq!(roots(&restored.endpoint()).await, roots(&source.endpoint()).await);
 }
+
+/// Wrong credentials against an S3 server that checks them are refused with an error that
+/// says to check the credentials; the right ones work; the replica keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_credentials_are_named() {
+    let s3 = plait_tests::s3::CheckingS3Server::start("plait", "right-key", "right-secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong =
+        Plaitd::start_with_env(&dir.path().join("wrong"), &[], s3.env("right-key", "wrong-secret")).unwrap();
+    create_logs(&wrong.endpoint()).await;
+    write(&wrong.endpoint(), "a", 3).await;
+    let err = admin(&wrong.endpoint())
+        .await
+        .backup(pb::BackupRequest { destination: "s3://plait/backups".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("check the credentials"), "{}", err.message());
+    write(&wrong.endpoint(), "b", 1).await;
+
+    let right =
+        Plaitd::start_with_env(&dir.path().join("right"), &[], s3.env("right-key", "right-secret")).unwrap();
+    create_logs(&right.endpoint()).await;
+    write(&right.endpoint(), "a", 3).await;
+    backup(&right.endpoint(), "s3://plait/backups", false).await;
+    let out =
+        restore("s3://plait/backups", &dir.path().join("restored"), &s3.env("right-key", "wrong-secret"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("check the credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("restored").exists(), "nothing was created");
+}

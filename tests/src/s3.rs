@@ -77,3 +77,69 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// An S3-compatible server that checks signatures (s3s-fs from crates.io, which
+/// `.ci/run` installs), for the wrong-credentials case: moto accepts any credentials.
+pub struct CheckingS3Server {
+    child: Child,
+    pub addr: SocketAddr,
+    _root: tempfile::TempDir,
+}
+
+impl CheckingS3Server {
+    /// Starts with one bucket and one access key / secret pair.
+    pub fn start(bucket: &str, access_key: &str, secret_key: &str) -> anyhow::Result<CheckingS3Server> {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir_all(root.path().join(bucket))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let binary = std::env::var("PLAIT_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+        let child = Command::new(&binary)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                access_key,
+                "--secret-key",
+                secret_key,
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {binary}; install it with: cargo install s3s-fs@0.14.1 --features binary"
+                )
+            })?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut server = CheckingS3Server { child, addr, _root: root };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline || server.child.try_wait()?.is_some() {
+                bail!("s3s-fs did not start listening on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// Environment for a plaitd that signs with `access_key` / `secret_key`.
+    pub fn env(&self, access_key: &str, secret_key: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", access_key.into()),
+            ("AWS_SECRET_ACCESS_KEY", secret_key.into()),
+            ("AWS_REGION", REGION.into()),
+            ("PLAIT_BACKUP_S3_ENDPOINT", format!("http://{}", self.addr)),
+            ("PLAIT_BACKUP_S3_ALLOW_HTTP", "true".into()),
+        ]
+    }
+}
+
+impl Drop for CheckingS3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
