@@ -159,6 +159,8 @@ enum Command {
     Catchup(CatchupArgs),
     /// Replication latency between two peered replicas under steady writes.
     Latency(LatencyArgs),
+    /// Snapshot restore (full and 1% delta), backup MB/s to files and S3, put latency during export.
+    Restore(RestoreArgs),
     /// Every figure with its defaults, one table.
     All(AllArgs),
 }
@@ -335,6 +337,24 @@ struct LatencyArgs {
     /// is only the backstop.
     #[arg(long, default_value_t = 5000)]
     anti_entropy_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// Ops in the full snapshot restored in process; the delta is 1% of it.
+    /// [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Ops a release plaitd holds for the backup and export figures.
+    /// [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    backup_ops: Option<u64>,
+    /// Seconds of each put-latency window (without, then with an export). [default: 5; --quick: 1]
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Concurrent single-put clients in the latency windows.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
 }
 
 #[derive(Args, Debug)]
@@ -2430,6 +2450,323 @@ async fn latency(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// Snapshots, restore and backups.
+
+/// CPU of this process, of one plaitd and of the whole VM over a window, so a figure can
+/// say how much of the machine other processes (compilers, other benches) took meanwhile.
+struct CpuWindow {
+    started: Instant,
+    vm: f64,
+    own: f64,
+    server: Option<(u32, f64)>,
+}
+
+impl CpuWindow {
+    fn start(server: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            started: Instant::now(),
+            vm: vm_busy_seconds(),
+            own: cpu_seconds(Path::new("/proc/self/stat")),
+            server: server.map(|pid| (pid, cpu_seconds(&PathBuf::from(format!("/proc/{pid}/stat"))))),
+        }
+    }
+
+    /// (this process, plaitd, other processes) in cores since `start`.
+    fn cores(&self) -> (f64, f64, f64) {
+        let wall = self.started.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+        let own = cpu_seconds(Path::new("/proc/self/stat")) - self.own;
+        let server = self
+            .server
+            .map_or(0.0, |(pid, before)| cpu_seconds(&PathBuf::from(format!("/proc/{pid}/stat"))) - before);
+        let vm = vm_busy_seconds() - self.vm;
+        (own / wall, server / wall, (vm - own - server).max(0.0) / wall)
+    }
+}
+
+/// Exports a snapshot of `log` to a file; returns its checkpoint, bytes and time.
+async fn export_to_file(
+    store: &Store,
+    log: LogId,
+    base_seq: Option<u64>,
+    path: &Path,
+) -> anyhow::Result<(plait_core::Checkpoint, u64, Duration)> {
+    use std::io::Write as _;
+    let file = std::io::BufWriter::with_capacity(1024 * 1024, std::fs::File::create(path)?);
+    let shared = Arc::new(std::sync::Mutex::new(file));
+    let sink = shared.clone();
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    let started = Instant::now();
+    let checkpoint = store
+        .export(log, base_seq, move |bytes| {
+            let mut out = sink.lock().expect("snapshot file lock");
+            out.write_all(&bytes)
+                .map_err(|e| plait_store::StoreError::Unavailable(format!("snapshot file: {e}")))?;
+            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })
+        .await?;
+    let mut out = shared.lock().expect("snapshot file lock");
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    drop(out);
+    Ok((checkpoint, written.load(Ordering::Relaxed), started.elapsed()))
+}
+
+/// One window of single-op puts from `clients` clients; every call's latency.
+async fn put_window(
+    channel: &Channel,
+    clients: usize,
+    seconds: f64,
+    tag: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut handles = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let mut data = pb::data_client::DataClient::new(channel.clone());
+        let first = (tag << 56) | ((client as u64) << 40);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(16 * 1024);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let Op::Put { key, value } = put_op(first | n) else { unreachable!() };
+                n += 1;
+                let call = Instant::now();
+                data.put(pb::PutRequest { log: LOG_NAME.into(), key, value, concern: None }).await?;
+                latencies.push(call.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// Runs Admin.ExportSnapshot of the bench log back to back, draining each stream, until
+/// `stop` is set; returns (exports finished, bytes streamed).
+async fn export_loop(
+    channel: Channel,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut admin =
+        pb::admin_client::AdminClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_BYTES);
+    let (mut exports, mut bytes) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let mut stream = admin
+            .export_snapshot(pb::ExportSnapshotRequest { log: LOG_NAME.into(), base_seq: 0 })
+            .await?
+            .into_inner();
+        while let Some(chunk) = stream.message().await? {
+            bytes += chunk.data.len() as u64;
+        }
+        exports += 1;
+    }
+    Ok((exports, bytes))
+}
+
+async fn restore(
+    args: &RestoreArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let ops = scale.n(args.ops, 1_000_000);
+    let delta_ops = (ops / 100).max(1);
+    let tmp = temp_dir(work_dir, "restore")?;
+    let mut others: Vec<String> = Vec::new();
+
+    // 1 and 2: full and delta restore, in process.
+    eprintln!("restore: build {} ops in process (4 tasks x 1000-op Store::write)", group_digits(ops));
+    let key = writer_key();
+    let (source, _) =
+        open_store(&tmp.path().join("source"), &key, Arc::new(CommitCounter::default())).await?;
+    let log = ensure_log(&source, &key).await?;
+    fill(&source, log, 0..ops, 4, 1000, "restore build").await?;
+    let full_path = tmp.path().join("full.snap");
+    let window = CpuWindow::start(None);
+    let (full_cp, full_bytes, full_export) = export_to_file(&source, log, None, &full_path).await?;
+    others.push(format!("full export {:.2}", window.cores().2));
+    fill(&source, log, ops..ops + delta_ops, 4, 1000, "restore delta").await?;
+    let delta_path = tmp.path().join("delta.snap");
+    let (delta_cp, delta_bytes, delta_export) =
+        export_to_file(&source, log, Some(full_cp.seq), &delta_path).await?;
+    close_store(source).await?;
+    report.info(
+        format!(
+            "restore: Store::export to a file, full at {} ops / delta of {} ops",
+            group_digits(ops),
+            group_digits(delta_ops)
+        ),
+        format!(
+            "{} in {} ({:.1} MB/s, {} entries) / {} in {}",
+            mib(full_bytes),
+            millis(full_export),
+            full_bytes as f64 / 1e6 / full_export.as_secs_f64(),
+            group_digits(full_cp.n_entries),
+            mib(delta_bytes),
+            millis(delta_export)
+        ),
+    );
+
+    let restorer = WriterKey::generate(&mut StdRng::seed_from_u64(3));
+    let (target, _) =
+        open_store(&tmp.path().join("target"), &restorer, Arc::new(CommitCounter::default())).await?;
+    eprintln!("restore: import_file of the full snapshot into a fresh store");
+    let window = CpuWindow::start(None);
+    let started = Instant::now();
+    let full = target.import_file(full_path.clone()).await?;
+    let full_took = started.elapsed();
+    let (bench_cores, _, other) = window.cores();
+    others.push(format!("full import {other:.2}"));
+    eprintln!("restore: import_file of the delta");
+    let window = CpuWindow::start(None);
+    let started = Instant::now();
+    let delta = target.import_file(delta_path.clone()).await?;
+    let delta_took = started.elapsed();
+    others.push(format!("delta import {:.2}", window.cores().2));
+    close_store(target).await?;
+    if full.kind != plait_store::RestoreKind::Full || delta.kind != plait_store::RestoreKind::Delta {
+        bail!("unexpected restore kinds: full {:?}, delta {:?}", full.kind, delta.kind);
+    }
+    let full_rate = per_second(full_cp.n_ops, full_took);
+    report.at_least(
+        format!(
+            "restore: import_file full snapshot, {} ops in {} entries ({}), verify then apply",
+            group_digits(full_cp.n_ops),
+            group_digits(full.entries_read),
+            mib(full_bytes)
+        ),
+        full_rate,
+        format!(
+            "{} in {} s, {} ({} entries/s, bench {bench_cores:.2} cores)",
+            rate(full_rate, "ops/s"),
+            format_args!("{:.2}", full_took.as_secs_f64()),
+            format_args!("{:.1} MB/s", full_bytes as f64 / 1e6 / full_took.as_secs_f64()),
+            group_digits(per_second(full.entries_read, full_took) as u64)
+        ),
+        300_000.0,
+        "300,000 ops/s",
+    );
+    let pct = 100.0 * delta_took.as_secs_f64() / full_took.as_secs_f64();
+    report.below(
+        format!(
+            "restore: import_file 1% delta ({} ops, {} entries) as % of the full restore",
+            group_digits(delta_cp.n_ops - full_cp.n_ops),
+            group_digits(delta.entries_read)
+        ),
+        pct,
+        format!("{pct:.2}% ({} vs {})", millis(delta_took), millis(full_took)),
+        3.0,
+        "3% (DESIGN: ≤ 3%)",
+    );
+
+    // 3 and 4: a release plaitd with the S3 server's environment.
+    let backup_ops = scale.n(args.backup_ops, 1_000_000);
+    let s3 = tokio::task::block_in_place(plait_tests::s3::S3Server::start)?;
+    s3.create_bucket("plait-bench")?;
+    let data_dir = tmp.path().join("plaitd");
+    let mut replica = tokio::task::block_in_place(|| {
+        Plaitd::start_with_env(&data_dir, &["--metrics-listen", "127.0.0.1:0"], s3.env())
+    })
+    .context("cannot start plaitd; build it first: cargo build --release -p plait-replica -p plait-tests")?;
+    let endpoint = replica.endpoint();
+    eprintln!("restore: load {} ops into plaitd (4 clients x 1000-op Data.Write)", group_digits(backup_ops));
+    load_by_write(&endpoint, backup_ops, 4, 1000).await?;
+    settle(replica.pid(), Duration::from_secs(30)).await;
+    let channel = connect(&endpoint).await?;
+    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+    let file_dir = tmp.path().join("backups");
+    std::fs::create_dir_all(&file_dir)?;
+    for (what, destination) in [
+        ("file://", format!("file://{}", file_dir.display())),
+        ("s3:// (local moto_server)", "s3://plait-bench/bench".to_owned()),
+    ] {
+        eprintln!("restore: Admin.Backup full to {destination}");
+        let window = CpuWindow::start(Some(replica.pid()));
+        let started = Instant::now();
+        let reply = admin
+            .backup(pb::BackupRequest {
+                destination,
+                logs: vec![LOG_NAME.into()],
+                delta: false,
+                retain_full: 0,
+            })
+            .await?
+            .into_inner();
+        let took = started.elapsed();
+        let (_, server, other) = window.cores();
+        others.push(format!("backup to {what} {other:.2}"));
+        let bytes: u64 = reply.objects.iter().map(|o| o.bytes).sum();
+        report.info(
+            format!("restore: Admin.Backup full of {} ops to {what}", group_digits(backup_ops)),
+            format!(
+                "{:.1} MB/s ({} in {} s, {} object(s); plaitd {server:.2} cores)",
+                bytes as f64 / 1e6 / took.as_secs_f64(),
+                mib(bytes),
+                format_args!("{:.2}", took.as_secs_f64()),
+                reply.objects.len()
+            ),
+        );
+    }
+
+    let seconds = scale.seconds(args.seconds, 5.0);
+    eprintln!("restore: {} single-put clients for {seconds} s, without then with an export", args.clients);
+    let put_channel = connect(&endpoint).await?;
+    let window = CpuWindow::start(Some(replica.pid()));
+    let quiet = put_window(&put_channel, args.clients, seconds, 0x10).await?;
+    others.push(format!("puts alone {:.2}", window.cores().2));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exporter = tokio::spawn(export_loop(channel.clone(), stop.clone()));
+    let window = CpuWindow::start(Some(replica.pid()));
+    let busy = put_window(&put_channel, args.clients, seconds, 0x11).await?;
+    let (_, server, other) = window.cores();
+    others.push(format!("puts during export {other:.2}"));
+    stop.store(true, Ordering::Relaxed);
+    let (exports, exported) = exporter.await??;
+    replica.terminate()?;
+    drop(s3);
+    let (q50, q99) = (percentile(&quiet, 0.5), percentile(&quiet, 0.99));
+    let (b50, b99) = (percentile(&busy, 0.5), percentile(&busy, 0.99));
+    report.info(
+        format!("restore: Data.Put p50 / p99, {} clients, {seconds} s, no export", args.clients),
+        format!(
+            "{} / {} ({} puts/s)",
+            millis_fine(q50),
+            millis_fine(q99),
+            group_digits(per_second(quiet.len() as u64, Duration::from_secs_f64(seconds)) as u64)
+        ),
+    );
+    report.info(
+        format!("restore: Data.Put p50 / p99 while Admin.ExportSnapshot streams ({} ops log)", group_digits(backup_ops)),
+        format!(
+            "{} / {} ({} puts/s; {} exports, {} streamed incl. the last one after the window; plaitd {server:.2} cores)",
+            millis_fine(b50),
+            millis_fine(b99),
+            group_digits(per_second(busy.len() as u64, Duration::from_secs_f64(seconds)) as u64),
+            exports,
+            mib(exported)
+        ),
+    );
+    report.info(
+        "restore: put latency with export / without, p50 / p99",
+        format!(
+            "{:.2}× / {:.2}×",
+            b50.as_secs_f64() / q50.as_secs_f64().max(f64::MIN_POSITIVE),
+            b99.as_secs_f64() / q99.as_secs_f64().max(f64::MIN_POSITIVE)
+        ),
+    );
+    report.info(
+        format!("restore: other processes on the VM, cores of {}", available_cores()),
+        others.join(", "),
+    );
+    Ok(())
+}
+
 /// Milliseconds with two decimals, for latencies of a few ms.
 fn millis_fine(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
@@ -2475,6 +2812,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Catchup(args) => catchup(args, scale, work_dir, &mut report).await?,
         Command::Latency(args) => latency(args, scale, work_dir, &mut report).await?,
+        Command::Restore(args) => restore(args, scale, work_dir, &mut report).await?,
         Command::All(args) => {
             entry_cpu(&EntryCpuArgs { entries: None }, scale, &mut report)?;
             let ingest_args = IngestArgs { ops: args.ingest_ops, tasks: 8, batch: 1000, rounds: None };
@@ -2504,6 +2842,8 @@ async fn main() -> anyhow::Result<()> {
                 anti_entropy_ms: 5000,
             };
             latency(&latency_args, scale, work_dir, &mut report).await?;
+            let restore_args = RestoreArgs { ops: None, backup_ops: None, seconds: None, clients: 16 };
+            restore(&restore_args, scale, work_dir, &mut report).await?;
         }
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
