@@ -265,7 +265,9 @@ pub(crate) async fn backup(
     for log in logs {
         let log_hex = log.log_id.to_hex();
         let base = if delta {
-            let recorded: Vec<u64> = store.checkpoints(&log.log_id)?.iter().map(|c| c.seq).collect();
+            let id = log.log_id;
+            let recorded: Vec<u64> =
+                store.run_blocking(move |s| s.checkpoints(&id)).await?.iter().map(|c| c.seq).collect();
             catalog
                 .backups
                 .iter()
@@ -396,7 +398,7 @@ pub(crate) async fn follow(store: &Store, dest: &Destination, work_dir: &Path) -
     for log_id in logs {
         let id = LogId::from_hex(&log_id).map_err(|e| anyhow!("catalog names a bad log id: {e}"))?;
         for entry in chain(&catalog, &log_id) {
-            let mark = store.restore_mark(&id)?;
+            let mark = store.run_blocking(move |s| s.restore_mark(&id)).await?;
             if mark.is_some_and(|m| hex::encode(m.epoch) == entry.epoch && m.seq >= entry.seq) {
                 continue;
             }

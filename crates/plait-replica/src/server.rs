@@ -76,7 +76,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let recovered: u64 = store.logs().iter().map(|l| l.seq).sum();
     tracing::info!(
         epoch = %hex::encode(store.epoch()),
-        logs = store.logs().len(),
+        logs = store.log_count(),
         entries = recovered,
         open_ms = started.elapsed().as_millis() as u64,
         "store open"

@@ -144,10 +144,11 @@ impl Store {
         base_seq: Option<u64>,
         mut sink: impl FnMut(Vec<u8>) -> StoreResult<()> + Send + 'static,
     ) -> StoreResult<Checkpoint> {
+        let recorded = self.run_blocking(move |store| store.checkpoints(&log)).await?;
         let base = match base_seq {
             None => None,
             Some(seq) => Some(
-                self.checkpoints(&log)?
+                recorded
                     .into_iter()
                     .find(|c| c.seq == seq)
                     .ok_or_else(|| StoreError::FailedPrecondition(format!("no checkpoint at seq {seq} for log {log} on this replica; take a full snapshot, or a delta from a recorded checkpoint")))?,
@@ -206,7 +207,7 @@ impl Store {
         let log = manifest.log_id();
         let checkpoint = header.checkpoint.clone();
         let had_entries = self.log(&log).is_some_and(|s| s.seq > 0);
-        let mark = self.restore_mark(&log)?;
+        let mark = self.run_blocking(move |store| store.restore_mark(&log)).await?;
         let kind = match (&header.base, mark) {
             (None, _) => {
                 if had_entries {

@@ -456,14 +456,31 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         if !self.shared.poisoned.load(Ordering::SeqCst) {
-            self.shared.db.persist(PersistMode::SyncAll)?;
-            // Flushing memtables now means the next open has no journal to replay.
-            let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || shared.ks.flush_all())
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("flushing memtables failed: {e}")))??;
+            // Sync, then flush memtables so the next open has no journal to replay.
+            self.run_blocking(|store| {
+                store.shared.db.persist(PersistMode::SyncAll)?;
+                store.shared.ks.flush_all()
+            })
+            .await?;
         }
         Ok(())
+    }
+
+    /// Runs blocking store work (fjall reads, fsync) on a blocking thread, so async
+    /// callers never block their worker thread on the storage engine.
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a blocking store task failed: {e}")))?
+    }
+
+    /// How many logs this replica hosts, without copying their summaries.
+    pub fn log_count(&self) -> usize {
+        self.shared.logs.read().expect("log summaries lock poisoned").len()
     }
 
     /// Every log's summary, sorted by name.

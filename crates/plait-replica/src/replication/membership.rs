@@ -120,7 +120,7 @@ async fn run(ctx: EngineCtx, changed: Arc<Notify>, mut shutdown: watch::Receiver
         for address in &discovered {
             desired.insert(address.clone(), "dns");
         }
-        match ctx.store.members() {
+        match ctx.store.run_blocking(|store| store.members()).await {
             Ok(members) => {
                 for address in members.addresses {
                     desired.insert(address, "members");

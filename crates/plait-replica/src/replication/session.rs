@@ -295,9 +295,8 @@ impl Session {
             let marker = push_marker(&peer.node_id);
             let epoch = self.ctx.store.epoch();
             let mut after = self
-                .ctx
-                .store
-                .cursor(&marker, &summary.log_id)?
+                .stored_cursor(marker, summary.log_id)
+                .await?
                 .filter(|c| c.epoch == epoch)
                 .map_or(0, |c| c.seq);
             if after >= summary.seq {
@@ -342,7 +341,7 @@ impl Session {
             if self.ctx.store.log(&id).is_some() {
                 continue;
             }
-            let hosted = self.ctx.store.logs().len();
+            let hosted = self.ctx.store.log_count();
             if hosted >= self.ctx.config.logs_max || added == NEW_LOGS_PER_ROUND_MAX {
                 tracing::warn!(
                     peer = %self.address,
@@ -378,7 +377,7 @@ impl Session {
         if self.ctx.store.log(&log).is_none() {
             return Ok(());
         }
-        let cursor = self.ctx.store.cursor(&peer.node_id, &log)?;
+        let cursor = self.stored_cursor(peer.node_id, log).await?;
         let valid = cursor.filter(|c| c.epoch == peer.epoch);
         // Status shows the stored cursor from the start, not only after new entries.
         if let Some(c) = valid {
@@ -403,7 +402,7 @@ impl Session {
         // how far this replica now holds its log, which its write concern waits on.
         let mut after = match start {
             Some(seq) => seq,
-            None => self.ctx.store.cursor(&peer.node_id, &log)?.map_or(0, |c| c.seq),
+            None => self.stored_cursor(peer.node_id, log).await?.map_or(0, |c| c.seq),
         };
         if after >= peer_seq && reconciled {
             return self.fetch_missing(peer, log).await;
@@ -421,12 +420,17 @@ impl Session {
                     tracing::info!(peer = %self.address, log = %log, error = %e, "cursor refused; reconciling by heads");
                     self.reconcile(peer, log).await?;
                     reconciled = true;
-                    after = self.ctx.store.cursor(&peer.node_id, &log)?.map_or(0, |c| c.seq);
+                    after = self.stored_cursor(peer.node_id, log).await?.map_or(0, |c| c.seq);
                 }
                 Err(e) => return Err(e),
             }
         }
         self.fetch_missing(peer, log).await
+    }
+
+    /// The stored cursor of `log` from `peer`, read off the async worker thread.
+    async fn stored_cursor(&self, peer: plait_core::PublicKey, log: LogId) -> anyhow::Result<Option<Cursor>> {
+        Ok(self.ctx.store.run_blocking(move |store| store.cursor(&peer, &log)).await?)
     }
 
     /// The anti-entropy backstop: once this replica's cursor says it holds the peer's log
@@ -439,9 +443,8 @@ impl Session {
         hosted: &pb::HostedLog,
     ) -> anyhow::Result<()> {
         let caught_up = self
-            .ctx
-            .store
-            .cursor(&peer.node_id, &log)?
+            .stored_cursor(peer.node_id, log)
+            .await?
             .is_some_and(|c| c.epoch == peer.epoch && c.seq >= hosted.seq);
         if !caught_up || hosted.heads.is_empty() {
             return Ok(());

@@ -74,7 +74,8 @@ impl pb::admin_server::Admin for AdminService {
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let ctx = &self.ctx;
         let disk_bytes = ctx.blocking(|store| Ok(store.disk_bytes())).await?;
-        let members_generation = ctx.store.members().map_err(status::from_store)?.generation;
+        let members_generation =
+            ctx.blocking(|store| store.members().map_err(status::from_store)).await?.generation;
         Ok(Response::new(pb::StatusResponse {
             node_id: ctx.node_key.public().0.to_vec(),
             writer: ctx.store.writer_key().public().0.to_vec(),
@@ -140,7 +141,12 @@ impl pb::admin_server::Admin for AdminService {
         let log = self.ctx.resolve(&r.log)?.log_id;
         let base = (r.base_seq > 0).then_some(r.base_seq);
         if let Some(seq) = base
-            && !self.ctx.store.checkpoints(&log).map_err(status::from_store)?.iter().any(|c| c.seq == seq)
+            && !self
+                .ctx
+                .blocking(move |store| store.checkpoints(&log).map_err(status::from_store))
+                .await?
+                .iter()
+                .any(|c| c.seq == seq)
         {
             return Err(Status::failed_precondition(format!(
                 "no checkpoint at seq {seq} for this log here; export a full snapshot or use a recorded checkpoint"

@@ -62,8 +62,7 @@ impl pb::logs_server::Logs for LogsService {
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::LogInfo>, Status> {
         let manifest = self.manifest_from_request(request.into_inner())?;
-        if self.ctx.store.log(&manifest.log_id()).is_none()
-            && self.ctx.store.logs().len() >= self.ctx.logs_max
+        if self.ctx.store.log(&manifest.log_id()).is_none() && self.ctx.store.log_count() >= self.ctx.logs_max
         {
             return Err(Status::resource_exhausted(format!(
                 "this replica hosts {} logs, its limit (--logs-max); drop some or raise the limit",
