@@ -325,6 +325,19 @@ async fn a_killed_restore_restarts_cleanly() {
     }
     let restored = Plaitd::start(&target, &[]).unwrap();
     assert_eq!(roots(&restored.endpoint()).await, roots(&source.endpoint()).await);
+
+    // Whatever moment the kill above hit, this is the state a kill mid-restore leaves: a
+    // staging directory with partial contents. The next restore clears it and completes.
+    let again = dir.path().join("again");
+    let staging = dir.path().join("again.restoring");
+    std::fs::create_dir_all(staging.join("tmp")).unwrap();
+    std::fs::write(staging.join("tmp/partial.snap"), b"half a snapshot").unwrap();
+    let out = restore(&destination, &again, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted restore"));
+    assert!(!staging.exists(), "the staging directory became the data directory");
+    let restored_again = Plaitd::start(&again, &[]).unwrap();
+    assert_eq!(roots(&restored_again.endpoint()).await, roots(&source.endpoint()).await);
 }
 
 /// Wrong credentials against an S3 server that checks them are refused with an error that
