@@ -1,0 +1,479 @@
+//! The custom resources: `PlaitCluster` (a replicated database) and `PlaitBackup` (one
+//! backup run). The Rust types are the source of truth; the CRD YAML under `manifests/`
+//! and the chart is generated from them (`plait-operator crd`) and checked for drift.
+//!
+//! What the API server can check, it checks: ranges, patterns and CEL rules for what must
+//! never change after creation (storage, the bootstrap source, the writer key, a backup's
+//! spec). What it cannot (a cron expression's meaning) is checked by the operator and
+//! reported as a condition and an event.
+
+// The KubeSchema derive emits a shadow copy of each type that the unreachable_pub lint
+// flags even though the types are re-exported from the crate root.
+#![allow(unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Plait resource.
+pub const GROUP: &str = "plait.dev";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Replicas one cluster may have: membership is all-to-all, so every replica pulls from
+/// every other; beyond this, use more clusters.
+pub const REPLICAS_MAX: i32 = 15;
+
+/// A replicated Plait database: a StatefulSet of `plaitd` replicas that replicate every
+/// log to each other, with membership, scaling and backups run by the operator.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "plait.dev",
+    version = "v1alpha1",
+    kind = "PlaitCluster",
+    plural = "plaitclusters",
+    shortname = "plait",
+    category = "plait",
+    namespaced,
+    status = "PlaitClusterStatus",
+    derive = "PartialEq",
+    doc = "A replicated Plait database: plaitd replicas in a StatefulSet, wired together by the operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Members",
+        type_ = "integer",
+        json_path = ".status.membersGeneration",
+        description = "Generation of the member set last sent to the replicas",
+        priority = "1"
+    ),
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackupTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)")
+    .message("bootstrap is chosen at creation: it cannot be added or removed later"))]
+#[x_kube(validation = Rule::new("has(self.writerKeySecret) == has(oldSelf.writerKeySecret)")
+    .message("writerKeySecret is chosen at creation: it cannot be added or removed later"))]
+#[serde(rename_all = "camelCase")]
+pub struct PlaitClusterSpec {
+    /// Number of replicas. Scaling down removes the highest ordinal first, one at a time,
+    /// each only after its entries are held by another replica.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 15))]
+    pub replicas: i32,
+
+    /// The plaitd image. Defaults to the image the operator was installed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Image pull policy of the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Persistent storage of each replica. Fixed at creation.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage cannot change after creation"))]
+    pub storage: StorageSpec,
+
+    /// CPU and memory of each replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where replicas may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingSpec>,
+
+    /// Logs, traces and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
+
+    /// Backups on a schedule, and the destination on-demand `PlaitBackup`s default to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Start a new cluster from a backup instead of empty. Fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("bootstrap cannot change after creation"))]
+    pub bootstrap: Option<BootstrapSpec>,
+
+    /// A Secret (key `writer.key`, 64 hex characters) holding the key replicas sign client
+    /// writes with. Reuse the key of the cluster a backup came from so restored logs keep
+    /// accepting writes. When not set, the operator generates one. Fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("writerKeySecret cannot change after creation"))]
+    pub writer_key_secret: Option<String>,
+
+    /// Extra plaitd settings as environment variables (`PLAIT_*`, see `plaitd --help`).
+    /// Settings the operator manages itself (listen address, data directory, keys) are
+    /// refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.startsWith('PLAIT_') && !(k in ['PLAIT_LISTEN', 'PLAIT_DATA_DIR', 'PLAIT_NODE_KEY_FILE', 'PLAIT_WRITER_KEY_FILE', 'PLAIT_METRICS_LISTEN', 'PLAIT_PEERS', 'PLAIT_DISCOVER_DNS', 'PLAIT_UPSTREAMS', 'PLAIT_RESTORE_FROM']))")
+        .message("settings must be PLAIT_* variables the operator does not manage itself"))]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+/// Image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// A persistent volume per replica.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each replica's volume, as a Kubernetes quantity.
+    #[serde(default = "default_storage_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    pub size: String,
+
+    /// Storage class of the volumes; the cluster's default class when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_storage_size() -> String {
+    "10Gi".to_owned()
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec { size: default_storage_size(), storage_class_name: None }
+    }
+}
+
+/// Node placement of the replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// When empty, replicas are spread over nodes (preferred, not required).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Observability of the replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetrySpec {
+    /// Log filter in `RUST_LOG` syntax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Write logs as JSON lines.
+    #[serde(default)]
+    pub log_json: bool,
+    /// OTLP gRPC endpoint for traces and metrics (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Where and when backups go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// `s3://bucket/prefix` or `file:///dir` (a path inside the replica's container).
+    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"))]
+    pub destination: String,
+
+    /// Cron schedule (five fields, UTC) of backups; none when not set. Each run creates a
+    /// `PlaitBackup` named `<cluster>-<yyyymmddhhmmss>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 128))]
+    pub schedule: Option<String>,
+
+    /// Scheduled runs take a delta since the last backup, with a full backup every
+    /// `fullEvery` runs. 0 or 1: every run is full.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub full_every: i32,
+
+    /// What to keep.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+
+    /// How replicas reach an S3-compatible store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+}
+
+/// Retention of backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Full backup chains (a full backup and its deltas) kept per log in the destination;
+    /// older chains are deleted. 0: keep all.
+    #[serde(default = "default_retain_full")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub full_chains: i32,
+
+    /// Scheduled `PlaitBackup` records kept; older ones are deleted. 0: keep all.
+    #[serde(default = "default_keep_records")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub records: i32,
+}
+
+fn default_retain_full() -> i32 {
+    7
+}
+
+fn default_keep_records() -> i32 {
+    30
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        RetentionSpec { full_chains: default_retain_full(), records: default_keep_records() }
+    }
+}
+
+/// How to reach an S3-compatible object store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// Endpoint of an S3-compatible store; AWS when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain http:// endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// A Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, given to the replicas
+    /// as environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// The source a new cluster starts from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// A backup destination (`s3://...` or `file:///...`): every replica restores the
+    /// latest backup chain of each log from it before serving for the first time.
+    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"))]
+    pub from: String,
+
+    /// Restore only these logs (names or ids); all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaitClusterStatus {
+    /// `Pending`, `Running`, `Scaling`, `Degraded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Replicas the StatefulSet has now (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the replica pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Generation of the member set last sent with `Admin.SetMembers`.
+    #[serde(default)]
+    pub members_generation: i64,
+    /// The addresses that generation carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the schedule last created a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// Scheduled runs since the last full one (for `fullEvery`).
+    #[serde(default)]
+    pub runs_since_full: i32,
+    /// The last backup that completed, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<Time>,
+}
+
+/// One replica as the operator last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pod name.
+    pub name: String,
+    /// gRPC address the other replicas reach it at.
+    pub address: String,
+    /// Its data directory's incarnation (hex); a wiped or restored replica has a new one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+    /// Its node id (hex).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    /// Answering, writable and not draining.
+    pub ready: bool,
+    /// Entries its peers hold that it has not pulled yet, summed over logs.
+    #[serde(default)]
+    pub lag: i64,
+    /// Members generation it reported.
+    #[serde(default)]
+    pub members_generation: i64,
+    #[serde(default)]
+    pub draining: bool,
+    /// Why it is not ready.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One backup run of a cluster: on demand, or created by the cluster's schedule. The
+/// spec is fixed at creation; the status records the outcome.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "plait.dev",
+    version = "v1alpha1",
+    kind = "PlaitBackup",
+    plural = "plaitbackups",
+    shortname = "plaitbk",
+    category = "plait",
+    namespaced,
+    status = "PlaitBackupStatus",
+    derive = "PartialEq",
+    doc = "One backup of a PlaitCluster, taken through one of its ready replicas.",
+    validation = Rule::new("self.spec == oldSelf.spec").message("a backup's spec cannot change after creation"),
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+    printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Bytes", type_ = "integer", json_path = ".status.sizeBytes"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaitBackupSpec {
+    /// The `PlaitCluster` (same namespace) to back up.
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+
+    /// `Full`, or `Delta` since the last backup of each log (full where there is none).
+    #[serde(default)]
+    pub kind: BackupKind,
+
+    /// Logs to back up (names or ids); all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+
+    /// Destination; the cluster's `spec.backup.destination` when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"))]
+    pub destination: Option<String>,
+}
+
+/// Full or delta.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum BackupKind {
+    #[default]
+    Full,
+    Delta,
+}
+
+/// The outcome of a backup run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaitBackupStatus {
+    /// `Pending`, `Running`, `Completed` or `Failed`. A failed attempt is retried with
+    /// backoff (phase stays `Pending` with `error` set) until `attempts` reaches the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub attempts: i32,
+    /// The replica (pod) that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The destination written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The id the destination's catalog knows it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Bytes written, over all logs.
+    #[serde(default)]
+    pub size_bytes: i64,
+    /// The checkpoint each log was cut at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<BackupCheckpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One log's part of a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCheckpoint {
+    pub log: String,
+    /// `full` or `delta`.
+    pub kind: String,
+    pub seq: i64,
+    /// Merkle root of the log's view at the cut (hex).
+    pub state_root: String,
+    pub bytes: i64,
+    /// The object's key under the destination.
+    pub key: String,
+}
+
+/// Both CRDs as one multi-document YAML file: what `plait-operator crd` prints and what
+/// `manifests/crds.yaml` and the chart hold.
+pub fn crds_yaml() -> String {
+    use kube::CustomResourceExt;
+    let mut out = String::from("# Generated by `plait-operator crd`; do not edit. A test fails when this drifts.\n");
+    for crd in [PlaitCluster::crd(), PlaitBackup::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serializes"));
+    }
+    out
+}
