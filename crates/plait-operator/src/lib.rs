@@ -1,11 +1,32 @@
 //! The Plait operator: reconciles `PlaitCluster` resources into StatefulSets of `plaitd`
 //! replicas wired together through `Admin.SetMembers`, scales them without losing data,
 //! and runs `PlaitBackup`s on demand and on a schedule.
+//!
+//! `plan` decides (pure functions); `cluster` and `backup` carry the decisions out;
+//! `replicas` is the seam to the replicas' gRPC API; `operator` runs the controllers.
 
+mod backup;
+mod cluster;
+mod context;
 mod crd;
+mod operator;
+mod plan;
+mod replicas;
+mod schedule;
 
+pub use backup::ATTEMPTS_MAX;
+pub use backup::reconcile as reconcile_backup;
+pub use cluster::{CLUSTER_LABEL, Error, FIELD_MANAGER, SCHEDULED_LABEL, reconcile as reconcile_cluster};
+pub use context::{Clock, Context, Metrics, SystemClock};
 pub use crd::{
     BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, MemberStatus, PlaitBackup,
     PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec, PlaitClusterStatus, PullPolicy,
     REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, StorageSpec, TelemetrySpec, VERSION, crds_yaml,
 };
+pub use operator::{Scope, run};
+pub use plan::PlanContext;
+pub use replicas::{
+    BackupObject, BackupOutcome, BackupRequest, DnsResolver, GRPC_PORT, GrpcAdmin, METRICS_PORT,
+    ReplicaAdmin, ReplicaStatus, Resolve, StaticResolver,
+};
+pub use schedule::Schedule;

@@ -177,6 +177,11 @@ pub struct RestoreArgs {
     #[arg(long, env = "PLAIT_WRITER_KEY_FILE")]
     pub writer_key_file: Option<PathBuf>,
 
+    /// Succeed without restoring when the data directory already holds data (a replica
+    /// that bootstrapped before and restarted). Used by the operator's init container.
+    #[arg(long)]
+    pub skip_if_initialized: bool,
+
     #[command(flatten)]
     pub s3: S3Args,
 }

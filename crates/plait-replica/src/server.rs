@@ -336,6 +336,10 @@ fn spawn_checkpointer(store: Store, every_ops: u64, every_ms: u64, mut shutdown:
 /// backup and the deltas after it. The result is a new replica incarnation (a new epoch).
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     if args.data_dir.exists() && std::fs::read_dir(&args.data_dir)?.next().is_some() {
+        if args.skip_if_initialized {
+            println!("{} already holds data; nothing to restore", args.data_dir.display());
+            return Ok(());
+        }
         anyhow::bail!(
             "{} is not empty: a restore builds a fresh data directory; choose an empty or new one",
             args.data_dir.display()

@@ -1,0 +1,212 @@
+//! The `PlaitBackup` reconciler: runs one backup through the first ready replica of the
+//! cluster and records the outcome. A failed attempt is recorded (status and a Warning
+//! event) and retried with backoff, up to [`ATTEMPTS_MAX`] attempts; a backup that
+//! completed or failed for good is never run again.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::cluster::{Error, FIELD_MANAGER, first_ready};
+use crate::context::{Context, now_seconds, retry_delay, truncate};
+use crate::crd::{BackupCheckpoint, BackupKind, PlaitBackup, PlaitBackupStatus, PlaitCluster};
+use crate::replicas::BackupRequest;
+
+/// Attempts before a backup is marked `Failed` for good.
+pub const ATTEMPTS_MAX: i32 = 5;
+
+fn key(backup: &PlaitBackup) -> String {
+    format!("PlaitBackup/{}/{}", backup.namespace().unwrap_or_default(), backup.name_any())
+}
+
+/// One reconcile pass of a backup.
+pub async fn reconcile(backup: Arc<PlaitBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+    let result = reconcile_inner(&backup, &ctx).await;
+    match &result {
+        Ok(_) => ctx.succeeded(&key(&backup)),
+        Err(_) => {
+            ctx.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+pub(crate) fn error_policy(backup: Arc<PlaitBackup>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&key(&backup));
+    tracing::warn!(backup = %backup.name_any(), "reconcile failed, retrying in {delay:?}: {error}");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, Error> {
+    // The cache may be a step behind our own last status write: read the backup fresh so
+    // a run that just completed is not taken for an interrupted one.
+    let namespace = cached.namespace().ok_or_else(|| Error::Invalid("a PlaitBackup is namespaced".into()))?;
+    let backups: Api<PlaitBackup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(backup) = backups.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let backup = &backup;
+    let mut status = backup.status.clone().unwrap_or_default();
+    if matches!(status.phase.as_deref(), Some("Completed" | "Failed")) {
+        return Ok(Action::await_change());
+    }
+    let reference = backup.object_ref(&());
+    let clusters: Api<PlaitCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    // A run interrupted while `Running` (the operator restarted) counts as an attempt and
+    // is simply run again: a backup run is idempotent up to taking one more snapshot.
+    status.attempts += 1;
+    status.observed_generation = backup.metadata.generation;
+    let Some(cluster) = clusters.get_opt(&backup.spec.cluster).await? else {
+        let message = format!("PlaitCluster {} not found in namespace {namespace}", backup.spec.cluster);
+        return failed_attempt(backup, ctx, status, message).await;
+    };
+    let destination = backup
+        .spec
+        .destination
+        .clone()
+        .or_else(|| cluster.spec.backup.as_ref().map(|b| b.destination.clone()));
+    let Some(destination) = destination else {
+        // Nothing a retry can fix: the spec is fixed at creation.
+        status.attempts = ATTEMPTS_MAX;
+        let message = format!(
+            "no destination: set spec.destination, or spec.backup.destination of PlaitCluster {}",
+            backup.spec.cluster
+        );
+        return failed_attempt(backup, ctx, status, message).await;
+    };
+    let replicas =
+        cluster.status.as_ref().map(|s| s.replicas).filter(|n| *n > 0).unwrap_or(cluster.spec.replicas);
+    let (ordinal, _) = match first_ready(ctx, &namespace, &backup.spec.cluster, replicas).await {
+        Ok(found) => found,
+        Err(problem) => {
+            let message = format!("no ready replica to take the backup: {problem}");
+            return failed_attempt(backup, ctx, status, message).await;
+        }
+    };
+    let replica = format!("{}-{ordinal}", backup.spec.cluster);
+    // Retention of full chains applies to the cluster's own destination only.
+    let retain_full = cluster
+        .spec
+        .backup
+        .as_ref()
+        .filter(|b| b.destination == destination)
+        .map(|b| u32::try_from(b.retention.full_chains).unwrap_or(0))
+        .unwrap_or(0);
+
+    status.phase = Some("Running".into());
+    status.replica = Some(replica.clone());
+    status.location = Some(destination.clone());
+    status.started_at = Some(Time(now_seconds(ctx.clock.as_ref())));
+    status.error = None;
+    write(backup, ctx, &status).await?;
+    ctx.event(
+        &reference,
+        false,
+        "BackupStarted",
+        "Backup",
+        format!(
+            "{:?} backup of {} through {replica} to {destination}",
+            backup.spec.kind, backup.spec.cluster
+        ),
+    )
+    .await;
+
+    let request = BackupRequest {
+        destination: destination.clone(),
+        logs: backup.spec.logs.clone(),
+        delta: backup.spec.kind == BackupKind::Delta,
+        retain_full,
+    };
+    let address = ctx.resolver.address(&namespace, &backup.spec.cluster, ordinal);
+    match ctx.admin.backup(&address, request).await {
+        Ok(outcome) => {
+            ctx.metrics.backups_completed.fetch_add(1, Ordering::Relaxed);
+            status.phase = Some("Completed".into());
+            status.backup_id = Some(outcome.backup_id.clone());
+            status.size_bytes =
+                outcome.objects.iter().map(|o| i64::try_from(o.bytes).unwrap_or(i64::MAX)).sum();
+            status.checkpoints = outcome
+                .objects
+                .iter()
+                .map(|o| BackupCheckpoint {
+                    log: o.name.clone(),
+                    kind: o.kind.clone(),
+                    seq: i64::try_from(o.seq).unwrap_or(i64::MAX),
+                    state_root: o.state_root.clone(),
+                    bytes: i64::try_from(o.bytes).unwrap_or(i64::MAX),
+                    key: o.key.clone(),
+                })
+                .collect();
+            status.completed_at = Some(Time(now_seconds(ctx.clock.as_ref())));
+            write(backup, ctx, &status).await?;
+            ctx.event(
+                &reference,
+                false,
+                "BackupCompleted",
+                "Backup",
+                format!(
+                    "backup {} completed: {} log(s), {} bytes",
+                    outcome.backup_id,
+                    outcome.objects.len(),
+                    status.size_bytes
+                ),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            failed_attempt(backup, ctx, status, format!("backup through {replica} failed: {error}")).await
+        }
+    }
+}
+
+/// Records a failed attempt: `Pending` with the error and a retry after backoff, or
+/// `Failed` for good once the attempts are used up.
+async fn failed_attempt(
+    backup: &PlaitBackup,
+    ctx: &Context,
+    mut status: PlaitBackupStatus,
+    message: String,
+) -> Result<Action, Error> {
+    ctx.metrics.backups_failed.fetch_add(1, Ordering::Relaxed);
+    let last = status.attempts >= ATTEMPTS_MAX;
+    status.phase = Some(if last { "Failed" } else { "Pending" }.into());
+    status.error = Some(truncate(message.clone(), 4000));
+    write(backup, ctx, &status).await?;
+    let delay = backoff(status.attempts);
+    let (reason, note) = if last {
+        ("BackupFailed", format!("giving up after {} attempts: {message}", status.attempts))
+    } else {
+        (
+            "BackupAttemptFailed",
+            format!("attempt {} failed, retrying in {delay:?}: {message}", status.attempts),
+        )
+    };
+    ctx.event(&backup.object_ref(&()), true, reason, "Backup", note).await;
+    Ok(if last { Action::await_change() } else { Action::requeue(delay) })
+}
+
+/// The wait before the next attempt after `attempts` attempts.
+pub(crate) fn backoff(attempts: i32) -> Duration {
+    retry_delay(u32::try_from(attempts).unwrap_or(1).max(1))
+}
+
+async fn write(backup: &PlaitBackup, ctx: &Context, status: &PlaitBackupStatus) -> Result<(), Error> {
+    let api: Api<PlaitBackup> = Api::namespaced(ctx.client.clone(), &backup.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": PlaitBackup::api_version(&()),
+        "kind": PlaitBackup::kind(&()),
+        "metadata": { "name": backup.name_any() },
+        "status": status,
+    });
+    api.patch_status(&backup.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .await?;
+    Ok(())
+}

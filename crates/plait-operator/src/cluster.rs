@@ -1,0 +1,596 @@
+//! The `PlaitCluster` reconciler: carries out what `plan` decides. One pass validates the
+//! spec, makes sure the writer key exists, probes the replicas, takes at most one scaling
+//! step (a scale-down only after `Admin.Drain` succeeds), applies the owned objects with
+//! server-side apply, sends the member set, creates scheduled backups, and writes the
+//! status. Every step is idempotent, so a pass interrupted anywhere (the operator
+//! restarted) is completed by the next one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::{Context, now_seconds};
+use crate::crd::{BackupKind, PlaitBackup, PlaitBackupSpec, PlaitCluster, PlaitClusterStatus};
+use crate::plan::{self, Observation, Probed, ScaleStep};
+use crate::replicas::{DRAIN_TIMEOUT, ReplicaStatus};
+use crate::schedule::{self, Schedule};
+
+/// The field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "plait-operator";
+/// Label on every `PlaitBackup` naming its cluster.
+pub const CLUSTER_LABEL: &str = "plait.dev/cluster";
+/// Label on the `PlaitBackup`s the schedule created.
+pub const SCHEDULED_LABEL: &str = "plait.dev/scheduled";
+
+/// How often a healthy cluster is looked at again (readiness and lag come from the
+/// replicas, which Kubernetes does not tell the operator about).
+pub(crate) const STEADY_REQUEUE: Duration = Duration::from_secs(30);
+/// How often a cluster that is still converging is looked at again.
+pub(crate) const CONVERGING_REQUEUE: Duration = Duration::from_secs(3);
+
+/// Failures of a reconcile pass; all are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn key(cluster: &PlaitCluster) -> String {
+    format!("PlaitCluster/{}/{}", cluster.namespace().unwrap_or_default(), cluster.name_any())
+}
+
+/// One reconcile pass of a cluster.
+pub async fn reconcile(cluster: Arc<PlaitCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+    let result = reconcile_inner(&cluster, &ctx).await;
+    match &result {
+        Ok(_) => ctx.succeeded(&key(&cluster)),
+        Err(_) => {
+            ctx.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+/// What the controller does after a failed pass: log it, surface it, and retry later,
+/// waiting longer after each consecutive failure.
+pub(crate) fn error_policy(cluster: Arc<PlaitCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&key(&cluster));
+    tracing::warn!(cluster = %cluster.name_any(), "reconcile failed, retrying in {delay:?}: {error}");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace =
+        cached.namespace().ok_or_else(|| Error::Invalid("a PlaitCluster is namespaced".into()))?;
+    // The cache may be a step behind our own last status write (the member generation
+    // above all): read the cluster fresh.
+    let clusters: Api<PlaitCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(cluster) = clusters.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let cluster = &cluster;
+    let name = cluster.name_any();
+    let reference = cluster.object_ref(&());
+    let previous = cluster.status.clone().unwrap_or_default();
+    let now = now_seconds(ctx.clock.as_ref());
+    let desired_replicas = cluster.spec.replicas;
+
+    let mut obs = Observation {
+        generation: cluster.metadata.generation,
+        desired_replicas,
+        members_generation: u64::try_from(previous.members_generation).unwrap_or(0),
+        member_addresses: previous.member_addresses.clone(),
+        backup_configured: cluster.spec.backup.is_some(),
+        ..Observation::default()
+    };
+
+    // Never half-apply an invalid spec: report it and touch nothing else.
+    let problem = match plan::validate(&cluster.spec) {
+        Err(problem) => Some(problem),
+        Ok(()) => ensure_writer_key(cluster, ctx, &namespace).await?,
+    };
+    if let Some(problem) = problem {
+        if previous.phase.as_deref() != Some("Failed")
+            || !has_condition_message(&previous, "Degraded", &problem)
+        {
+            ctx.event(&reference, true, "InvalidSpec", "Validate", problem.clone()).await;
+        }
+        obs.invalid_spec = Some(problem);
+        obs.replicas = previous.replicas;
+        write_status(cluster, ctx, &previous, &obs, &now, BackupSummary::from_status(&previous)).await?;
+        return Ok(Action::requeue(ctx.backoff(&key(cluster))));
+    }
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current = statefulsets.get_opt(&name).await?.and_then(|s| s.spec).and_then(|s| s.replicas);
+    let address = |ordinal: i32| ctx.resolver.address(&namespace, &name, ordinal);
+
+    // Probe every replica that exists now.
+    let existing = current.unwrap_or(0);
+    let probes: Vec<(i32, Probed)> = join_all((0..existing).map(|ordinal| {
+        let address = address(ordinal);
+        async move {
+            let probed = match ctx.admin.status(&address).await {
+                Ok(status) => Probed::Answered(status),
+                Err(error) => Probed::Unreachable(error),
+            };
+            (ordinal, probed)
+        }
+    }))
+    .await;
+    for (ordinal, probed) in &probes {
+        obs.addresses.insert(*ordinal, address(*ordinal));
+        if let (Probed::Answered(now), Some(before)) =
+            (probed, previous.members.iter().find(|m| m.name == format!("{name}-{ordinal}")))
+            && !before.epoch.is_empty()
+            && before.epoch != now.epoch
+        {
+            ctx.event(
+                &reference,
+                false,
+                "NewEpoch",
+                "Observe",
+                format!(
+                    "replica {name}-{ordinal} came back with a new epoch {} (was {}): its data directory was \
+                     replaced; it catches up from its peers",
+                    now.epoch, before.epoch
+                ),
+            )
+            .await;
+        }
+    }
+
+    // At most one scaling step per pass.
+    let target = match plan::scale_step(desired_replicas, current) {
+        ScaleStep::Hold(n) => n,
+        ScaleStep::Up { from, to } => {
+            ctx.event(
+                &reference,
+                false,
+                "ScalingUp",
+                "Scale",
+                format!("scaling up from {from} to {to} replicas"),
+            )
+            .await;
+            to
+        }
+        ScaleStep::Down { leaving } => {
+            let leaving_address = address(leaving);
+            match ctx.admin.drain(&leaving_address, DRAIN_TIMEOUT).await {
+                Ok(()) => {
+                    ctx.metrics.drains.fetch_add(1, Ordering::Relaxed);
+                    ctx.event(
+                        &reference,
+                        false,
+                        "Drained",
+                        "Scale",
+                        format!(
+                            "replica {name}-{leaving} is drained (everything it holds is held by another \
+                             replica); removing it"
+                        ),
+                    )
+                    .await;
+                    leaving
+                }
+                Err(error) => {
+                    let message = format!("drain of replica {name}-{leaving} failed, retrying: {error}");
+                    ctx.event(&reference, true, "DrainFailed", "Scale", message.clone()).await;
+                    obs.drain_blocked = Some(message);
+                    leaving + 1
+                }
+            }
+        }
+    };
+    obs.replicas = target;
+
+    // The owned objects, applied whole every pass: server-side apply makes an unchanged
+    // object a no-op and repairs anything edited or deleted by hand.
+    let desired = plan::desired(cluster, &ctx.plan, target);
+    apply(&ctx.client, &namespace, &desired.config_map).await?;
+    apply(&ctx.client, &namespace, &desired.headless).await?;
+    apply(&ctx.client, &namespace, &desired.client).await?;
+    apply(&ctx.client, &namespace, &desired.pdb).await?;
+    apply(&ctx.client, &namespace, &desired.stateful_set).await?;
+    if current.is_none() {
+        ctx.event(
+            &reference,
+            false,
+            "Created",
+            "Create",
+            format!("created StatefulSet {name} with {target} replicas"),
+        )
+        .await;
+    }
+
+    // Membership: the replicas that remain after this step.
+    let mut member_probes: Vec<(i32, Probed)> = probes.iter().filter(|(o, _)| *o < target).cloned().collect();
+    let addresses: Vec<String> = (0..target).map(address).collect();
+    let membership =
+        plan::membership(obs.members_generation, &obs.member_addresses, addresses, &member_probes);
+    if membership.generation != obs.members_generation {
+        ctx.event(
+            &reference,
+            false,
+            "MembersChanged",
+            "SetMembers",
+            format!("member generation {}: {}", membership.generation, membership.addresses.join(", ")),
+        )
+        .await;
+    }
+    for ordinal in &membership.send_to {
+        let result = ctx
+            .admin
+            .set_members(&address(*ordinal), membership.generation, membership.addresses.clone())
+            .await;
+        match result {
+            Ok(generation) => {
+                ctx.metrics.member_updates.fetch_add(1, Ordering::Relaxed);
+                if let Some((_, Probed::Answered(status))) =
+                    member_probes.iter_mut().find(|(o, _)| o == ordinal)
+                {
+                    status.members_generation = generation;
+                }
+            }
+            Err(error) => {
+                let message = format!("cannot send members to replica {name}-{ordinal}: {error}");
+                ctx.event(&reference, true, "SetMembersFailed", "SetMembers", message.clone()).await;
+                obs.membership_errors.push(message);
+            }
+        }
+    }
+    obs.members_generation = membership.generation;
+    obs.member_addresses = membership.addresses;
+    // The status lists the remaining members, and the leaving one while it drains.
+    obs.probes = member_probes;
+    if let Some((leaving, probe)) = probes.iter().find(|(o, _)| *o >= target) {
+        obs.probes.push((*leaving, probe.clone()));
+    }
+
+    // Backups: the schedule, retention of its records, and what the newest one says.
+    let (backups, next_run) = scheduled_backups(cluster, ctx, &namespace, &previous, &obs, now).await?;
+    obs.latest_backup = backups.latest.clone();
+
+    let was_ready = has_condition_status(&previous, "Ready", "True");
+    let status = write_status(cluster, ctx, &previous, &obs, &now, backups).await?;
+    let ready = has_condition_status(&status, "Ready", "True");
+    if ready && !was_ready {
+        ctx.event(&reference, false, "Ready", "Reconcile", format!("all {target} replicas are ready")).await;
+    }
+
+    let mut requeue =
+        if ready && obs.membership_errors.is_empty() { STEADY_REQUEUE } else { CONVERGING_REQUEUE };
+    if obs.drain_blocked.is_some() || !obs.membership_errors.is_empty() {
+        requeue = ctx.backoff(&key(cluster));
+    }
+    if let Some(next) = next_run {
+        let until = next.duration_since(now.max(Timestamp::UNIX_EPOCH));
+        let until = Duration::try_from(until).unwrap_or(Duration::ZERO).max(Duration::from_secs(1));
+        requeue = requeue.min(until);
+    }
+    Ok(Action::requeue(requeue))
+}
+
+fn has_condition_status(status: &PlaitClusterStatus, type_: &str, value: &str) -> bool {
+    status.conditions.iter().any(|c| c.type_ == type_ && c.status == value)
+}
+
+fn has_condition_message(status: &PlaitClusterStatus, type_: &str, message: &str) -> bool {
+    status.conditions.iter().any(|c| c.type_ == type_ && c.message == message)
+}
+
+/// Server-side apply of one owned object, forcing ownership of the fields we set.
+async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().ok_or_else(|| Error::Invalid("object without a name".into()))?;
+    let mut body = serde_json::to_value(object).map_err(|e| Error::Invalid(e.to_string()))?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    Ok(())
+}
+
+/// Makes sure the writer key Secret exists. A key the spec names must exist and hold a
+/// key; otherwise the operator generates one, once. The generated Secret is deliberately
+/// not owned by the cluster: it outlives it, so a cluster restored from its backups can
+/// reuse it and keep writing to the restored logs.
+async fn ensure_writer_key(
+    cluster: &PlaitCluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret_name = plan::writer_key_secret_name(cluster);
+    let existing = secrets.get_opt(&secret_name).await?;
+    if cluster.spec.writer_key_secret.is_some() {
+        let holds_key = existing.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| {
+            d.get(plan::WRITER_KEY_FIELD).is_some_and(|v| String::from_utf8_lossy(&v.0).trim().len() == 64)
+        });
+        return Ok((!holds_key).then(|| {
+            format!(
+                "spec.writerKeySecret: Secret {secret_name} must exist and hold `{}` (64 hex characters)",
+                plan::WRITER_KEY_FIELD
+            )
+        }));
+    }
+    if existing.is_some() {
+        return Ok(None);
+    }
+    let mut secret_bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret_bytes);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(plan::labels(&cluster.name_any())),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            plan::WRITER_KEY_FIELD.to_owned(),
+            ByteString(format!("{}\n", hex::encode(secret_bytes)).into_bytes()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            ctx.event(
+                &cluster.object_ref(&()),
+                false,
+                "WriterKeyCreated",
+                "Create",
+                format!("generated the writer key in Secret {secret_name}"),
+            )
+            .await;
+            Ok(None)
+        }
+        // Another pass created it first.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What the status says of backups.
+#[derive(Clone, Debug, Default)]
+struct BackupSummary {
+    /// The newest backup: (name, phase, error).
+    latest: Option<(String, String, Option<String>)>,
+    last_completed: Option<(String, Option<Time>)>,
+    last_schedule_time: Option<Time>,
+    runs_since_full: i32,
+}
+
+impl BackupSummary {
+    fn from_status(status: &PlaitClusterStatus) -> BackupSummary {
+        BackupSummary {
+            latest: None,
+            last_completed: status.last_backup.clone().map(|name| (name, status.last_backup_time.clone())),
+            last_schedule_time: status.last_schedule_time.clone(),
+            runs_since_full: status.runs_since_full,
+        }
+    }
+}
+
+/// Creates the scheduled backup when one is due, deletes scheduled records beyond the
+/// retention, and summarizes the cluster's backups. Returns the summary and the next
+/// scheduled run.
+async fn scheduled_backups(
+    cluster: &PlaitCluster,
+    ctx: &Context,
+    namespace: &str,
+    previous: &PlaitClusterStatus,
+    obs: &Observation,
+    now: Timestamp,
+) -> Result<(BackupSummary, Option<Timestamp>), Error> {
+    let name = cluster.name_any();
+    let api: Api<PlaitBackup> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut summary = BackupSummary::from_status(previous);
+    let mut backups =
+        api.list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"))).await?.items;
+    let mut next_run = None;
+
+    if let Some(spec) = &cluster.spec.backup
+        && let Some(expression) = &spec.schedule
+    {
+        let schedule = Schedule::parse(expression).map_err(Error::Invalid)?;
+        let since = previous
+            .last_schedule_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| cluster.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .unwrap_or(now);
+        let any_ready = obs.probes.iter().any(|(_, p)| p.ready());
+        if schedule::due(&schedule, since, now) && any_ready {
+            let full = spec.full_every <= 1
+                || previous.runs_since_full + 1 >= spec.full_every
+                || summary.last_completed.is_none();
+            let run =
+                make_scheduled_backup(cluster, now, if full { BackupKind::Full } else { BackupKind::Delta });
+            match api.create(&PostParams::default(), &run).await {
+                Ok(created) => {
+                    ctx.event(
+                        &cluster.object_ref(&()),
+                        false,
+                        "BackupScheduled",
+                        "Backup",
+                        format!(
+                            "created {} ({:?}) for schedule {expression:?}",
+                            created.name_any(),
+                            run.spec.kind
+                        ),
+                    )
+                    .await;
+                    backups.push(created);
+                }
+                // This run was created by an earlier pass that did not get to write the status.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            summary.last_schedule_time = Some(Time(now));
+            summary.runs_since_full = if full { 0 } else { previous.runs_since_full + 1 };
+            next_run = schedule.next_after(now);
+        } else {
+            next_run = schedule.next_after(since);
+        }
+
+        // Retention of the records the schedule made: the oldest finished ones go.
+        let keep = usize::try_from(spec.retention.records).unwrap_or(0);
+        if keep > 0 {
+            let mut scheduled: Vec<&PlaitBackup> = backups
+                .iter()
+                .filter(|b| b.labels().get(SCHEDULED_LABEL).is_some_and(|v| v == "true"))
+                .filter(|b| finished(b))
+                .collect();
+            scheduled.sort_by_key(|b| b.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            let excess = scheduled.len().saturating_sub(keep);
+            let doomed: Vec<String> = scheduled.iter().take(excess).map(|b| b.name_any()).collect();
+            for old in &doomed {
+                match api.delete(old, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            backups.retain(|b| !doomed.contains(&b.name_any()));
+        }
+    }
+
+    backups.sort_by_key(|b| (b.metadata.creation_timestamp.as_ref().map(|t| t.0), b.name_any()));
+    if let Some(newest) = backups.last() {
+        let status = newest.status.clone().unwrap_or_default();
+        summary.latest =
+            Some((newest.name_any(), status.phase.unwrap_or_else(|| "Pending".into()), status.error.clone()));
+    }
+    if let Some(done) = backups.iter().rev().find(|b| phase_of(b) == "Completed") {
+        summary.last_completed =
+            Some((done.name_any(), done.status.as_ref().and_then(|s| s.completed_at.clone())));
+    }
+    Ok((summary, next_run))
+}
+
+fn phase_of(backup: &PlaitBackup) -> &str {
+    backup.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+fn finished(backup: &PlaitBackup) -> bool {
+    matches!(phase_of(backup), "Completed" | "Failed")
+}
+
+/// The `PlaitBackup` a scheduled run creates: named after its time, labelled with its
+/// cluster, owned (not controlled) by the cluster so it goes when the cluster goes.
+fn make_scheduled_backup(cluster: &PlaitCluster, now: Timestamp, kind: BackupKind) -> PlaitBackup {
+    let name = cluster.name_any();
+    let stamp = now.strftime("%Y%m%d%H%M%S").to_string();
+    let mut backup = PlaitBackup::new(
+        &format!("{name}-{stamp}"),
+        PlaitBackupSpec { cluster: name.clone(), kind, logs: Vec::new(), destination: None },
+    );
+    backup.metadata.namespace = cluster.namespace();
+    backup.metadata.labels = Some(BTreeMap::from([
+        (CLUSTER_LABEL.to_owned(), name.clone()),
+        (SCHEDULED_LABEL.to_owned(), "true".to_owned()),
+    ]));
+    if let Some(mut owner) = cluster.controller_owner_ref(&()) {
+        owner.controller = Some(false);
+        backup.metadata.owner_references = Some(vec![owner]);
+    }
+    backup
+}
+
+/// Computes and, when it differs from what is stored, writes the status.
+async fn write_status(
+    cluster: &PlaitCluster,
+    ctx: &Context,
+    previous: &PlaitClusterStatus,
+    obs: &Observation,
+    now: &Timestamp,
+    backups: BackupSummary,
+) -> Result<PlaitClusterStatus, Error> {
+    let name = cluster.name_any();
+    let (phase, conditions) = plan::conditions(obs, &previous.conditions, &Time(*now));
+    let members =
+        if obs.invalid_spec.is_some() { previous.members.clone() } else { plan::member_statuses(&name, obs) };
+    let ready_replicas =
+        members.iter().filter(|m| m.ready && member_ordinal(&m.name) < obs.replicas).count() as i32;
+    let status = PlaitClusterStatus {
+        phase: Some(phase),
+        replicas: obs.replicas,
+        ready_replicas,
+        selector: Some(plan::selector_string(&name)),
+        members,
+        members_generation: i64::try_from(obs.members_generation).unwrap_or(i64::MAX),
+        member_addresses: obs.member_addresses.clone(),
+        conditions,
+        observed_generation: cluster.metadata.generation,
+        last_schedule_time: backups.last_schedule_time,
+        runs_since_full: backups.runs_since_full,
+        last_backup: backups.last_completed.as_ref().map(|(n, _)| n.clone()),
+        last_backup_time: backups.last_completed.and_then(|(_, t)| t),
+    };
+    if cluster.status.as_ref() != Some(&status) {
+        let api: Api<PlaitCluster> =
+            Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+        let body = serde_json::json!({
+            "apiVersion": PlaitCluster::api_version(&()),
+            "kind": PlaitCluster::kind(&()),
+            "metadata": { "name": name },
+            "status": status,
+        });
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    }
+    Ok(status)
+}
+
+fn member_ordinal(pod: &str) -> i32 {
+    pod.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(i32::MAX)
+}
+
+/// Probes the replica at `ordinal`, as `Probed`.
+pub(crate) async fn probe(ctx: &Context, namespace: &str, cluster: &str, ordinal: i32) -> Probed {
+    match ctx.admin.status(&ctx.resolver.address(namespace, cluster, ordinal)).await {
+        Ok(status) => Probed::Answered(status),
+        Err(error) => Probed::Unreachable(error),
+    }
+}
+
+/// The first ready replica of a cluster, probing ordinals in order.
+pub(crate) async fn first_ready(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+    replicas: i32,
+) -> Result<(i32, ReplicaStatus), String> {
+    let mut problems = Vec::new();
+    for ordinal in 0..replicas {
+        match probe(ctx, namespace, cluster, ordinal).await {
+            probed @ Probed::Answered(_) if probed.ready() => {
+                return Ok((ordinal, probed.status().cloned().expect("answered")));
+            }
+            Probed::Answered(_) => problems.push(format!("replica {ordinal} is draining or not writable")),
+            Probed::Unreachable(error) => problems.push(format!("replica {ordinal}: {error}")),
+        }
+    }
+    Err(if problems.is_empty() { "the cluster has no replicas".into() } else { problems.join("; ") })
+}

@@ -1,0 +1,931 @@
+//! Reconcile planning, without I/O: from a `PlaitCluster` and what was observed of its
+//! replicas to the objects that should exist, the next scaling step, the member set to
+//! send, and the status to report. Everything here is a pure function so it is tested
+//! directly, and the controller only carries out what these functions decide.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, GRPCAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{MemberStatus, PlaitCluster, PlaitClusterSpec};
+use crate::replicas::{GRPC_PORT, METRICS_PORT, ReplicaStatus};
+
+/// Where a replica keeps its data inside its volume. A subdirectory, because a fresh
+/// filesystem's root may hold `lost+found`, and plaitd wants its own directory.
+pub(crate) const DATA_DIR: &str = "/data/plait";
+/// Where the writer key Secret is mounted.
+pub(crate) const WRITER_KEY_DIR: &str = "/etc/plait/writer";
+/// The key of the writer key in its Secret.
+pub(crate) const WRITER_KEY_FIELD: &str = "writer.key";
+/// The user replicas run as (distroless `nonroot`).
+pub(crate) const REPLICA_UID: i64 = 65532;
+
+pub(crate) fn headless_name(cluster: &str) -> String {
+    format!("{cluster}-headless")
+}
+
+pub(crate) fn config_name(cluster: &str) -> String {
+    format!("{cluster}-config")
+}
+
+/// The Secret holding the writer key: the one named in the spec, else one the operator
+/// generates.
+pub(crate) fn writer_key_secret_name(cluster: &PlaitCluster) -> String {
+    cluster.spec.writer_key_secret.clone().unwrap_or_else(|| format!("{}-writer-key", cluster.name_any()))
+}
+
+/// The labels that select a cluster's replica pods.
+pub(crate) fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "plaitd".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), cluster.to_owned()),
+    ])
+}
+
+/// The selector as a string, for the scale subresource.
+pub(crate) fn selector_string(cluster: &str) -> String {
+    selector_labels(cluster).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Labels of every object the operator makes for a cluster.
+pub(crate) fn labels(cluster: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster);
+    labels.insert("app.kubernetes.io/component".to_owned(), "replica".to_owned());
+    labels.insert("app.kubernetes.io/managed-by".to_owned(), "plait-operator".to_owned());
+    labels
+}
+
+/// Problems with a spec that the API server's schema cannot see.
+pub(crate) fn validate(spec: &PlaitClusterSpec) -> Result<(), String> {
+    if let Some(schedule) = spec.backup.as_ref().and_then(|b| b.schedule.as_deref()) {
+        crate::schedule::Schedule::parse(schedule)?;
+    }
+    if spec.replicas < 1 || spec.replicas > crate::crd::REPLICAS_MAX {
+        return Err(format!("spec.replicas must be between 1 and {}", crate::crd::REPLICAS_MAX));
+    }
+    Ok(())
+}
+
+/// Settings the operator gives every replica of a cluster: what the ConfigMap holds.
+pub(crate) fn replica_settings(spec: &PlaitClusterSpec) -> BTreeMap<String, String> {
+    let mut env = spec.settings.clone();
+    if let Some(t) = &spec.telemetry {
+        if let Some(level) = &t.log_level {
+            env.insert("PLAIT_LOG".into(), level.clone());
+        }
+        if t.log_json {
+            env.insert("PLAIT_LOG_JSON".into(), "true".into());
+        }
+        if let Some(endpoint) = &t.otlp_endpoint {
+            env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone());
+        }
+    }
+    let s3 = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.s3.as_ref())
+        .or(spec.bootstrap.as_ref().and_then(|b| b.s3.as_ref()));
+    if let Some(s3) = s3 {
+        if let Some(endpoint) = &s3.endpoint {
+            env.insert("PLAIT_BACKUP_S3_ENDPOINT".into(), endpoint.clone());
+        }
+        if let Some(region) = &s3.region {
+            env.insert("PLAIT_BACKUP_S3_REGION".into(), region.clone());
+        }
+        if s3.allow_http {
+            env.insert("PLAIT_BACKUP_S3_ALLOW_HTTP".into(), "true".into());
+        }
+    }
+    env
+}
+
+/// A stable fingerprint of the settings: put on the pod template so a settings change
+/// rolls the replicas.
+fn fingerprint(settings: &BTreeMap<String, String>) -> String {
+    // SipHash with fixed keys: stable across runs, which is all a change detector needs.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    settings.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The operator's own settings that shape replicas.
+#[derive(Clone, Debug)]
+pub struct PlanContext {
+    /// The plaitd image used when a cluster names none.
+    pub replica_image: String,
+}
+
+/// Every object a cluster owns, as it should be.
+#[derive(Clone, Debug)]
+pub(crate) struct Desired {
+    pub config_map: ConfigMap,
+    pub headless: Service,
+    pub client: Service,
+    pub pdb: PodDisruptionBudget,
+    pub stateful_set: StatefulSet,
+}
+
+fn meta(cluster: &PlaitCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cluster.namespace(),
+        labels: Some(labels(&cluster.name_any())),
+        owner_references: cluster.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The objects of `cluster`, with the StatefulSet at `replicas` (which the scaling plan
+/// decides; it differs from `spec.replicas` while scaling down one replica at a time).
+pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) -> Desired {
+    let name = cluster.name_any();
+    let spec = &cluster.spec;
+    let settings = replica_settings(spec);
+
+    let config_map = ConfigMap {
+        metadata: meta(cluster, config_name(&name)),
+        data: Some(settings.clone()),
+        ..ConfigMap::default()
+    };
+
+    let grpc_port = ServicePort {
+        name: Some("grpc".into()),
+        port: i32::from(GRPC_PORT),
+        target_port: Some(IntOrString::String("grpc".into())),
+        app_protocol: Some("kubernetes.io/h2c".into()),
+        ..ServicePort::default()
+    };
+    let headless = Service {
+        metadata: meta(cluster, headless_name(&name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            // Replicas must find each other before they are ready: readiness needs peers.
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![grpc_port.clone()]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let client = Service {
+        metadata: meta(cluster, name.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![
+                grpc_port,
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: i32::from(METRICS_PORT),
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let pdb = PodDisruptionBudget {
+        metadata: meta(cluster, name.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            // One replica at a time: the others keep serving and hold its entries.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+
+    let stateful_set = StatefulSet {
+        metadata: meta(cluster, name.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(headless_name(&name)),
+            // Replicas need no ordering to start: membership comes from the operator.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            // A removed replica was drained first, so its volume holds nothing that is not
+            // elsewhere; a replica added later starts clean as a new epoch.
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_scaled: Some("Delete".into()),
+                when_deleted: Some("Retain".into()),
+            }),
+            template: pod_template(cluster, ctx, &settings),
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(selector_labels(&name)),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: spec.storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_owned(),
+                            Quantity(spec.storage.size.clone()),
+                        )])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+
+    Desired { config_map, headless, client, pdb, stateful_set }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+fn pod_template(
+    cluster: &PlaitCluster,
+    ctx: &PlanContext,
+    settings: &BTreeMap<String, String>,
+) -> PodTemplateSpec {
+    let name = cluster.name_any();
+    let spec = &cluster.spec;
+    let image = spec.image.clone().unwrap_or_else(|| ctx.replica_image.clone());
+    let pull_policy = spec.image_pull_policy.map(|p| p.as_str().to_owned());
+    let writer_key_file = format!("{WRITER_KEY_DIR}/{WRITER_KEY_FIELD}");
+
+    let mut env_from = vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource { name: config_name(&name), optional: Some(false) }),
+        ..EnvFromSource::default()
+    }];
+    let credentials = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.s3.as_ref())
+        .and_then(|s3| s3.credentials_secret.clone())
+        .or_else(|| {
+            spec.bootstrap.as_ref().and_then(|b| b.s3.as_ref()).and_then(|s3| s3.credentials_secret.clone())
+        });
+    if let Some(secret) = credentials {
+        env_from.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: secret, optional: Some(false) }),
+            ..EnvFromSource::default()
+        });
+    }
+    let mounts = vec![
+        VolumeMount { name: "data".into(), mount_path: "/data".into(), ..VolumeMount::default() },
+        VolumeMount {
+            name: "writer-key".into(),
+            mount_path: WRITER_KEY_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    ];
+    let grpc_probe = |period: i32, failures: i32| Probe {
+        grpc: Some(GRPCAction { port: i32::from(GRPC_PORT), service: None }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+
+    let replica = Container {
+        name: "plaitd".into(),
+        image: Some(image.clone()),
+        image_pull_policy: pull_policy.clone(),
+        args: Some(vec!["serve".into()]),
+        env: Some(vec![
+            env("PLAIT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
+            env("PLAIT_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
+            env("PLAIT_DATA_DIR", DATA_DIR),
+            env("PLAIT_WRITER_KEY_FILE", writer_key_file.clone()),
+        ]),
+        env_from: Some(env_from.clone()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".into()),
+                container_port: i32::from(GRPC_PORT),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: i32::from(METRICS_PORT),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(grpc_probe(5, 3)),
+        liveness_probe: Some(grpc_probe(10, 6)),
+        startup_probe: Some(grpc_probe(2, 900)),
+        resources: spec.resources.clone(),
+        security_context: Some(restricted_security_context()),
+        volume_mounts: Some(mounts.clone()),
+        ..Container::default()
+    };
+
+    // A new cluster from a backup: every replica restores before it first serves. The
+    // init container does nothing on later starts (the data directory is no longer empty).
+    let init_containers = spec.bootstrap.as_ref().map(|bootstrap| {
+        let mut args = vec![
+            "restore".to_owned(),
+            "--from".to_owned(),
+            bootstrap.from.clone(),
+            "--skip-if-initialized".to_owned(),
+        ];
+        for log in &bootstrap.logs {
+            args.push("--log".to_owned());
+            args.push(log.clone());
+        }
+        vec![Container {
+            name: "restore".into(),
+            image: Some(image.clone()),
+            image_pull_policy: pull_policy.clone(),
+            args: Some(args),
+            env: Some(vec![
+                env("PLAIT_DATA_DIR", DATA_DIR),
+                env("PLAIT_WRITER_KEY_FILE", writer_key_file.clone()),
+            ]),
+            env_from: Some(env_from.clone()),
+            resources: spec.resources.clone(),
+            security_context: Some(restricted_security_context()),
+            volume_mounts: Some(mounts.clone()),
+            ..Container::default()
+        }]
+    });
+
+    let scheduling = spec.scheduling.clone().unwrap_or_default();
+    let spread = if scheduling.topology_spread_constraints.is_empty() {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        }]
+    } else {
+        scheduling.topology_spread_constraints.clone()
+    };
+
+    let mut pod_labels = labels(&name);
+    pod_labels.retain(|k, _| k != "app.kubernetes.io/managed-by");
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([("plait.dev/config-hash".to_owned(), fingerprint(settings))])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![replica],
+            init_containers,
+            termination_grace_period_seconds: Some(30),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(REPLICA_UID),
+                run_as_group: Some(REPLICA_UID),
+                fs_group: Some(REPLICA_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            // Replicas never call the Kubernetes API.
+            automount_service_account_token: Some(false),
+            volumes: Some(vec![Volume {
+                name: "writer-key".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(writer_key_secret_name(cluster)),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]),
+            node_selector: (!scheduling.node_selector.is_empty()).then_some(scheduling.node_selector),
+            tolerations: (!scheduling.tolerations.is_empty()).then_some(scheduling.tolerations),
+            affinity: scheduling.affinity,
+            topology_spread_constraints: Some(spread),
+            priority_class_name: scheduling.priority_class_name,
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// What a probe of one replica found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Probed {
+    Answered(ReplicaStatus),
+    Unreachable(String),
+}
+
+impl Probed {
+    pub(crate) fn status(&self) -> Option<&ReplicaStatus> {
+        match self {
+            Probed::Answered(s) => Some(s),
+            Probed::Unreachable(_) => None,
+        }
+    }
+
+    /// Ready to take part: answering, writable, not draining.
+    pub(crate) fn ready(&self) -> bool {
+        self.status().is_some_and(|s| s.writable && !s.draining)
+    }
+}
+
+/// The next scaling step, from the desired replica count and the StatefulSet's current
+/// one (`None`: no StatefulSet yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScaleStep {
+    /// Keep (or create) the StatefulSet at this many replicas.
+    Hold(i32),
+    /// Grow to `to`: new replicas catch up from their peers.
+    Up { from: i32, to: i32 },
+    /// Shrink by one: drain the highest ordinal, then remove it.
+    Down { leaving: i32 },
+}
+
+pub(crate) fn scale_step(desired: i32, current: Option<i32>) -> ScaleStep {
+    match current {
+        None => ScaleStep::Hold(desired),
+        Some(current) if current < desired => ScaleStep::Up { from: current, to: desired },
+        Some(current) if current > desired => ScaleStep::Down { leaving: current - 1 },
+        Some(current) => ScaleStep::Hold(current),
+    }
+}
+
+/// The member set to send and to whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MembershipPlan {
+    pub generation: u64,
+    pub addresses: Vec<String>,
+    /// Ordinals to send `SetMembers` to.
+    pub send_to: Vec<i32>,
+}
+
+/// Decides the member generation and who must hear of it. A new address list, or a
+/// replica reporting a generation above the recorded one (the status was lost), takes a
+/// new generation above everything seen, sent to every answering replica; otherwise the
+/// recorded generation goes to the answering replicas that are behind it (restarted with
+/// a wiped data directory, or missed the last update).
+pub(crate) fn membership(
+    recorded_generation: u64,
+    recorded_addresses: &[String],
+    addresses: Vec<String>,
+    probes: &[(i32, Probed)],
+) -> MembershipPlan {
+    let answering: Vec<(i32, &ReplicaStatus)> =
+        probes.iter().filter_map(|(ordinal, p)| p.status().map(|s| (*ordinal, s))).collect();
+    let highest_reported = answering.iter().map(|(_, s)| s.members_generation).max().unwrap_or(0);
+    if addresses != recorded_addresses || highest_reported > recorded_generation {
+        let generation = recorded_generation.max(highest_reported) + 1;
+        return MembershipPlan {
+            generation,
+            addresses,
+            send_to: answering.iter().map(|(o, _)| *o).collect(),
+        };
+    }
+    let send_to = answering
+        .iter()
+        .filter(|(_, s)| s.members_generation < recorded_generation)
+        .map(|(o, _)| *o)
+        .collect();
+    MembershipPlan { generation: recorded_generation, addresses, send_to }
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Observation {
+    pub generation: Option<i64>,
+    pub desired_replicas: i32,
+    /// The StatefulSet's replicas after this reconcile.
+    pub replicas: i32,
+    pub invalid_spec: Option<String>,
+    /// Probes of ordinals `0..replicas` (and the leaving one while it drains).
+    pub probes: Vec<(i32, Probed)>,
+    pub addresses: BTreeMap<i32, String>,
+    pub members_generation: u64,
+    pub member_addresses: Vec<String>,
+    /// A scale-down waiting on a drain, and why.
+    pub drain_blocked: Option<String>,
+    /// Set when a membership update failed to reach a replica.
+    pub membership_errors: Vec<String>,
+    /// The newest backup of the cluster: (name, phase, error).
+    pub latest_backup: Option<(String, String, Option<String>)>,
+    pub backup_configured: bool,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String) -> (String, bool, String, String) {
+    (type_.to_owned(), ok, reason.to_owned(), message)
+}
+
+/// The conditions and phase of an observation. Transition times are kept from `previous`
+/// when a condition's status did not change, so an unchanged cluster gets an unchanged
+/// status.
+pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) -> (String, Vec<Condition>) {
+    let members: Vec<&(i32, Probed)> = obs.probes.iter().filter(|(o, _)| *o < obs.replicas).collect();
+    let ready = members.iter().filter(|(_, p)| p.ready()).count() as i32;
+    let unreachable: Vec<String> = members
+        .iter()
+        .filter_map(|(o, p)| match p {
+            Probed::Unreachable(e) => Some(format!("replica {o}: {e}")),
+            Probed::Answered(s) if !s.writable => {
+                Some(format!("replica {o}: not writable (durability error)"))
+            }
+            Probed::Answered(_) => None,
+        })
+        .collect();
+    let scaling = obs.replicas != obs.desired_replicas;
+    let all_ready = !scaling && ready == obs.desired_replicas;
+    let consistent = members.len() as i32 == obs.replicas
+        && members
+            .iter()
+            .all(|(_, p)| p.status().is_some_and(|s| s.members_generation == obs.members_generation));
+
+    let mut list = Vec::new();
+    if let Some(invalid) = &obs.invalid_spec {
+        list.push(condition("Ready", false, "InvalidSpec", invalid.clone()));
+        list.push(condition("Progressing", false, "InvalidSpec", "the spec must be fixed first".into()));
+        list.push(condition("Degraded", true, "InvalidSpec", invalid.clone()));
+    } else {
+        list.push(if all_ready {
+            condition(
+                "Ready",
+                true,
+                "AllReplicasReady",
+                format!("{ready} of {} replicas ready", obs.desired_replicas),
+            )
+        } else {
+            condition(
+                "Ready",
+                false,
+                "ReplicasNotReady",
+                format!("{ready} of {} replicas ready", obs.desired_replicas),
+            )
+        });
+        list.push(if let Some(blocked) = &obs.drain_blocked {
+            condition("Progressing", true, "Draining", blocked.clone())
+        } else if scaling {
+            condition(
+                "Progressing",
+                true,
+                "Scaling",
+                format!("scaling from {} to {} replicas", obs.replicas, obs.desired_replicas),
+            )
+        } else if !all_ready {
+            condition("Progressing", true, "WaitingForReplicas", format!("{ready} of {} ready", obs.replicas))
+        } else {
+            condition("Progressing", false, "Reconciled", "the cluster matches its spec".into())
+        });
+        let mut problems = unreachable.clone();
+        problems.extend(obs.drain_blocked.iter().filter(|b| b.contains("failed")).cloned());
+        problems.extend(obs.membership_errors.iter().cloned());
+        if let Some((name, phase, error)) = &obs.latest_backup
+            && phase == "Failed"
+        {
+            problems.push(format!("backup {name} failed: {}", error.clone().unwrap_or_default()));
+        }
+        list.push(if problems.is_empty() {
+            condition("Degraded", false, "AsExpected", "no problems seen".into())
+        } else {
+            condition("Degraded", true, "ReplicaProblems", problems.join("; "))
+        });
+    }
+    list.push(if consistent {
+        condition(
+            "MembershipConsistent",
+            true,
+            "AllMembersCurrent",
+            format!("every replica has member generation {}", obs.members_generation),
+        )
+    } else {
+        let behind: Vec<String> = members
+            .iter()
+            .filter(|(_, p)| p.status().is_none_or(|s| s.members_generation != obs.members_generation))
+            .map(|(o, p)| match p.status() {
+                Some(s) => format!("replica {o} has generation {}", s.members_generation),
+                None => format!("replica {o} is unreachable"),
+            })
+            .collect();
+        condition(
+            "MembershipConsistent",
+            false,
+            "MembersBehind",
+            format!("want generation {}: {}", obs.members_generation, behind.join(", ")),
+        )
+    });
+    list.push(match (&obs.latest_backup, obs.backup_configured) {
+        (Some((name, phase, _)), _) if phase == "Completed" => {
+            condition("BackupReady", true, "BackupCompleted", format!("latest backup {name} completed"))
+        }
+        (Some((name, phase, error)), _) if phase == "Failed" => condition(
+            "BackupReady",
+            false,
+            "BackupFailed",
+            format!("latest backup {name} failed: {}", error.clone().unwrap_or_default()),
+        ),
+        (Some((name, phase, _)), _) => {
+            condition("BackupReady", false, "BackupInProgress", format!("backup {name} is {phase}"))
+        }
+        (None, true) => condition("BackupReady", false, "NoBackupYet", "no backup has completed yet".into()),
+        (None, false) => condition(
+            "BackupReady",
+            false,
+            "NotConfigured",
+            "spec.backup is not set and no backup was taken".into(),
+        ),
+    });
+
+    let conditions = list
+        .into_iter()
+        .map(|(type_, ok, reason, message)| {
+            let status = if ok { "True" } else { "False" }.to_owned();
+            let previous = previous.iter().find(|c| c.type_ == type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_,
+                status,
+                reason,
+                message,
+                observed_generation: obs.generation,
+                last_transition_time,
+            }
+        })
+        .collect();
+
+    let phase = if obs.invalid_spec.is_some() {
+        "Failed"
+    } else if scaling {
+        "Scaling"
+    } else if all_ready {
+        "Running"
+    } else if ready == 0 {
+        "Pending"
+    } else {
+        "Degraded"
+    };
+    (phase.to_owned(), conditions)
+}
+
+/// The member list of the status.
+pub(crate) fn member_statuses(cluster: &str, obs: &Observation) -> Vec<MemberStatus> {
+    obs.probes
+        .iter()
+        .map(|(ordinal, probe)| {
+            let address = obs.addresses.get(ordinal).cloned().unwrap_or_default();
+            let name = format!("{cluster}-{ordinal}");
+            match probe {
+                Probed::Answered(s) => MemberStatus {
+                    name,
+                    address,
+                    epoch: s.epoch.clone(),
+                    node_id: s.node_id.clone(),
+                    ready: probe.ready(),
+                    lag: i64::try_from(s.lag).unwrap_or(i64::MAX),
+                    members_generation: i64::try_from(s.members_generation).unwrap_or(i64::MAX),
+                    draining: s.draining,
+                    message: if s.draining {
+                        "draining: refuses local writes".into()
+                    } else if !s.writable {
+                        "not writable".into()
+                    } else {
+                        String::new()
+                    },
+                },
+                Probed::Unreachable(error) => MemberStatus {
+                    name,
+                    address,
+                    ready: false,
+                    message: error.clone(),
+                    ..MemberStatus::default()
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BackupSpec, BootstrapSpec, RetentionSpec, StorageSpec};
+
+    fn cluster(replicas: i32) -> PlaitCluster {
+        let mut c = PlaitCluster::new(
+            "db",
+            PlaitClusterSpec {
+                replicas,
+                image: None,
+                image_pull_policy: None,
+                storage: StorageSpec::default(),
+                resources: None,
+                scheduling: None,
+                telemetry: None,
+                backup: None,
+                bootstrap: None,
+                writer_key_secret: None,
+                settings: BTreeMap::new(),
+            },
+        );
+        c.metadata.namespace = Some("ns".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    fn ctx() -> PlanContext {
+        PlanContext { replica_image: "plait/plaitd:test".into() }
+    }
+
+    fn answered(generation: u64) -> Probed {
+        Probed::Answered(ReplicaStatus {
+            writable: true,
+            members_generation: generation,
+            ..ReplicaStatus::default()
+        })
+    }
+
+    /// The objects carry the cluster as controlling owner, select the cluster's pods only,
+    /// and the StatefulSet takes the replica count the scaling plan chose, not the spec's.
+    #[test]
+    fn desired_objects_are_owned_and_scoped() {
+        let c = cluster(3);
+        let d = desired(&c, &ctx(), 4);
+        for meta in [
+            &d.config_map.metadata,
+            &d.headless.metadata,
+            &d.client.metadata,
+            &d.pdb.metadata,
+            &d.stateful_set.metadata,
+        ] {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+                ("PlaitCluster", "db", Some(true))
+            );
+            assert_eq!(meta.namespace.as_deref(), Some("ns"));
+        }
+        let sts = d.stateful_set.spec.unwrap();
+        assert_eq!(sts.replicas, Some(4));
+        assert_eq!(sts.service_name.as_deref(), Some("db-headless"));
+        assert_eq!(sts.selector.match_labels, Some(selector_labels("db")));
+        let pod = sts.template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("plait/plaitd:test"));
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+        assert!(pod.init_containers.is_none(), "no restore without bootstrap");
+        assert_eq!(d.headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        assert_eq!(d.pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    /// A cluster bootstrapped from a backup restores in an init container that skips
+    /// data directories already initialized, with the cluster's writer key.
+    #[test]
+    fn bootstrap_adds_a_restore_init_container() {
+        let mut c = cluster(3);
+        c.spec.bootstrap =
+            Some(BootstrapSpec { from: "s3://backups/db".into(), logs: vec!["orders".into()], s3: None });
+        let d = desired(&c, &ctx(), 3);
+        let init = d.stateful_set.spec.unwrap().template.spec.unwrap().init_containers.unwrap();
+        let args = init[0].args.clone().unwrap();
+        assert_eq!(
+            args,
+            ["restore", "--from", "s3://backups/db", "--skip-if-initialized", "--log", "orders"]
+        );
+    }
+
+    /// A settings change changes the pod template (so replicas roll); the same settings
+    /// give the same template.
+    #[test]
+    fn settings_roll_the_pods() {
+        let a = cluster(3);
+        let mut b = cluster(3);
+        b.spec.settings.insert("PLAIT_CACHE_MIB".into(), "256".into());
+        let template = |c: &PlaitCluster| desired(c, &ctx(), 3).stateful_set.spec.unwrap().template;
+        assert_eq!(template(&a), template(&a.clone()));
+        assert_ne!(template(&a).metadata, template(&b).metadata);
+    }
+
+    /// Scale-up goes straight to the target; scale-down takes one replica at a time,
+    /// always the highest ordinal.
+    #[test]
+    fn scaling_steps() {
+        assert_eq!(scale_step(3, None), ScaleStep::Hold(3));
+        assert_eq!(scale_step(5, Some(3)), ScaleStep::Up { from: 3, to: 5 });
+        assert_eq!(scale_step(3, Some(5)), ScaleStep::Down { leaving: 4 });
+        assert_eq!(scale_step(3, Some(4)), ScaleStep::Down { leaving: 3 });
+        assert_eq!(scale_step(3, Some(3)), ScaleStep::Hold(3));
+    }
+
+    /// A new member list takes a generation above everything seen and goes to every
+    /// answering replica; an unchanged list goes only to replicas behind (a wiped one).
+    #[test]
+    fn membership_generations_only_increase() {
+        let addrs = vec!["a".to_owned(), "b".to_owned()];
+        let probes = vec![(0, answered(4)), (1, Probed::Unreachable("down".into()))];
+        let plan = membership(3, &["a".to_owned()], addrs.clone(), &probes);
+        assert_eq!((plan.generation, plan.send_to), (5, vec![0]));
+
+        let probes = vec![(0, answered(5)), (1, answered(0))];
+        let plan = membership(5, &addrs, addrs.clone(), &probes);
+        assert_eq!((plan.generation, plan.send_to), (5, vec![1]), "only the wiped replica hears it");
+
+        let probes = vec![(0, answered(5)), (1, answered(5))];
+        assert!(membership(5, &addrs, addrs.clone(), &probes).send_to.is_empty(), "steady: nothing to send");
+
+        // The recorded generation was lost (status reset): go above what replicas report.
+        let plan = membership(0, &addrs, addrs.clone(), &probes);
+        assert_eq!(plan.generation, 6);
+    }
+
+    /// Conditions reflect the observation, and an unchanged observation keeps the
+    /// transition times, so a repeated reconcile writes the same status.
+    #[test]
+    fn conditions_are_stable() {
+        let obs = Observation {
+            generation: Some(2),
+            desired_replicas: 2,
+            replicas: 2,
+            probes: vec![(0, answered(1)), (1, answered(1))],
+            members_generation: 1,
+            ..Observation::default()
+        };
+        let t1 = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let t2 = Time(jiff::Timestamp::from_second(2_000).unwrap());
+        let (phase, first) = conditions(&obs, &[], &t1);
+        assert_eq!(phase, "Running");
+        let get = |list: &[Condition], t: &str| list.iter().find(|c| c.type_ == t).unwrap().status.clone();
+        assert_eq!(get(&first, "Ready"), "True");
+        assert_eq!(get(&first, "MembershipConsistent"), "True");
+        assert_eq!(get(&first, "Degraded"), "False");
+        assert_eq!(get(&first, "BackupReady"), "False");
+        let (_, second) = conditions(&obs, &first, &t2);
+        assert_eq!(first, second, "nothing changed, nothing written");
+
+        let mut broken = obs.clone();
+        broken.probes[1].1 = Probed::Unreachable("connection refused".into());
+        let (phase, third) = conditions(&broken, &second, &t2);
+        assert_eq!(phase, "Degraded");
+        assert_eq!(get(&third, "Ready"), "False");
+        assert_eq!(get(&third, "Degraded"), "True");
+        assert_eq!(get(&third, "MembershipConsistent"), "False");
+        let ready = third.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.last_transition_time, t2, "a transition is stamped");
+    }
+
+    /// An invalid spec fails the cluster with a clear condition.
+    #[test]
+    fn invalid_spec_is_reported() {
+        let mut c = cluster(3);
+        c.spec.backup = Some(BackupSpec {
+            destination: "s3://bucket/x".into(),
+            schedule: Some("every day at noon".into()),
+            full_every: 0,
+            retention: RetentionSpec::default(),
+            s3: None,
+        });
+        let error = validate(&c.spec).unwrap_err();
+        assert!(error.contains("schedule"), "{error}");
+        let obs = Observation { invalid_spec: Some(error), desired_replicas: 3, ..Observation::default() };
+        let (phase, list) = conditions(&obs, &[], &Time(jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(phase, "Failed");
+        assert!(
+            list.iter().any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "InvalidSpec")
+        );
+        let _ = StorageSpec::default();
+    }
+}

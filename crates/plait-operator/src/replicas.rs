@@ -1,0 +1,220 @@
+//! How the operator talks to replicas: the `Admin` gRPC calls it makes, and the seam that
+//! turns a pod into an address. In a cluster a replica is reached through its stable DNS
+//! name under the headless Service; tests resolve the same pods to `plaitd` processes on
+//! loopback.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use plait_client::Client;
+
+/// The gRPC port of every replica.
+pub const GRPC_PORT: u16 = 7070;
+/// The Prometheus metrics port of every replica.
+pub const METRICS_PORT: u16 = 9090;
+
+/// How long one status probe may take before the replica counts as unreachable.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the operator waits for a leaving replica to confirm that its entries are held
+/// elsewhere, per attempt. Failed attempts are retried with backoff.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a backup may take.
+pub(crate) const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Turns replica `ordinal` of a cluster into the gRPC address (`host:port`) both the
+/// operator and the other replicas use to reach it.
+pub trait Resolve: Send + Sync {
+    fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String;
+}
+
+/// The in-cluster resolver: `<cluster>-<ordinal>.<cluster>-headless.<namespace>.svc:7070`.
+#[derive(Clone, Debug, Default)]
+pub struct DnsResolver;
+
+impl Resolve for DnsResolver {
+    fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
+        format!("{cluster}-{ordinal}.{}.{namespace}.svc:{GRPC_PORT}", crate::plan::headless_name(cluster))
+    }
+}
+
+/// A resolver with a fixed table, for running the operator against processes outside a
+/// cluster (tests, local development). Pods not in the table resolve to an address that
+/// refuses connections.
+#[derive(Debug, Default)]
+pub struct StaticResolver {
+    table: Mutex<BTreeMap<(String, String, i32), String>>,
+}
+
+impl StaticResolver {
+    pub fn new() -> StaticResolver {
+        StaticResolver::default()
+    }
+
+    pub fn set(&self, namespace: &str, cluster: &str, ordinal: i32, address: impl Into<String>) {
+        self.table
+            .lock()
+            .expect("resolver table lock")
+            .insert((namespace.to_owned(), cluster.to_owned(), ordinal), address.into());
+    }
+
+    pub fn remove(&self, namespace: &str, cluster: &str, ordinal: i32) {
+        self.table.lock().expect("resolver table lock").remove(&(
+            namespace.to_owned(),
+            cluster.to_owned(),
+            ordinal,
+        ));
+    }
+}
+
+impl Resolve for StaticResolver {
+    fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
+        self.table
+            .lock()
+            .expect("resolver table lock")
+            .get(&(namespace.to_owned(), cluster.to_owned(), ordinal))
+            .cloned()
+            // Port 1 on loopback: nothing listens there, so the probe fails fast.
+            .unwrap_or_else(|| "127.0.0.1:1".to_owned())
+    }
+}
+
+/// What the operator learns from one replica's `Admin.Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub node_id: String,
+    pub epoch: String,
+    pub writable: bool,
+    pub draining: bool,
+    pub members_generation: u64,
+    /// Entries its peers hold that it has not pulled yet, summed over logs and taking the
+    /// largest over peers.
+    pub lag: u64,
+}
+
+/// A backup request as the operator makes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupRequest {
+    pub destination: String,
+    pub logs: Vec<String>,
+    pub delta: bool,
+    pub retain_full: u32,
+}
+
+/// One log's part of a finished backup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupObject {
+    pub name: String,
+    pub kind: String,
+    pub key: String,
+    pub bytes: u64,
+    pub seq: u64,
+    pub state_root: String,
+}
+
+/// A finished backup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupOutcome {
+    pub backup_id: String,
+    pub objects: Vec<BackupObject>,
+}
+
+type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// The `Admin` calls the operator makes. Errors are messages for status and events.
+pub trait ReplicaAdmin: Send + Sync {
+    fn status<'a>(&'a self, address: &'a str) -> Reply<'a, ReplicaStatus>;
+    fn set_members<'a>(&'a self, address: &'a str, generation: u64, members: Vec<String>) -> Reply<'a, u64>;
+    fn drain<'a>(&'a self, address: &'a str, timeout: Duration) -> Reply<'a, ()>;
+    fn backup<'a>(&'a self, address: &'a str, request: BackupRequest) -> Reply<'a, BackupOutcome>;
+}
+
+/// The real thing: `Admin` over gRPC with `plait-client`.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcAdmin;
+
+async fn connect(address: &str) -> Result<Client, String> {
+    let url = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
+    tokio::time::timeout(PROBE_TIMEOUT, Client::connect(url))
+        .await
+        .map_err(|_| format!("{address}: no answer within {} s", PROBE_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{address}: {e}"))
+}
+
+async fn within<T>(
+    address: &str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, plait_client::ClientError>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, call)
+        .await
+        .map_err(|_| format!("{address}: no answer within {} s", limit.as_secs()))?
+        .map_err(|e| format!("{address}: {e}"))
+}
+
+impl ReplicaAdmin for GrpcAdmin {
+    fn status<'a>(&'a self, address: &'a str) -> Reply<'a, ReplicaStatus> {
+        Box::pin(async move {
+            let client = connect(address).await?;
+            let status = within(address, PROBE_TIMEOUT, client.status()).await?;
+            let lag = status
+                .peers
+                .iter()
+                .map(|peer| peer.logs.iter().map(|log| log.lag).sum::<u64>())
+                .max()
+                .unwrap_or(0);
+            Ok(ReplicaStatus {
+                node_id: hex::encode(status.node_id.as_bytes()),
+                epoch: hex::encode(status.epoch),
+                writable: status.writable,
+                draining: status.draining,
+                members_generation: status.members_generation,
+                lag,
+            })
+        })
+    }
+
+    fn set_members<'a>(&'a self, address: &'a str, generation: u64, members: Vec<String>) -> Reply<'a, u64> {
+        Box::pin(async move {
+            let client = connect(address).await?;
+            within(address, PROBE_TIMEOUT, client.set_members(generation, members)).await
+        })
+    }
+
+    fn drain<'a>(&'a self, address: &'a str, timeout: Duration) -> Reply<'a, ()> {
+        Box::pin(async move {
+            let client = connect(address).await?;
+            // The replica gives up after `timeout`; allow a little more for the answer.
+            within(address, timeout + PROBE_TIMEOUT, client.drain(timeout)).await.map(|_| ())
+        })
+    }
+
+    fn backup<'a>(&'a self, address: &'a str, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+        Box::pin(async move {
+            let client = connect(address).await?;
+            let response = within(
+                address,
+                BACKUP_TIMEOUT,
+                client.backup(&request.destination, request.logs, request.delta, request.retain_full),
+            )
+            .await?;
+            Ok(BackupOutcome {
+                backup_id: response.backup_id,
+                objects: response
+                    .objects
+                    .into_iter()
+                    .map(|o| BackupObject {
+                        kind: o.kind.name().to_owned(),
+                        name: o.name,
+                        key: o.key,
+                        bytes: o.bytes,
+                        seq: o.checkpoint.seq,
+                        state_root: hex::encode(o.checkpoint.state_root),
+                    })
+                    .collect(),
+            })
+        })
+    }
+}
