@@ -25,14 +25,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && cp target/release/plaitd target/release/plaitctl target/release/plait-operator /out/bin/
 
 # A replica: plaitd serves gRPC on 7070 and Prometheus metrics on 9090, keeping its data
-# in /data (a volume; the operator mounts a PersistentVolumeClaim there). plaitctl is
-# included for `kubectl exec` and the health check.
+# in /data/plait (/data is a volume; the operator mounts a PersistentVolumeClaim there and
+# uses the same subdirectory, since a fresh filesystem's root may hold lost+found).
+# plaitctl is included for `kubectl exec` and the health check.
 FROM ${RUNTIME_IMAGE} AS plaitd
 COPY --from=builder /out/bin/plaitd /out/bin/plaitctl /usr/local/bin/
 COPY --from=builder --chown=65532:65532 /out/data /data
 # The defaults suit a container: listen on every interface, not loopback. The operator
 # sets all of these itself.
-ENV PLAIT_DATA_DIR=/data \
+ENV PLAIT_DATA_DIR=/data/plait \
     PLAIT_LISTEN=0.0.0.0:7070 \
     PLAIT_METRICS_LISTEN=0.0.0.0:9090
 USER 65532:65532
