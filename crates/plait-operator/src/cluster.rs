@@ -58,11 +58,10 @@ fn key(cluster: &PlaitCluster) -> String {
 pub async fn reconcile(cluster: Arc<PlaitCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
     let result = reconcile_inner(&cluster, &ctx).await;
-    match &result {
-        Ok(_) => ctx.succeeded(&key(&cluster)),
-        Err(_) => {
-            ctx.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-        }
+    // A pass that returns `Ok` may still have backed off (an invalid spec, a blocked
+    // drain, a failed member update): it forgets the failures itself when it ends clean.
+    if result.is_err() {
+        ctx.metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
     }
     result
 }
@@ -82,6 +81,7 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     // above all): read the cluster fresh.
     let clusters: Api<PlaitCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(cluster) = clusters.get_opt(&cached.name_any()).await? else {
+        ctx.succeeded(&key(cached));
         return Ok(Action::await_change());
     };
     let cluster = &cluster;
@@ -277,6 +277,8 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         if ready && obs.membership_errors.is_empty() { STEADY_REQUEUE } else { CONVERGING_REQUEUE };
     if obs.drain_blocked.is_some() || !obs.membership_errors.is_empty() {
         requeue = ctx.backoff(&key(cluster));
+    } else {
+        ctx.succeeded(&key(cluster));
     }
     if let Some(next) = next_run {
         let until = next.duration_since(now.max(Timestamp::UNIX_EPOCH));

@@ -13,6 +13,8 @@ mod operator;
 mod plan;
 mod replicas;
 mod schedule;
+#[cfg(test)]
+mod tests;
 
 pub use backup::ATTEMPTS_MAX;
 pub use backup::reconcile as reconcile_backup;

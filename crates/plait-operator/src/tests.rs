@@ -1,0 +1,1132 @@
+//! The reconcilers against a fake API server and fake replicas. A `tower_test` mock stands
+//! in for the Kubernetes API: a small in-memory object store that answers gets, lists,
+//! creates, applies, status patches and deletes, and records every request. A scripted
+//! `ReplicaAdmin` stands in for the replicas and records every call. Each test runs one
+//! or two reconcile passes and then checks what they asked of both.
+//!
+//! The store is deliberately tolerant (it answers whatever is asked, in any order) so the
+//! tests pin down what the operator does, not the order of its reads.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock;
+
+use crate::backup::{ATTEMPTS_MAX, backoff};
+use crate::cluster::{CONVERGING_REQUEUE, STEADY_REQUEUE};
+use crate::context::{Clock, Context, RETRY_MIN};
+use crate::crd::{
+    BackupCheckpoint, BackupKind, BackupSpec, PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster,
+    PlaitClusterSpec, PlaitClusterStatus, RetentionSpec, StorageSpec,
+};
+use crate::plan::PlanContext;
+use crate::replicas::{BackupObject, BackupOutcome, BackupRequest, ReplicaAdmin, ReplicaStatus, Resolve};
+
+const NS: &str = "ns";
+const NAME: &str = "db";
+const CLUSTERS: &str = "/apis/plait.dev/v1alpha1/namespaces/ns/plaitclusters";
+const BACKUPS: &str = "/apis/plait.dev/v1alpha1/namespaces/ns/plaitbackups";
+const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
+const CONFIG_MAPS: &str = "/api/v1/namespaces/ns/configmaps";
+const SERVICES: &str = "/api/v1/namespaces/ns/services";
+const PDBS: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets";
+const STATEFUL_SETS: &str = "/apis/apps/v1/namespaces/ns/statefulsets";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+/// How long any one reconcile, or the fake API server's wind-down, may take. Everything
+/// here is in memory, so hitting this means a request went unanswered.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn now() -> Timestamp {
+    "2026-11-20T12:00:00Z".parse().expect("a valid timestamp")
+}
+
+fn minutes_ago(minutes: i64) -> Timestamp {
+    now().checked_sub(SignedDuration::from_mins(minutes)).expect("within range")
+}
+
+fn cluster_path() -> String {
+    format!("{CLUSTERS}/{NAME}")
+}
+
+fn cluster_status_path() -> String {
+    format!("{CLUSTERS}/{NAME}/status")
+}
+
+fn stateful_set_path() -> String {
+    format!("{STATEFUL_SETS}/{NAME}")
+}
+
+/// The owned objects in the order the operator applies them: configuration and Services
+/// before the StatefulSet whose pods need them.
+fn owned_paths() -> [String; 5] {
+    [
+        format!("{CONFIG_MAPS}/{NAME}-config"),
+        format!("{SERVICES}/{NAME}-headless"),
+        format!("{SERVICES}/{NAME}"),
+        format!("{PDBS}/{NAME}"),
+        stateful_set_path(),
+    ]
+}
+
+/// The address the fake resolver gives replica `ordinal` of the cluster.
+fn address(ordinal: i32) -> String {
+    format!("{NAME}-{ordinal}.{NS}:7070")
+}
+
+fn addresses(replicas: i32) -> Vec<String> {
+    (0..replicas).map(address).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The clock and the resolver.
+
+/// A clock stopped at [`now`].
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+}
+
+/// Resolves a pod to a name only the fake replicas answer to.
+struct PodResolver;
+
+impl Resolve for PodResolver {
+    fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
+        format!("{cluster}-{ordinal}.{namespace}:7070")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake replicas.
+
+type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// One `Admin` call the operator made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Call {
+    Status(String),
+    SetMembers { address: String, generation: u64, members: Vec<String> },
+    Drain(String),
+    Backup(String, BackupRequest),
+}
+
+/// How one fake replica answers.
+#[derive(Clone, Debug)]
+struct FakeReplica {
+    status: Result<ReplicaStatus, String>,
+    drain: Result<(), String>,
+    backup: Result<BackupOutcome, String>,
+}
+
+/// A writable, not draining replica at member generation `generation`.
+fn ready(generation: u64) -> FakeReplica {
+    FakeReplica {
+        status: Ok(ReplicaStatus {
+            node_id: "0a0b".into(),
+            epoch: "e1".into(),
+            writable: true,
+            draining: false,
+            members_generation: generation,
+            lag: 0,
+        }),
+        drain: Ok(()),
+        backup: Err("no backup scripted".into()),
+    }
+}
+
+fn unreachable(error: &str) -> FakeReplica {
+    FakeReplica { status: Err(error.into()), drain: Err(error.into()), backup: Err(error.into()) }
+}
+
+/// Replicas by address, answering from a table and recording every call. `SetMembers`
+/// to an answering replica moves its reported generation, as the real one does.
+#[derive(Default)]
+struct FakeAdmin {
+    replicas: Mutex<BTreeMap<String, FakeReplica>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl FakeAdmin {
+    fn with(replicas: impl IntoIterator<Item = (i32, FakeReplica)>) -> FakeAdmin {
+        let admin = FakeAdmin::default();
+        admin.replicas.lock().unwrap().extend(replicas.into_iter().map(|(o, r)| (address(o), r)));
+        admin
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn replica(&self, address: &str) -> Result<FakeReplica, String> {
+        self.replicas
+            .lock()
+            .unwrap()
+            .get(address)
+            .cloned()
+            .ok_or_else(|| format!("{address}: connection refused"))
+    }
+}
+
+impl ReplicaAdmin for FakeAdmin {
+    fn status<'a>(&'a self, address: &'a str) -> Reply<'a, ReplicaStatus> {
+        self.record(Call::Status(address.to_owned()));
+        let answer = self.replica(address).and_then(|r| r.status);
+        Box::pin(async move { answer })
+    }
+
+    fn set_members<'a>(&'a self, address: &'a str, generation: u64, members: Vec<String>) -> Reply<'a, u64> {
+        self.record(Call::SetMembers { address: address.to_owned(), generation, members });
+        let mut replicas = self.replicas.lock().unwrap();
+        let answer = match replicas.get_mut(address).map(|r| &mut r.status) {
+            Some(Ok(status)) => {
+                status.members_generation = generation;
+                Ok(generation)
+            }
+            Some(Err(error)) => Err(error.clone()),
+            None => Err(format!("{address}: connection refused")),
+        };
+        Box::pin(async move { answer })
+    }
+
+    fn drain<'a>(&'a self, address: &'a str, _timeout: Duration) -> Reply<'a, ()> {
+        self.record(Call::Drain(address.to_owned()));
+        let answer = self.replica(address).and_then(|r| r.drain);
+        Box::pin(async move { answer })
+    }
+
+    fn backup<'a>(&'a self, address: &'a str, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+        self.record(Call::Backup(address.to_owned(), request));
+        let answer = self.replica(address).and_then(|r| r.backup);
+        Box::pin(async move { answer })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake API server.
+
+/// One request the fake API server answered.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: Option<String>,
+    body: Value,
+}
+
+impl Seen {
+    fn is(&self, method: &Method, path: &str) -> bool {
+        self.method == *method && self.path == path
+    }
+}
+
+/// Objects by their URL path, and every request seen.
+#[derive(Default)]
+struct Store {
+    objects: BTreeMap<String, Value>,
+    seen: Vec<Seen>,
+}
+
+fn status_error(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (code, body)
+}
+
+/// RFC 7386 merge patch, for the event recorder's series updates.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// Whether `object` carries every `key=value` of a label selector.
+fn matches_labels(object: &Value, selector: Option<&String>) -> bool {
+    selector.is_none_or(|selector| {
+        selector.split(',').filter(|term| !term.is_empty()).all(|term| {
+            let (key, value) = term.split_once('=').unwrap_or((term, ""));
+            object["metadata"]["labels"][key].as_str() == Some(value)
+        })
+    })
+}
+
+impl Store {
+    fn answer(&mut self, seen: &Seen) -> (StatusCode, Value) {
+        let path = seen.path.as_str();
+        // A collection is the path right under the namespace: `.../namespaces/ns/<plural>`.
+        let collection = path.rsplit('/').nth(1) == Some(NS);
+        match seen.method {
+            Method::GET if collection => {
+                let prefix = format!("{path}/");
+                let items: Vec<Value> = self
+                    .objects
+                    .iter()
+                    .filter(|(key, _)| key.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
+                    .map(|(_, object)| object)
+                    .filter(|object| matches_labels(object, seen.query.get("labelSelector")))
+                    .cloned()
+                    .collect();
+                (
+                    StatusCode::OK,
+                    json!({ "kind": "List", "metadata": { "resourceVersion": "1" }, "items": items }),
+                )
+            }
+            Method::GET => match self.objects.get(path) {
+                Some(object) => (StatusCode::OK, object.clone()),
+                None => status_error(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found")),
+            },
+            Method::POST => {
+                let name = seen.body["metadata"]["name"].as_str().expect("created objects are named");
+                let key = format!("{path}/{name}");
+                if self.objects.contains_key(&key) {
+                    return status_error(StatusCode::CONFLICT, "AlreadyExists", format!("{key} exists"));
+                }
+                self.objects.insert(key, seen.body.clone());
+                (StatusCode::CREATED, seen.body.clone())
+            }
+            Method::PATCH if path.ends_with("/status") => {
+                let parent = path.trim_end_matches("/status");
+                match self.objects.get_mut(parent) {
+                    Some(object) => {
+                        object["status"] = seen.body["status"].clone();
+                        (StatusCode::OK, object.clone())
+                    }
+                    None => status_error(StatusCode::NOT_FOUND, "NotFound", format!("{parent} not found")),
+                }
+            }
+            Method::PATCH if seen.content_type.as_deref() == Some("application/apply-patch+yaml") => {
+                // Server-side apply of a whole object by its only manager: the result is
+                // what was applied.
+                self.objects.insert(path.to_owned(), seen.body.clone());
+                (StatusCode::OK, seen.body.clone())
+            }
+            Method::PATCH => match self.objects.get_mut(path) {
+                Some(object) => {
+                    merge(object, &seen.body);
+                    (StatusCode::OK, object.clone())
+                }
+                None => status_error(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found")),
+            },
+            Method::DELETE => match self.objects.remove(path) {
+                Some(object) => (StatusCode::OK, object),
+                None => status_error(StatusCode::NOT_FOUND, "NotFound", format!("{path} not found")),
+            },
+            _ => status_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", path.to_owned()),
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
+                out.push(u8::from_str_radix(hex, 16).expect("a percent escape"));
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).expect("utf-8 query")
+}
+
+fn parse_query(query: Option<&str>) -> BTreeMap<String, String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+/// Answers requests from the store until every client is gone.
+async fn serve(mut handle: mock::Handle<Request<Body>, Response<Body>>, store: Arc<Mutex<Store>>) {
+    while let Some((request, send)) = handle.next_request().await {
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.expect("a request body");
+        let seen = Seen {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query: parse_query(parts.uri.query()),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.to_str().expect("ascii header").to_owned()),
+            body: if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("request bodies are JSON")
+            },
+        };
+        let (code, answer) = {
+            let mut store = store.lock().unwrap();
+            let answer = store.answer(&seen);
+            store.seen.push(seen);
+            answer
+        };
+        let response = Response::builder()
+            .status(code)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::to_vec(&answer).expect("JSON")))
+            .expect("a response");
+        send.send_response(response);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness.
+
+/// A context wired to the fake API server and fake replicas.
+struct Harness {
+    ctx: Arc<Context>,
+    store: Arc<Mutex<Store>>,
+    admin: Arc<FakeAdmin>,
+    server: JoinHandle<()>,
+}
+
+impl Harness {
+    fn start(objects: Vec<(String, Value)>, admin: FakeAdmin) -> Harness {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let store = Arc::new(Mutex::new(Store { objects: objects.into_iter().collect(), seen: Vec::new() }));
+        let server = tokio::spawn(serve(handle, store.clone()));
+        let client = kube::Client::new(service, "default");
+        let admin = Arc::new(admin);
+        let ctx = Context::new(
+            client,
+            admin.clone(),
+            Arc::new(PodResolver),
+            Arc::new(FixedClock),
+            PlanContext { replica_image: "plait/plaitd:test".into() },
+        );
+        Harness { ctx, store, admin, server }
+    }
+
+    fn object(&self, path: &str) -> Option<Value> {
+        self.store.lock().unwrap().objects.get(path).cloned()
+    }
+
+    /// Requests seen so far.
+    fn seen(&self) -> Vec<Seen> {
+        self.store.lock().unwrap().seen.clone()
+    }
+
+    /// Replica calls made so far.
+    fn calls(&self) -> Vec<Call> {
+        self.admin.calls.lock().unwrap().clone()
+    }
+
+    /// Where the next pass's requests and calls start, for tests that run two passes.
+    fn mark(&self) -> (usize, usize) {
+        (self.seen().len(), self.calls().len())
+    }
+
+    async fn reconcile_cluster(&self) -> Action {
+        let cached: PlaitCluster =
+            serde_json::from_value(self.object(&cluster_path()).expect("the cluster is stored"))
+                .expect("a PlaitCluster");
+        tokio::time::timeout(DEADLINE, crate::cluster::reconcile(Arc::new(cached), self.ctx.clone()))
+            .await
+            .expect("the reconcile finishes")
+            .expect("the reconcile succeeds")
+    }
+
+    async fn reconcile_backup(&self, name: &str) -> Action {
+        let cached: PlaitBackup =
+            serde_json::from_value(self.object(&format!("{BACKUPS}/{name}")).expect("the backup is stored"))
+                .expect("a PlaitBackup");
+        tokio::time::timeout(DEADLINE, crate::backup::reconcile(Arc::new(cached), self.ctx.clone()))
+            .await
+            .expect("the reconcile finishes")
+            .expect("the reconcile succeeds")
+    }
+
+    /// Drops the client (the context holds it, and so does its event recorder), which
+    /// ends the fake API server's loop.
+    async fn finish(self) {
+        let Harness { ctx, server, .. } = self;
+        drop(ctx);
+        tokio::time::timeout(DEADLINE, server)
+            .await
+            .expect("the fake API server stops once the client is gone")
+            .expect("the fake API server does not panic");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects and readings.
+
+fn cluster(replicas: i32) -> PlaitCluster {
+    let mut cluster = PlaitCluster::new(
+        NAME,
+        PlaitClusterSpec {
+            replicas,
+            image: None,
+            image_pull_policy: None,
+            storage: StorageSpec::default(),
+            resources: None,
+            scheduling: None,
+            telemetry: None,
+            backup: None,
+            bootstrap: None,
+            writer_key_secret: None,
+            settings: BTreeMap::new(),
+        },
+    );
+    cluster.metadata.namespace = Some(NS.into());
+    cluster.metadata.uid = Some("uid-db".into());
+    cluster.metadata.generation = Some(1);
+    cluster.metadata.creation_timestamp = Some(Time(minutes_ago(600)));
+    cluster
+}
+
+fn backup_spec(schedule: Option<&str>) -> BackupSpec {
+    BackupSpec {
+        destination: "s3://backups/db".into(),
+        schedule: schedule.map(str::to_owned),
+        full_every: 0,
+        retention: RetentionSpec::default(),
+        s3: None,
+    }
+}
+
+fn stored_cluster(cluster: &PlaitCluster) -> (String, Value) {
+    (cluster_path(), serde_json::to_value(cluster).expect("JSON"))
+}
+
+fn stored_secret(name: &str) -> (String, Value) {
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(NS.into()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([(
+            "writer.key".to_owned(),
+            ByteString(format!("{}\n", "ab".repeat(32)).into()),
+        )])),
+        ..Secret::default()
+    };
+    (format!("{SECRETS}/{name}"), serde_json::to_value(secret).expect("JSON"))
+}
+
+fn stored_stateful_set(replicas: i32) -> (String, Value) {
+    let stateful_set = StatefulSet {
+        metadata: ObjectMeta { name: Some(NAME.into()), namespace: Some(NS.into()), ..ObjectMeta::default() },
+        spec: Some(StatefulSetSpec { replicas: Some(replicas), ..StatefulSetSpec::default() }),
+        ..StatefulSet::default()
+    };
+    (stateful_set_path(), serde_json::to_value(stateful_set).expect("JSON"))
+}
+
+/// A cluster that exists: its writer key and StatefulSet are there.
+fn existing(cluster: &PlaitCluster, stateful_set_replicas: i32) -> Vec<(String, Value)> {
+    vec![
+        stored_cluster(cluster),
+        stored_secret(&format!("{NAME}-writer-key")),
+        stored_stateful_set(stateful_set_replicas),
+    ]
+}
+
+/// The status the cluster would have recorded after sending member generation
+/// `generation` with the addresses of `replicas` replicas.
+fn recorded_members(generation: i64, replicas: i32) -> PlaitClusterStatus {
+    PlaitClusterStatus {
+        replicas,
+        members_generation: generation,
+        member_addresses: addresses(replicas),
+        ..PlaitClusterStatus::default()
+    }
+}
+
+/// The `(type, reason)` of every event published.
+fn events(seen: &[Seen]) -> Vec<(String, String)> {
+    seen.iter()
+        .filter(|s| s.method == Method::POST && s.path == EVENTS)
+        .map(|s| {
+            let field = |name: &str| s.body[name].as_str().unwrap_or_default().to_owned();
+            (field("type"), field("reason"))
+        })
+        .collect()
+}
+
+fn has_event(seen: &[Seen], type_: &str, reason: &str) -> bool {
+    events(seen).contains(&(type_.to_owned(), reason.to_owned()))
+}
+
+fn cluster_statuses(seen: &[Seen]) -> Vec<PlaitClusterStatus> {
+    seen.iter()
+        .filter(|s| s.is(&Method::PATCH, &cluster_status_path()))
+        .map(|s| serde_json::from_value(s.body["status"].clone()).expect("a PlaitClusterStatus"))
+        .collect()
+}
+
+/// The one status the pass wrote.
+fn cluster_status(seen: &[Seen]) -> PlaitClusterStatus {
+    let mut written = cluster_statuses(seen);
+    assert_eq!(written.len(), 1, "one status write per pass");
+    written.pop().expect("one")
+}
+
+fn backup_statuses(seen: &[Seen], name: &str) -> Vec<PlaitBackupStatus> {
+    seen.iter()
+        .filter(|s| s.is(&Method::PATCH, &format!("{BACKUPS}/{name}/status")))
+        .map(|s| serde_json::from_value(s.body["status"].clone()).expect("a PlaitBackupStatus"))
+        .collect()
+}
+
+fn condition<'a>(status: &'a PlaitClusterStatus, type_: &str) -> &'a Condition {
+    status.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// The StatefulSet's replicas as last applied in `seen`.
+fn applied_replicas(seen: &[Seen]) -> Option<i64> {
+    seen.iter()
+        .rev()
+        .find(|s| s.is(&Method::PATCH, &stateful_set_path()))
+        .map(|s| s.body["spec"]["replicas"].as_i64().expect("the applied StatefulSet sets replicas"))
+}
+
+/// Requests other than event publishing, as `(method, path)`.
+fn requests(seen: &[Seen]) -> Vec<(Method, String)> {
+    seen.iter().filter(|s| s.path != EVENTS).map(|s| (s.method.clone(), s.path.clone())).collect()
+}
+
+fn drains(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Drain(address) => Some(address.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn set_members(calls: &[Call]) -> Vec<(String, u64, Vec<String>)> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::SetMembers { address, generation, members } => {
+                Some((address.clone(), *generation, members.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// PlaitCluster.
+
+/// A new cluster: the writer key Secret is created (POST, not apply, so it is never
+/// rewritten), the ConfigMap, both Services, the PDB and the StatefulSet are applied
+/// server-side as `plait-operator` with force, in that order, the StatefulSet with
+/// `spec.replicas`; the status says Pending with Ready=False, and `Created` is published.
+/// A second pass finds the Secret and creates no other.
+#[tokio::test]
+async fn new_cluster_creates_its_objects() {
+    let h = Harness::start(vec![stored_cluster(&cluster(3))], FakeAdmin::default());
+    let action = h.reconcile_cluster().await;
+    let seen = h.seen();
+
+    let secret = format!("{SECRETS}/{NAME}-writer-key");
+    let looked = seen.iter().position(|s| s.is(&Method::GET, &secret)).expect("the Secret is looked up");
+    let created = seen.iter().position(|s| s.is(&Method::POST, SECRETS)).expect("the Secret is created");
+    assert!(looked < created);
+    let key: Secret = serde_json::from_value(seen[created].body.clone()).expect("a Secret");
+    assert_eq!(key.metadata.name.as_deref(), Some("db-writer-key"));
+    let key = &key.data.expect("data")["writer.key"].0;
+    assert_eq!(key.len(), 65, "64 hex characters and a newline");
+    assert!(key[..64].iter().all(u8::is_ascii_hexdigit));
+
+    let applies: Vec<&Seen> =
+        seen.iter().filter(|s| s.method == Method::PATCH && !s.path.ends_with("/status")).collect();
+    let applied_paths: Vec<&str> = applies.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(applied_paths, owned_paths());
+    for apply in &applies {
+        assert_eq!(apply.query.get("fieldManager").map(String::as_str), Some("plait-operator"), "{apply:?}");
+        assert_eq!(apply.query.get("force").map(String::as_str), Some("true"), "{apply:?}");
+        assert_eq!(apply.content_type.as_deref(), Some("application/apply-patch+yaml"));
+        assert_eq!(apply.body["metadata"]["ownerReferences"][0]["uid"], "uid-db");
+    }
+    assert_eq!(applied_replicas(&seen), Some(3));
+
+    let status = cluster_status(&seen);
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert_eq!(condition(&status, "Ready").status, "False");
+    assert_eq!(status.replicas, 3);
+    assert_eq!(status.member_addresses, addresses(3));
+    assert!(has_event(&seen, "Normal", "WriterKeyCreated"));
+    assert!(has_event(&seen, "Normal", "Created"));
+    assert!(h.calls().is_empty(), "no StatefulSet yet: no replica to ask");
+    assert_eq!(action, Action::requeue(CONVERGING_REQUEUE));
+
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let again = &h.seen()[from..];
+    assert!(again.iter().any(|s| s.is(&Method::GET, &secret)));
+    assert!(!again.iter().any(|s| s.is(&Method::POST, SECRETS)), "the key is generated once");
+    assert!(!has_event(again, "Normal", "Created"), "the StatefulSet exists now");
+    h.finish().await;
+}
+
+/// A steady cluster: once its status records what the replicas report, a pass with
+/// the same clock writes no status, sends no members and publishes nothing; it only
+/// reads and re-applies the owned objects.
+#[tokio::test]
+async fn steady_cluster_is_a_no_op() {
+    let admin = FakeAdmin::with((0..3).map(|o| (o, ready(1))));
+    let h = Harness::start(existing(&cluster(3), 3), admin);
+    let first = h.reconcile_cluster().await;
+    let seen = h.seen();
+    // The first pass records the members (a new generation, since none was recorded)
+    // and the status the second one must find equal.
+    let status = cluster_status(&seen);
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(status.members_generation, 2);
+    assert!(has_event(&seen, "Normal", "Ready"));
+    assert_eq!(first, Action::requeue(STEADY_REQUEUE));
+
+    let (from, calls_from) = h.mark();
+    let second = h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    let calls = &h.calls()[calls_from..];
+    assert!(cluster_statuses(seen).is_empty(), "an unchanged status is not written");
+    assert!(set_members(calls).is_empty(), "every replica has the recorded generation");
+    assert_eq!(calls, (0..3).map(|o| Call::Status(address(o))).collect::<Vec<_>>());
+    assert!(events(seen).is_empty(), "nothing happened: {:?}", events(seen));
+    let mut expected = vec![
+        (Method::GET, cluster_path()),
+        (Method::GET, format!("{SECRETS}/{NAME}-writer-key")),
+        (Method::GET, stateful_set_path()),
+    ];
+    expected.extend(owned_paths().into_iter().map(|p| (Method::PATCH, p)));
+    expected.push((Method::GET, BACKUPS.to_owned()));
+    assert_eq!(requests(seen), expected);
+    assert_eq!(second, Action::requeue(STEADY_REQUEUE));
+    h.finish().await;
+}
+
+/// New member addresses (nothing recorded yet) take generation 1, sent to every ready
+/// replica with all three addresses, and the status records them.
+#[tokio::test]
+async fn changed_addresses_go_to_every_replica() {
+    let admin = FakeAdmin::with((0..3).map(|o| (o, ready(0))));
+    let h = Harness::start(existing(&cluster(3), 3), admin);
+    h.reconcile_cluster().await;
+    let seen = h.seen();
+    let sent = set_members(&h.calls());
+    let expected: Vec<_> = (0..3).map(|o| (address(o), 1, addresses(3))).collect();
+    assert_eq!(sent, expected);
+    let status = cluster_status(&seen);
+    assert_eq!((status.members_generation, status.member_addresses.clone()), (1, addresses(3)));
+    assert_eq!(condition(&status, "MembershipConsistent").status, "True");
+    assert!(has_event(&seen, "Normal", "MembersChanged"));
+    h.finish().await;
+}
+
+/// Unchanged addresses at recorded generation 5: only the replica reporting generation 0
+/// (restarted with a wiped data directory) is sent the member set, at generation 5.
+#[tokio::test]
+async fn a_wiped_replica_alone_is_sent_the_members() {
+    let mut cluster = cluster(3);
+    cluster.status = Some(recorded_members(5, 3));
+    let admin = FakeAdmin::with([(0, ready(5)), (1, ready(0)), (2, ready(5))]);
+    let h = Harness::start(existing(&cluster, 3), admin);
+    h.reconcile_cluster().await;
+    let seen = h.seen();
+    assert_eq!(set_members(&h.calls()), vec![(address(1), 5, addresses(3))]);
+    assert_eq!(cluster_status(&seen).members_generation, 5);
+    assert!(!has_event(&seen, "Normal", "MembersChanged"), "the member set did not change");
+    h.finish().await;
+}
+
+/// Scaling down 5 to 3 takes one step: only the highest ordinal (4) is drained, the
+/// StatefulSet goes to 4, the remaining four replicas get the new member set, and
+/// `Drained` is published.
+#[tokio::test]
+async fn scale_down_drains_the_highest_ordinal_first() {
+    let admin = FakeAdmin::with((0..5).map(|o| (o, ready(0))));
+    let h = Harness::start(existing(&cluster(3), 5), admin);
+    h.reconcile_cluster().await;
+    let seen = h.seen();
+    let calls = h.calls();
+    assert_eq!(drains(&calls), vec![address(4)]);
+    assert_eq!(applied_replicas(&seen), Some(4));
+    let expected: Vec<_> = (0..4).map(|o| (address(o), 1, addresses(4))).collect();
+    assert_eq!(set_members(&calls), expected, "the leaving replica is not a member any more");
+    assert!(has_event(&seen, "Normal", "Drained"));
+    let status = cluster_status(&seen);
+    assert_eq!((status.phase.as_deref(), status.replicas), (Some("Scaling"), 4));
+    h.finish().await;
+}
+
+/// A failed drain keeps the StatefulSet at 5, reports Progressing=Draining and
+/// Degraded=True, publishes a Warning `DrainFailed`, and retries with a growing backoff.
+#[tokio::test]
+async fn failed_drain_holds_the_replica() {
+    let mut leaving = ready(0);
+    leaving.drain = Err("entries held nowhere else".into());
+    let admin = FakeAdmin::with((0..4).map(|o| (o, ready(0))).chain([(4, leaving)]));
+    let h = Harness::start(existing(&cluster(3), 5), admin);
+    let first = h.reconcile_cluster().await;
+    let seen = h.seen();
+    assert_eq!(drains(&h.calls()), vec![address(4)]);
+    assert_eq!(applied_replicas(&seen), Some(5));
+    let status = cluster_status(&seen);
+    let progressing = condition(&status, "Progressing");
+    assert_eq!((progressing.status.as_str(), progressing.reason.as_str()), ("True", "Draining"));
+    assert!(progressing.message.contains("entries held nowhere else"), "{}", progressing.message);
+    assert_eq!(condition(&status, "Degraded").status, "True");
+    assert!(has_event(&seen, "Warning", "DrainFailed"));
+    assert_eq!(first, Action::requeue(RETRY_MIN));
+
+    let second = h.reconcile_cluster().await;
+    assert_eq!(second, Action::requeue(RETRY_MIN * 2), "consecutive failed drains back off");
+    h.finish().await;
+}
+
+/// An invalid spec (a schedule that is not cron) touches nothing: no Secret, Service or
+/// StatefulSet; the status says Failed with Degraded=InvalidSpec and a Warning
+/// `InvalidSpec` is published. A second pass neither repeats the event nor rewrites the
+/// status, and waits longer.
+#[tokio::test]
+async fn invalid_spec_applies_nothing() {
+    let mut cluster = cluster(3);
+    cluster.spec.backup = Some(backup_spec(Some("not a cron")));
+    let h = Harness::start(vec![stored_cluster(&cluster)], FakeAdmin::default());
+    let first = h.reconcile_cluster().await;
+    let seen = h.seen();
+    assert_eq!(requests(&seen), vec![(Method::GET, cluster_path()), (Method::PATCH, cluster_status_path())]);
+    let status = cluster_status(&seen);
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let degraded = condition(&status, "Degraded");
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "InvalidSpec"));
+    assert!(degraded.message.contains("not a cron"), "{}", degraded.message);
+    assert_eq!(events(&seen), vec![("Warning".to_owned(), "InvalidSpec".to_owned())]);
+    assert!(h.calls().is_empty());
+    assert_eq!(first, Action::requeue(RETRY_MIN));
+
+    let (from, _) = h.mark();
+    let second = h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert_eq!(requests(seen), vec![(Method::GET, cluster_path())]);
+    assert!(events(seen).is_empty(), "the same problem is reported once");
+    assert_eq!(second, Action::requeue(RETRY_MIN * 2), "a spec that stays invalid is looked at less often");
+    h.finish().await;
+}
+
+/// A named writer key Secret that does not exist is an invalid spec: nothing is created
+/// or applied, and the condition names the Secret.
+#[tokio::test]
+async fn missing_writer_key_secret_applies_nothing() {
+    let mut cluster = cluster(3);
+    cluster.spec.writer_key_secret = Some("shared-key".into());
+    let h = Harness::start(vec![stored_cluster(&cluster)], FakeAdmin::default());
+    h.reconcile_cluster().await;
+    let seen = h.seen();
+    assert_eq!(
+        requests(&seen),
+        vec![
+            (Method::GET, cluster_path()),
+            (Method::GET, format!("{SECRETS}/shared-key")),
+            (Method::PATCH, cluster_status_path()),
+        ]
+    );
+    let status = cluster_status(&seen);
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let degraded = condition(&status, "Degraded");
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "InvalidSpec"));
+    assert!(degraded.message.contains("shared-key"), "{}", degraded.message);
+    assert!(has_event(&seen, "Warning", "InvalidSpec"));
+    h.finish().await;
+}
+
+/// An unreachable replica is listed as not ready with the probe's error, and makes the
+/// cluster Degraded with MembershipConsistent=False.
+#[tokio::test]
+async fn unreachable_replica_degrades_the_cluster() {
+    let mut cluster = cluster(3);
+    cluster.status = Some(recorded_members(1, 3));
+    let admin = FakeAdmin::with([(0, ready(1)), (1, ready(1)), (2, unreachable("db-2: connection refused"))]);
+    let h = Harness::start(existing(&cluster, 3), admin);
+    let action = h.reconcile_cluster().await;
+    let seen = h.seen();
+    let status = cluster_status(&seen);
+    let member = status.members.iter().find(|m| m.name == "db-2").expect("db-2 is listed");
+    assert!(!member.ready);
+    assert_eq!(member.message, "db-2: connection refused");
+    assert_eq!(status.ready_replicas, 2);
+    assert_eq!(status.phase.as_deref(), Some("Degraded"));
+    assert_eq!(condition(&status, "Degraded").status, "True");
+    assert!(condition(&status, "Degraded").message.contains("connection refused"));
+    assert_eq!(condition(&status, "MembershipConsistent").status, "False");
+    assert!(set_members(&h.calls()).is_empty(), "the reachable replicas are current");
+    assert_eq!(action, Action::requeue(CONVERGING_REQUEUE));
+    h.finish().await;
+}
+
+/// A due schedule creates a `PlaitBackup` named after the time, labelled with its
+/// cluster and as scheduled, owned but not controlled by the cluster; the status
+/// records the run time.
+#[tokio::test]
+async fn due_schedule_creates_a_backup() {
+    let mut cluster = cluster(3);
+    cluster.spec.backup = Some(backup_spec(Some("*/5 * * * *")));
+    cluster.metadata.creation_timestamp = Some(Time(minutes_ago(10)));
+    cluster.status = Some(recorded_members(1, 3));
+    let admin = FakeAdmin::with((0..3).map(|o| (o, ready(1))));
+    let h = Harness::start(existing(&cluster, 3), admin);
+    let action = h.reconcile_cluster().await;
+    let seen = h.seen();
+
+    let list = seen.iter().find(|s| s.is(&Method::GET, BACKUPS)).expect("the backups are listed");
+    assert_eq!(list.query.get("labelSelector").map(String::as_str), Some("plait.dev/cluster=db"));
+    let created: Vec<&Seen> = seen.iter().filter(|s| s.is(&Method::POST, BACKUPS)).collect();
+    assert_eq!(created.len(), 1);
+    let backup: PlaitBackup = serde_json::from_value(created[0].body.clone()).expect("a PlaitBackup");
+    assert_eq!(backup.metadata.name.as_deref(), Some("db-20261120120000"));
+    let labels = backup.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("plait.dev/cluster").map(String::as_str), Some("db"));
+    assert_eq!(labels.get("plait.dev/scheduled").map(String::as_str), Some("true"));
+    let owner = &backup.metadata.owner_references.expect("owned")[0];
+    assert_eq!((owner.name.as_str(), owner.controller), ("db", Some(false)));
+    assert_eq!(
+        backup.spec,
+        PlaitBackupSpec { cluster: "db".into(), kind: BackupKind::Full, logs: Vec::new(), destination: None }
+    );
+
+    let status = cluster_status(&seen);
+    assert_eq!(status.last_schedule_time, Some(Time(now())));
+    assert_eq!(condition(&status, "BackupReady").reason, "BackupInProgress");
+    assert!(has_event(&seen, "Normal", "BackupScheduled"));
+    // The next run is five minutes away: the steady requeue comes first.
+    assert_eq!(action, Action::requeue(STEADY_REQUEUE));
+    h.finish().await;
+}
+
+fn stored_backup(name: &str, created: Timestamp, scheduled: bool, phase: Option<&str>) -> (String, Value) {
+    let mut backup = PlaitBackup::new(
+        name,
+        PlaitBackupSpec { cluster: NAME.into(), kind: BackupKind::Full, logs: Vec::new(), destination: None },
+    );
+    backup.metadata.namespace = Some(NS.into());
+    backup.metadata.creation_timestamp = Some(Time(created));
+    let mut labels = BTreeMap::from([("plait.dev/cluster".to_owned(), NAME.to_owned())]);
+    if scheduled {
+        labels.insert("plait.dev/scheduled".into(), "true".into());
+    }
+    backup.metadata.labels = Some(labels);
+    backup.status = phase.map(|phase| PlaitBackupStatus {
+        phase: Some(phase.into()),
+        completed_at: (phase == "Completed").then_some(Time(created)),
+        ..PlaitBackupStatus::default()
+    });
+    (format!("{BACKUPS}/{name}"), serde_json::to_value(backup).expect("JSON"))
+}
+
+/// Retention of scheduled records: with `records: 2` and three finished scheduled
+/// backups, the oldest one is deleted, and nothing else (not an on-demand backup, however
+/// old); the status names the newest completed one.
+#[tokio::test]
+async fn retention_deletes_the_oldest_scheduled_record() {
+    let mut cluster = cluster(3);
+    let mut spec = backup_spec(Some("*/5 * * * *"));
+    spec.retention.records = 2;
+    cluster.spec.backup = Some(spec);
+    // The last run was now: the next one is not due.
+    cluster.status =
+        Some(PlaitClusterStatus { last_schedule_time: Some(Time(now())), ..recorded_members(1, 3) });
+    let mut objects = existing(&cluster, 3);
+    objects.extend([
+        stored_backup("db-manual", minutes_ago(900), false, Some("Completed")),
+        stored_backup("db-old", minutes_ago(300), true, Some("Completed")),
+        stored_backup("db-older", minutes_ago(400), true, Some("Failed")),
+        stored_backup("db-new", minutes_ago(200), true, Some("Completed")),
+    ]);
+    let admin = FakeAdmin::with((0..3).map(|o| (o, ready(1))));
+    let h = Harness::start(objects, admin);
+    h.reconcile_cluster().await;
+    let seen = h.seen();
+    let deleted: Vec<&str> =
+        seen.iter().filter(|s| s.method == Method::DELETE).map(|s| s.path.as_str()).collect();
+    assert_eq!(deleted, vec![format!("{BACKUPS}/db-older")]);
+    assert!(!seen.iter().any(|s| s.is(&Method::POST, BACKUPS)), "no run is due");
+    let status = cluster_status(&seen);
+    assert_eq!(status.last_backup.as_deref(), Some("db-new"));
+    assert_eq!(status.last_backup_time, Some(Time(minutes_ago(200))));
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// PlaitBackup.
+
+const BACKUP: &str = "db-manual";
+
+/// A cluster with backups configured, and an on-demand backup of it with `status`.
+fn backup_world(status: Option<PlaitBackupStatus>) -> Vec<(String, Value)> {
+    let mut cluster = cluster(3);
+    cluster.spec.backup = Some(backup_spec(None));
+    cluster.status = Some(recorded_members(1, 3));
+    let (path, mut backup) = stored_backup(BACKUP, minutes_ago(1), false, None);
+    backup["status"] = serde_json::to_value(status).expect("JSON");
+    vec![stored_cluster(&cluster), (path, backup)]
+}
+
+fn backup_admin(result: Result<BackupOutcome, String>) -> FakeAdmin {
+    let mut first = ready(1);
+    first.backup = result;
+    FakeAdmin::with([(0, first), (1, ready(1)), (2, ready(1))])
+}
+
+fn outcome() -> BackupOutcome {
+    let object = |name: &str, bytes: u64, seq: u64| BackupObject {
+        name: name.into(),
+        kind: "full".into(),
+        key: format!("db/{name}/full-{seq}"),
+        bytes,
+        seq,
+        state_root: "c0ffee".into(),
+    };
+    BackupOutcome {
+        backup_id: "b-1".into(),
+        objects: vec![object("orders", 1000, 7), object("users", 24, 3)],
+    }
+}
+
+/// A successful backup: taken through the first ready replica with the cluster's
+/// destination and full-chain retention, recorded as Running and then Completed with the
+/// size and each log's checkpoint; `BackupCompleted` is published and nothing is requeued.
+#[tokio::test]
+async fn backup_completes() {
+    let h = Harness::start(backup_world(None), backup_admin(Ok(outcome())));
+    let action = h.reconcile_backup(BACKUP).await;
+    let seen = h.seen();
+    let calls = h.calls();
+    assert_eq!(
+        calls,
+        vec![
+            Call::Status(address(0)),
+            Call::Backup(
+                address(0),
+                BackupRequest {
+                    destination: "s3://backups/db".into(),
+                    logs: Vec::new(),
+                    delta: false,
+                    retain_full: 7,
+                }
+            ),
+        ]
+    );
+    let written = backup_statuses(&seen, BACKUP);
+    let phases: Vec<Option<&str>> = written.iter().map(|s| s.phase.as_deref()).collect();
+    assert_eq!(phases, [Some("Running"), Some("Completed")]);
+    assert_eq!(written[0].replica.as_deref(), Some("db-0"));
+    assert_eq!(written[0].started_at, Some(Time(now())));
+    let done = &written[1];
+    assert_eq!((done.attempts, done.size_bytes, done.backup_id.as_deref()), (1, 1024, Some("b-1")));
+    assert_eq!(
+        done.checkpoints[0],
+        BackupCheckpoint {
+            log: "orders".into(),
+            kind: "full".into(),
+            seq: 7,
+            state_root: "c0ffee".into(),
+            bytes: 1000,
+            key: "db/orders/full-7".into(),
+        }
+    );
+    assert_eq!(done.checkpoints.len(), 2);
+    assert_eq!(done.completed_at, Some(Time(now())));
+    assert!(has_event(&seen, "Normal", "BackupStarted"));
+    assert!(has_event(&seen, "Normal", "BackupCompleted"));
+    assert_eq!(action, Action::await_change());
+    h.finish().await;
+}
+
+/// A failed attempt goes back to Pending with the error and one attempt counted, a
+/// Warning `BackupAttemptFailed` is published, and the backup is retried after backoff.
+#[tokio::test]
+async fn failed_backup_attempt_is_retried() {
+    let h = Harness::start(backup_world(None), backup_admin(Err("bucket unreachable".into())));
+    let action = h.reconcile_backup(BACKUP).await;
+    let seen = h.seen();
+    let written = backup_statuses(&seen, BACKUP);
+    let phases: Vec<Option<&str>> = written.iter().map(|s| s.phase.as_deref()).collect();
+    assert_eq!(phases, [Some("Running"), Some("Pending")]);
+    let last = &written[1];
+    assert_eq!(last.attempts, 1);
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("bucket unreachable")), "{last:?}");
+    assert!(has_event(&seen, "Warning", "BackupAttemptFailed"));
+    assert_eq!(action, Action::requeue(backoff(1)));
+    h.finish().await;
+}
+
+/// The last allowed attempt failing marks the backup Failed for good: `BackupFailed`
+/// is published and nothing is requeued.
+#[tokio::test]
+async fn last_failed_attempt_fails_the_backup() {
+    let before = PlaitBackupStatus {
+        phase: Some("Pending".into()),
+        attempts: ATTEMPTS_MAX - 1,
+        error: Some("bucket unreachable".into()),
+        ..PlaitBackupStatus::default()
+    };
+    let h = Harness::start(backup_world(Some(before)), backup_admin(Err("bucket unreachable".into())));
+    let action = h.reconcile_backup(BACKUP).await;
+    let seen = h.seen();
+    let last = backup_statuses(&seen, BACKUP).pop().expect("a status write");
+    assert_eq!((last.phase.as_deref(), last.attempts), (Some("Failed"), ATTEMPTS_MAX));
+    assert!(has_event(&seen, "Warning", "BackupFailed"));
+    assert!(!has_event(&seen, "Warning", "BackupAttemptFailed"));
+    assert_eq!(action, Action::await_change());
+    h.finish().await;
+}
+
+/// A completed backup is never run again: the pass reads it fresh and stops there.
+#[tokio::test]
+async fn completed_backup_is_left_alone() {
+    let before =
+        PlaitBackupStatus { phase: Some("Completed".into()), attempts: 1, ..PlaitBackupStatus::default() };
+    let h = Harness::start(backup_world(Some(before)), backup_admin(Ok(outcome())));
+    let action = h.reconcile_backup(BACKUP).await;
+    assert_eq!(requests(&h.seen()), vec![(Method::GET, format!("{BACKUPS}/{BACKUP}"))]);
+    assert!(events(&h.seen()).is_empty());
+    assert!(h.calls().is_empty());
+    assert_eq!(action, Action::await_change());
+    h.finish().await;
+}
