@@ -282,7 +282,11 @@ stop_forward
 old_uid="$(kn get pod "$cluster-1" -o jsonpath='{.metadata.uid}')"
 log "deleting pod $cluster-1"
 kn delete pod "$cluster-1" --wait=true >/dev/null
-pod_replaced() { [[ "$(kn get pod "$cluster-1" -o jsonpath='{.metadata.uid}')" != "$old_uid" ]]; }
+pod_replaced() {
+    local uid
+    uid="$(kn get pod "$cluster-1" -o jsonpath='{.metadata.uid}')"
+    [[ -n "$uid" && "$uid" != "$old_uid" ]]
+}
 eventually "pod $cluster-1 recreated" pod_replaced
 kn wait --for=condition=Ready "pod/$cluster-1" --timeout="${timeout_s}s"
 wait_cluster "$cluster" 3
