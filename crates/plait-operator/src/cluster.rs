@@ -409,8 +409,14 @@ async fn scheduled_backups(
     let name = cluster.name_any();
     let api: Api<PlaitBackup> = Api::namespaced(ctx.client.clone(), namespace);
     let mut summary = BackupSummary::from_status(previous);
-    let mut backups =
-        api.list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"))).await?.items;
+    // On-demand backups carry no label: select by the cluster they name.
+    let mut backups: Vec<PlaitBackup> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.cluster == name)
+        .collect();
     let mut next_run = None;
 
     if let Some(spec) = &cluster.spec.backup
@@ -532,8 +538,11 @@ async fn write_status(
 ) -> Result<PlaitClusterStatus, Error> {
     let name = cluster.name_any();
     let (phase, conditions) = plan::conditions(obs, &previous.conditions, &Time(*now));
-    let members =
-        if obs.invalid_spec.is_some() { previous.members.clone() } else { plan::member_statuses(&name, obs) };
+    let members = if obs.invalid_spec.is_some() {
+        previous.members.clone()
+    } else {
+        plan::member_statuses(&name, obs, &previous.members)
+    };
     let ready_replicas =
         members.iter().filter(|m| m.ready && member_ordinal(&m.name) < obs.replicas).count() as i32;
     let status = PlaitClusterStatus {

@@ -120,6 +120,7 @@ pub struct PlaitClusterSpec {
     /// Settings the operator manages itself (listen address, data directory, keys) are
     /// refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new("self.all(k, k.startsWith('PLAIT_') && !(k in ['PLAIT_LISTEN', 'PLAIT_DATA_DIR', 'PLAIT_NODE_KEY_FILE', 'PLAIT_WRITER_KEY_FILE', 'PLAIT_METRICS_LISTEN', 'PLAIT_PEERS', 'PLAIT_DISCOVER_DNS', 'PLAIT_UPSTREAMS', 'PLAIT_RESTORE_FROM']))")
         .message("settings must be PLAIT_* variables the operator does not manage itself"))]
     pub settings: BTreeMap<String, String>,

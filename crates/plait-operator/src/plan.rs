@@ -703,7 +703,13 @@ pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) 
 }
 
 /// The member list of the status.
-pub(crate) fn member_statuses(cluster: &str, obs: &Observation) -> Vec<MemberStatus> {
+/// An unreachable member keeps the identity it last showed (`previous`), so the status
+/// still says which incarnation is missing and a new one is recognised when it answers.
+pub(crate) fn member_statuses(
+    cluster: &str,
+    obs: &Observation,
+    previous: &[MemberStatus],
+) -> Vec<MemberStatus> {
     obs.probes
         .iter()
         .map(|(ordinal, probe)| {
@@ -727,13 +733,18 @@ pub(crate) fn member_statuses(cluster: &str, obs: &Observation) -> Vec<MemberSta
                         String::new()
                     },
                 },
-                Probed::Unreachable(error) => MemberStatus {
-                    name,
-                    address,
-                    ready: false,
-                    message: error.clone(),
-                    ..MemberStatus::default()
-                },
+                Probed::Unreachable(error) => {
+                    let known = previous.iter().find(|m| m.name == name);
+                    MemberStatus {
+                        epoch: known.map(|m| m.epoch.clone()).unwrap_or_default(),
+                        node_id: known.map(|m| m.node_id.clone()).unwrap_or_default(),
+                        name,
+                        address,
+                        ready: false,
+                        message: error.clone(),
+                        ..MemberStatus::default()
+                    }
+                }
             }
         })
         .collect()
