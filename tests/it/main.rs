@@ -9,4 +9,5 @@ mod cli;
 mod crash;
 mod edge;
 mod hostile;
+mod kube;
 mod replication;

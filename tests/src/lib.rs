@@ -197,5 +197,6 @@ pub fn check(data_dir: &Path) -> anyhow::Result<(bool, String)> {
 }
 
 pub mod cluster;
+pub mod kube;
 pub mod proxy;
 pub mod s3;
