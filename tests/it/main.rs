@@ -10,4 +10,5 @@ mod crash;
 mod edge;
 mod hostile;
 mod kube;
+mod operator;
 mod replication;

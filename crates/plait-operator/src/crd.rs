@@ -383,13 +383,13 @@ pub struct MemberStatus {
     status = "PlaitBackupStatus",
     derive = "PartialEq",
     doc = "One backup of a PlaitCluster, taken through one of its ready replicas.",
-    validation = Rule::new("self.spec == oldSelf.spec").message("a backup's spec cannot change after creation"),
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Bytes", type_ = "integer", json_path = ".status.sizeBytes"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new("self == oldSelf").message("a backup's spec cannot change after creation"))]
 #[serde(rename_all = "camelCase")]
 pub struct PlaitBackupSpec {
     /// The `PlaitCluster` (same namespace) to back up.

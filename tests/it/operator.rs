@@ -1,0 +1,557 @@
+//! The operator against a real Kubernetes API server (etcd + kube-apiserver started by
+//! the harness) and real `plaitd` processes on loopback. There is no kubelet here, so the
+//! test plays it: `Kubelet::sync` makes the replica processes match the StatefulSet the
+//! operator applied (running the restore init container's command first, as a kubelet
+//! would), and a `StaticResolver` maps each pod to its process's address. The operator
+//! runs in-process with the permissions the chart grants and nothing more.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use plait_client::CreateLogOptions;
+use plait_core::LogType;
+use plait_operator::{
+    BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, PlaitBackup, PlaitBackupSpec, PlaitCluster,
+    PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver, StorageSpec, SystemClock,
+};
+use plait_tests::Plaitd;
+use plait_tests::kube::{ControlPlane, create_namespace, install_crds};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Plays the kubelet for one cluster: replica processes follow the StatefulSet.
+struct Kubelet {
+    client: Client,
+    namespace: String,
+    cluster: String,
+    resolver: Arc<StaticResolver>,
+    root: PathBuf,
+    replicas: BTreeMap<i32, Plaitd>,
+}
+
+impl Kubelet {
+    fn new(
+        client: Client,
+        namespace: &str,
+        cluster: &str,
+        resolver: Arc<StaticResolver>,
+        root: &Path,
+    ) -> Kubelet {
+        Kubelet {
+            client,
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+            resolver,
+            root: root.join(cluster),
+            replicas: BTreeMap::new(),
+        }
+    }
+
+    /// The volume of replica `ordinal`, and the data directory in it (as `/data/plait`).
+    fn volume(&self, ordinal: i32) -> PathBuf {
+        self.root.join(format!("{}-{ordinal}", self.cluster))
+    }
+
+    fn data_dir(&self, ordinal: i32) -> PathBuf {
+        self.volume(ordinal).join("plait")
+    }
+
+    fn endpoint(&self, ordinal: i32) -> String {
+        self.replicas[&ordinal].endpoint()
+    }
+
+    /// Starts the replicas the StatefulSet has and this kubelet does not run, and stops
+    /// the ones it no longer has, deleting their volumes (`whenScaled: Delete`).
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        let statefulsets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(sts) = statefulsets.get_opt(&self.cluster).await? else { return Ok(()) };
+        let spec = sts.spec.context("statefulset spec")?;
+        let n = spec.replicas.unwrap_or(1);
+        let removed: Vec<i32> = self.replicas.keys().copied().filter(|o| *o >= n).collect();
+        for ordinal in removed {
+            drop(self.replicas.remove(&ordinal));
+            self.resolver.remove(&self.namespace, &self.cluster, ordinal);
+            std::fs::remove_dir_all(self.volume(ordinal))?;
+        }
+        let pod = spec.template.spec.context("pod spec")?;
+        for ordinal in 0..n {
+            if self.replicas.contains_key(&ordinal) {
+                continue;
+            }
+            let key_file = self.writer_key(&pod).await?;
+            let data_dir = self.data_dir(ordinal);
+            std::fs::create_dir_all(self.volume(ordinal))?;
+            // The init container, if any, with the pod's paths mapped onto this machine.
+            if let Some(init) = pod.init_containers.as_ref().and_then(|c| c.first()) {
+                let args = init.args.clone().unwrap_or_default();
+                let output = std::process::Command::new(plait_tests::binary("plaitd")?)
+                    .args(&args)
+                    .env("PLAIT_DATA_DIR", &data_dir)
+                    .env("PLAIT_WRITER_KEY_FILE", &key_file)
+                    .output()?;
+                if !output.status.success() {
+                    bail!(
+                        "init container {args:?} of replica {ordinal} failed: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+            }
+            let key = key_file.display().to_string();
+            let replica = tokio::task::spawn_blocking(move || {
+                Plaitd::start(&data_dir, &["--writer-key-file", &key, "--anti-entropy-ms", "1000"])
+            })
+            .await??;
+            self.resolver.set(&self.namespace, &self.cluster, ordinal, replica.grpc.to_string());
+            self.replicas.insert(ordinal, replica);
+        }
+        Ok(())
+    }
+
+    /// The writer key Secret the pod mounts, written to a file as the kubelet would.
+    async fn writer_key(&self, pod: &k8s_openapi::api::core::v1::PodSpec) -> anyhow::Result<PathBuf> {
+        let secret_name = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
+            .context("the pod mounts no secret")?;
+        let path = self.root.join("writer.key");
+        if !path.exists() {
+            let secret =
+                Api::<Secret>::namespaced(self.client.clone(), &self.namespace).get(&secret_name).await?;
+            let key = secret
+                .data
+                .and_then(|d| d.get("writer.key").cloned())
+                .context("no writer.key in the secret")?;
+            std::fs::create_dir_all(&self.root)?;
+            std::fs::write(&path, key.0)?;
+        }
+        Ok(path)
+    }
+
+    /// Wipes a replica's data directory and starts it again: a new epoch.
+    async fn wipe(&mut self, ordinal: i32) -> anyhow::Result<()> {
+        drop(self.replicas.remove(&ordinal));
+        std::fs::remove_dir_all(self.volume(ordinal))?;
+        self.sync().await
+    }
+}
+
+/// The operator, running in this process until stopped.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    ctx: Arc<Context>,
+}
+
+impl Operator {
+    fn start(client: Client, resolver: Arc<StaticResolver>, namespace: &str) -> Operator {
+        let ctx = Context::new(
+            client,
+            Arc::new(GrpcAdmin),
+            resolver,
+            Arc::new(SystemClock),
+            PlanContext { replica_image: "plait/plaitd:test".into() },
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(plait_operator::run(
+            ctx.clone(),
+            Scope { namespace: Some(namespace.to_owned()) },
+            false,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Operator { stop: Some(stop), task, ctx }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+/// Grants the operator's service account exactly the chart's ClusterRole, as rendered in
+/// `manifests/install.yaml`.
+async fn grant_chart_rbac(admin: &Client) -> anyhow::Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/install.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let params = PatchParams::apply("plait-tests").force();
+    let mut granted = 0;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document)?;
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("ClusterRole") => {
+                let role: ClusterRole = serde_yaml::from_value(value)?;
+                Api::<ClusterRole>::all(admin.clone())
+                    .patch(&role.name_any(), &params, &Patch::Apply(&role))
+                    .await?;
+                granted += 1;
+            }
+            Some("ClusterRoleBinding") => {
+                let binding: ClusterRoleBinding = serde_yaml::from_value(value)?;
+                Api::<ClusterRoleBinding>::all(admin.clone())
+                    .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
+                    .await?;
+                granted += 1;
+            }
+            _ => {}
+        }
+    }
+    anyhow::ensure!(granted == 2, "manifests/install.yaml should hold one ClusterRole and one binding");
+    Ok(())
+}
+
+fn spec(replicas: i32) -> PlaitClusterSpec {
+    PlaitClusterSpec {
+        replicas,
+        image: None,
+        image_pull_policy: None,
+        storage: StorageSpec::default(),
+        resources: None,
+        scheduling: None,
+        telemetry: None,
+        backup: None,
+        bootstrap: None,
+        writer_key_secret: None,
+        settings: BTreeMap::new(),
+    }
+}
+
+fn condition(cluster: &PlaitCluster, type_: &str) -> Option<String> {
+    cluster.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+}
+
+/// Ready with `n` replicas, every member at the current member generation.
+fn settled(n: i32) -> impl Fn(&PlaitCluster) -> bool {
+    move |c| {
+        condition(c, "Ready").as_deref() == Some("True")
+            && condition(c, "MembershipConsistent").as_deref() == Some("True")
+            && c.status.as_ref().is_some_and(|s| s.ready_replicas == n && s.replicas == n)
+    }
+}
+
+/// Polls (syncing the kubelet each time) until `check` holds for the cluster.
+async fn converge(
+    kubelet: &mut Kubelet,
+    what: &str,
+    check: impl Fn(&PlaitCluster) -> bool,
+) -> anyhow::Result<PlaitCluster> {
+    let api: Api<PlaitCluster> = Api::namespaced(kubelet.client.clone(), &kubelet.namespace);
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        kubelet.sync().await?;
+        let cluster = api.get(&kubelet.cluster).await?;
+        if check(&cluster) {
+            return Ok(cluster);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}; status: {:#?}", cluster.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn reasons(client: &Client, namespace: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+async fn replica_client(endpoint: String) -> plait_client::Client {
+    plait_client::Client::connect(endpoint).await.expect("replica answers")
+}
+
+async fn wait_for_value(endpoint: String, log: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let client = replica_client(endpoint.clone()).await;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, &format!("{key} on {endpoint}"), || {
+        let client = client.clone();
+        async move { client.get(log, key).await.ok().flatten().is_some_and(|v| v.value == value.as_bytes()) }
+    })
+    .await
+}
+
+/// Resource versions of everything the operator owns, and the cluster's.
+async fn versions(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<String>> {
+    let v = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.resource_version.clone().unwrap_or_default()
+    };
+    Ok(vec![
+        v(&Api::<PlaitCluster>::namespaced(client.clone(), ns).get(name).await?.metadata),
+        v(&Api::<StatefulSet>::namespaced(client.clone(), ns).get(name).await?.metadata),
+        v(&Api::<Service>::namespaced(client.clone(), ns).get(name).await?.metadata),
+        v(&Api::<Service>::namespaced(client.clone(), ns).get(&format!("{name}-headless")).await?.metadata),
+        v(&Api::<ConfigMap>::namespaced(client.clone(), ns).get(&format!("{name}-config")).await?.metadata),
+        v(&Api::<PodDisruptionBudget>::namespaced(client.clone(), ns).get(name).await?.metadata),
+    ])
+}
+
+/// A cluster's whole life under the operator, with the chart's RBAC only: created and
+/// wired (every replica told its members), written to and replicated, reconciled again
+/// without any change, scaled 3→5→3 with each leaving replica drained first and no
+/// acknowledged write lost (with the operator restarted mid-way through the scale-down),
+/// a replica whose data directory was wiped coming back as a new epoch, and an
+/// unreachable replica showing up as Degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let admin = cp.admin_client();
+    install_crds(&admin).await?;
+    grant_chart_rbac(&admin).await?;
+    let ns = "life";
+    create_namespace(&admin, ns).await?;
+    let dir = tempfile::tempdir()?;
+    let resolver = Arc::new(StaticResolver::new());
+    let mut operator = Operator::start(cp.operator_client(), resolver.clone(), ns);
+    let clusters: Api<PlaitCluster> = Api::namespaced(admin.clone(), ns);
+    let mut kubelet = Kubelet::new(admin.clone(), ns, "db", resolver.clone(), dir.path());
+
+    // Created and wired.
+    clusters.create(&PostParams::default(), &PlaitCluster::new("db", spec(3))).await?;
+    let cluster = converge(&mut kubelet, "3 ready replicas", settled(3)).await?;
+    let status = cluster.status.clone().unwrap();
+    assert!(status.members_generation >= 1);
+    assert_eq!(status.member_addresses.len(), 3);
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(status.observed_generation, cluster.metadata.generation);
+    for ordinal in 0..3 {
+        let s = replica_client(kubelet.endpoint(ordinal)).await.status().await?;
+        assert_eq!(
+            s.members_generation, status.members_generation as u64,
+            "replica {ordinal} has the members"
+        );
+    }
+
+    // Written through one replica, replicated to the others.
+    let writer = replica_client(kubelet.endpoint(0)).await;
+    writer.create_log(&CreateLogOptions::new("orders", LogType::Kv)).await?;
+    writer.put("orders", "first", "1").await?;
+    wait_for_value(kubelet.endpoint(2), "orders", "first", "1").await?;
+
+    // A second reconcile with nothing changed changes nothing.
+    let before = versions(&admin, ns, "db").await?;
+    let fresh = clusters.get("db").await?;
+    plait_operator::reconcile_cluster(Arc::new(fresh), operator.ctx.clone()).await?;
+    assert_eq!(versions(&admin, ns, "db").await?, before, "a no-op reconcile wrote something");
+
+    // Scale up: the new replicas catch up from their peers.
+    clusters
+        .patch("db", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})))
+        .await?;
+    converge(&mut kubelet, "5 ready replicas", settled(5)).await?;
+    wait_for_value(kubelet.endpoint(4), "orders", "first", "1").await?;
+    // A write taken by the replica about to leave.
+    replica_client(kubelet.endpoint(4)).await.put("orders", "on-four", "4").await?;
+
+    // Scale down, one replica at a time, highest ordinal first, each drained first.
+    clusters
+        .patch("db", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})))
+        .await?;
+    let sts_api: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the StatefulSet to lose replica 4", || {
+        let sts_api = sts_api.clone();
+        async move { sts_api.get("db").await.is_ok_and(|s| s.spec.and_then(|s| s.replicas) == Some(4)) }
+    })
+    .await?;
+    // The operator restarts in the middle of the scale-down; the new one finishes it.
+    operator.stop().await;
+    kubelet.sync().await?;
+    operator = Operator::start(cp.operator_client(), resolver.clone(), ns);
+    converge(&mut kubelet, "3 ready replicas after the scale-down", settled(3)).await?;
+    let seen = reasons(&admin, ns, "db").await?;
+    assert_eq!(
+        seen.iter().filter(|r| *r == "Drained").count(),
+        2,
+        "two drains, one per removed replica: {seen:?}"
+    );
+    for ordinal in 0..3 {
+        wait_for_value(kubelet.endpoint(ordinal), "orders", "on-four", "4").await?;
+    }
+
+    // A wiped replica rejoins as a new epoch and catches up.
+    let old_epoch = clusters.get("db").await?.status.unwrap().members[1].epoch.clone();
+    kubelet.wipe(1).await?;
+    let cluster = converge(&mut kubelet, "the wiped replica back", |c| {
+        settled(3)(c) && c.status.as_ref().is_some_and(|s| s.members[1].epoch != old_epoch)
+    })
+    .await?;
+    assert!(!cluster.status.unwrap().members[1].epoch.is_empty());
+    wait_for_value(kubelet.endpoint(1), "orders", "on-four", "4").await?;
+    assert!(reasons(&admin, ns, "db").await?.iter().any(|r| r == "NewEpoch"));
+
+    // An unreachable replica shows up in the status.
+    drop(kubelet.replicas.remove(&2));
+    resolver.set(ns, "db", 2, "127.0.0.1:1");
+    let cluster = Api::<PlaitCluster>::namespaced(admin.clone(), ns);
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "Degraded for the unreachable replica", || {
+        let cluster = cluster.clone();
+        async move {
+            cluster.get("db").await.is_ok_and(|c| {
+                condition(&c, "Degraded").as_deref() == Some("True")
+                    && c.status
+                        .as_ref()
+                        .is_some_and(|s| !s.members[2].ready && !s.members[2].message.is_empty())
+            })
+        }
+    })
+    .await?;
+    operator.stop().await;
+    Ok(())
+}
+
+/// Backups and restore through the operator: an on-demand `PlaitBackup` completes through
+/// a ready replica and records its checkpoints; one that cannot be written is retried
+/// with its error in the status and a Warning event; a new cluster bootstrapped from the
+/// backup restores it in every replica's init container and reaches the same state root.
+/// An invalid spec is reported and nothing of it is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let admin = cp.admin_client();
+    install_crds(&admin).await?;
+    grant_chart_rbac(&admin).await?;
+    let ns = "backups";
+    create_namespace(&admin, ns).await?;
+    let dir = tempfile::tempdir()?;
+    let backups_dir = dir.path().join("backups");
+    let destination = format!("file://{}", backups_dir.display());
+    let resolver = Arc::new(StaticResolver::new());
+    let operator = Operator::start(cp.operator_client(), resolver.clone(), ns);
+    let clusters: Api<PlaitCluster> = Api::namespaced(admin.clone(), ns);
+    let backups: Api<PlaitBackup> = Api::namespaced(admin.clone(), ns);
+
+    // An invalid spec: reported, nothing applied.
+    let mut bad = spec(2);
+    bad.backup = Some(BackupSpec {
+        destination: destination.clone(),
+        schedule: Some("every night".into()),
+        full_every: 0,
+        retention: RetentionSpec::default(),
+        s3: None,
+    });
+    clusters.create(&PostParams::default(), &PlaitCluster::new("bad", bad)).await?;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the invalid cluster to be reported", || {
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .get("bad")
+                .await
+                .is_ok_and(|c| c.status.is_some_and(|s| s.phase.as_deref() == Some("Failed")))
+        }
+    })
+    .await?;
+    assert!(
+        Api::<StatefulSet>::namespaced(admin.clone(), ns).get_opt("bad").await?.is_none(),
+        "half-applied"
+    );
+    assert!(reasons(&admin, ns, "bad").await?.iter().any(|r| r == "InvalidSpec"));
+
+    // The source cluster, with data.
+    let mut source = spec(2);
+    source.backup = Some(BackupSpec {
+        destination: destination.clone(),
+        schedule: None,
+        full_every: 0,
+        retention: RetentionSpec::default(),
+        s3: None,
+    });
+    clusters.create(&PostParams::default(), &PlaitCluster::new("src", source)).await?;
+    let mut src = Kubelet::new(admin.clone(), ns, "src", resolver.clone(), dir.path());
+    converge(&mut src, "the source cluster ready", settled(2)).await?;
+    let writer = replica_client(src.endpoint(0)).await;
+    writer.create_log(&CreateLogOptions::new("orders", LogType::Kv)).await?;
+    for i in 0..50 {
+        writer.put("orders", format!("k{i}"), format!("v{i}")).await?;
+    }
+
+    // On demand.
+    let backup = PlaitBackup::new(
+        "src-now",
+        PlaitBackupSpec { cluster: "src".into(), kind: BackupKind::Full, logs: vec![], destination: None },
+    );
+    backups.create(&PostParams::default(), &backup).await?;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the backup to complete", || {
+        let backups = backups.clone();
+        async move {
+            backups
+                .get("src-now")
+                .await
+                .is_ok_and(|b| b.status.is_some_and(|s| s.phase.as_deref() == Some("Completed")))
+        }
+    })
+    .await?;
+    let done = backups.get("src-now").await?.status.unwrap();
+    assert!(done.size_bytes > 0);
+    assert_eq!(done.checkpoints.len(), 1);
+    assert_eq!(done.checkpoints[0].log, "orders");
+    assert_eq!(done.location.as_deref(), Some(destination.as_str()));
+    let source_root = writer.checkpoint("orders").await?.state_root;
+    assert_eq!(done.checkpoints[0].state_root, hex::encode(source_root), "nothing written since the backup");
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "BackupReady on the cluster", || {
+        let clusters = clusters.clone();
+        async move {
+            clusters.get("src").await.is_ok_and(|c| condition(&c, "BackupReady").as_deref() == Some("True"))
+        }
+    })
+    .await?;
+
+    // A backup that cannot be written is retried and says why.
+    let failing = PlaitBackup::new(
+        "src-broken",
+        PlaitBackupSpec {
+            cluster: "src".into(),
+            kind: BackupKind::Full,
+            logs: vec![],
+            destination: Some("file:///proc/plait-cannot-write-here".into()),
+        },
+    );
+    backups.create(&PostParams::default(), &failing).await?;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the failed attempt to be recorded", || {
+        let backups = backups.clone();
+        async move {
+            backups.get("src-broken").await.is_ok_and(|b| {
+                b.status.is_some_and(|s| {
+                    s.attempts >= 1 && s.error.is_some() && s.phase.as_deref() == Some("Pending")
+                })
+            })
+        }
+    })
+    .await?;
+    assert!(reasons(&admin, ns, "src-broken").await?.iter().any(|r| r == "BackupAttemptFailed"));
+
+    // A new cluster from the backup, with the source's writer key.
+    let mut restored = spec(2);
+    restored.bootstrap = Some(BootstrapSpec { from: destination.clone(), logs: vec![], s3: None });
+    restored.writer_key_secret = Some("src-writer-key".into());
+    clusters.create(&PostParams::default(), &PlaitCluster::new("copy", restored)).await?;
+    let mut copy = Kubelet::new(admin.clone(), ns, "copy", resolver.clone(), dir.path());
+    converge(&mut copy, "the restored cluster ready", settled(2)).await?;
+    for ordinal in 0..2 {
+        let client = replica_client(copy.endpoint(ordinal)).await;
+        let root = client.checkpoint("orders").await?.state_root;
+        assert_eq!(root, source_root, "replica {ordinal} of the restored cluster has the source's state");
+    }
+    // The restored logs accept writes: the writer key came along.
+    replica_client(copy.endpoint(1)).await.put("orders", "after-restore", "yes").await?;
+    operator.stop().await;
+    Ok(())
+}
