@@ -5,6 +5,7 @@ mod support;
 mod api;
 mod backup;
 mod bad_input;
+mod chart;
 mod cli;
 mod crash;
 mod edge;
