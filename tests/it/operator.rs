@@ -326,8 +326,10 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     let mut kubelet = Kubelet::new(admin.clone(), ns, "db", resolver.clone(), dir.path());
 
     // Created and wired.
+    let started = Instant::now();
     clusters.create(&PostParams::default(), &PlaitCluster::new("db", spec(3))).await?;
     let cluster = converge(&mut kubelet, "3 ready replicas", settled(3)).await?;
+    eprintln!("created and wired 3 replicas in {:?}", started.elapsed());
     let status = cluster.status.clone().unwrap();
     assert!(status.members_generation >= 1);
     assert_eq!(status.member_addresses.len(), 3);
@@ -354,11 +356,13 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     assert_eq!(versions(&admin, ns, "db").await?, before, "a no-op reconcile wrote something");
 
     // Scale up: the new replicas catch up from their peers.
+    let started = Instant::now();
     clusters
         .patch("db", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 5}})))
         .await?;
     converge(&mut kubelet, "5 ready replicas", settled(5)).await?;
     wait_for_value(kubelet.endpoint(4), "orders", "first", "1").await?;
+    eprintln!("scaled 3 to 5, new replicas caught up, in {:?}", started.elapsed());
     // A write taken by the replica about to leave.
     replica_client(kubelet.endpoint(4)).await.put("orders", "on-four", "4").await?;
 
@@ -377,6 +381,7 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     kubelet.sync().await?;
     operator = Operator::start(cp.operator_client(), resolver.clone(), ns);
     converge(&mut kubelet, "3 ready replicas after the scale-down", settled(3)).await?;
+    eprintln!("scaled 5 to 3 (two drains, one operator restart) in {:?}", started.elapsed());
     let seen = reasons(&admin, ns, "db").await?;
     assert_eq!(
         seen.iter().filter(|r| *r == "Drained").count(),
