@@ -126,12 +126,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     client.apiserver_version().await.context("the Kubernetes API does not answer")?;
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        namespace = args.namespace.as_deref().filter(|ns| !ns.is_empty()).unwrap_or("<all>"),
         replica_image = %args.replica_image,
         listen = %args.listen,
         "plait-operator running"
     );
-    plait_operator::run(ctx, Scope { namespace: args.namespace }, true, std::future::pending()).await;
+    // An empty PLAIT_OPERATOR_NAMESPACE means every namespace, as leaving it unset does.
+    let namespace = args.namespace.filter(|ns| !ns.is_empty());
+    plait_operator::run(ctx, Scope { namespace }, true, std::future::pending()).await;
     http.abort();
     tracing::info!("plait-operator stopped");
     Ok(())
