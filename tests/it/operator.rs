@@ -530,18 +530,27 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
         },
     );
     backups.create(&PostParams::default(), &failing).await?;
-    plait_tests::wait_until(CONVERGE_TIMEOUT, "the failed attempt to be recorded", || {
-        let backups = backups.clone();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let status = backups.get("src-broken").await?.status.unwrap_or_default();
+        if status.attempts >= 1 && status.error.is_some() && status.phase.as_deref() != Some("Completed") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the failed attempt was not recorded; status: {status:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The event follows the status write.
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the BackupAttemptFailed event", || {
+        let admin = admin.clone();
         async move {
-            backups.get("src-broken").await.is_ok_and(|b| {
-                b.status.is_some_and(|s| {
-                    s.attempts >= 1 && s.error.is_some() && s.phase.as_deref() == Some("Pending")
-                })
-            })
+            reasons(&admin, ns, "src-broken")
+                .await
+                .is_ok_and(|r| r.iter().any(|r| r == "BackupAttemptFailed"))
         }
     })
     .await?;
-    assert!(reasons(&admin, ns, "src-broken").await?.iter().any(|r| r == "BackupAttemptFailed"));
 
     // A new cluster from the backup, with the source's writer key.
     let mut restored = spec(2);

@@ -263,17 +263,20 @@ impl ControlPlane {
     /// A client with every permission (`system:masters`). Call it inside the Tokio
     /// runtime that will use the client: a client's connection pool lives in it.
     pub fn admin_client(&self) -> Client {
+        plait_operator::install_crypto_provider();
         Client::try_from(self.admin_kubeconfig.clone()).expect("the admin kubeconfig worked at start")
     }
 
     /// A client authenticated as the operator's service account, with only the
     /// permissions RBAC bindings grant it. Same runtime rule as `admin_client`.
     pub fn operator_client(&self) -> Client {
+        plait_operator::install_crypto_provider();
         Client::try_from(self.operator_kubeconfig.clone()).expect("the operator kubeconfig worked at start")
     }
 
     /// One readiness poll with a fresh admin client.
     async fn api_ready(&self) -> anyhow::Result<()> {
+        plait_operator::install_crypto_provider();
         let client = Client::try_from(self.admin_kubeconfig.clone())?;
         let readyz = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await?;
         if readyz.trim() != "ok" {

@@ -32,3 +32,11 @@ pub use replicas::{
     ReplicaAdmin, ReplicaStatus, Resolve, StaticResolver,
 };
 pub use schedule::Schedule;
+
+/// Selects rustls' crypto provider (ring) for the process, once. Needed when a build
+/// enables more than one provider (feature unification across a workspace), where rustls
+/// cannot pick one itself; harmless otherwise. Call it before making a `kube::Client`.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

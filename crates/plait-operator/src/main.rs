@@ -80,6 +80,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         builder.init()
     }
 
+    plait_operator::install_crypto_provider();
     let client = kube::Client::try_default().await.context(
         "cannot reach the Kubernetes API (in a pod: the service account; outside: ~/.kube/config)",
     )?;
