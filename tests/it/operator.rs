@@ -533,7 +533,11 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
         let status = backups.get("src-broken").await?.status.unwrap_or_default();
-        if status.attempts >= 1 && status.error.is_some() && status.phase.as_deref() != Some("Completed") {
+        // Pending with the error and the time of the next attempt: backing off, not
+        // burning through its attempts.
+        if status.attempts >= 1 && status.error.is_some() && status.next_attempt_at.is_some() {
+            assert_eq!(status.phase.as_deref(), Some("Pending"));
+            assert!(status.attempts < plait_operator::ATTEMPTS_MAX, "retried without backoff: {status:#?}");
             break;
         }
         if Instant::now() > deadline {

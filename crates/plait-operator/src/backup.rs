@@ -56,6 +56,15 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
     if matches!(status.phase.as_deref(), Some("Completed" | "Failed")) {
         return Ok(Action::await_change());
     }
+    // Our own status write after a failed attempt wakes the controller at once; the
+    // backoff is kept by the time recorded in the status, not by the requeue alone.
+    let now = now_seconds(ctx.clock.as_ref());
+    if let Some(next) = status.next_attempt_at.as_ref().map(|t| t.0)
+        && next > now
+    {
+        let wait = Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO);
+        return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
+    }
     let reference = backup.object_ref(&());
     let clusters: Api<PlaitCluster> = Api::namespaced(ctx.client.clone(), &namespace);
 
@@ -105,6 +114,7 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
     status.location = Some(destination.clone());
     status.started_at = Some(Time(now_seconds(ctx.clock.as_ref())));
     status.error = None;
+    status.next_attempt_at = None;
     write(backup, ctx, &status).await?;
     ctx.event(
         &reference,
@@ -179,8 +189,12 @@ async fn failed_attempt(
     let last = status.attempts >= ATTEMPTS_MAX;
     status.phase = Some(if last { "Failed" } else { "Pending" }.into());
     status.error = Some(truncate(message.clone(), 4000));
-    write(backup, ctx, &status).await?;
     let delay = backoff(status.attempts);
+    status.next_attempt_at = (!last).then(|| {
+        let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
+        Time(now_seconds(ctx.clock.as_ref()).saturating_add(delay).unwrap_or(jiff::Timestamp::MAX))
+    });
+    write(backup, ctx, &status).await?;
     let (reason, note) = if last {
         ("BackupFailed", format!("giving up after {} attempts: {message}", status.attempts))
     } else {

@@ -1093,6 +1093,28 @@ async fn failed_backup_attempt_is_retried() {
     assert!(last.error.as_deref().is_some_and(|e| e.contains("bucket unreachable")), "{last:?}");
     assert!(has_event(&seen, "Warning", "BackupAttemptFailed"));
     assert_eq!(action, Action::requeue(backoff(1)));
+    let retry_at = last.next_attempt_at.as_ref().expect("the next attempt's time is recorded").0;
+    assert_eq!(retry_at, now() + jiff::SignedDuration::try_from(backoff(1)).unwrap());
+    h.finish().await;
+}
+
+/// The status write after a failed attempt wakes the controller at once; that wake-up
+/// must not start the next attempt early. Before `nextAttemptAt` nothing is called and
+/// the pass only requeues for the time left.
+#[tokio::test]
+async fn backoff_holds_across_wake_ups() {
+    let before = PlaitBackupStatus {
+        phase: Some("Pending".into()),
+        attempts: 2,
+        error: Some("bucket unreachable".into()),
+        next_attempt_at: Some(Time(now() + jiff::SignedDuration::from_secs(3))),
+        ..PlaitBackupStatus::default()
+    };
+    let h = Harness::start(backup_world(Some(before)), backup_admin(Err("bucket unreachable".into())));
+    let action = h.reconcile_backup(BACKUP).await;
+    assert_eq!(requests(&h.seen()), vec![(Method::GET, format!("{BACKUPS}/{BACKUP}"))]);
+    assert!(h.calls().is_empty(), "no replica is called before the backoff ends");
+    assert_eq!(action, Action::requeue(Duration::from_secs(3)));
     h.finish().await;
 }
 
