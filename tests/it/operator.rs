@@ -22,7 +22,7 @@ use plait_client::CreateLogOptions;
 use plait_core::LogType;
 use plait_operator::{
     BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, PlaitBackup, PlaitBackupSpec, PlaitCluster,
-    PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver, StorageSpec, SystemClock,
+    PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver, SystemClock,
 };
 use plait_tests::Plaitd;
 use plait_tests::kube::{ControlPlane, create_namespace, install_crds};
@@ -93,23 +93,28 @@ impl Kubelet {
             let key_file = self.writer_key(&pod).await?;
             let data_dir = self.data_dir(ordinal);
             std::fs::create_dir_all(self.volume(ordinal))?;
-            // The init container, if any, with the pod's paths mapped onto this machine.
-            if let Some(init) = pod.init_containers.as_ref().and_then(|c| c.first()) {
-                let args = init.args.clone().unwrap_or_default();
-                let output = std::process::Command::new(plait_tests::binary("plaitd")?)
-                    .args(&args)
-                    .env("PLAIT_DATA_DIR", &data_dir)
-                    .env("PLAIT_WRITER_KEY_FILE", &key_file)
-                    .output()?;
-                if !output.status.success() {
-                    bail!(
-                        "init container {args:?} of replica {ordinal} failed: {}",
-                        String::from_utf8_lossy(&output.stderr)
-                    );
+            // The init container, if any, with the pod's paths mapped onto this machine, then
+            // the replica; both block on child processes, so off the async workers.
+            let init_args = pod
+                .init_containers
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(|init| init.args.clone().unwrap_or_default());
+            let replica = tokio::task::spawn_blocking(move || -> anyhow::Result<Plaitd> {
+                if let Some(args) = init_args {
+                    let output = std::process::Command::new(plait_tests::binary("plaitd")?)
+                        .args(&args)
+                        .env("PLAIT_DATA_DIR", &data_dir)
+                        .env("PLAIT_WRITER_KEY_FILE", &key_file)
+                        .output()?;
+                    if !output.status.success() {
+                        bail!(
+                            "init container {args:?} of replica {ordinal} failed: {}",
+                            String::from_utf8_lossy(&output.stderr)
+                        );
+                    }
                 }
-            }
-            let key = key_file.display().to_string();
-            let replica = tokio::task::spawn_blocking(move || {
+                let key = key_file.display().to_string();
                 Plaitd::start(&data_dir, &["--writer-key-file", &key, "--anti-entropy-ms", "1000"])
             })
             .await??;
@@ -217,22 +222,6 @@ async fn grant_chart_rbac(admin: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spec(replicas: i32) -> PlaitClusterSpec {
-    PlaitClusterSpec {
-        replicas,
-        image: None,
-        image_pull_policy: None,
-        storage: StorageSpec::default(),
-        resources: None,
-        scheduling: None,
-        telemetry: None,
-        backup: None,
-        bootstrap: None,
-        writer_key_secret: None,
-        settings: BTreeMap::new(),
-    }
-}
-
 fn condition(cluster: &PlaitCluster, type_: &str) -> Option<String> {
     cluster.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
 }
@@ -327,7 +316,9 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
 
     // Created and wired.
     let started = Instant::now();
-    clusters.create(&PostParams::default(), &PlaitCluster::new("db", spec(3))).await?;
+    clusters
+        .create(&PostParams::default(), &PlaitCluster::new("db", PlaitClusterSpec::with_replicas(3)))
+        .await?;
     let cluster = converge(&mut kubelet, "3 ready replicas", settled(3)).await?;
     eprintln!("created and wired 3 replicas in {:?}", started.elapsed());
     let status = cluster.status.clone().unwrap();
@@ -445,7 +436,7 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     let backups: Api<PlaitBackup> = Api::namespaced(admin.clone(), ns);
 
     // An invalid spec: reported, nothing applied.
-    let mut bad = spec(2);
+    let mut bad = PlaitClusterSpec::with_replicas(2);
     bad.backup = Some(BackupSpec {
         destination: destination.clone(),
         schedule: Some("every night".into()),
@@ -471,7 +462,7 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     assert!(reasons(&admin, ns, "bad").await?.iter().any(|r| r == "InvalidSpec"));
 
     // The source cluster, with data.
-    let mut source = spec(2);
+    let mut source = PlaitClusterSpec::with_replicas(2);
     source.backup = Some(BackupSpec {
         destination: destination.clone(),
         schedule: None,
@@ -557,7 +548,7 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     .await?;
 
     // A new cluster from the backup, with the source's writer key.
-    let mut restored = spec(2);
+    let mut restored = PlaitClusterSpec::with_replicas(2);
     restored.bootstrap = Some(BootstrapSpec { from: destination.clone(), logs: vec![], s3: None });
     restored.writer_key_secret = Some("src-writer-key".into());
     clusters.create(&PostParams::default(), &PlaitCluster::new("copy", restored)).await?;

@@ -123,16 +123,11 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
 
     // Probe every replica that exists now.
     let existing = current.unwrap_or(0);
-    let probes: Vec<(i32, Probed)> = join_all((0..existing).map(|ordinal| {
-        let address = address(ordinal);
-        async move {
-            let probed = match ctx.admin.status(&address).await {
-                Ok(status) => Probed::Answered(status),
-                Err(error) => Probed::Unreachable(error),
-            };
-            (ordinal, probed)
-        }
-    }))
+    let (namespace_ref, name_ref) = (namespace.as_str(), name.as_str());
+    let probes: Vec<(i32, Probed)> = join_all(
+        (0..existing)
+            .map(|ordinal| async move { (ordinal, probe(ctx, namespace_ref, name_ref, ordinal).await) }),
+    )
     .await;
     for (ordinal, probed) in &probes {
         obs.addresses.insert(*ordinal, address(*ordinal));

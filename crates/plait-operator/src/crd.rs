@@ -130,6 +130,25 @@ fn default_replicas() -> i32 {
     3
 }
 
+impl PlaitClusterSpec {
+    /// A spec with `replicas` replicas and every other field at its default.
+    pub fn with_replicas(replicas: i32) -> PlaitClusterSpec {
+        PlaitClusterSpec {
+            replicas,
+            image: None,
+            image_pull_policy: None,
+            storage: StorageSpec::default(),
+            resources: None,
+            scheduling: None,
+            telemetry: None,
+            backup: None,
+            bootstrap: None,
+            writer_key_secret: None,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
 /// Image pull policy.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum PullPolicy {

@@ -756,22 +756,7 @@ mod tests {
     use crate::crd::{BackupSpec, BootstrapSpec, RetentionSpec, StorageSpec};
 
     fn cluster(replicas: i32) -> PlaitCluster {
-        let mut c = PlaitCluster::new(
-            "db",
-            PlaitClusterSpec {
-                replicas,
-                image: None,
-                image_pull_policy: None,
-                storage: StorageSpec::default(),
-                resources: None,
-                scheduling: None,
-                telemetry: None,
-                backup: None,
-                bootstrap: None,
-                writer_key_secret: None,
-                settings: BTreeMap::new(),
-            },
-        );
+        let mut c = PlaitCluster::new("db", PlaitClusterSpec::with_replicas(replicas));
         c.metadata.namespace = Some("ns".into());
         c.metadata.uid = Some("uid-1".into());
         c

@@ -30,7 +30,7 @@ use crate::cluster::{CONVERGING_REQUEUE, STEADY_REQUEUE};
 use crate::context::{Clock, Context, RETRY_MIN};
 use crate::crd::{
     BackupCheckpoint, BackupKind, BackupSpec, PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster,
-    PlaitClusterSpec, PlaitClusterStatus, RetentionSpec, StorageSpec,
+    PlaitClusterSpec, PlaitClusterStatus, RetentionSpec,
 };
 use crate::plan::PlanContext;
 use crate::replicas::{BackupObject, BackupOutcome, BackupRequest, ReplicaAdmin, ReplicaStatus, Resolve};
@@ -496,22 +496,7 @@ impl Harness {
 // Objects and readings.
 
 fn cluster(replicas: i32) -> PlaitCluster {
-    let mut cluster = PlaitCluster::new(
-        NAME,
-        PlaitClusterSpec {
-            replicas,
-            image: None,
-            image_pull_policy: None,
-            storage: StorageSpec::default(),
-            resources: None,
-            scheduling: None,
-            telemetry: None,
-            backup: None,
-            bootstrap: None,
-            writer_key_secret: None,
-            settings: BTreeMap::new(),
-        },
-    );
+    let mut cluster = PlaitCluster::new(NAME, PlaitClusterSpec::with_replicas(replicas));
     cluster.metadata.namespace = Some(NS.into());
     cluster.metadata.uid = Some("uid-db".into());
     cluster.metadata.generation = Some(1);
