@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod edge;
 mod hostile;
+mod invariants;
 mod kube;
 mod operator;
 mod replication;

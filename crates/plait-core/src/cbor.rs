@@ -146,6 +146,26 @@ pub(crate) fn text<'a>(
     }
 }
 
+/// Bytes a CBOR head (major type and argument) takes for the argument `n`.
+pub(crate) const fn head_len(n: u64) -> usize {
+    if n < 24 {
+        1
+    } else if n <= 0xff {
+        2
+    } else if n <= 0xffff {
+        3
+    } else if n <= 0xffff_ffff {
+        5
+    } else {
+        9
+    }
+}
+
+/// Bytes a byte or text string of `len` bytes takes, head included.
+pub(crate) const fn string_len(len: usize) -> usize {
+    head_len(len as u64) + len
+}
+
 pub(crate) fn uint_value(n: u64) -> Value {
     Value::Integer(n.into())
 }

@@ -15,14 +15,12 @@ use crate::cbor::{self, bytes_value, uint_value};
 use crate::error::{DecodeError, VerifyError};
 use crate::ids::{EntryHash, LogId, PublicKey, Signature};
 use crate::keys::WriterKey;
-use crate::limits::{ENTRY_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX, REFS_MAX};
+use crate::limits::{ENTRY_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX, REFS_MAX, TIME_MAX};
 use crate::op::Op;
 use crate::order::{Clock, OpId};
 
 const ENTRY_VERSION: u64 = 1;
 const SIGN_DOMAIN: &[u8] = b"plait/entry/v1";
-/// Lamport times stay far from overflow: a child's time is its parents' plus one.
-const TIME_MAX: u64 = 1 << 62;
 /// CBOR array headers for 7 and 8 items: the body and the signed entry.
 const BODY_HEADER: u8 = 0x87;
 const ENTRY_HEADER: u8 = 0x88;
@@ -294,5 +292,68 @@ impl VerifiedEntry {
         self.0.entry.ops.iter().enumerate().map(move |(i, op)| {
             (OpId { time: clock.time, writer: clock.writer, entry: hash, index: i as u32 }, op)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cbor;
+    use crate::limits::{ENTRY_ENVELOPE_BYTES_MAX, KEY_BYTES_MAX, OP_ENCODED_BYTES_MAX, VALUE_BYTES_MAX};
+
+    /// Lengths on both sides of every CBOR head size, and the field bounds.
+    const LENGTHS: [usize; 9] = [1, 23, 24, 255, 256, 1024, 65_535, 65_536, VALUE_BYTES_MAX];
+
+    fn ops_of_every_shape() -> Vec<Op> {
+        let mut ops = Vec::new();
+        for len in LENGTHS {
+            let bytes = vec![7u8; len];
+            let short = bytes[..len.min(KEY_BYTES_MAX)].to_vec();
+            let props = bytes[..len.min(crate::limits::PROPS_BYTES_MAX)].to_vec();
+            let label = "l".repeat(len.min(crate::limits::LABEL_BYTES_MAX));
+            ops.push(Op::Append { value: bytes.clone() });
+            ops.push(Op::Put { key: short.clone(), value: bytes.clone() });
+            ops.push(Op::Delete { key: short.clone() });
+            ops.push(Op::Link { src: short.clone(), label: label.clone(), dst: short.clone(), props });
+            ops.push(Op::Unlink { src: short.clone(), label, dst: short });
+        }
+        ops
+    }
+
+    /// `Op::encoded_len` is the exact length of the op's canonical encoding, and no op
+    /// within the field bounds encodes longer than `OP_ENCODED_BYTES_MAX`.
+    #[test]
+    fn op_encoded_len_is_exact() {
+        for op in ops_of_every_shape() {
+            op.validate().expect("test ops are within bounds");
+            assert_eq!(op.encoded_len(), cbor::encode(&op.to_value()).len(), "{}", op.name());
+            assert!(op.encoded_len() <= OP_ENCODED_BYTES_MAX);
+        }
+    }
+
+    /// A signed entry is never longer than its ops' encodings plus
+    /// `ENTRY_ENVELOPE_BYTES_MAX`, with the most parents and refs and the largest time:
+    /// the bound local writers split entries by is safe.
+    #[test]
+    fn envelope_bound_covers_every_entry() {
+        let key = WriterKey::from_secret([3; 32]);
+        let next: Vec<EntryHash> =
+            (0..NEXT_MAX).map(|i| EntryHash(*blake3::hash(&i.to_be_bytes()).as_bytes())).collect();
+        let refs: Vec<EntryHash> =
+            (0..REFS_MAX).map(|i| EntryHash(*blake3::hash(&[i as u8, 1]).as_bytes())).collect();
+        for op in ops_of_every_shape() {
+            let ops = vec![op.clone(), Op::Append { value: vec![1] }];
+            let ops_len: usize = ops.iter().map(Op::encoded_len).sum();
+            let entry = EntryDraft {
+                log: LogId([9; 32]),
+                time: TIME_MAX,
+                next: next.clone(),
+                refs: refs.clone(),
+                ops,
+            }
+            .sign(&key)
+            .expect("within bounds");
+            assert!(entry.bytes().len() <= ops_len + ENTRY_ENVELOPE_BYTES_MAX);
+        }
     }
 }

@@ -35,3 +35,46 @@ pub const OPTION_BYTES_MAX: usize = 256;
 pub const MANIFEST_BYTES_MAX: usize = 32 * 1024;
 /// Deepest CBOR nesting any Plait structure uses (entry, ops, op, and one spare).
 pub const CBOR_DEPTH_MAX: usize = 6;
+/// The longest canonical encoding of one op within the field bounds: a put of the largest
+/// key and value, or a link with the largest nodes, label and props, whichever is longer.
+pub const OP_ENCODED_BYTES_MAX: usize = {
+    let put = 2 + crate::cbor::string_len(KEY_BYTES_MAX) + crate::cbor::string_len(VALUE_BYTES_MAX);
+    let link = 2
+        + crate::cbor::string_len(NODE_BYTES_MAX)
+        + crate::cbor::string_len(LABEL_BYTES_MAX)
+        + crate::cbor::string_len(NODE_BYTES_MAX)
+        + crate::cbor::string_len(PROPS_BYTES_MAX);
+    if put > link { put } else { link }
+};
+
+/// Highest Lamport time an entry may carry. Times stay far from `u64::MAX`, so that one
+/// past any stored time never overflows.
+pub const TIME_MAX: u64 = 1 << 62;
+/// How far an entry's time may run ahead of the highest time its log already holds when
+/// it is stored. An honest writer's time is one past its parents', and every parent is
+/// stored first, so an honest entry is at most one ahead (or a little more when it named
+/// only `NEXT_MAX` of its heads). The bound keeps one writer from pushing a log's clock to
+/// `TIME_MAX` and so stopping every later write to it: that would take `2^30` entries.
+pub const CLOCK_LEAD_MAX: u64 = 1 << 32;
+
+/// The most bytes an entry takes besides its ops' own encodings: the array header, the
+/// version, log id, the largest time, the writer, `NEXT_MAX` parents, `REFS_MAX` refs,
+/// the ops array's header and the signature. A writer whose ops' encodings add up to at
+/// most `ENTRY_BYTES_MAX - ENTRY_ENVELOPE_BYTES_MAX` always makes an entry within bounds.
+pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 1 // array header
+    + 1 // version
+    + 34 // log id
+    + 9 // time
+    + 34 // writer
+    + 3 + NEXT_MAX * 34
+    + 2 + REFS_MAX * 34
+    + 3 // ops array header (up to OPS_PER_ENTRY_MAX items)
+    + 66; // signature
+
+// The bounds fit together: one op of the largest shape always fits in an entry, so a
+// writer can split any sequence of valid ops into valid entries; the array headers
+// counted above are as long as the counts need.
+const _: () = assert!(ENTRY_ENVELOPE_BYTES_MAX + OP_ENCODED_BYTES_MAX <= ENTRY_BYTES_MAX);
+const _: () = assert!(NEXT_MAX <= 0xffff && OPS_PER_ENTRY_MAX <= 0xffff && REFS_MAX <= 0xff);
+const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < ENTRY_BYTES_MAX);
+const _: () = assert!(CLOCK_LEAD_MAX < TIME_MAX);

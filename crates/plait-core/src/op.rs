@@ -94,6 +94,27 @@ impl Op {
         }
     }
 
+    /// Exact length of the op's canonical CBOR encoding, so a writer can fill an entry up
+    /// to [`ENTRY_BYTES_MAX`](crate::limits::ENTRY_BYTES_MAX) without encoding twice.
+    pub fn encoded_len(&self) -> usize {
+        // Every op is a short array (one header byte) whose first item is a tag under 24
+        // (one byte); the remaining items are byte or text strings.
+        2 + match self {
+            Op::Append { value } => cbor::string_len(value.len()),
+            Op::Put { key, value } => cbor::string_len(key.len()) + cbor::string_len(value.len()),
+            Op::Delete { key } => cbor::string_len(key.len()),
+            Op::Link { src, label, dst, props } => {
+                cbor::string_len(src.len())
+                    + cbor::string_len(label.len())
+                    + cbor::string_len(dst.len())
+                    + cbor::string_len(props.len())
+            }
+            Op::Unlink { src, label, dst } => {
+                cbor::string_len(src.len()) + cbor::string_len(label.len()) + cbor::string_len(dst.len())
+            }
+        }
+    }
+
     /// Rough size in bytes, for batching decisions.
     pub fn size_hint(&self) -> usize {
         16 + match self {

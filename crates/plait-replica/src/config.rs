@@ -60,6 +60,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
 
+    /// Free space, in MiB, that the data directory's disk must keep: below it writes,
+    /// log creation and replication into this replica are refused with
+    /// RESOURCE_EXHAUSTED (reads go on) instead of filling the disk. 0 turns it off.
+    #[arg(long, env = "PLAIT_DISK_FREE_MIN_MIB", default_value_t = plait_store::DISK_FREE_MIN_BYTES / (1024 * 1024))]
+    pub disk_free_min_mib: u64,
+
     /// A peer replica's gRPC address (host:port). Repeat the flag, or give a
     /// comma-separated list in the environment variable.
     #[arg(long = "peer", env = "PLAIT_PEERS", value_delimiter = ',')]

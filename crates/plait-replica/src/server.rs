@@ -69,6 +69,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let mut config = StoreConfig::new(&args.data_dir, writer_key);
     config.pending_per_log_max = args.pending_per_log_max;
     config.cache_bytes = args.cache_mib * 1024 * 1024;
+    config.disk_free_min_bytes = args.disk_free_min_mib * 1024 * 1024;
     let observer: Arc<dyn StoreObserver> = Arc::new(MetricsObserver(metrics.clone()));
     let store = tokio::task::spawn_blocking(move || Store::open(config, &mut rand::rngs::OsRng, observer))
         .await?

@@ -2,7 +2,8 @@
 
 /// Why a store call failed. The kinds tell a caller whether retrying can help: `Invalid`,
 /// `NotFound`, `AlreadyExists`, `PermissionDenied` and `FailedPrecondition` will fail
-/// again; `ResourceExhausted` and `Unavailable` may pass later; `Corrupt` needs a person.
+/// again; `ResourceExhausted` and `Unavailable` may pass later; `Corrupt` and `Internal` need a
+/// person.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
@@ -19,6 +20,9 @@ pub enum StoreError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A bug: a state the code means to make impossible. Nothing was stored.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("data directory is corrupt: {0}")]
     Corrupt(String),
     #[error("storage engine error: {0}")]

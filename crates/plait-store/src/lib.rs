@@ -6,6 +6,7 @@
 //! one fsync, and acknowledges only after the fsync. Reads go straight to fjall from any
 //! thread; they are blocking calls, so async callers run them on blocking threads.
 
+mod disk;
 mod error;
 mod integrity;
 mod keys;
@@ -19,6 +20,6 @@ pub use integrity::IntegrityReport;
 pub use reads::{Direction, EdgeRow, FeedRow, KvRow, StoredEntry};
 pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{
-    Cursor, FORMAT_VERSION, IngestSource, LogSummary, Members, NoopObserver, RestoreMark, Store, StoreConfig,
-    StoreObserver, SubmitOutcome, WriteAck,
+    Cursor, DISK_FREE_MIN_BYTES, FORMAT_VERSION, FaultInjector, IngestSource, LogSummary, Members,
+    NoopObserver, RestoreMark, Store, StoreConfig, StoreObserver, SubmitOutcome, WriteAck,
 };

@@ -13,6 +13,7 @@ use plait_core::{Clock, EntryHash, LogId, Op, PublicKey, SignedManifest, Verifie
 use rand::RngCore;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::writer::{Command, Writer};
 
@@ -38,6 +39,33 @@ pub struct StoreConfig {
     /// Journal size past which memtables are flushed so the journal can be dropped. It
     /// bounds what a restart after a crash replays.
     pub journal_bytes: u64,
+    /// Free space on the data directory's file system under which writes are refused
+    /// with `ResourceExhausted`; 0 turns the floor off.
+    pub disk_free_min_bytes: u64,
+    /// Faults to inject into the writer, for tests.
+    pub faults: Option<Arc<dyn FaultInjector>>,
+}
+
+/// The default free-space floor. It leaves room for what the engine writes besides the
+/// batches: a full journal (128 MiB by default) flushed into tables, and compactions.
+pub const DISK_FREE_MIN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How long closing waits for memtables to reach tables. The data is already durable in
+/// the journal; the flush only spares the next start a replay, so a flush that cannot
+/// finish (a full disk) must not hold a shutdown.
+const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(20);
+
+/// A hook the writer calls just before it hands a group's batch to the engine, so tests
+/// can make a commit fail the way a failing disk would. An error is treated as a failed
+/// commit: the group is refused and the store poisoned.
+pub trait FaultInjector: Send + Sync {
+    fn before_commit(&self) -> StoreResult<()>;
+}
+
+impl std::fmt::Debug for dyn FaultInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultInjector")
+    }
 }
 
 impl StoreConfig {
@@ -48,6 +76,8 @@ impl StoreConfig {
             pending_per_log_max: 100_000,
             cache_bytes: 64 * 1024 * 1024,
             journal_bytes: 128 * 1024 * 1024,
+            disk_free_min_bytes: DISK_FREE_MIN_BYTES,
+            faults: None,
         }
     }
 }
@@ -276,6 +306,7 @@ pub struct Store {
     tx: mpsc::Sender<Command>,
     writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     writer_key: WriterKey,
+    disk: Arc<DiskGuard>,
 }
 
 impl Store {
@@ -309,7 +340,14 @@ impl Store {
             observer,
             changes: broadcast::channel(CHANGES_BUFFER).0,
         });
-        let writer = Writer::recover(shared.clone(), config.writer_key.clone(), config.pending_per_log_max)?;
+        let disk = DiskGuard::new(config.path.clone(), config.disk_free_min_bytes);
+        let writer = Writer::recover(
+            shared.clone(),
+            config.writer_key.clone(),
+            config.pending_per_log_max,
+            disk,
+            config.faults.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name("plait-writer".into())
             .spawn(move || writer.run(rx))
@@ -319,6 +357,7 @@ impl Store {
             tx,
             writer_thread: Arc::new(Mutex::new(Some(thread))),
             writer_key: config.writer_key,
+            disk: Arc::new(DiskGuard::new(config.path.clone(), config.disk_free_min_bytes)),
         })
     }
 
@@ -447,7 +486,10 @@ impl Store {
     }
 
     /// Stops the writer thread after the commands already queued, and syncs everything.
-    /// Later calls on any clone fail with `Unavailable`.
+    /// Later calls on any clone fail with `Unavailable`. Everything acknowledged is
+    /// already durable; flushing memtables at the end only spares the next start a
+    /// journal replay, so it is skipped on a nearly full disk and waited for at most
+    /// `CLOSE_FLUSH_WAIT`.
     pub async fn close(&self) -> StoreResult<()> {
         let thread = self.writer_thread.lock().expect("writer thread lock poisoned").take();
         if let Some(thread) = thread {
@@ -455,15 +497,32 @@ impl Store {
             let _ = self.tx.send(Command::Shutdown).await;
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        if !self.shared.poisoned.load(Ordering::SeqCst) {
-            // Sync, then flush memtables so the next open has no journal to replay.
-            self.run_blocking(|store| {
-                store.shared.db.persist(PersistMode::SyncAll)?;
-                store.shared.ks.flush_all()
-            })
-            .await?;
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
         }
-        Ok(())
+        self.run_blocking(|store| Ok(store.shared.db.persist(PersistMode::SyncAll)?)).await?;
+        if self.disk_low() {
+            tracing::warn!(
+                "the disk is nearly full: closing without flushing memtables; the next start replays the journal"
+            );
+            return Ok(());
+        }
+        let flush = self.run_blocking(|store| store.shared.ks.flush_all());
+        match tokio::time::timeout(CLOSE_FLUSH_WAIT, flush).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    wait_s = CLOSE_FLUSH_WAIT.as_secs(),
+                    "memtables did not reach disk in time; closing anyway, the next start replays the journal"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether free space is under the store's floor.
+    pub fn disk_low(&self) -> bool {
+        self.disk.low().is_some()
     }
 
     /// Runs blocking store work (fjall reads, fsync) on a blocking thread, so async

@@ -1,31 +1,49 @@
 //! The writer thread: the only code that writes to fjall.
 //!
-//! It takes every command waiting in the queue (up to a bound), applies them to one
-//! `OwnedWriteBatch` with an overlay of what the batch already holds (fjall does not
-//! show a batch's writes to reads before commit), commits, fsyncs once, and only then
-//! answers. Local writes to the same log within one group share one entry, so signing,
-//! hashing and fsync are paid per group rather than per op. A failed commit or fsync
-//! poisons the store: nothing more is acknowledged, ever.
+//! It takes every command waiting in the queue (up to a bound) and stages them as one
+//! group: one `OwnedWriteBatch`, an overlay of what the batch already holds (fjall does
+//! not show a batch's writes to reads before commit), and copies of the state of every log
+//! the group touches. The batch is committed with `SyncData` durability, so fjall makes
+//! it visible to readers only after the fsync, and only then does the group's staged state
+//! become the writer's state and are the commands answered. A group that fails is
+//! dropped whole: the writer's state is still that of the last durable batch. A failed
+//! commit or fsync also poisons the store: nothing more is acknowledged, ever.
+//!
+//! Local writes to the same log within one group share entries, so signing, hashing and
+//! fsync are paid per group rather than per op; they are split by the exact encoded size
+//! of their ops, so no entry can exceed the format's limits. Each command is checked in
+//! full before anything of it is staged, so one caller's invalid command is refused alone
+//! and never fails another caller's command in the same group.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use fjall::{OwnedWriteBatch, PersistMode};
-use plait_core::limits::{ENTRY_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX};
+use plait_core::limits::{
+    CLOCK_LEAD_MAX, ENTRY_BYTES_MAX, ENTRY_ENVELOPE_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX, TIME_MAX,
+};
 use plait_core::{EntryDraft, EntryHash, LogId, Op, SignedManifest, VerifiedEntry, WriterKey};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::keys;
-use crate::store::{Cursor, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome, WriteAck};
+use crate::store::{
+    Cursor, FaultInjector, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome, WriteAck,
+};
 
 /// Most commands folded into one batch.
 const GROUP_COMMANDS_MAX: usize = 1024;
 /// Most op bytes folded into one batch before it is committed.
-const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Bytes of ops one locally made entry carries at most, leaving room for the envelope.
-const LOCAL_ENTRY_OP_BYTES_MAX: usize = ENTRY_BYTES_MAX - 64 * 1024;
+pub(crate) const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Bytes of op encodings one locally made entry carries at most: whatever the envelope
+/// leaves of the entry bound.
+const LOCAL_ENTRY_OP_BYTES_MAX: usize = ENTRY_BYTES_MAX - ENTRY_ENVELOPE_BYTES_MAX;
+
+// Any single valid op fits in a local entry on its own, so splitting always succeeds.
+const _: () = assert!(plait_core::limits::ENTRY_ENVELOPE_BYTES_MAX < ENTRY_BYTES_MAX);
+const _: () = assert!(GROUP_BYTES_MAX >= ENTRY_BYTES_MAX);
 
 pub(crate) enum Command {
     CreateLog {
@@ -74,6 +92,18 @@ impl Command {
             _ => 0,
         }
     }
+
+    /// Whether the command makes the data directory grow, and so is refused when the
+    /// disk is nearly full.
+    fn grows_store(&self) -> bool {
+        matches!(
+            self,
+            Command::CreateLog { .. }
+                | Command::Write { .. }
+                | Command::Ingest { .. }
+                | Command::PutCheckpoint { .. }
+        )
+    }
 }
 
 /// A durable, consistent view of one log at a moment: a fjall snapshot plus the
@@ -86,7 +116,9 @@ pub(crate) struct Cut {
     pub(crate) manifest: SignedManifest,
 }
 
-/// The writer's authoritative state of one log.
+/// The state of one log: in `Writer::logs` as of the last durable batch, in
+/// `Group::staged` as the group being built would leave it.
+#[derive(Clone)]
 struct LogState {
     manifest: SignedManifest,
     /// The seq the next stored entry gets.
@@ -98,6 +130,10 @@ struct LogState {
 }
 
 impl LogState {
+    fn new(manifest: SignedManifest) -> LogState {
+        LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0 }
+    }
+
     fn summary(&self) -> LogSummary {
         LogSummary {
             log_id: self.manifest.log_id(),
@@ -108,12 +144,22 @@ impl LogState {
             ops: self.ops,
         }
     }
+
+    /// The highest clock time the log holds: every stored entry is an ancestor of a head
+    /// and times grow along parent links, so it is the highest head's.
+    fn time_max(&self) -> u64 {
+        self.heads.values().copied().max().unwrap_or(0)
+    }
 }
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     key: WriterKey,
     pending_per_log_max: u64,
+    disk: DiskGuard,
+    faults: Option<Arc<dyn FaultInjector>>,
+    /// Every log's state as of the last durable batch. Only `adopt` and `drop_log`
+    /// change it, and only after the disk holds the change.
     logs: HashMap<LogId, LogState>,
 }
 
@@ -151,26 +197,55 @@ enum Origin {
 /// An answer that waits for the batch to become durable.
 enum Reply {
     CreateLog(oneshot::Sender<StoreResult<(LogSummary, bool)>>, LogId, bool),
-    Write(oneshot::Sender<StoreResult<Vec<WriteAck>>>, Vec<(LogId, usize)>),
     Ingest(oneshot::Sender<StoreResult<Vec<StoreResult<SubmitOutcome>>>>, Vec<StoreResult<SubmitOutcome>>),
     Done(oneshot::Sender<StoreResult<()>>),
 }
 
 impl Reply {
-    fn fail(self, error: impl Fn() -> StoreError) {
+    fn fail(self, error: &dyn Fn() -> StoreError) {
         match self {
             Reply::CreateLog(tx, ..) => drop(tx.send(Err(error()))),
-            Reply::Write(tx, _) => drop(tx.send(Err(error()))),
             Reply::Ingest(tx, _) => drop(tx.send(Err(error()))),
             Reply::Done(tx) => drop(tx.send(Err(error()))),
         }
     }
 }
 
+/// One local write command of a group: its ops until they are put into entries, then
+/// the acknowledgement of each, in the command's op order.
+struct LocalWrite {
+    ops: Vec<(LogId, Op)>,
+    acks: Vec<Option<WriteAck>>,
+    /// Set when the write is refused at commit time (its log's clock is exhausted); its
+    /// ops are then in no entry.
+    refused: Option<StoreError>,
+    reply: oneshot::Sender<StoreResult<Vec<WriteAck>>>,
+}
+
+/// One op of a local write on its way into an entry: which write, which op of it.
+struct LocalOp {
+    write: usize,
+    index: usize,
+    op: Op,
+}
+
+/// What a group applied to one log, to check the staged state against.
+#[derive(Default)]
+struct Applied {
+    entries: u64,
+    ops: u64,
+}
+
 /// One group's batch and what it already holds.
 struct Group {
     batch: OwnedWriteBatch,
     replies: Vec<Reply>,
+    writes: Vec<LocalWrite>,
+    /// The state every touched log will have once the batch is durable; logs created in
+    /// this group are here too. Adopted by the writer only after the fsync.
+    staged: HashMap<LogId, LogState>,
+    /// What was applied per log, for the assertions before commit.
+    applied: HashMap<LogId, Applied>,
     /// Entries stored in this batch: hash → (log, seq, time).
     entries: HashMap<EntryHash, (LogId, u64, u64)>,
     /// View rows written in this batch, by keyspace name and key.
@@ -181,15 +256,22 @@ struct Group {
     /// `missing` rows added (parent → children) and removed in this batch.
     missing_added: HashMap<EntryHash, Vec<EntryHash>>,
     missing_removed: HashSet<[u8; 64]>,
-    /// Local ops waiting to become entries, per log in first-seen order.
-    local: Vec<(LogId, Vec<Op>)>,
-    /// Acks of local ops, per log and position, filled when the entries are made.
-    local_acks: HashMap<LogId, Vec<WriteAck>>,
-    changed: HashSet<LogId>,
     /// A member list set in this batch, so two updates in one batch compare correctly.
     members: Option<Members>,
     entries_stored: u64,
     ops_stored: u64,
+}
+
+/// The staged state of `log`, copied from the durable state on first touch.
+fn stage<'g>(
+    durable: &HashMap<LogId, LogState>,
+    staged: &'g mut HashMap<LogId, LogState>,
+    log: &LogId,
+) -> Option<&'g mut LogState> {
+    if !staged.contains_key(log) {
+        staged.insert(*log, durable.get(log)?.clone());
+    }
+    staged.get_mut(log)
 }
 
 impl Writer {
@@ -199,6 +281,8 @@ impl Writer {
         shared: Arc<Shared>,
         key: WriterKey,
         pending_per_log_max: u64,
+        disk: DiskGuard,
+        faults: Option<Arc<dyn FaultInjector>>,
     ) -> StoreResult<Writer> {
         let ks = &shared.ks;
         let mut logs = HashMap::new();
@@ -233,7 +317,7 @@ impl Writer {
             shared.publish(state.summary());
             logs.insert(log, state);
         }
-        Ok(Writer { shared, key, pending_per_log_max, logs })
+        Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs })
     }
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -260,13 +344,23 @@ impl Writer {
         }
     }
 
-    /// Returns false when the writer must stop (shutdown or poison).
+    /// Stages, commits and answers one group of commands. Returns false when the writer
+    /// must stop (shutdown or poison).
     fn run_group(&mut self, commands: Vec<Command>) -> bool {
         let mut group = self.new_group();
         let mut keep_running = true;
+        // One look at the free space per group: a group adds at most GROUP_BYTES_MAX,
+        // which the floor leaves room for.
+        let disk_low = if commands.iter().any(Command::grows_store) { self.disk.low() } else { None };
         for command in commands {
             if !keep_running || self.poisoned() {
                 reject(command, &StoreError::poisoned);
+                continue;
+            }
+            if let Some(message) = &disk_low
+                && command.grows_store()
+            {
+                reject(command, &|| StoreError::ResourceExhausted(message.clone()));
                 continue;
             }
             match command {
@@ -274,23 +368,28 @@ impl Writer {
                     Ok((log, created)) => group.replies.push(Reply::CreateLog(reply, log, created)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
-                Command::Write { ops, reply } => match self.stage_local(&mut group, ops) {
-                    Ok(positions) => group.replies.push(Reply::Write(reply, positions)),
+                Command::Write { ops, reply } => match self.check_local(&group, &ops) {
+                    Ok(()) => {
+                        let acks = vec![None; ops.len()];
+                        group.writes.push(LocalWrite { ops, acks, refused: None, reply });
+                    }
                     Err(e) => drop(reply.send(Err(e))),
                 },
                 Command::Ingest { entries, source, cursor, restore, reply } => {
-                    let outcomes = entries.into_iter().map(|e| self.ingest_one(&mut group, e)).collect();
+                    // Callers count by source; the writer treats every source alike.
                     let _ = source;
+                    let outcomes = entries.into_iter().map(|e| self.ingest_one(&mut group, e)).collect();
+                    let ks = &self.shared.ks;
                     if let Some(m) = restore {
                         group.batch.insert(
-                            &self.shared.ks.restores,
+                            &ks.restores,
                             m.log.0,
                             keys::cursor_value(&m.epoch, m.seq).to_vec(),
                         );
                     }
                     if let Some(c) = cursor {
                         group.batch.insert(
-                            &self.shared.ks.peers,
+                            &ks.peers,
                             keys::peer_log(&c.peer, &c.log).to_vec(),
                             keys::cursor_value(&c.epoch, c.seq).to_vec(),
                         );
@@ -341,102 +440,137 @@ impl Writer {
 
     fn new_group(&self) -> Group {
         Group {
-            batch: self.shared.db.batch(),
+            // Durability on the batch: fjall fsyncs the journal before it applies the
+            // batch to the memtables, so readers never see what a crash could take back.
+            batch: self.shared.db.batch().durability(Some(PersistMode::SyncData)),
             replies: Vec::new(),
+            writes: Vec::new(),
+            staged: HashMap::new(),
+            applied: HashMap::new(),
             entries: HashMap::new(),
             rows: HashMap::new(),
             pending_added: HashMap::new(),
             pending_removed: HashSet::new(),
             missing_added: HashMap::new(),
             missing_removed: HashSet::new(),
-            local: Vec::new(),
-            local_acks: HashMap::new(),
-            changed: HashSet::new(),
             members: None,
             entries_stored: 0,
             ops_stored: 0,
         }
     }
 
-    /// Makes the group's local entries, commits, fsyncs, and answers. Returns false if
-    /// the store is now poisoned.
+    /// The state of `log` as this group leaves it so far.
+    fn state<'a>(&'a self, group: &'a Group, log: &LogId) -> Option<&'a LogState> {
+        group.staged.get(log).or_else(|| self.logs.get(log))
+    }
+
+    /// Makes the group's local entries, commits with one fsync, and only then adopts the
+    /// staged state and answers. Returns false if the store is now poisoned.
     fn commit(&mut self, mut group: Group) -> bool {
         if let Err(e) = self.make_local_entries(&mut group) {
-            // Signing our own validated ops cannot fail; if it does, refuse the writes.
-            tracing::error!(error = %e, "could not make local entries");
-            for reply in group.replies.drain(..) {
-                if let Reply::Write(tx, _) = reply {
-                    drop(tx.send(Err(StoreError::Invalid(e.to_string()))));
-                }
-            }
+            // Every op was checked and the split keeps each entry within the format's
+            // bounds, so this is a bug. Nothing of the group has reached the disk and the
+            // writer's state is untouched: dropping the group rolls everything back.
+            debug_assert!(false, "a checked local entry could not be signed: {e}");
+            tracing::error!(error = %e, "could not make local entries; the group is refused");
+            fail_group(group, &|| StoreError::Internal(format!("could not make a local entry: {e}")));
             return true;
         }
-        for log in &group.changed {
-            if let Some(state) = self.logs.get(log) {
-                group.batch.insert(&self.shared.ks.counters, log.0, state.ops.to_be_bytes().to_vec());
-            }
+        for (log, state) in &group.staged {
+            group.batch.insert(&self.shared.ks.counters, log.0, state.ops.to_be_bytes().to_vec());
         }
+        self.assert_staged(&group);
         if self.poisoned() {
-            for reply in group.replies {
-                reply.fail(StoreError::poisoned);
-            }
+            fail_group(group, &StoreError::poisoned);
             return false;
         }
         let started = Instant::now();
-        let durable = if group.batch.is_empty() {
-            Ok(())
-        } else {
-            let span = tracing::debug_span!("commit", entries = group.entries_stored, ops = group.ops_stored);
-            let _enter = span.enter();
-            group.batch.commit().and_then(|()| self.shared.db.persist(PersistMode::SyncData))
+        let Group { batch, replies, writes, staged, entries_stored, ops_stored, .. } = group;
+        let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
+            Some(Err(e)) => Err(e),
+            _ => {
+                let span = tracing::debug_span!("commit", entries = entries_stored, ops = ops_stored);
+                let _enter = span.enter();
+                batch.commit().map_err(StoreError::from)
+            }
         };
         if let Err(e) = durable {
             tracing::error!(error = %e, "write to disk failed; the store is poisoned and acknowledges nothing more");
             self.shared.poison();
-            for reply in group.replies {
-                reply.fail(StoreError::poisoned);
-            }
+            fail_replies(replies, writes, &StoreError::poisoned);
             return false;
         }
-        if group.entries_stored > 0 {
-            self.shared.observer.batch_committed(group.entries_stored, group.ops_stored, started.elapsed());
+        if entries_stored > 0 {
+            self.shared.observer.batch_committed(entries_stored, ops_stored, started.elapsed());
         }
-        for log in &group.changed {
-            if let Some(state) = self.logs.get(log) {
-                self.shared.publish(state.summary());
-            }
-        }
-        if !group.changed.is_empty() {
+        let pending_changed = !staged.is_empty();
+        self.adopt(staged);
+        if pending_changed {
             self.shared.observer.pending_changed(self.logs.values().map(|s| s.pending).sum());
         }
-        for reply in group.replies {
+        self.answer(replies, writes);
+        true
+    }
+
+    /// Makes a durable group's staged state the writer's and shows it to readers.
+    fn adopt(&mut self, staged: HashMap<LogId, LogState>) {
+        for (log, state) in staged {
+            self.shared.publish(state.summary());
+            self.logs.insert(log, state);
+        }
+    }
+
+    fn answer(&self, replies: Vec<Reply>, writes: Vec<LocalWrite>) {
+        for reply in replies {
             match reply {
                 Reply::CreateLog(tx, log, created) => {
-                    let summary = self.logs[&log].summary();
-                    if created {
-                        self.shared.publish(summary.clone());
-                    }
-                    drop(tx.send(Ok((summary, created))));
-                }
-                Reply::Write(tx, positions) => {
-                    let acks =
-                        positions.iter().map(|(log, pos)| group.local_acks[log][*pos].clone()).collect();
-                    drop(tx.send(Ok(acks)));
+                    drop(tx.send(Ok((self.logs[&log].summary(), created))));
                 }
                 Reply::Ingest(tx, outcomes) => drop(tx.send(Ok(outcomes))),
                 Reply::Done(tx) => drop(tx.send(Ok(()))),
             }
         }
-        true
+        for write in writes {
+            let answer = match write.refused {
+                Some(e) => Err(e),
+                None => Ok(write
+                    .acks
+                    .into_iter()
+                    .map(|a| a.expect("every op of a kept write is in an entry"))
+                    .collect()),
+            };
+            drop(write.reply.send(answer));
+        }
     }
 
-    fn create_log(&mut self, group: &mut Group, manifest: SignedManifest) -> StoreResult<(LogId, bool)> {
+    /// Checks, before commit, that each staged log moved exactly as far as what the
+    /// group applied to it: seq by the entries, the op counter by their ops.
+    fn assert_staged(&self, group: &Group) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for (log, state) in &group.staged {
+            let (next_seq, ops) = self.logs.get(log).map_or((1, 0), |s| (s.next_seq, s.ops));
+            let applied = group.applied.get(log).map_or((0, 0), |a| (a.entries, a.ops));
+            assert_eq!(
+                state.next_seq,
+                next_seq + applied.0,
+                "log {log}: staged seq does not follow the batch"
+            );
+            assert_eq!(state.ops, ops + applied.1, "log {log}: staged op counter does not follow the batch");
+            assert_eq!(state.heads.is_empty(), state.next_seq == 1, "log {log}: heads without entries");
+        }
+    }
+
+    fn create_log(&self, group: &mut Group, manifest: SignedManifest) -> StoreResult<(LogId, bool)> {
         let log = manifest.log_id();
-        if self.logs.contains_key(&log) {
+        if self.state(group, &log).is_some() {
             return Ok((log, false));
         }
         let name = &manifest.manifest().name;
-        if let Some(other) = self.logs.values().find(|s| &s.manifest.manifest().name == name) {
+        if let Some(other) =
+            self.logs.values().chain(group.staged.values()).find(|s| &s.manifest.manifest().name == name)
+        {
             return Err(StoreError::AlreadyExists(format!(
                 "a different log named {name:?} exists on this replica ({}); choose another name",
                 other.manifest.log_id()
@@ -445,8 +579,7 @@ impl Writer {
         let ks = &self.shared.ks;
         group.batch.insert(&ks.logs, log.0, manifest.bytes().to_vec());
         group.batch.insert(&ks.names, name.as_bytes().to_vec(), log.0.to_vec());
-        group.batch.insert(&ks.counters, log.0, 0u64.to_be_bytes().to_vec());
-        self.logs.insert(log, LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0 });
+        group.staged.insert(log, LogState::new(manifest));
         Ok((log, true))
     }
 
@@ -464,7 +597,7 @@ impl Writer {
         })
     }
 
-    fn set_members(&mut self, group: &mut Group, members: Members) -> StoreResult<()> {
+    fn set_members(&self, group: &mut Group, members: Members) -> StoreResult<()> {
         let current = match self.shared.ks.meta.get("members")? {
             Some(v) => keys::parse_members(&v)
                 .ok_or_else(|| StoreError::Corrupt("meta/members is unreadable".into()))?,
@@ -487,7 +620,7 @@ impl Writer {
             return Err(StoreError::NotFound(format!("no log {log} on this replica")));
         };
         let ks = &self.shared.ks;
-        let mut batch = self.shared.db.batch();
+        let mut batch = self.shared.db.batch().durability(Some(PersistMode::SyncData));
         for row in ks.seq.prefix(log.0) {
             let (k, hash) = row.into_inner()?;
             batch.remove(&ks.seq, k);
@@ -519,7 +652,11 @@ impl Writer {
         batch.remove(&ks.logs, log.0);
         batch.remove(&ks.counters, log.0);
         batch.remove(&ks.names, state.manifest.manifest().name.as_bytes().to_vec());
-        if let Err(e) = batch.commit().and_then(|()| self.shared.db.persist(PersistMode::SyncData)) {
+        let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
+            Some(Err(e)) => Err(e),
+            _ => batch.commit().map_err(StoreError::from),
+        };
+        if let Err(e) = durable {
             self.shared.poison();
             tracing::error!(error = %e, "write to disk failed while dropping a log; the store is poisoned");
             return Err(StoreError::poisoned());
@@ -529,13 +666,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Validates a local write as a whole and queues its ops; returns each op's place.
-    fn stage_local(&mut self, group: &mut Group, ops: Vec<(LogId, Op)>) -> StoreResult<Vec<(LogId, usize)>> {
+    /// Checks a local write as a whole before anything of it is staged: every log is
+    /// hosted and lets this replica's key write, every op is within bounds and of the
+    /// log's type.
+    fn check_local(&self, group: &Group, ops: &[(LogId, Op)]) -> StoreResult<()> {
         let writer = self.key.public();
-        for (log, op) in &ops {
+        for (log, op) in ops {
             let state = self
-                .logs
-                .get(log)
+                .state(group, log)
                 .ok_or_else(|| StoreError::NotFound(format!("no log {log} on this replica")))?;
             let manifest = state.manifest.manifest();
             if !manifest.writers.allows(&writer) {
@@ -548,59 +686,90 @@ impl Writer {
             op.check_type(manifest.log_type)
                 .map_err(|e| StoreError::Invalid(format!("log {:?}: {e}", manifest.name)))?;
         }
-        let mut positions = Vec::with_capacity(ops.len());
-        for (log, op) in ops {
-            let slot = match group.local.iter().position(|(l, _)| *l == log) {
-                Some(i) => i,
-                None => {
-                    group.local.push((log, Vec::new()));
-                    group.local.len() - 1
-                }
-            };
-            positions.push((log, group.local[slot].1.len()));
-            group.local[slot].1.push(op);
-        }
-        Ok(positions)
+        Ok(())
     }
 
-    fn make_local_entries(&mut self, group: &mut Group) -> Result<(), plait_core::DecodeError> {
-        for (log, ops) in std::mem::take(&mut group.local) {
-            let mut acks = Vec::with_capacity(ops.len());
-            let mut chunk: Vec<Op> = Vec::new();
-            let mut chunk_bytes = 0;
-            let total = ops.len();
-            for (i, op) in ops.into_iter().enumerate() {
-                chunk_bytes += op.size_hint();
-                chunk.push(op);
-                let full = chunk.len() == OPS_PER_ENTRY_MAX || chunk_bytes >= LOCAL_ENTRY_OP_BYTES_MAX;
-                if full || i + 1 == total {
-                    let entry = self.sign_local(log, std::mem::take(&mut chunk))?;
-                    chunk_bytes = 0;
-                    let seq = self.apply(group, &entry, Origin::Local);
-                    for (index, _) in entry.entry().ops.iter().enumerate() {
-                        acks.push(WriteAck {
-                            log,
-                            hash: entry.hash(),
-                            seq,
-                            index: index as u32,
-                            clock: entry.clock(),
-                        });
+    /// Puts the group's local ops into entries: per log in first-seen order, split by
+    /// count and exact encoded size, each signed on top of the log's heads and applied.
+    /// Writes to a log whose clock cannot take the entries are refused whole first.
+    fn make_local_entries(&self, group: &mut Group) -> Result<(), plait_core::DecodeError> {
+        let mut per_log: Vec<(LogId, Vec<LocalOp>)> = Vec::new();
+        for (write, local) in group.writes.iter_mut().enumerate() {
+            for (index, (log, op)) in std::mem::take(&mut local.ops).into_iter().enumerate() {
+                let slot = match per_log.iter().position(|(l, _)| *l == log) {
+                    Some(i) => i,
+                    None => {
+                        per_log.push((log, Vec::new()));
+                        per_log.len() - 1
                     }
-                    self.resolve_children(group, entry.hash());
+                };
+                per_log[slot].1.push(LocalOp { write, index, op });
+            }
+        }
+        let mut planned: Vec<(LogId, Vec<Vec<LocalOp>>)> =
+            per_log.into_iter().map(|(log, ops)| (log, split_local(ops))).collect();
+        while let Some(log) = planned.iter().find_map(|(log, chunks)| {
+            let time_max = self.state(group, log).map_or(0, LogState::time_max);
+            (time_max + chunks.len() as u64 > TIME_MAX).then_some(*log)
+        }) {
+            let name =
+                self.state(group, &log).map(|s| s.manifest.manifest().name.clone()).unwrap_or_default();
+            let refused: HashSet<usize> = planned
+                .iter()
+                .filter(|(l, _)| *l == log)
+                .flat_map(|(_, chunks)| chunks.iter().flatten().map(|o| o.write))
+                .collect();
+            for write in &refused {
+                group.writes[*write].refused = Some(StoreError::FailedPrecondition(format!(
+                    "log {name:?} has reached the highest clock time ({TIME_MAX}) and accepts no more writes"
+                )));
+            }
+            // A refused write is all or nothing: its ops leave every log's plan.
+            planned = planned
+                .into_iter()
+                .filter_map(|(l, chunks)| {
+                    let ops: Vec<LocalOp> =
+                        chunks.into_iter().flatten().filter(|o| !refused.contains(&o.write)).collect();
+                    (!ops.is_empty()).then(|| (l, split_local(ops)))
+                })
+                .collect();
+        }
+        for (log, chunks) in planned {
+            for chunk in chunks {
+                let (places, ops): (Vec<_>, Vec<_>) =
+                    chunk.into_iter().map(|o| ((o.write, o.index), o.op)).unzip();
+                let entry = self.sign_local(group, log, ops)?;
+                // No pending entry can wait for a hash that did not exist until now, so
+                // there are no children to resolve.
+                let seq = self.apply(group, &entry, Origin::Local);
+                for (position, (write, index)) in places.into_iter().enumerate() {
+                    group.writes[write].acks[index] = Some(WriteAck {
+                        log,
+                        hash: entry.hash(),
+                        seq,
+                        index: position as u32,
+                        clock: entry.clock(),
+                    });
                 }
             }
-            group.local_acks.insert(log, acks);
         }
         Ok(())
     }
 
-    fn sign_local(&self, log: LogId, ops: Vec<Op>) -> Result<VerifiedEntry, plait_core::DecodeError> {
-        let state = &self.logs[&log];
-        let time = 1 + state.heads.values().copied().max().unwrap_or(0);
+    fn sign_local(
+        &self,
+        group: &Group,
+        log: LogId,
+        ops: Vec<Op>,
+    ) -> Result<VerifiedEntry, plait_core::DecodeError> {
+        let state = self.state(group, &log).expect("local writes are checked against hosted logs");
+        let time = 1 + state.time_max();
         // Name every head we know, up to the format's limit; any left over stay heads and
         // are merged by a later entry.
         let next = state.heads.keys().take(NEXT_MAX).copied().collect();
-        EntryDraft { log, time, next, refs: Vec::new(), ops }.sign(&self.key)
+        let entry = EntryDraft { log, time, next, refs: Vec::new(), ops }.sign(&self.key)?;
+        debug_assert!(entry.bytes().len() <= ENTRY_BYTES_MAX);
+        Ok(entry)
     }
 
     /// Where an entry is stored, looking at this batch first.
@@ -627,10 +796,12 @@ impl Writer {
         Ok(self.shared.ks.pending.contains_key(keys::log_hash(log, hash))?)
     }
 
-    fn ingest_one(&mut self, group: &mut Group, entry: VerifiedEntry) -> StoreResult<SubmitOutcome> {
+    /// Checks one entry signed elsewhere and stages it: stored if its parents are here,
+    /// parked in pending if not. A refusal stages nothing.
+    fn ingest_one(&self, group: &mut Group, entry: VerifiedEntry) -> StoreResult<SubmitOutcome> {
         let log = entry.log();
         let hash = entry.hash();
-        let Some(state) = self.logs.get(&log) else {
+        let Some(state) = self.state(group, &log) else {
             return Err(StoreError::NotFound(format!(
                 "entry {hash} belongs to log {log}, which this replica does not host"
             )));
@@ -673,27 +844,28 @@ impl Writer {
                     manifest.name, state.pending
                 )));
             }
-            let ks = &self.shared.ks;
-            group.batch.insert(&ks.pending, keys::log_hash(&log, &hash).to_vec(), entry.bytes().to_vec());
-            for parent in &missing {
-                group.batch.insert(&ks.missing, keys::hash_hash(parent, &hash).to_vec(), log.0.to_vec());
-                group.missing_added.entry(*parent).or_default().push(hash);
-            }
-            group.pending_removed.remove(&hash);
-            group.pending_added.insert(hash, entry);
-            self.logs.get_mut(&log).expect("checked above").pending += 1;
-            group.changed.insert(log);
+            self.park(group, entry, &missing);
             return Ok(SubmitOutcome::Pending);
         }
-        if entry.clock().time <= parents_time {
-            return Err(StoreError::Invalid(format!(
-                "entry {hash} has clock time {} but a parent has {parents_time}; a child's time must be greater",
-                entry.clock().time
-            )));
-        }
+        check_clock(state, &entry, parents_time)?;
         let seq = self.apply(group, &entry, Origin::Elsewhere);
         self.resolve_children(group, hash);
         Ok(SubmitOutcome::Stored { seq })
+    }
+
+    /// Stages an entry whose parents `missing` are not here yet into `pending`.
+    fn park(&self, group: &mut Group, entry: VerifiedEntry, missing: &[EntryHash]) {
+        let (log, hash) = (entry.log(), entry.hash());
+        let ks = &self.shared.ks;
+        group.batch.insert(&ks.pending, keys::log_hash(&log, &hash).to_vec(), entry.bytes().to_vec());
+        for parent in missing {
+            group.batch.insert(&ks.missing, keys::hash_hash(parent, &hash).to_vec(), log.0.to_vec());
+            group.missing_added.entry(*parent).or_default().push(hash);
+        }
+        group.pending_removed.remove(&hash);
+        group.pending_added.insert(hash, entry);
+        stage(&self.logs, &mut group.staged, &log).expect("parked entries belong to hosted logs").pending +=
+            1;
     }
 
     /// Children waiting for `parent`, from this batch and from disk, not yet resolved.
@@ -741,8 +913,10 @@ impl Writer {
         }
     }
 
-    /// Applies every pending entry that `parent` completes, transitively.
-    fn resolve_children(&mut self, group: &mut Group, parent: EntryHash) {
+    /// Applies every pending entry that `parent` completes, transitively. A completed
+    /// child is checked again as if it had just arrived: every parent of its own log and
+    /// a clock past theirs. One that fails is dropped from pending, never stored.
+    fn resolve_children(&self, group: &mut Group, parent: EntryHash) {
         let mut ready = vec![parent];
         while let Some(parent) = ready.pop() {
             let children = match self.waiting_children(group, &parent) {
@@ -757,26 +931,23 @@ impl Writer {
                 group.batch.remove(&self.shared.ks.missing, row.to_vec());
                 group.missing_removed.insert(row);
                 let Ok(Some(entry)) = self.load_pending(group, &log, &child) else { continue };
-                let mut complete = true;
-                let mut parents_time = 0;
-                for p in &entry.entry().next {
-                    match self.stored(group, p) {
-                        Ok(Some((_, _, time))) => parents_time = parents_time.max(time),
-                        _ => complete = false,
-                    }
-                }
-                if !complete {
-                    continue;
-                }
-                group.batch.remove(&self.shared.ks.pending, keys::log_hash(&log, &child).to_vec());
-                group.pending_added.remove(&child);
-                group.pending_removed.insert(child);
-                if let Some(state) = self.logs.get_mut(&log) {
-                    state.pending = state.pending.saturating_sub(1);
-                }
-                group.changed.insert(log);
-                if entry.clock().time <= parents_time {
-                    tracing::warn!(entry = %child, "dropping a pending entry whose clock does not exceed its parents'");
+                let parents = match self.parents_of(group, &entry) {
+                    Ok(Some(parents)) => parents,
+                    // Still waiting for another parent (or it cannot be read now).
+                    Ok(None) | Err(_) => continue,
+                };
+                self.unpark(group, &log, &child);
+                let checked = match parents {
+                    ParentCheck::Ours { time } => match self.state(group, &log) {
+                        Some(state) => check_clock(state, &entry, time),
+                        None => Err(StoreError::NotFound(format!("log {log} is not hosted"))),
+                    },
+                    ParentCheck::OtherLog(parent) => Err(StoreError::Invalid(format!(
+                        "entry {child} names parent {parent} from another log"
+                    ))),
+                };
+                if let Err(e) = checked {
+                    tracing::warn!(entry = %child, error = %e, "dropping a pending entry that its parents refuse");
                     continue;
                 }
                 self.apply(group, &entry, Origin::Elsewhere);
@@ -785,31 +956,70 @@ impl Writer {
         }
     }
 
+    /// Whether every parent of `entry` is stored: `None` while one is missing.
+    fn parents_of(&self, group: &Group, entry: &VerifiedEntry) -> StoreResult<Option<ParentCheck>> {
+        let mut time = 0;
+        for parent in &entry.entry().next {
+            match self.stored(group, parent)? {
+                None => return Ok(None),
+                Some((parent_log, _, _)) if parent_log != entry.log() => {
+                    return Ok(Some(ParentCheck::OtherLog(*parent)));
+                }
+                Some((_, _, parent_time)) => time = time.max(parent_time),
+            }
+        }
+        Ok(Some(ParentCheck::Ours { time }))
+    }
+
+    /// Takes an entry out of pending, in the batch and in the staged count.
+    fn unpark(&self, group: &mut Group, log: &LogId, hash: &EntryHash) {
+        group.batch.remove(&self.shared.ks.pending, keys::log_hash(log, hash).to_vec());
+        group.pending_added.remove(hash);
+        group.pending_removed.insert(*hash);
+        if let Some(state) = stage(&self.logs, &mut group.staged, log) {
+            state.pending = state.pending.saturating_sub(1);
+        }
+    }
+
     /// Stages everything one entry changes: the entry, its seq, heads, counters, view.
     /// The caller has checked parents, ACL, op types and clock.
-    fn apply(&mut self, group: &mut Group, entry: &VerifiedEntry, origin: Origin) -> u64 {
-        let ks = &self.shared.ks;
+    fn apply(&self, group: &mut Group, entry: &VerifiedEntry, origin: Origin) -> u64 {
         let log = entry.log();
         let hash = entry.hash();
         let time = entry.clock().time;
-        let state = self.logs.get_mut(&log).expect("apply is only called for hosted logs");
+        let op_count = entry.entry().ops.len() as u64;
+        if cfg!(debug_assertions) {
+            for parent in &entry.entry().next {
+                let found = self.stored(group, parent).ok().flatten();
+                assert!(
+                    matches!(found, Some((l, _, t)) if l == log && t < time),
+                    "entry {hash} applied before its parent {parent} is stored in its log with a smaller time"
+                );
+            }
+        }
+        let durable_next = self.logs.get(&log).map_or(1, |s| s.next_seq);
+        let state = stage(&self.logs, &mut group.staged, &log).expect("apply is only called for hosted logs");
         let seq = state.next_seq;
+        let applied = group.applied.entry(log).or_default();
+        debug_assert_eq!(seq, durable_next + applied.entries, "seq must be the last seq plus one");
+        applied.entries += 1;
+        applied.ops += op_count;
         state.next_seq += 1;
-        state.ops += entry.entry().ops.len() as u64;
+        state.ops += op_count;
+        let replaced: Vec<EntryHash> =
+            entry.entry().next.iter().filter(|p| state.heads.remove(p).is_some()).copied().collect();
+        state.heads.insert(hash, time);
+        let ks = &self.shared.ks;
+        for parent in &replaced {
+            group.batch.remove(&ks.heads, keys::log_hash(&log, parent).to_vec());
+        }
         group.batch.insert(&ks.entries, hash.0, entry.bytes().to_vec());
         group.batch.insert(&ks.seq, keys::log_seq(&log, seq), hash.0);
         group.batch.insert(&ks.by_hash, hash.0, keys::location(&log, seq, time));
-        for parent in &entry.entry().next {
-            if state.heads.remove(parent).is_some() {
-                group.batch.remove(&ks.heads, keys::log_hash(&log, parent).to_vec());
-            }
-        }
-        state.heads.insert(hash, time);
         group.batch.insert(&ks.heads, keys::log_hash(&log, &hash), time.to_be_bytes());
         group.entries.insert(hash, (log, seq, time));
-        group.changed.insert(log);
         group.entries_stored += 1;
-        group.ops_stored += entry.entry().ops.len() as u64;
+        group.ops_stored += op_count;
         for (id, op) in entry.op_ids() {
             match op {
                 Op::Append { value } => {
@@ -872,6 +1082,68 @@ impl Writer {
             group.batch.insert(&ks.graph_in, mirror, value.clone());
         }
         group.rows.insert(row, value);
+    }
+}
+
+/// What the parents of a completed pending entry say about it.
+enum ParentCheck {
+    /// All in its log; the highest parent time.
+    Ours { time: u64 },
+    /// One parent is stored, but in another log: the entry can never be stored.
+    OtherLog(EntryHash),
+}
+
+/// An entry's clock must pass its parents' and may run ahead of the log's highest time
+/// by at most `CLOCK_LEAD_MAX`, so no writer can exhaust a log's clock for everyone.
+fn check_clock(state: &LogState, entry: &VerifiedEntry, parents_time: u64) -> StoreResult<()> {
+    let (hash, time) = (entry.hash(), entry.clock().time);
+    if time <= parents_time {
+        return Err(StoreError::Invalid(format!(
+            "entry {hash} has clock time {time} but a parent has {parents_time}; a child's time must be greater"
+        )));
+    }
+    let highest = state.time_max().max(parents_time);
+    if time.saturating_sub(highest) > CLOCK_LEAD_MAX {
+        return Err(StoreError::Invalid(format!(
+            "entry {hash} has clock time {time}, more than {CLOCK_LEAD_MAX} beyond the log's highest time {highest}; a writer's time is one past its parents'"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits a log's local ops into entries: a new entry starts when the current one holds
+/// `OPS_PER_ENTRY_MAX` ops or the next op's encoding would not fit in it.
+fn split_local(ops: Vec<LocalOp>) -> Vec<Vec<LocalOp>> {
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<LocalOp> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let len = op.op.encoded_len();
+        debug_assert!(len <= LOCAL_ENTRY_OP_BYTES_MAX, "a valid op always fits in an entry of its own");
+        if !chunk.is_empty() && (chunk.len() == OPS_PER_ENTRY_MAX || bytes + len > LOCAL_ENTRY_OP_BYTES_MAX) {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += len;
+        chunk.push(op);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// Answers every command of a group that will not be committed with `error`.
+fn fail_group(group: Group, error: &dyn Fn() -> StoreError) {
+    fail_replies(group.replies, group.writes, error);
+}
+
+fn fail_replies(replies: Vec<Reply>, writes: Vec<LocalWrite>, error: &dyn Fn() -> StoreError) {
+    for reply in replies {
+        reply.fail(error);
+    }
+    for write in writes {
+        drop(write.reply.send(Err(error())));
     }
 }
 

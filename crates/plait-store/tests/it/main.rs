@@ -5,5 +5,6 @@ mod support;
 mod convergence;
 mod fixture;
 mod ingest;
+mod model;
 mod snapshots;
 mod writes;
