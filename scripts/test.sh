@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, every crate's tests, and the cross-process
-# tests against real plaitd processes. This is the README's test command; .ci/run
-# installs prerequisites and then calls exactly this.
+# The whole test suite: prerequisites, formatting, lints, every crate's tests, the
+# cross-process tests against real plaitd processes, and a short bounded fuzz run. This
+# is the README's test command, and .ci/run calls exactly this, so it passes on a fresh
+# machine by itself: scripts/test-prereqs.sh installs what the tests need beyond Rust.
+#
+#   ./scripts/test.sh                       # everything
+#   PLAIT_FUZZ_SECONDS=60 ./scripts/test.sh # longer fuzzing per target (default 20 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== prerequisites (scripts/test-prereqs.sh)"
+# shellcheck source=scripts/test-prereqs.sh
+source ./scripts/test-prereqs.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# fuzz/ is its own workspace, so `--all` above does not reach it.
+cargo fmt --manifest-path fuzz/Cargo.toml --all --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -18,3 +33,6 @@ cargo build --workspace --bins --locked
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== fuzz (scripts/fuzz.sh: every target for a bounded time from the committed corpus)"
+./scripts/fuzz.sh run

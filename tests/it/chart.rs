@@ -5,7 +5,7 @@
 //! real API server, and the kind end-to-end run (only with `PLAIT_E2E_KIND=1`).
 //!
 //! helm comes from `PLAIT_HELM` or `PATH`; `tests/kube/install-helm.sh` installs it (and
-//! `.ci/run` calls it). Without helm these tests fail rather than skip.
+//! `scripts/test-prereqs.sh` calls it). Without helm these tests fail rather than skip.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,7 +50,8 @@ fn helm() -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "helm is not on PATH and PLAIT_HELM is not set: the chart tests need it. Install it with \
-                 tests/kube/install-helm.sh (it prints the directory to add to PATH); .ci/run does this."
+                 tests/kube/install-helm.sh (it prints the directory to add to PATH); \
+                 scripts/test-prereqs.sh does this."
             )
         })
 }

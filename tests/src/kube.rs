@@ -2,8 +2,8 @@
 //! kube-controller-manager, as processes on loopback ports over a temporary directory.
 //! There is no scheduler and no kubelet: Pods are created but stay `Pending`.
 //!
-//! The binaries come from `tests/kube/build-binaries.sh` (which `.ci/run` runs): from
-//! `PLAIT_KUBE_BIN`, or else the directory that script builds into by default.
+//! The binaries come from `tests/kube/build-binaries.sh` (which `scripts/test-prereqs.sh`
+//! runs): from `PLAIT_KUBE_BIN`, or else the directory that script builds into by default.
 //!
 //! Two identities are set up with static tokens: the admin (`system:masters`) and the
 //! operator's service account (`system:serviceaccount:plait-system:plait-operator`),

@@ -1,5 +1,6 @@
 //! A real S3-compatible server for tests: moto's standalone server (`pip install
-//! 'moto[server]'`, which `.ci/run` does), started on a loopback port and stopped on drop.
+//! 'moto[server]'`, which `scripts/test-prereqs.sh` does), started on a loopback port and
+//! stopped on drop.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -79,7 +80,8 @@ impl Drop for S3Server {
 }
 
 /// An S3-compatible server that checks signatures (s3s-fs from crates.io, which
-/// `.ci/run` installs), for the wrong-credentials case: moto accepts any credentials.
+/// `scripts/test-prereqs.sh` installs), for the wrong-credentials case: moto accepts any
+/// credentials.
 pub struct CheckingS3Server {
     child: Child,
     pub addr: SocketAddr,

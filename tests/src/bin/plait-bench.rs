@@ -1,4 +1,4 @@
-//! `plait-bench`: the performance figures of DESIGN.md ("Performance targets"), measured
+//! `plait-bench`: the performance targets of docs/design.md ("Performance targets"), measured
 //! side by side in one run and printed as one markdown table of figure, value, target and
 //! ratio to the target.
 //!
@@ -13,7 +13,7 @@
 //!   call, each call returning only after fsync), next to raw fjall group commit of the same
 //!   bytes: a plain fjall database with one keyspace, one `OwnedWriteBatch` and one
 //!   `persist(SyncData)` per 1000 records. The raw baseline is run two ways: one record per
-//!   op carrying the op's share of the entry bytes (the shape of DESIGN's 260,000 entries/s
+//!   op carrying the op's share of the entry bytes (the shape of the targets' 260,000 entries/s
 //!   anchor), and as many records as the store wrote entries, of the same average size.
 //!   Three rounds in fresh directories; the table shows medians and ranges. Also the peak
 //!   RSS of this process while writing, and where the CPU went.
@@ -87,7 +87,7 @@ use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
-/// Size of every kv key written, as in DESIGN's ingest target.
+/// Size of every kv key written, as in the ingest target.
 const KEY_BYTES: usize = 16;
 /// Size of every kv value written.
 const VALUE_BYTES: usize = 100;
@@ -99,7 +99,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const LOG_NAME: &str = "bench";
 /// Entries per `verify_batch` call.
 const VERIFY_BATCH: usize = 256;
-/// Records per batch and fsync in the raw fjall baseline (DESIGN's anchor).
+/// Records per batch and fsync in the raw fjall baseline (the ingest target's anchor).
 const RAW_RECORDS_PER_FSYNC: u64 = 1000;
 /// Key size of a raw fjall record: an entry hash, as in the store's `entries` keyspace.
 const RAW_KEY_BYTES: usize = 32;
@@ -112,7 +112,7 @@ const BUILD_BATCH_OPS: u64 = 4096;
 /// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// Measures Plait against the performance targets of DESIGN.md and prints a markdown table.
+/// Measures Plait against the performance targets of docs/design.md and prints a markdown table.
 #[derive(Parser, Debug)]
 #[command(
     name = "plait-bench",
@@ -1027,7 +1027,7 @@ async fn ingest_round(args: &IngestArgs, ops: u64, work_dir: &Path) -> anyhow::R
     close_store(store).await?;
 
     // Raw fjall of the same bytes, two ways: (a) one record per op carrying its share of
-    // the entry bytes, 1000 records per fsync (the shape of DESIGN's 260,000 entries/s
+    // the entry bytes, 1000 records per fsync (the shape of the targets' 260,000 entries/s
     // anchor); (b) the entries the store wrote, as many and of the same average size,
     // 1000 per fsync.
     let op_share = (entry_bytes / ops).max(1) as usize;
@@ -1257,7 +1257,7 @@ async fn unary(args: &UnaryArgs, scale: Scale, work_dir: &Path, report: &mut Rep
             ),
         );
     }
-    // DESIGN's memory target is for catch-up at 10M ops; sustained writes load the same
+    // The memory target is for catch-up at 10M ops; sustained writes load the same
     // memtables, so this is the closest reading of it the unary figure gives.
     report.below(
         format!("unary: plaitd RSS after {} durable puts", group_digits(latencies.len() as u64)),
@@ -1639,9 +1639,9 @@ const SUBMIT_ENTRIES: usize = 1024;
 const SUBMIT_BYTES: usize = 4 * 1024 * 1024;
 /// Largest message the bench's clients send or accept.
 const CLIENT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// DESIGN's replica memory target.
+/// The replica memory target (docs/design.md).
 const RSS_TARGET_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
-/// DESIGN's catch-up target.
+/// The catch-up target (docs/design.md).
 const CATCHUP_TARGET_OPS: f64 = 100_000.0;
 /// How long the latency figure waits for the last keys to show up on the second replica.
 const VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -2662,7 +2662,7 @@ async fn restore(
         pct,
         format!("{pct:.2}% ({} vs {})", millis(delta_took), millis(full_took)),
         3.0,
-        "3% (DESIGN: ≤ 3%)",
+        "3% (target: ≤ 3%)",
     );
 
     // 3 and 4: a release plaitd with the S3 server's environment.
