@@ -14,7 +14,7 @@ pub(crate) fn from_store(e: StoreError) -> Status {
         StoreError::FailedPrecondition(m) => Status::failed_precondition(m),
         StoreError::ResourceExhausted(m) => Status::resource_exhausted(m),
         StoreError::Unavailable(m) => Status::unavailable(m),
-        e @ (StoreError::Corrupt(_) | StoreError::Engine(_)) => {
+        e @ (StoreError::Corrupt(_) | StoreError::Engine(_) | StoreError::Internal(_)) => {
             tracing::error!(error = %e, "storage failure");
             Status::internal(e.to_string())
         }
