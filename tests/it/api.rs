@@ -348,6 +348,89 @@ async fn status_health_and_reflection() {
     }
 }
 
+/// Reflection also answers as `grpc.reflection.v1alpha`, the version Python's
+/// grpcio-reflection, older grpcurl and Postman speak: it lists every service and
+/// describes the file that defines one.
+#[tokio::test]
+async fn reflection_v1alpha_lists_and_describes_services() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let (_dir, replica) = start();
+    let c = connect(&replica).await;
+    let mut reflection = ServerReflectionClient::new(c.channel.clone());
+    let request = |message: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    };
+    let requests = vec![
+        request(MessageRequest::ListServices(String::new())),
+        request(MessageRequest::FileContainingSymbol("plait.v1.Data".into())),
+    ];
+    let mut responses =
+        reflection.server_reflection_info(futures::stream::iter(requests)).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no list of services")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in
+        ["plait.v1.Logs", "plait.v1.Data", "plait.v1.Admin", "plait.v1.Sync", "grpc.health.v1.Health"]
+    {
+        assert!(names.contains(&service), "{service} missing from {names:?}");
+    }
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no file descriptor for plait.v1.Data")
+    };
+    assert!(
+        files.file_descriptor_proto.iter().any(|f| f.windows(14).any(|w| w == b"plait/v1/data.")),
+        "the descriptor of plait/v1/data.proto is in the answer"
+    );
+}
+
+/// The overall health service (`""`, what Kubernetes and load balancers probe) follows
+/// the replica: SERVING while it serves, and NOT_SERVING, together with the named
+/// services, as soon as SIGTERM starts the shutdown, while in-flight calls (these two
+/// watches) still drain. A poisoned store stops the replica through the same path.
+#[tokio::test]
+async fn overall_health_turns_not_serving_when_the_replica_stops() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = tempfile::tempdir().unwrap();
+    // A long grace period: the open watches keep the server draining, so the change can
+    // be seen on them.
+    let replica =
+        plait_tests::Plaitd::start(&dir.path().join("data"), &["--shutdown-grace-ms", "60000"]).unwrap();
+    let c = connect(&replica).await;
+    let mut health = HealthClient::new(c.channel.clone());
+    let ask = |service: &str| HealthCheckRequest { service: service.into() };
+    let overall = health.check(ask("")).await.unwrap().into_inner();
+    assert_eq!(overall.status, ServingStatus::Serving as i32);
+    let mut watches = Vec::new();
+    for service in ["", "plait.v1.Data"] {
+        let mut watch = health.watch(ask(service)).await.unwrap().into_inner();
+        let first = watch.message().await.unwrap().expect("a first status");
+        assert_eq!(first.status, ServingStatus::Serving as i32, "{service:?} starts SERVING");
+        watches.push((service, watch));
+    }
+
+    let sent =
+        std::process::Command::new("kill").args(["-TERM", &replica.pid().to_string()]).status().unwrap();
+    assert!(sent.success());
+    for (service, watch) in &mut watches {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("{service:?} did not change within 30 s of SIGTERM"))
+            .unwrap()
+            .expect("a status change");
+        assert_eq!(next.status, ServingStatus::NotServing as i32, "{service:?} after SIGTERM");
+    }
+}
+
 /// The metrics endpoint exposes the store's and the RPCs' metrics.
 #[tokio::test]
 async fn prometheus_metrics_are_served() {

@@ -340,8 +340,9 @@ async fn a_killed_restore_restarts_cleanly() {
     assert_eq!(roots(&restored_again.endpoint()).await, roots(&source.endpoint()).await);
 }
 
-/// Wrong credentials against an S3 server that checks them are refused with an error that
-/// says to check the credentials; the right ones work; the replica keeps serving.
+/// Wrong credentials against an S3 server that checks them are refused with
+/// PERMISSION_DENIED (not UNAVAILABLE, which clients would retry forever) and an error
+/// that says to check the credentials; the right ones work; the replica keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_credentials_are_named() {
     let s3 = plait_tests::s3::CheckingS3Server::start("plait", "right-key", "right-secret").unwrap();
@@ -355,7 +356,7 @@ async fn wrong_credentials_are_named() {
         .backup(pb::BackupRequest { destination: "s3://plait/backups".into(), ..Default::default() })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(err.message().contains("check the credentials"), "{}", err.message());
     write(&wrong.endpoint(), "b", 1).await;
 

@@ -4,6 +4,7 @@
 //! Nothing here does I/O, reads a clock or draws randomness on its own: keys are generated
 //! from an rng the caller passes in, and time is the Lamport clock carried by entries.
 
+pub mod catalog;
 mod cbor;
 mod entry;
 mod error;

@@ -1,4 +1,4 @@
-//! Every bound on what an entry, an operation or a manifest may hold.
+//! Every bound on what an entry, an operation, a manifest or a backup catalog may hold.
 //!
 //! These are part of the format: a replica refuses anything beyond them, whoever signed
 //! it, so that one writer cannot make every replica store or fold something unbounded.
@@ -35,6 +35,15 @@ pub const OPTION_BYTES_MAX: usize = 256;
 pub const MANIFEST_BYTES_MAX: usize = 32 * 1024;
 /// Deepest CBOR nesting any Plait structure uses (entry, ops, op, and one spare).
 pub const CBOR_DEPTH_MAX: usize = 6;
+/// Largest backup catalog (`catalog.json`) a replica reads or writes. It is read whole,
+/// so it is bounded; `CATALOG_ENTRIES_MAX` of the largest entries fit well under it.
+pub const CATALOG_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Most snapshot objects one backup catalog may list. Retention (`retain_full`) keeps a
+/// catalog below it; without retention a destination fills up after this many objects.
+pub const CATALOG_ENTRIES_MAX: usize = 100_000;
+/// Longest object key a catalog may name, in bytes.
+pub const CATALOG_KEY_BYTES_MAX: usize = 1024;
+
 /// The longest canonical encoding of one op within the field bounds: a put of the largest
 /// key and value, or a link with the largest nodes, label and props, whichever is longer.
 pub const OP_ENCODED_BYTES_MAX: usize = {

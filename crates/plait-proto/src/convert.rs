@@ -7,7 +7,10 @@
 //! answers these with `INVALID_ARGUMENT`; a client that gets them from a server has met
 //! a server bug.
 
-use plait_core::{Clock, EntryHash, LogId, LogType, Op, OpError, PublicKey, VerifiedEntry};
+use plait_core::{
+    Checkpoint, Clock, EntryHash, LogId, LogType, Op, OpError, PublicKey, SignedManifest, VerifiedEntry,
+    Writers,
+};
 
 use crate::pb;
 
@@ -261,6 +264,46 @@ pub fn entry_to_pb(entry: &VerifiedEntry, seq: u64) -> pb::Entry {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Checkpoints and logs.
+
+/// A checkpoint as the API shows it.
+pub fn checkpoint_to_pb(c: &Checkpoint) -> pb::CheckpointInfo {
+    pb::CheckpointInfo {
+        log_id: c.log.0.to_vec(),
+        epoch: c.epoch.to_vec(),
+        seq: c.seq,
+        heads: c.heads.iter().map(|h| h.0.to_vec()).collect(),
+        state_root: c.state_root.to_vec(),
+        n_entries: c.n_entries,
+        n_ops: c.n_ops,
+    }
+}
+
+/// What a log's signed manifest says, as the API shows it. The counts of what a replica
+/// holds of the log (`seq`, `heads`, `pending`, `ops`) are zero here: they come from
+/// the replica's store, which fills them in.
+pub fn log_info(manifest: &SignedManifest) -> pb::LogInfo {
+    let fields = manifest.manifest();
+    let (open, writers) = match &fields.writers {
+        Writers::Open => (true, Vec::new()),
+        Writers::Keys(keys) => (false, keys.iter().map(|k| k.0.to_vec()).collect()),
+    };
+    pb::LogInfo {
+        log_id: manifest.log_id().0.to_vec(),
+        name: fields.name.clone(),
+        r#type: pb::LogType::from(fields.log_type) as i32,
+        open,
+        writers,
+        created_by: fields.created_by.0.to_vec(),
+        manifest: manifest.bytes().to_vec(),
+        seq: 0,
+        heads: 0,
+        pending: 0,
+        ops: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use plait_core::{EntryDraft, WriterKey};
@@ -391,5 +434,55 @@ mod tests {
         assert_eq!(ops, all_ops());
         let again = VerifiedEntry::reverify(&message.encoded, entry.hash()).unwrap();
         assert_eq!(again, entry);
+    }
+
+    /// A manifest's name, type, ACL and bytes come through `log_info`; the counts are
+    /// left for the replica to fill in.
+    #[test]
+    fn log_info_shows_the_manifest() {
+        let writer = WriterKey::from_secret([8; 32]).public();
+        for writers in [Writers::Open, Writers::keys(vec![writer])] {
+            let manifest = plait_core::Manifest {
+                name: "orders".into(),
+                log_type: LogType::Kv,
+                writers: writers.clone(),
+                created_by: key().public(),
+                created_at_lamport: 0,
+                options: Vec::new(),
+            }
+            .sign(&key())
+            .unwrap();
+            let info = log_info(&manifest);
+            assert_eq!(log_id("log_id", &info.log_id).unwrap(), manifest.log_id());
+            assert_eq!(info.name, "orders");
+            assert_eq!(log_type("type", info.r#type).unwrap(), LogType::Kv);
+            assert_eq!(info.open, writers == Writers::Open);
+            let expected: Vec<Vec<u8>> = if info.open { Vec::new() } else { vec![writer.0.to_vec()] };
+            assert_eq!(info.writers, expected);
+            assert_eq!(info.created_by, key().public().0.to_vec());
+            assert_eq!(info.manifest, manifest.bytes());
+            assert_eq!((info.seq, info.heads, info.pending, info.ops), (0, 0, 0, 0));
+        }
+    }
+
+    /// A checkpoint's every field comes through `checkpoint_to_pb`.
+    #[test]
+    fn checkpoint_to_message() {
+        let c = Checkpoint {
+            log: LogId([1; 32]),
+            epoch: [2; 16],
+            seq: 9,
+            heads: vec![EntryHash([3; 32])],
+            state_root: [4; 32],
+            n_entries: 9,
+            n_ops: 12,
+        };
+        let message = checkpoint_to_pb(&c);
+        assert_eq!(message.log_id, vec![1; 32]);
+        assert_eq!(message.epoch, vec![2; 16]);
+        assert_eq!(message.seq, 9);
+        assert_eq!(message.heads, vec![vec![3; 32]]);
+        assert_eq!(message.state_root, vec![4; 32]);
+        assert_eq!((message.n_entries, message.n_ops), (9, 12));
     }
 }

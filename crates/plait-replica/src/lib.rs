@@ -3,6 +3,7 @@
 
 mod backup;
 mod config;
+mod error;
 mod keyfile;
 mod replication;
 mod server;

@@ -140,16 +140,24 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         ctx.shutdown.clone(),
     );
 
+    // The reporter starts the overall service ("") as SERVING; it turns NOT_SERVING
+    // together with the named ones when the replica stops (see `set_not_serving`).
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<pb::logs_server::LogsServer<LogsService>>().await;
     health.set_serving::<pb::data_server::DataServer<DataService>>().await;
     health.set_serving::<pb::admin_server::AdminServer<AdminService>>().await;
     health.set_serving::<pb::sync_server::SyncServer<SyncService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(plait_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("cannot build the reflection service")?;
+    // Both reflection versions: grpc.reflection.v1 for current grpcurl and grpc-java,
+    // v1alpha for Python's grpcio-reflection, older grpcurl and Postman, which only
+    // speak that one.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(plait_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("cannot build the reflection service (v1)")?;
+    let reflection_v1alpha =
+        reflection().build_v1alpha().context("cannot build the reflection service (v1alpha)")?;
 
     let bytes_max = args.message_bytes_max;
     let logs = pb::logs_server::LogsServer::new(LogsService { ctx: ctx.clone() })
@@ -211,10 +219,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
                 Stop::Signal(name) => tracing::info!(signal = name, "stopping: draining in-flight calls"),
                 Stop::Poisoned => tracing::error!("the store is poisoned; refusing all calls and exiting"),
             }
-            health.set_not_serving::<pb::logs_server::LogsServer<LogsService>>().await;
-            health.set_not_serving::<pb::data_server::DataServer<DataService>>().await;
-            health.set_not_serving::<pb::admin_server::AdminServer<AdminService>>().await;
-            health.set_not_serving::<pb::sync_server::SyncServer<SyncService>>().await;
+            set_not_serving(&health).await;
             let _ = shutdown_tx.send(true);
             let _ = stop_tx.send(stop);
         }
@@ -223,7 +228,8 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         .max_concurrent_streams(Some(args.streams_per_connection_max))
         .layer(RpcMetricsLayer::new(metrics.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(logs)
         .add_service(data)
         .add_service(admin)
@@ -257,6 +263,16 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             anyhow::bail!("stopped because a write to disk failed; restart to recover from the journal")
         }
     }
+}
+
+/// Turns every service NOT_SERVING, the overall one ("") included: probes (Kubernetes,
+/// load balancers) ask for "", so it must follow the replica's real state.
+async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
+    health.set_not_serving::<pb::logs_server::LogsServer<LogsService>>().await;
+    health.set_not_serving::<pb::data_server::DataServer<DataService>>().await;
+    health.set_not_serving::<pb::admin_server::AdminServer<AdminService>>().await;
+    health.set_not_serving::<pb::sync_server::SyncServer<SyncService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
 }
 
 /// Re-hashes and re-verifies every entry of a stopped replica's data directory and

@@ -5,7 +5,7 @@
 //! cursor (or reconciles by heads when the cursor's epoch is not the peer's). It wakes on
 //! the peer's Watch notices and, as a backstop, on a periodic anti-entropy pass. Every
 //! page is verified before it is stored, and stored with its cursor in one batch.
-//! Failures back off with jitter; a peer that sends invalid entries or floods pending is
+//! Failures back off exponentially with full jitter; a peer that sends invalid entries or floods pending is
 //! cut off for the backoff period.
 
 use std::collections::HashSet;
@@ -128,11 +128,12 @@ struct Peer {
     epoch: [u8; 16],
 }
 
-fn jittered(backoff: Duration) -> Duration {
-    // Full jitter: a random wait up to the backoff, so peers that failed together do not
-    // retry together.
+/// Full jitter: a wait drawn uniformly from zero up to the backoff, so peers that failed
+/// together do not retry together (a floor at half the backoff would keep them bunched
+/// in the upper half). The rng is a parameter so tests can fix it.
+fn jittered(backoff: Duration, rng: &mut impl Rng) -> Duration {
     let ms = backoff.as_millis().max(1) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+    Duration::from_millis(rng.gen_range(0..=ms))
 }
 
 impl Session {
@@ -162,7 +163,7 @@ impl Session {
                     });
                 }
             }
-            let wait = jittered(backoff);
+            let wait = jittered(backoff, &mut rand::thread_rng());
             backoff = (backoff * 2).min(BACKOFF_MAX);
             let mut stop = self.stop.clone();
             tokio::select! {
@@ -672,4 +673,30 @@ async fn watch_peer(
         }
     }
     let _ = notices.send(None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// The backoff wait is full jitter: never above the backoff, and it reaches well
+    /// below half of it (where the old `ms/2..=ms` draw could never go) as well as near
+    /// the top. Seeded, so the test is deterministic.
+    #[test]
+    fn jitter_spans_zero_to_the_backoff() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for backoff in [BACKOFF_MIN, Duration::from_millis(800), BACKOFF_MAX] {
+            let waits: Vec<Duration> = (0..1000).map(|_| jittered(backoff, &mut rng)).collect();
+            assert!(waits.iter().all(|w| *w <= backoff), "a wait above {backoff:?}");
+            let min = *waits.iter().min().unwrap();
+            let max = *waits.iter().max().unwrap();
+            assert!(min < backoff / 10, "min {min:?} of {backoff:?}: not full jitter");
+            assert!(max > backoff * 9 / 10, "max {max:?} of {backoff:?}");
+            let below_half = waits.iter().filter(|w| **w < backoff / 2).count();
+            assert!((400..=600).contains(&below_half), "{below_half} of 1000 below half");
+        }
+        assert!(jittered(Duration::ZERO, &mut rng) <= Duration::from_millis(1));
+    }
 }

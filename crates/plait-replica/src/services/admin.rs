@@ -4,12 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use plait_proto::convert::checkpoint_to_pb;
 use plait_proto::pb;
-use plait_store::{Members, StoreError};
+use plait_store::Members;
 use tonic::{Request, Response, Status};
 
-use super::{Ctx, checkpoint_info, log_info};
-use crate::status;
+use super::{Ctx, log_info};
+use crate::error::{ReplicaError, ReplicaResult};
+use crate::status::reply;
 
 /// Bytes per chunk of an exported snapshot stream, and chunks buffered.
 const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -67,16 +69,12 @@ impl AdminService {
             })
             .collect()
     }
-}
 
-#[tonic::async_trait]
-impl pb::admin_server::Admin for AdminService {
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(&self) -> ReplicaResult<pb::StatusResponse> {
         let ctx = &self.ctx;
-        let disk_bytes = ctx.blocking(|store| Ok(store.disk_bytes())).await?;
-        let members_generation =
-            ctx.blocking(|store| store.members().map_err(status::from_store)).await?.generation;
-        Ok(Response::new(pb::StatusResponse {
+        let disk_bytes = ctx.blocking(|store| Ok::<_, ReplicaError>(store.disk_bytes())).await?;
+        let members_generation = ctx.blocking(|store| store.members()).await?.generation;
+        Ok(pb::StatusResponse {
             node_id: ctx.node_key.public().0.to_vec(),
             writer: ctx.store.writer_key().public().0.to_vec(),
             epoch: ctx.store.epoch().to_vec(),
@@ -88,23 +86,19 @@ impl pb::admin_server::Admin for AdminService {
             peers: self.peers(),
             members_generation,
             draining: ctx.state.draining.load(Ordering::SeqCst),
-        }))
+        })
     }
 
-    async fn set_members(
-        &self,
-        request: Request<pb::SetMembersRequest>,
-    ) -> Result<Response<pb::SetMembersResponse>, Status> {
-        let r = request.into_inner();
+    async fn set_members(&self, r: pb::SetMembersRequest) -> ReplicaResult<pb::SetMembersResponse> {
         if r.generation == 0 {
-            return Err(Status::invalid_argument("generation must be at least 1"));
+            return Err(ReplicaError::Invalid("generation must be at least 1".into()));
         }
         if r.members.len() > MEMBERS_MAX {
-            return Err(Status::invalid_argument(format!("at most {MEMBERS_MAX} members")));
+            return Err(ReplicaError::Invalid(format!("at most {MEMBERS_MAX} members")));
         }
         for (i, m) in r.members.iter().enumerate() {
             if m.is_empty() || m.len() > ADDRESS_BYTES_MAX || m.chars().any(|c| c.is_whitespace()) {
-                return Err(Status::invalid_argument(format!(
+                return Err(ReplicaError::Invalid(format!(
                     "members[{i}] must be a host:port address of 1 to {ADDRESS_BYTES_MAX} characters without spaces"
                 )));
             }
@@ -112,43 +106,25 @@ impl pb::admin_server::Admin for AdminService {
         let mut addresses = r.members;
         addresses.sort();
         addresses.dedup();
-        match self.ctx.store.set_members(Members { generation: r.generation, addresses }).await {
-            Ok(()) => {}
-            Err(StoreError::FailedPrecondition(m)) => return Err(Status::failed_precondition(m)),
-            Err(e) => return Err(status::from_store(e)),
-        }
+        self.ctx.store.set_members(Members { generation: r.generation, addresses }).await?;
         tracing::info!(generation = r.generation, "membership updated");
         self.ctx.membership.changed();
-        Ok(Response::new(pb::SetMembersResponse { generation: r.generation }))
+        Ok(pb::SetMembersResponse { generation: r.generation })
     }
 
-    async fn checkpoint(
-        &self,
-        request: Request<pb::CheckpointRequest>,
-    ) -> Result<Response<pb::CheckpointInfo>, Status> {
-        let log = self.ctx.resolve(&request.into_inner().log)?.log_id;
-        let checkpoint = self.ctx.store.checkpoint(log).await.map_err(status::from_store)?;
-        Ok(Response::new(checkpoint_info(&checkpoint)))
+    async fn checkpoint(&self, r: pb::CheckpointRequest) -> ReplicaResult<pb::CheckpointInfo> {
+        let log = self.ctx.resolve(&r.log)?.log_id;
+        let checkpoint = self.ctx.store.checkpoint(log).await?;
+        Ok(checkpoint_to_pb(&checkpoint))
     }
 
-    type ExportSnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
-
-    async fn export_snapshot(
-        &self,
-        request: Request<pb::ExportSnapshotRequest>,
-    ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
-        let r = request.into_inner();
+    async fn export_snapshot(&self, r: pb::ExportSnapshotRequest) -> ReplicaResult<ExportStream> {
         let log = self.ctx.resolve(&r.log)?.log_id;
         let base = (r.base_seq > 0).then_some(r.base_seq);
         if let Some(seq) = base
-            && !self
-                .ctx
-                .blocking(move |store| store.checkpoints(&log).map_err(status::from_store))
-                .await?
-                .iter()
-                .any(|c| c.seq == seq)
+            && !self.ctx.blocking(move |store| store.checkpoints(&log)).await?.iter().any(|c| c.seq == seq)
         {
-            return Err(Status::failed_precondition(format!(
+            return Err(ReplicaError::FailedPrecondition(format!(
                 "no checkpoint at seq {seq} for this log here; export a full snapshot or use a recorded checkpoint"
             )));
         }
@@ -179,21 +155,20 @@ impl pb::admin_server::Admin for AdminService {
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(status::from_store(e))).await;
+                    // The stream is this task's tonic boundary.
+                    let _ = tx.send(Err(ReplicaError::from(e).into())).await;
                 }
             }
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
     async fn import_snapshot(
         &self,
-        request: Request<tonic::Streaming<pb::SnapshotChunk>>,
-    ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
-        let mut stream = request.into_inner();
+        mut stream: tonic::Streaming<pb::SnapshotChunk>,
+    ) -> ReplicaResult<pb::ImportSnapshotResponse> {
         let dir = self.ctx.data_dir.join("tmp");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Status::unavailable(format!("cannot stage the snapshot: {e}")))?;
+        std::fs::create_dir_all(&dir).map_err(|e| ReplicaError::io("cannot stage the snapshot", e))?;
         let file = dir.join(format!("import-{}.snap", rand::random::<u64>()));
         let staged = async {
             use tokio::io::AsyncWriteExt;
@@ -205,8 +180,8 @@ impl pb::admin_server::Admin for AdminService {
         }
         .await;
         let report = match staged {
-            Ok(()) => self.ctx.store.import_file(file.clone()).await.map_err(status::from_store),
-            Err(e) => Err(Status::unavailable(format!("receiving the snapshot failed: {e}"))),
+            Ok(()) => self.ctx.store.import_file(file.clone()).await.map_err(ReplicaError::from),
+            Err(e) => Err(ReplicaError::io("receiving the snapshot failed", e)),
         };
         let _ = tokio::fs::remove_file(&file).await;
         let report = report?;
@@ -217,22 +192,17 @@ impl pb::admin_server::Admin for AdminService {
             plait_store::RestoreKind::UpToDate => "up_to_date",
         };
         tracing::info!(log = %report.log, kind, entries = report.entries_stored, "snapshot imported");
-        Ok(Response::new(pb::ImportSnapshotResponse {
+        Ok(pb::ImportSnapshotResponse {
             log_id: report.log.0.to_vec(),
             kind: kind.into(),
-            checkpoint: Some(checkpoint_info(&report.checkpoint)),
+            checkpoint: Some(checkpoint_to_pb(&report.checkpoint)),
             entries_read: report.entries_read,
             entries_stored: report.entries_stored,
-        }))
+        })
     }
 
-    async fn backup(
-        &self,
-        request: Request<pb::BackupRequest>,
-    ) -> Result<Response<pb::BackupResponse>, Status> {
-        let r = request.into_inner();
-        let dest = crate::backup::Destination::parse(&r.destination, &self.ctx.s3)
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+    async fn backup(&self, r: pb::BackupRequest) -> ReplicaResult<pb::BackupResponse> {
+        let dest = crate::backup::Destination::parse(&r.destination, &self.ctx.s3)?;
         let logs = if r.logs.is_empty() {
             self.ctx.store.logs()
         } else {
@@ -252,10 +222,9 @@ impl pb::admin_server::Admin for AdminService {
             now_ms,
             &self.ctx.data_dir.join("tmp"),
         )
-        .await
-        .map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        .await?;
         tracing::info!(backup = %run.backup_id, objects = run.written.len(), destination = %dest.url, "backup written");
-        Ok(Response::new(pb::BackupResponse {
+        Ok(pb::BackupResponse {
             backup_id: run.backup_id,
             objects: run
                 .written
@@ -263,19 +232,19 @@ impl pb::admin_server::Admin for AdminService {
                 .map(|(e, c)| pb::BackupObject {
                     log_id: c.log.0.to_vec(),
                     name: e.name.clone(),
-                    kind: e.kind.clone(),
+                    kind: e.kind.as_str().to_owned(),
                     key: e.key.clone(),
                     bytes: e.bytes,
-                    checkpoint: Some(checkpoint_info(c)),
+                    checkpoint: Some(checkpoint_to_pb(c)),
                     base_seq: e.base_seq,
                 })
                 .collect(),
             deleted: run.deleted,
-        }))
+        })
     }
 
-    async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {
-        let timeout_ms = request.into_inner().timeout_ms;
+    async fn drain(&self, r: pb::DrainRequest) -> ReplicaResult<pb::DrainResponse> {
+        let timeout_ms = r.timeout_ms;
         let timeout = if timeout_ms == 0 {
             DRAIN_TIMEOUT_DEFAULT
         } else {
@@ -312,16 +281,68 @@ impl pb::admin_server::Admin for AdminService {
                 }
             }
             if waiting.is_empty() {
-                return Ok(Response::new(pb::DrainResponse { logs: done }));
+                return Ok(pb::DrainResponse { logs: done });
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(ReplicaError::DeadlineExceeded(format!(
                     "not every entry is held by another member yet: {}; the replica stays draining, call Drain again",
                     waiting.join(", ")
                 )));
             }
             let _ = tokio::time::timeout(remaining.min(DRAIN_RECHECK), changes.changed()).await;
         }
+    }
+}
+
+type ExportStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+/// The tonic boundary: each RPC runs the method of the same name above, whose
+/// `ReplicaError` becomes a status in `status.rs`.
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        reply(self.status().await)
+    }
+
+    async fn set_members(
+        &self,
+        request: Request<pb::SetMembersRequest>,
+    ) -> Result<Response<pb::SetMembersResponse>, Status> {
+        reply(self.set_members(request.into_inner()).await)
+    }
+
+    async fn checkpoint(
+        &self,
+        request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointInfo>, Status> {
+        reply(self.checkpoint(request.into_inner()).await)
+    }
+
+    type ExportSnapshotStream = ExportStream;
+
+    async fn export_snapshot(
+        &self,
+        request: Request<pb::ExportSnapshotRequest>,
+    ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
+        reply(self.export_snapshot(request.into_inner()).await)
+    }
+
+    async fn import_snapshot(
+        &self,
+        request: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
+        reply(self.import_snapshot(request.into_inner()).await)
+    }
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        reply(self.backup(request.into_inner()).await)
+    }
+
+    async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {
+        reply(self.drain(request.into_inner()).await)
     }
 }

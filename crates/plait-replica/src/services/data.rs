@@ -12,7 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Ctx, page_limit};
-use crate::status;
+use crate::error::{ReplicaError, ReplicaResult};
+use crate::status::reply;
 
 /// Most ops one `Write` call may carry.
 const WRITE_OPS_MAX: usize = 10_000;
@@ -42,12 +43,12 @@ fn ack_to_pb(ack: &WriteAck) -> pb::WriteAck {
     }
 }
 
-fn bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status> {
+fn bounded(field: &str, value: &[u8], max: usize) -> ReplicaResult<()> {
     if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} must not be empty")));
+        return Err(ReplicaError::Invalid(format!("{field} must not be empty")));
     }
     if value.len() > max {
-        return Err(Status::invalid_argument(format!(
+        return Err(ReplicaError::Invalid(format!(
             "{field} is {} bytes, over the limit of {max}",
             value.len()
         )));
@@ -55,9 +56,9 @@ fn bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status> {
     Ok(())
 }
 
-fn optional_bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status> {
+fn optional_bounded(field: &str, value: &[u8], max: usize) -> ReplicaResult<()> {
     if value.len() > max {
-        return Err(Status::invalid_argument(format!(
+        return Err(ReplicaError::Invalid(format!(
             "{field} is {} bytes, over the limit of {max}",
             value.len()
         )));
@@ -65,15 +66,13 @@ fn optional_bounded(field: &str, value: &[u8], max: usize) -> Result<(), Status>
     Ok(())
 }
 
-fn check_concern(concern: Option<&pb::WriteConcern>) -> Result<(), Status> {
+fn check_concern(concern: Option<&pb::WriteConcern>) -> ReplicaResult<()> {
     if let Some(c) = concern {
         if c.replicas > CONCERN_REPLICAS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "concern.replicas is at most {CONCERN_REPLICAS_MAX}"
-            )));
+            return Err(ReplicaError::Invalid(format!("concern.replicas is at most {CONCERN_REPLICAS_MAX}")));
         }
         if c.timeout_ms > CONCERN_TIMEOUT_MAX_MS {
-            return Err(Status::invalid_argument(format!(
+            return Err(ReplicaError::Invalid(format!(
                 "concern.timeout_ms is at most {CONCERN_TIMEOUT_MAX_MS}"
             )));
         }
@@ -88,24 +87,20 @@ impl DataService {
         log: &str,
         op: Op,
         concern: Option<pb::WriteConcern>,
-    ) -> Result<Response<pb::WriteAck>, Status> {
+    ) -> ReplicaResult<pb::WriteAck> {
         self.ctx.check_writable()?;
         check_concern(concern.as_ref())?;
-        op.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        op.validate()?;
         let summary = self.ctx.resolve_typed(log, op.log_type(), op.name())?;
-        let acks = self.ctx.store.write(vec![(summary.log_id, op)]).await.map_err(status::from_store)?;
+        let acks = self.ctx.store.write(vec![(summary.log_id, op)]).await?;
         self.ctx.metrics.record_ops_written(summary.manifest.manifest().log_type.name(), 1);
         self.await_concern(&acks, concern).await?;
-        Ok(Response::new(ack_to_pb(&acks[0])))
+        Ok(ack_to_pb(&acks[0]))
     }
 
     /// Waits until enough replicas hold the acknowledged entries. The write is already
     /// durable here; a timeout says so and undoes nothing.
-    async fn await_concern(
-        &self,
-        acks: &[WriteAck],
-        concern: Option<pb::WriteConcern>,
-    ) -> Result<(), Status> {
+    async fn await_concern(&self, acks: &[WriteAck], concern: Option<pb::WriteConcern>) -> ReplicaResult<()> {
         let Some(concern) = concern.filter(|c| c.replicas > 1) else { return Ok(()) };
         let timeout_ms =
             if concern.timeout_ms == 0 { CONCERN_TIMEOUT_DEFAULT_MS } else { concern.timeout_ms };
@@ -118,7 +113,7 @@ impl DataService {
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(u64::from(timeout_ms));
         let others = concern.replicas as usize - 1;
         self.ctx.holds.wait_for(&targets, others, deadline).await.map_err(|held| {
-            Status::deadline_exceeded(format!(
+            ReplicaError::DeadlineExceeded(format!(
                 "the write is durable here (seq {}) but only {} of the {} replicas asked for held it within {timeout_ms} ms; it is not undone",
                 acks.last().map_or(0, |a| a.seq),
                 held + 1,
@@ -129,12 +124,12 @@ impl DataService {
 
     /// Decodes, verifies and pre-checks submitted entries; any failure refuses the whole
     /// request, naming the entry, so nothing of a bad request is stored.
-    async fn check_submitted(&self, raw: Vec<Vec<u8>>) -> Result<Vec<plait_core::VerifiedEntry>, Status> {
+    async fn check_submitted(&self, raw: Vec<Vec<u8>>) -> ReplicaResult<Vec<plait_core::VerifiedEntry>> {
         if raw.is_empty() {
-            return Err(Status::invalid_argument("entries must not be empty"));
+            return Err(ReplicaError::Invalid("entries must not be empty".into()));
         }
         if raw.len() > SUBMIT_ENTRIES_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(ReplicaError::Invalid(format!(
                 "{} entries in one call, over the limit of {SUBMIT_ENTRIES_MAX}",
                 raw.len()
             )));
@@ -143,15 +138,15 @@ impl DataService {
             .iter()
             .enumerate()
             .map(|(i, bytes)| {
-                DecodedEntry::decode(bytes).map_err(|e| status::from_decode(&format!("entries[{i}]"), e))
+                DecodedEntry::decode(bytes)
+                    .map_err(|e| ReplicaError::from(e).context(format!("entries[{i}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let verified =
-            tokio::task::spawn_blocking(move || verify_batch(decoded)).await.map_err(status::from_join)?;
+        let verified = tokio::task::spawn_blocking(move || verify_batch(decoded)).await?;
         let verified = verified
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.map_err(|e| status::from_verify(&format!("entries[{i}]"), e)))
+            .map(|(i, r)| r.map_err(|e| ReplicaError::from(e).context(format!("entries[{i}]"))))
             .collect::<Result<Vec<_>, _>>()?;
 
         // Parents' clock times, from this request and from the store.
@@ -167,35 +162,35 @@ impl DataService {
             .blocking(move |store| {
                 let mut out = HashMap::new();
                 for p in parents {
-                    if let Some(e) = store.get_entry(&p).map_err(status::from_store)? {
+                    if let Some(e) = store.get_entry(&p)? {
                         out.insert(p, (e.entry.log(), e.entry.clock().time));
                     }
                 }
-                Ok(out)
+                Ok::<_, ReplicaError>(out)
             })
             .await?;
 
         for (i, entry) in verified.iter().enumerate() {
             let at = |m: String| format!("entries[{i}] ({}): {m}", entry.hash());
             let summary = self.ctx.store.log(&entry.log()).ok_or_else(|| {
-                Status::not_found(at(format!("log {} is not hosted on this replica", entry.log())))
+                ReplicaError::NotFound(at(format!("log {} is not hosted on this replica", entry.log())))
             })?;
             let manifest = summary.manifest.manifest();
             if !manifest.writers.allows(&entry.clock().writer) {
-                return Err(Status::permission_denied(at(format!(
+                return Err(ReplicaError::PermissionDenied(at(format!(
                     "writer {} is not on the ACL of log {:?}",
                     entry.clock().writer,
                     manifest.name
                 ))));
             }
             for op in &entry.entry().ops {
-                op.check_type(manifest.log_type).map_err(|e| Status::invalid_argument(at(e.to_string())))?;
+                op.check_type(manifest.log_type).map_err(|e| ReplicaError::Invalid(at(e.to_string())))?;
             }
             for parent in &entry.entry().next {
                 let time = match (in_request.get(parent), stored.get(parent)) {
                     (Some(t), _) => Some(*t),
                     (None, Some((log, _))) if *log != entry.log() => {
-                        return Err(Status::invalid_argument(at(format!(
+                        return Err(ReplicaError::Invalid(at(format!(
                             "parent {parent} belongs to another log"
                         ))));
                     }
@@ -203,7 +198,7 @@ impl DataService {
                     (None, None) => None,
                 };
                 if time.is_some_and(|t| t >= entry.clock().time) {
-                    return Err(Status::invalid_argument(at(format!(
+                    return Err(ReplicaError::Invalid(at(format!(
                         "clock time {} does not exceed parent {parent}'s {}",
                         entry.clock().time,
                         time.unwrap_or_default()
@@ -215,43 +210,17 @@ impl DataService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::data_server::Data for DataService {
-    async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::WriteAck>, Status> {
-        let r = request.into_inner();
-        self.write_one(&r.log, Op::Append { value: r.value }, r.concern).await
-    }
-
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteAck>, Status> {
-        let r = request.into_inner();
-        self.write_one(&r.log, Op::Put { key: r.key, value: r.value }, r.concern).await
-    }
-
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteAck>, Status> {
-        let r = request.into_inner();
-        self.write_one(&r.log, Op::Delete { key: r.key }, r.concern).await
-    }
-
-    async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
-        let r = request.into_inner();
-        self.write_one(&r.log, Op::Link { src: r.src, label: r.label, dst: r.dst, props: r.props }, r.concern)
-            .await
-    }
-
-    async fn unlink(&self, request: Request<pb::UnlinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
-        let r = request.into_inner();
-        self.write_one(&r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }, r.concern).await
-    }
-
-    async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+/// The RPCs, each returning `ReplicaError`; the trait impl below is the tonic boundary.
+impl DataService {
+    async fn write(&self, request: pb::WriteRequest) -> ReplicaResult<pb::WriteResponse> {
         self.ctx.check_writable()?;
-        let pb::WriteRequest { ops, concern } = request.into_inner();
+        let pb::WriteRequest { ops, concern } = request;
         check_concern(concern.as_ref())?;
         if ops.is_empty() {
-            return Err(Status::invalid_argument("ops must not be empty"));
+            return Err(ReplicaError::Invalid("ops must not be empty".into()));
         }
         if ops.len() > WRITE_OPS_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(ReplicaError::Invalid(format!(
                 "{} ops in one call, over the limit of {WRITE_OPS_MAX}",
                 ops.len()
             )));
@@ -260,39 +229,32 @@ impl pb::data_server::Data for DataService {
         let mut routed = Vec::with_capacity(ops.len());
         let mut per_type: HashMap<LogType, u64> = HashMap::new();
         for (i, routed_op) in ops.into_iter().enumerate() {
-            let op = convert::op(&format!("ops[{i}].op"), routed_op.op).map_err(status::from_conversion)?;
+            let op = convert::op(&format!("ops[{i}].op"), routed_op.op)?;
             if !logs.contains_key(&routed_op.log) {
-                let summary = self
-                    .ctx
-                    .resolve(&routed_op.log)
-                    .map_err(|s| Status::new(s.code(), format!("ops[{i}]: {}", s.message())))?;
+                let summary = self.ctx.resolve(&routed_op.log).map_err(|e| e.context(format!("ops[{i}]")))?;
                 logs.insert(routed_op.log.clone(), summary);
             }
             let summary = &logs[&routed_op.log];
             let log_type = summary.manifest.manifest().log_type;
             op.check_type(log_type).map_err(|e| {
-                Status::invalid_argument(format!("ops[{i}]: log {:?}: {e}", summary.manifest.manifest().name))
+                ReplicaError::Invalid(format!("ops[{i}]: log {:?}: {e}", summary.manifest.manifest().name))
             })?;
             *per_type.entry(log_type).or_default() += 1;
             routed.push((summary.log_id, op));
         }
-        let acks = self.ctx.store.write(routed).await.map_err(status::from_store)?;
+        let acks = self.ctx.store.write(routed).await?;
         for (log_type, n) in per_type {
             self.ctx.metrics.record_ops_written(log_type.name(), n);
         }
         self.await_concern(&acks, concern).await?;
-        Ok(Response::new(pb::WriteResponse { acks: acks.iter().map(ack_to_pb).collect() }))
+        Ok(pb::WriteResponse { acks: acks.iter().map(ack_to_pb).collect() })
     }
 
-    async fn submit(
-        &self,
-        request: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitResponse>, Status> {
+    async fn submit(&self, request: pb::SubmitRequest) -> ReplicaResult<pb::SubmitResponse> {
         self.ctx.check_writable()?;
-        let verified = self.check_submitted(request.into_inner().entries).await?;
+        let verified = self.check_submitted(request.entries).await?;
         let hashes: Vec<EntryHash> = verified.iter().map(|e| e.hash()).collect();
-        let outcomes =
-            self.ctx.store.ingest(verified, IngestSource::Submit).await.map_err(status::from_store)?;
+        let outcomes = self.ctx.store.ingest(verified, IngestSource::Submit).await?;
         let mut results = Vec::with_capacity(outcomes.len());
         let mut stored = 0;
         for (i, (hash, outcome)) in hashes.iter().zip(outcomes).enumerate() {
@@ -303,62 +265,48 @@ impl pb::data_server::Data for DataService {
                 }
                 Ok(SubmitOutcome::Duplicate { seq }) => (pb::SubmitOutcome::Duplicate, seq),
                 Ok(SubmitOutcome::Pending) => (pb::SubmitOutcome::Pending, 0),
-                Err(e) => {
-                    let s = status::from_store(e);
-                    return Err(Status::new(s.code(), format!("entries[{i}] ({hash}): {}", s.message())));
-                }
+                Err(e) => return Err(ReplicaError::from(e).context(format!("entries[{i}] ({hash})"))),
             };
             results.push(pb::SubmitResult { entry_hash: hash.0.to_vec(), outcome: outcome as i32, seq });
         }
         self.ctx.metrics.record_ingested("submit", stored);
-        Ok(Response::new(pb::SubmitResponse { results }))
+        Ok(pb::SubmitResponse { results })
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let r = request.into_inner();
+    async fn get(&self, r: pb::GetRequest) -> ReplicaResult<pb::GetResponse> {
         bounded("key", &r.key, KEY_BYTES_MAX)?;
         let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Get")?.log_id;
-        let row =
-            self.ctx.blocking(move |store| store.get_kv(&log, &r.key).map_err(status::from_store)).await?;
-        Ok(Response::new(match row {
+        let row = self.ctx.blocking(move |store| store.get_kv(&log, &r.key)).await?;
+        Ok(match row {
             Some(row) => {
                 pb::GetResponse { found: true, value: row.value, clock: Some(row.id.clock().into()) }
             }
             None => pb::GetResponse { found: false, value: Vec::new(), clock: None },
-        }))
+        })
     }
 
-    async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        let r = request.into_inner();
+    async fn scan(&self, r: pb::ScanRequest) -> ReplicaResult<pb::ScanResponse> {
         optional_bounded("prefix", &r.prefix, KEY_BYTES_MAX)?;
         optional_bounded("start", &r.start, KEY_BYTES_MAX)?;
         optional_bounded("end", &r.end, KEY_BYTES_MAX)?;
         let limit = page_limit(r.limit)?;
         let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Scan")?.log_id;
-        let (rows, next) = self
-            .ctx
-            .blocking(move |store| {
-                store.scan_kv(&log, &r.prefix, &r.start, &r.end, limit).map_err(status::from_store)
-            })
-            .await?;
+        let (rows, next) =
+            self.ctx.blocking(move |store| store.scan_kv(&log, &r.prefix, &r.start, &r.end, limit)).await?;
         let items = rows
             .into_iter()
             .map(|row| pb::KeyValue { key: row.key, value: row.value, clock: Some(row.id.clock().into()) })
             .collect();
-        Ok(Response::new(pb::ScanResponse { items, next_start: next.unwrap_or_default() }))
+        Ok(pb::ScanResponse { items, next_start: next.unwrap_or_default() })
     }
 
-    async fn read_feed(
-        &self,
-        request: Request<pb::ReadFeedRequest>,
-    ) -> Result<Response<pb::ReadFeedResponse>, Status> {
-        let r = request.into_inner();
+    async fn read_feed(&self, r: pb::ReadFeedRequest) -> ReplicaResult<pb::ReadFeedResponse> {
         let limit = page_limit(r.limit)?;
         if r.tail && !r.after.is_empty() {
-            return Err(Status::invalid_argument("tail reads the last items; it does not take `after`"));
+            return Err(ReplicaError::Invalid("tail reads the last items; it does not take `after`".into()));
         }
         if !r.after.is_empty() && r.after.len() != OpId::SORT_KEY_LEN {
-            return Err(Status::invalid_argument(format!(
+            return Err(ReplicaError::Invalid(format!(
                 "after must be a position from an earlier FeedItem ({} bytes), got {} bytes",
                 OpId::SORT_KEY_LEN,
                 r.after.len()
@@ -369,7 +317,7 @@ impl pb::data_server::Data for DataService {
             .ctx
             .blocking(move |store| {
                 let after = (!r.after.is_empty()).then_some(r.after.as_slice());
-                store.read_feed(&log, after, limit, r.tail).map_err(status::from_store)
+                store.read_feed(&log, after, limit, r.tail)
             })
             .await?;
         let items = rows
@@ -382,11 +330,10 @@ impl pb::data_server::Data for DataService {
                 position: row.id.to_sort_key().to_vec(),
             })
             .collect();
-        Ok(Response::new(pb::ReadFeedResponse { items }))
+        Ok(pb::ReadFeedResponse { items })
     }
 
-    async fn edges(&self, request: Request<pb::EdgesRequest>) -> Result<Response<pb::EdgesResponse>, Status> {
-        let r = request.into_inner();
+    async fn edges(&self, r: pb::EdgesRequest) -> ReplicaResult<pb::EdgesResponse> {
         bounded("node", &r.node, NODE_BYTES_MAX)?;
         optional_bounded("label", r.label.as_bytes(), LABEL_BYTES_MAX)?;
         let limit = page_limit(r.limit)?;
@@ -394,7 +341,7 @@ impl pb::data_server::Data for DataService {
             Ok(pb::Direction::Unspecified | pb::Direction::Out) => Direction::Out,
             Ok(pb::Direction::In) => Direction::In,
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(ReplicaError::Invalid(format!(
                     "direction {} is not DIRECTION_OUT or DIRECTION_IN",
                     r.direction
                 )));
@@ -405,7 +352,7 @@ impl pb::data_server::Data for DataService {
             .ctx
             .blocking(move |store| {
                 let label = (!r.label.is_empty()).then_some(r.label.as_str());
-                store.edges(&log, &r.node, direction, label, limit).map_err(status::from_store)
+                store.edges(&log, &r.node, direction, label, limit)
             })
             .await?;
         let edges = rows
@@ -418,70 +365,69 @@ impl pb::data_server::Data for DataService {
                 clock: Some(e.id.clock().into()),
             })
             .collect();
-        Ok(Response::new(pb::EdgesResponse { edges }))
+        Ok(pb::EdgesResponse { edges })
     }
 
-    async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
-        let hash =
-            convert::entry_hash("hash", &request.into_inner().hash).map_err(status::from_conversion)?;
+    async fn get_entry(&self, r: pb::GetEntryRequest) -> ReplicaResult<pb::Entry> {
+        let hash = convert::entry_hash("hash", &r.hash)?;
+        let stored = self.ctx.blocking(move |store| store.get_entry(&hash)).await?;
         let stored =
-            self.ctx.blocking(move |store| store.get_entry(&hash).map_err(status::from_store)).await?;
-        let stored = stored.ok_or_else(|| Status::not_found(format!("no entry {hash} on this replica")))?;
-        Ok(Response::new(convert::entry_to_pb(&stored.entry, stored.seq)))
+            stored.ok_or_else(|| ReplicaError::NotFound(format!("no entry {hash} on this replica")))?;
+        Ok(convert::entry_to_pb(&stored.entry, stored.seq))
     }
 
-    async fn heads(&self, request: Request<pb::HeadsRequest>) -> Result<Response<pb::HeadsResponse>, Status> {
-        let summary = self.ctx.resolve(&request.into_inner().log)?;
+    async fn heads(&self, r: pb::HeadsRequest) -> ReplicaResult<pb::HeadsResponse> {
+        let summary = self.ctx.resolve(&r.log)?;
         let log = summary.log_id;
-        let heads = self.ctx.blocking(move |store| store.heads(&log).map_err(status::from_store)).await?;
-        Ok(Response::new(pb::HeadsResponse {
+        let heads = self.ctx.blocking(move |store| store.heads(&log)).await?;
+        Ok(pb::HeadsResponse {
             log_id: log.0.to_vec(),
             heads: heads
                 .iter()
                 .map(|h| pb::Head { hash: h.entry.hash().0.to_vec(), clock: Some(h.entry.clock().into()) })
                 .collect(),
             seq: summary.seq,
-        }))
+        })
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::AppliedOp, Status>>;
-
-    async fn subscribe(
-        &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let r = request.into_inner();
+    async fn subscribe(&self, r: pb::SubscribeRequest) -> ReplicaResult<SubscribeStream> {
         let summary = self.ctx.resolve(&r.log)?;
         let permit = self.ctx.subscriptions.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(
-                "too many open subscriptions on this replica; close some or try another replica",
+            ReplicaError::ResourceExhausted(
+                "too many open subscriptions on this replica; close some or try another replica".into(),
             )
         })?;
         let log = summary.log_id;
-        let mut seq_watch = self.ctx.store.watch_seq(&log).map_err(status::from_store)?;
+        let mut seq_watch = self.ctx.store.watch_seq(&log)?;
         let mut shutdown = self.ctx.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let mut cursor = r.after_seq;
+            // The stream is the tonic boundary of this task: its errors become statuses
+            // as they are sent.
+            let fail = |e: ReplicaError| -> Result<pb::AppliedOp, Status> { Err(e.into()) };
             loop {
                 // Only what is durable: a committed batch is readable a moment before its
                 // fsync, and a crash in that moment would take back what was delivered.
                 let durable = *seq_watch.borrow();
                 let page = ctx
                     .blocking(move |store| {
-                        let mut page = store
-                            .entries_after(&log, cursor, SUBSCRIBE_PAGE_ENTRIES, SUBSCRIBE_PAGE_BYTES)
-                            .map_err(status::from_store)?;
+                        let mut page = store.entries_after(
+                            &log,
+                            cursor,
+                            SUBSCRIBE_PAGE_ENTRIES,
+                            SUBSCRIBE_PAGE_BYTES,
+                        )?;
                         page.retain(|e| e.seq <= durable);
-                        Ok(page)
+                        Ok::<_, ReplicaError>(page)
                     })
                     .await;
                 let page = match page {
                     Ok(p) => p,
-                    Err(s) => {
-                        let _ = tx.send(Err(s)).await;
+                    Err(e) => {
+                        let _ = tx.send(fail(e)).await;
                         return;
                     }
                 };
@@ -514,18 +460,101 @@ impl pb::data_server::Data for DataService {
                     // live across an await.
                     alive = async { seq_watch.wait_for(|seq| *seq > cursor).await.is_ok() } => {
                         if !alive {
-                            let _ = tx.send(Err(Status::not_found("the log was dropped"))).await;
+                            let _ = tx.send(fail(ReplicaError::NotFound("the log was dropped".into()))).await;
                             return;
                         }
                     }
                     _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
-                        let _ = tx.send(Err(Status::unavailable("the replica is shutting down; resubscribe from your last seq"))).await;
+                        let stopping = ReplicaError::Unavailable(
+                            "the replica is shutting down; resubscribe from your last seq".into(),
+                        );
+                        let _ = tx.send(fail(stopping)).await;
                         return;
                     }
                     _ = tx.closed() => return,
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+type SubscribeStream = ReceiverStream<Result<pb::AppliedOp, Status>>;
+
+/// The tonic boundary: each RPC runs the method of the same name above, whose
+/// `ReplicaError` becomes a status in `status.rs`.
+#[tonic::async_trait]
+impl pb::data_server::Data for DataService {
+    async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        reply(self.write_one(&r.log, Op::Append { value: r.value }, r.concern).await)
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        reply(self.write_one(&r.log, Op::Put { key: r.key, value: r.value }, r.concern).await)
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        reply(self.write_one(&r.log, Op::Delete { key: r.key }, r.concern).await)
+    }
+
+    async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        let op = Op::Link { src: r.src, label: r.label, dst: r.dst, props: r.props };
+        reply(self.write_one(&r.log, op, r.concern).await)
+    }
+
+    async fn unlink(&self, request: Request<pb::UnlinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let r = request.into_inner();
+        reply(self.write_one(&r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }, r.concern).await)
+    }
+
+    async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        reply(self.write(request.into_inner()).await)
+    }
+
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        reply(self.submit(request.into_inner()).await)
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        reply(self.get(request.into_inner()).await)
+    }
+
+    async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        reply(self.scan(request.into_inner()).await)
+    }
+
+    async fn read_feed(
+        &self,
+        request: Request<pb::ReadFeedRequest>,
+    ) -> Result<Response<pb::ReadFeedResponse>, Status> {
+        reply(self.read_feed(request.into_inner()).await)
+    }
+
+    async fn edges(&self, request: Request<pb::EdgesRequest>) -> Result<Response<pb::EdgesResponse>, Status> {
+        reply(self.edges(request.into_inner()).await)
+    }
+
+    async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+        reply(self.get_entry(request.into_inner()).await)
+    }
+
+    async fn heads(&self, request: Request<pb::HeadsRequest>) -> Result<Response<pb::HeadsResponse>, Status> {
+        reply(self.heads(request.into_inner()).await)
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        reply(self.subscribe(request.into_inner()).await)
     }
 }

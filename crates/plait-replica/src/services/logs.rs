@@ -5,30 +5,31 @@ use plait_proto::{convert, pb};
 use tonic::{Request, Response, Status};
 
 use super::{Ctx, log_info};
-use crate::status;
+use crate::error::{ReplicaError, ReplicaResult};
+use crate::status::reply;
 
 pub(crate) struct LogsService {
     pub(crate) ctx: Ctx,
 }
 
 impl LogsService {
-    fn manifest_from_request(&self, req: pb::CreateLogRequest) -> Result<SignedManifest, Status> {
+    fn manifest_from_request(&self, req: pb::CreateLogRequest) -> ReplicaResult<SignedManifest> {
         if !req.signed_manifest.is_empty() {
             return SignedManifest::decode_and_verify(&req.signed_manifest)
-                .map_err(|e| status::from_verify("signed_manifest", e));
+                .map_err(|e| ReplicaError::from(e).context("signed_manifest"));
         }
         if !valid_log_name(&req.name) {
-            return Err(Status::invalid_argument(format!(
+            return Err(ReplicaError::Invalid(format!(
                 "name {:?} must be 1 to 128 characters of letters, digits, '.', '-' and '_' (and not 64 hex characters)",
                 req.name
             )));
         }
-        let log_type = convert::log_type("type", req.r#type).map_err(status::from_conversion)?;
-        let mut keys = convert::public_keys("writers", &req.writers).map_err(status::from_conversion)?;
+        let log_type = convert::log_type("type", req.r#type)?;
+        let mut keys = convert::public_keys("writers", &req.writers)?;
         let writers = if req.open {
             if !keys.is_empty() {
-                return Err(Status::invalid_argument(
-                    "an open log takes no writers: leave writers empty or open false",
+                return Err(ReplicaError::Invalid(
+                    "an open log takes no writers: leave writers empty or open false".into(),
                 ));
             }
             Writers::Open
@@ -37,8 +38,9 @@ impl LogsService {
                 keys.push(self.ctx.store.writer_key().public());
             }
             if keys.is_empty() {
-                return Err(Status::invalid_argument(
-                    "nobody could write this log: give writers, or do not exclude the replica's writer key",
+                return Err(ReplicaError::Invalid(
+                    "nobody could write this log: give writers, or do not exclude the replica's writer key"
+                        .into(),
                 ));
             }
             Writers::keys(keys)
@@ -51,33 +53,46 @@ impl LogsService {
             created_at_lamport: 0,
             options: Vec::new(),
         };
-        manifest.sign(self.ctx.store.writer_key()).map_err(|e| status::from_decode("manifest", e))
+        manifest.sign(self.ctx.store.writer_key()).map_err(|e| ReplicaError::from(e).context("manifest"))
+    }
+
+    async fn create_log(&self, request: pb::CreateLogRequest) -> ReplicaResult<pb::LogInfo> {
+        let manifest = self.manifest_from_request(request)?;
+        if self.ctx.store.log(&manifest.log_id()).is_none() && self.ctx.store.log_count() >= self.ctx.logs_max
+        {
+            return Err(ReplicaError::ResourceExhausted(format!(
+                "this replica hosts {} logs, its limit (--logs-max); drop some or raise the limit",
+                self.ctx.logs_max
+            )));
+        }
+        let (summary, created) = self.ctx.store.create_log(manifest).await?;
+        if created {
+            tracing::info!(log = %summary.log_id, name = %summary.manifest.manifest().name, "log created");
+        }
+        Ok(log_info(&summary))
+    }
+
+    async fn drop_log(&self, request: pb::DropLogRequest) -> ReplicaResult<pb::DropLogResponse> {
+        let summary = self.ctx.resolve(&request.log)?;
+        self.ctx.store.drop_log(summary.log_id).await?;
+        tracing::info!(log = %summary.log_id, "log dropped");
+        Ok(pb::DropLogResponse { log_id: summary.log_id.0.to_vec() })
     }
 }
 
+/// The tonic boundary: each RPC runs the method of the same name above, whose
+/// `ReplicaError` becomes a status in `status.rs`.
 #[tonic::async_trait]
 impl pb::logs_server::Logs for LogsService {
     async fn create_log(
         &self,
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::LogInfo>, Status> {
-        let manifest = self.manifest_from_request(request.into_inner())?;
-        if self.ctx.store.log(&manifest.log_id()).is_none() && self.ctx.store.log_count() >= self.ctx.logs_max
-        {
-            return Err(Status::resource_exhausted(format!(
-                "this replica hosts {} logs, its limit (--logs-max); drop some or raise the limit",
-                self.ctx.logs_max
-            )));
-        }
-        let (summary, created) = self.ctx.store.create_log(manifest).await.map_err(status::from_store)?;
-        if created {
-            tracing::info!(log = %summary.log_id, name = %summary.manifest.manifest().name, "log created");
-        }
-        Ok(Response::new(log_info(&summary)))
+        reply(self.create_log(request.into_inner()).await)
     }
 
     async fn get_log(&self, request: Request<pb::GetLogRequest>) -> Result<Response<pb::LogInfo>, Status> {
-        Ok(Response::new(log_info(&self.ctx.resolve(&request.into_inner().log)?)))
+        reply(self.ctx.resolve(&request.into_inner().log).map(|s| log_info(&s)))
     }
 
     async fn list_logs(
@@ -92,9 +107,6 @@ impl pb::logs_server::Logs for LogsService {
         &self,
         request: Request<pb::DropLogRequest>,
     ) -> Result<Response<pb::DropLogResponse>, Status> {
-        let summary = self.ctx.resolve(&request.into_inner().log)?;
-        self.ctx.store.drop_log(summary.log_id).await.map_err(status::from_store)?;
-        tracing::info!(log = %summary.log_id, "log dropped");
-        Ok(Response::new(pb::DropLogResponse { log_id: summary.log_id.0.to_vec() }))
+        reply(self.drop_log(request.into_inner()).await)
     }
 }

@@ -12,11 +12,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Ctx;
+use crate::error::{ReplicaError, ReplicaResult};
 use crate::replication::{
     FETCH_HASHES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES, PULL_PAGE_ENTRIES_MAX, PULL_PAGES_BUFFERED,
     PUSH_ENTRIES_MAX, RECONCILE_PAST_MAX,
 };
-use crate::status;
+use crate::status::reply;
 
 /// Heads per log a Hello carries for the anti-entropy check.
 const HELLO_HEADS_MAX: usize = 64;
@@ -33,10 +34,10 @@ fn caller(from: Option<&pb::PeerIdentity>) -> Option<(PublicKey, Vec<u8>)> {
 }
 
 impl SyncService {
-    fn hosted(&self, log_id: &[u8]) -> Result<LogId, Status> {
-        let log = convert::log_id("log_id", log_id).map_err(status::from_conversion)?;
+    fn hosted(&self, log_id: &[u8]) -> ReplicaResult<LogId> {
+        let log = convert::log_id("log_id", log_id)?;
         if self.ctx.store.log(&log).is_none() {
-            return Err(Status::not_found(format!("log {log} is not hosted on this replica")));
+            return Err(ReplicaError::NotFound(format!("log {log} is not hosted on this replica")));
         }
         Ok(log)
     }
@@ -49,7 +50,7 @@ impl SyncService {
         until: u64,
         page_entries: usize,
         skip: Option<HashSet<EntryHash>>,
-    ) -> ReceiverStream<Result<pb::EntryPage, Status>> {
+    ) -> PageStream {
         let (tx, rx) = mpsc::channel(PULL_PAGES_BUFFERED);
         let ctx = self.ctx.clone();
         let epoch = ctx.store.epoch().to_vec();
@@ -60,9 +61,7 @@ impl SyncService {
                 let skip = skip.clone();
                 let page = ctx
                     .blocking(move |store| {
-                        let entries = store
-                            .entries_after(&log, cursor, page_entries, PULL_PAGE_BYTES)
-                            .map_err(status::from_store)?;
+                        let entries = store.entries_after(&log, cursor, page_entries, PULL_PAGE_BYTES)?;
                         let last = entries.last().map(|e| e.seq);
                         let entries: Vec<pb::SeqEntry> = entries
                             .into_iter()
@@ -70,13 +69,14 @@ impl SyncService {
                             .filter(|e| skip.as_ref().as_ref().is_none_or(|s| !s.contains(&e.entry.hash())))
                             .map(|e| pb::SeqEntry { seq: e.seq, entry: e.entry.into_bytes() })
                             .collect();
-                        Ok((entries, last))
+                        Ok::<_, ReplicaError>((entries, last))
                     })
                     .await;
                 let (entries, last) = match page {
                     Ok(p) => p,
-                    Err(s) => {
-                        let _ = tx.send(Err(s)).await;
+                    Err(e) => {
+                        // The stream is this task's tonic boundary.
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 };
@@ -93,27 +93,23 @@ impl SyncService {
         ReceiverStream::new(rx)
     }
 
-    async fn verify(&self, raw: Vec<Vec<u8>>) -> Result<Vec<plait_core::VerifiedEntry>, Status> {
+    async fn verify(&self, raw: Vec<Vec<u8>>) -> ReplicaResult<Vec<plait_core::VerifiedEntry>> {
         let decoded = raw
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                DecodedEntry::decode(b).map_err(|e| status::from_decode(&format!("entries[{i}]"), e))
+                DecodedEntry::decode(b).map_err(|e| ReplicaError::from(e).context(format!("entries[{i}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let verified =
-            tokio::task::spawn_blocking(move || verify_batch(decoded)).await.map_err(status::from_join)?;
+        let verified = tokio::task::spawn_blocking(move || verify_batch(decoded)).await?;
         verified
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.map_err(|e| status::from_verify(&format!("entries[{i}]"), e)))
+            .map(|(i, r)| r.map_err(|e| ReplicaError::from(e).context(format!("entries[{i}]"))))
             .collect()
     }
-}
 
-#[tonic::async_trait]
-impl pb::sync_server::Sync for SyncService {
-    async fn hello(&self, _: Request<pb::HelloRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+    async fn hello(&self) -> ReplicaResult<pb::HelloResponse> {
         let summaries = self.ctx.store.logs();
         let logs = self
             .ctx
@@ -123,8 +119,7 @@ impl pb::sync_server::Sync for SyncService {
                     // Only durable heads: the summary's seq is durable, and heads are read
                     // after it, so anything newer is filtered out by its seq.
                     let heads = store
-                        .heads(&s.log_id)
-                        .map_err(status::from_store)?
+                        .heads(&s.log_id)?
                         .into_iter()
                         .filter(|h| h.seq <= s.seq)
                         .take(HELLO_HEADS_MAX)
@@ -137,35 +132,32 @@ impl pb::sync_server::Sync for SyncService {
                         heads,
                     });
                 }
-                Ok(logs)
+                Ok::<_, ReplicaError>(logs)
             })
             .await?;
-        Ok(Response::new(pb::HelloResponse {
+        Ok(pb::HelloResponse {
             node_id: self.ctx.node_key.public().0.to_vec(),
             epoch: self.ctx.store.epoch().to_vec(),
             logs,
-        }))
+        })
     }
 
-    type PullStream = ReceiverStream<Result<pb::EntryPage, Status>>;
-
-    async fn pull(&self, request: Request<pb::PullRequest>) -> Result<Response<Self::PullStream>, Status> {
-        let r = request.into_inner();
+    fn pull(&self, r: pb::PullRequest) -> ReplicaResult<PageStream> {
         let log = self.hosted(&r.log_id)?;
         let epoch = self.ctx.store.epoch();
         if r.epoch != epoch {
-            return Err(Status::failed_precondition(format!(
+            return Err(ReplicaError::FailedPrecondition(format!(
                 "epoch mismatch: this replica's epoch is {}; the cursor is void, reconcile by heads",
                 hex::encode(epoch)
             )));
         }
         if r.page_entries > PULL_PAGE_ENTRIES_MAX {
-            return Err(Status::invalid_argument(format!("page_entries is at most {PULL_PAGE_ENTRIES_MAX}")));
+            return Err(ReplicaError::Invalid(format!("page_entries is at most {PULL_PAGE_ENTRIES_MAX}")));
         }
         let page_entries = if r.page_entries == 0 { PULL_PAGE_ENTRIES } else { r.page_entries as usize };
         let until = self.ctx.store.log(&log).map_or(0, |s| s.seq);
         if r.after_seq > until {
-            return Err(Status::failed_precondition(format!(
+            return Err(ReplicaError::FailedPrecondition(format!(
                 "after_seq {} is ahead of this replica's seq {until} for the log",
                 r.after_seq
             )));
@@ -174,57 +166,45 @@ impl pb::sync_server::Sync for SyncService {
             // The caller holds everything up to after_seq of this epoch.
             self.ctx.holds.record(peer, log, r.after_seq);
         }
-        Ok(Response::new(self.stream_entries(log, r.after_seq, until, page_entries, None)))
+        Ok(self.stream_entries(log, r.after_seq, until, page_entries, None))
     }
 
-    type ReconcileStream = ReceiverStream<Result<pb::EntryPage, Status>>;
-
-    async fn reconcile(
-        &self,
-        request: Request<pb::ReconcileRequest>,
-    ) -> Result<Response<Self::ReconcileStream>, Status> {
-        let r = request.into_inner();
+    async fn reconcile(&self, r: pb::ReconcileRequest) -> ReplicaResult<PageStream> {
         let log = self.hosted(&r.log_id)?;
-        let heads = convert::entry_hashes("heads", &r.heads).map_err(status::from_conversion)?;
+        let heads = convert::entry_hashes("heads", &r.heads)?;
         if heads.len() > 4096 {
-            return Err(Status::invalid_argument("at most 4096 heads"));
+            return Err(ReplicaError::Invalid("at most 4096 heads".into()));
         }
         let until = self.ctx.store.log(&log).map_or(0, |s| s.seq);
-        let past = self
-            .ctx
-            .blocking(move |store| {
-                store.causal_past(&log, &heads, RECONCILE_PAST_MAX).map_err(status::from_store)
-            })
-            .await?;
-        Ok(Response::new(self.stream_entries(log, 0, until, PULL_PAGE_ENTRIES, past)))
+        let past =
+            self.ctx.blocking(move |store| store.causal_past(&log, &heads, RECONCILE_PAST_MAX)).await?;
+        Ok(self.stream_entries(log, 0, until, PULL_PAGE_ENTRIES, past))
     }
 
-    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        let hashes = request.into_inner().hashes;
+    async fn fetch(&self, r: pb::FetchRequest) -> ReplicaResult<pb::FetchResponse> {
+        let hashes = r.hashes;
         if hashes.len() > FETCH_HASHES_MAX {
-            return Err(Status::invalid_argument(format!("at most {FETCH_HASHES_MAX} hashes per fetch")));
+            return Err(ReplicaError::Invalid(format!("at most {FETCH_HASHES_MAX} hashes per fetch")));
         }
-        let hashes = convert::entry_hashes("hashes", &hashes).map_err(status::from_conversion)?;
+        let hashes = convert::entry_hashes("hashes", &hashes)?;
         let entries = self
             .ctx
             .blocking(move |store| {
                 let mut out = Vec::new();
                 for hash in hashes {
-                    if let Some(e) = store.get_entry(&hash).map_err(status::from_store)? {
+                    if let Some(e) = store.get_entry(&hash)? {
                         out.push(e.entry.into_bytes());
                     }
                 }
-                Ok(out)
+                Ok::<_, ReplicaError>(out)
             })
             .await?;
-        Ok(Response::new(pb::FetchResponse { entries }))
+        Ok(pb::FetchResponse { entries })
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchNotice, Status>>;
-
-    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    fn watch(&self) -> ReplicaResult<WatchStream> {
         let permit = self.ctx.subscriptions.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many open streams on this replica; try again later")
+            ReplicaError::ResourceExhausted("too many open streams on this replica; try again later".into())
         })?;
         let (tx, rx) = mpsc::channel(1024);
         let ctx = self.ctx.clone();
@@ -261,52 +241,89 @@ impl pb::sync_server::Sync for SyncService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(ReceiverStream::new(rx))
     }
 
-    async fn push(
-        &self,
-        request: Request<Streaming<pb::PushRequest>>,
-    ) -> Result<Response<pb::PushResponse>, Status> {
-        let mut stream = request.into_inner();
+    async fn push(&self, mut stream: Streaming<pb::PushRequest>) -> ReplicaResult<pb::PushResponse> {
         let mut response = pb::PushResponse::default();
         while let Some(message) = stream.message().await? {
             if message.entries.len() > PUSH_ENTRIES_MAX {
-                return Err(Status::invalid_argument(format!(
+                return Err(ReplicaError::Invalid(format!(
                     "at most {PUSH_ENTRIES_MAX} entries per push message"
                 )));
             }
             let verified = self.verify(message.entries).await?;
             if let Some(foreign) = verified.iter().find(|e| self.ctx.store.log(&e.log()).is_none()) {
-                return Err(Status::not_found(format!(
+                return Err(ReplicaError::NotFound(format!(
                     "log {} is not hosted on this replica",
                     foreign.log()
                 )));
             }
-            let outcomes =
-                self.ctx.store.ingest(verified, IngestSource::Sync).await.map_err(status::from_store)?;
+            let outcomes = self.ctx.store.ingest(verified, IngestSource::Sync).await?;
             for (i, outcome) in outcomes.into_iter().enumerate() {
                 match outcome {
                     Ok(SubmitOutcome::Stored { .. }) => response.stored += 1,
                     Ok(SubmitOutcome::Duplicate { .. }) => response.duplicate += 1,
                     Ok(SubmitOutcome::Pending) => response.pending += 1,
-                    Err(StoreError::ResourceExhausted(m)) => return Err(Status::resource_exhausted(m)),
-                    Err(e) => {
-                        let s = status::from_store(e);
-                        return Err(Status::new(s.code(), format!("entries[{i}]: {}", s.message())));
-                    }
+                    // A bound: said as the store said it, without the entry's index.
+                    Err(e @ StoreError::ResourceExhausted(_)) => return Err(e.into()),
+                    Err(e) => return Err(ReplicaError::from(e).context(format!("entries[{i}]"))),
                 }
             }
             if response.pending > PUSH_PENDING_MAX {
                 self.ctx.metrics.record_peer_cut_off();
                 tracing::warn!(pending = response.pending, "cutting off a push that floods pending entries");
-                return Err(Status::resource_exhausted(format!(
+                return Err(ReplicaError::ResourceExhausted(format!(
                     "cut off: {} entries wait for parents this push never sent (limit {PUSH_PENDING_MAX}); push parents first",
                     response.pending
                 )));
             }
         }
         self.ctx.metrics.record_ingested("push", response.stored);
-        Ok(Response::new(response))
+        Ok(response)
+    }
+}
+
+type PageStream = ReceiverStream<Result<pb::EntryPage, Status>>;
+type WatchStream = ReceiverStream<Result<pb::WatchNotice, Status>>;
+
+/// The tonic boundary: each RPC runs the method of the same name above, whose
+/// `ReplicaError` becomes a status in `status.rs`.
+#[tonic::async_trait]
+impl pb::sync_server::Sync for SyncService {
+    async fn hello(&self, _: Request<pb::HelloRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+        reply(self.hello().await)
+    }
+
+    type PullStream = PageStream;
+
+    async fn pull(&self, request: Request<pb::PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+        reply(self.pull(request.into_inner()))
+    }
+
+    type ReconcileStream = PageStream;
+
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<Self::ReconcileStream>, Status> {
+        reply(self.reconcile(request.into_inner()).await)
+    }
+
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        reply(self.fetch(request.into_inner()).await)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        reply(self.watch())
+    }
+
+    async fn push(
+        &self,
+        request: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
+        reply(self.push(request.into_inner()).await)
     }
 }
