@@ -19,14 +19,14 @@ Commands:
   list              print the targets that `run` would fuzz
   -h, --help        this text
 
-Targets: entry manifest snapshot proto (the default set), and catalog (only with
-PLAIT_FUZZ_CATALOG=1: it needs plait_core::catalog).
+Targets: entry manifest snapshot proto catalog (catalog can be left out with
+PLAIT_FUZZ_CATALOG=0).
 
 Environment:
   PLAIT_FUZZ_SECONDS     seconds per target (default 20)
   PLAIT_FUZZ_RSS_MB      memory limit per target process, MiB (default 2048)
   PLAIT_FUZZ_TIMEOUT     seconds one input may take before it counts as a hang (default 10)
-  PLAIT_FUZZ_CATALOG     1: also build and fuzz the catalog target
+  PLAIT_FUZZ_CATALOG     0: leave the catalog target out (default 1)
   PLAIT_FUZZ_TARGET_DIR  cargo target directory for the instrumented build (default
                          fuzz/target; kept apart because the flags invalidate normal builds)
   PLAIT_FUZZ_ARTIFACTS   where crashing inputs are written (default fuzz/artifacts)
@@ -50,9 +50,9 @@ TARGET_DIR="${PLAIT_FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
 ARTIFACTS="${PLAIT_FUZZ_ARTIFACTS:-$ROOT/fuzz/artifacts}"
 
 DEFAULT_TARGETS=(entry manifest snapshot proto)
-# The catalog target needs plait_core::catalog (the backup catalog decoder). Once that
-# module is in plait-core, enable it here by default (and in docs/fuzzing.md).
-CATALOG_ENABLED="${PLAIT_FUZZ_CATALOG:-0}"
+# The catalog target (plait_core::catalog, the backup catalog decoder) sits behind the
+# fuzz crate's `catalog` feature; on by default.
+CATALOG_ENABLED="${PLAIT_FUZZ_CATALOG:-1}"
 ALL_TARGETS=("${DEFAULT_TARGETS[@]}")
 if [ "$CATALOG_ENABLED" = 1 ]; then
   ALL_TARGETS+=(catalog)

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// The default largest gRPC message. Pulled pages and subscription batches are bounded
+/// below it (compile-time assertions beside those bounds).
+pub(crate) const MESSAGE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+
 /// Settings of `plaitd serve`.
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -41,7 +45,7 @@ pub struct ServeArgs {
     pub log_json: bool,
 
     /// Largest gRPC message accepted or sent, in bytes.
-    #[arg(long, env = "PLAIT_MESSAGE_BYTES_MAX", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "PLAIT_MESSAGE_BYTES_MAX", default_value_t = MESSAGE_BYTES_DEFAULT)]
     pub message_bytes_max: usize,
 
     /// Concurrent HTTP/2 streams per client connection.

@@ -1159,3 +1159,32 @@ fn reject(command: Command, error: &dyn Fn() -> StoreError) {
         Command::Shutdown => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every batch the store makes carries fjall durability, so the engine fsyncs its
+    /// journal before applying the batch to the memtables readers see: nothing a read
+    /// serves can be taken back by a crash. Fails when a batch is made without it.
+    #[test]
+    fn every_batch_is_durable_before_it_is_visible() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut batches = 0;
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The code, not its tests (this one names the call it looks for).
+            let text = text.split("#[cfg(test)]").next().unwrap();
+            for (at, _) in text.match_indices(".batch()") {
+                batches += 1;
+                let rest = &text[at + ".batch()".len()..];
+                assert!(
+                    rest.starts_with(".durability(Some(PersistMode::SyncData))")
+                        || rest.starts_with(".durability(Some(PersistMode::SyncAll))"),
+                    "{}: a batch without durability would be visible before its fsync",
+                    path.display()
+                );
+            }
+        }
+        assert!(batches >= 3, "the scan found the store's batches");
+    }
+}

@@ -38,6 +38,8 @@ const PULLS_PER_SYNC_MAX: usize = 64;
 /// Largest page message the session accepts: a real page is at most `PULL_PAGE_BYTES`
 /// plus the one entry that crossed the bound, and some framing.
 const PAGE_MESSAGE_BYTES_MAX: usize = PULL_PAGE_BYTES + plait_core::limits::ENTRY_BYTES_MAX + 64 * 1024;
+// A page a peer may send must fit in a message the default limit accepts.
+const _: () = assert!(PAGE_MESSAGE_BYTES_MAX <= crate::config::MESSAGE_BYTES_DEFAULT);
 /// Largest Hello accepted: every hosted log's manifest (each at most
 /// `MANIFEST_BYTES_MAX`) and up to 64 heads.
 const HELLO_BYTES_MAX: usize = 40 * 1024 * 1024;

@@ -22,6 +22,11 @@ const SUBMIT_ENTRIES_MAX: usize = 1024;
 /// Entries a subscription reads from the store at a time, and their bytes.
 const SUBSCRIBE_PAGE_ENTRIES: usize = 256;
 const SUBSCRIBE_PAGE_BYTES: usize = 4 * 1024 * 1024;
+// A batch may pass the byte bound by one entry; it still fits the default message limit.
+const _: () = assert!(
+    SUBSCRIBE_PAGE_BYTES + plait_core::limits::ENTRY_BYTES_MAX + 64 * 1024
+        <= crate::config::MESSAGE_BYTES_DEFAULT
+);
 /// Applied ops buffered per subscriber before the stream waits for the client.
 const SUBSCRIBE_BUFFER: usize = 1024;
 /// Write concern: the default wait, the longest allowed, and the most replicas asked.
