@@ -1,6 +1,7 @@
 //! The Plait replica: the gRPC services over a `plait-store`, the server that hosts
 //! them, and the pieces of the `plaitd` binary (configuration, keys, telemetry).
 
+mod auth;
 mod backup;
 mod config;
 mod error;
