@@ -14,3 +14,4 @@ mod invariants;
 mod kube;
 mod operator;
 mod replication;
+mod security;

@@ -36,7 +36,26 @@ impl WriterKey {
         PublicKey(self.signing.verifying_key().to_bytes())
     }
 
+    /// Signs a statement that is not an entry: the 32-byte digest of a message under a
+    /// domain-separating context (`blake3::derive_key`), so a signature made for one
+    /// purpose can never pass as an entry's or another purpose's.
+    pub fn sign_statement(&self, context: &str, message: &[u8]) -> Signature {
+        self.sign_digest(&statement_digest(context, message))
+    }
+
     pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> Signature {
         Signature(self.signing.sign(digest).to_bytes())
     }
+}
+
+/// The digest [`WriterKey::sign_statement`] signs.
+fn statement_digest(context: &str, message: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
+    hasher.update(message);
+    *hasher.finalize().as_bytes()
+}
+
+/// Whether `signature` is `key`'s signature of `message` under `context`.
+pub fn verify_statement(key: &PublicKey, context: &str, message: &[u8], signature: &Signature) -> bool {
+    crate::entry::verify_one(key, &statement_digest(context, message), signature)
 }

@@ -21,7 +21,7 @@ mod view;
 pub use entry::{DecodedEntry, Entry, EntryDraft, VerifiedEntry, verify_batch};
 pub use error::{DecodeError, VerifyError};
 pub use ids::{EntryHash, IdParseError, LogId, PublicKey, Signature};
-pub use keys::WriterKey;
+pub use keys::{WriterKey, verify_statement};
 pub use manifest::{LogType, Manifest, SignedManifest, Writers, valid_log_name};
 pub use memory::{IngestOutcome, MemoryLog};
 pub use op::{Op, OpError};

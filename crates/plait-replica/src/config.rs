@@ -125,6 +125,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub s3: S3Args,
 
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
     /// How long SIGTERM waits for in-flight calls before closing the store anyway, in ms.
     #[arg(long, env = "PLAIT_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -137,6 +140,78 @@ impl ServeArgs {
 
     pub fn writer_key_path(&self) -> PathBuf {
         self.writer_key_file.clone().unwrap_or_else(|| self.data_dir.join("writer.key"))
+    }
+}
+
+/// TLS, authentication and connection bounds (docs/security.md).
+#[derive(Args, Clone, Debug, Default)]
+pub struct SecurityArgs {
+    /// PEM certificate chain of the gRPC listener; also presented to peers as this
+    /// replica's client certificate. Re-read when it changes. Needs --tls-key.
+    #[arg(long, env = "PLAIT_TLS_CERT", requires = "tls_key", help_heading = "Security")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PLAIT_TLS_KEY", requires = "tls_cert", help_heading = "Security")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle that client and peer certificates are verified against (mutual
+    /// TLS). Certificates in group `plait:peers` are replicas, `plait:admins` admins.
+    #[arg(long, env = "PLAIT_TLS_CLIENT_CA", requires = "tls_cert", help_heading = "Security")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// PEM CA bundle this replica verifies its peers' and upstreams' server certificates
+    /// with; peers are then called over TLS. [default: --tls-client-ca]
+    #[arg(long, env = "PLAIT_PEER_TLS_CA", help_heading = "Security")]
+    pub peer_tls_ca: Option<PathBuf>,
+
+    /// YAML file of bearer tokens (stored hashed) and certificate subjects, each with
+    /// roles. Re-read when it changes. With it or --tls-client-ca, every call must
+    /// authenticate.
+    #[arg(long, env = "PLAIT_AUTH_FILE", help_heading = "Security")]
+    pub auth_file: Option<PathBuf>,
+
+    /// This replica's bearer token towards its peers and upstreams (when they take
+    /// tokens instead of certificates). A file holding the token.
+    #[arg(long, env = "PLAIT_PEER_TOKEN_FILE", help_heading = "Security")]
+    pub peer_token_file: Option<PathBuf>,
+
+    /// Serve a non-loopback address without TLS and authentication. Anyone who can
+    /// reach the port can then read, write, drop logs and change membership.
+    #[arg(long, env = "PLAIT_INSECURE", help_heading = "Security")]
+    pub insecure: bool,
+
+    /// Open client connections at most; more are closed at once.
+    #[arg(long, env = "PLAIT_CONNECTIONS_MAX", default_value_t = 1024, help_heading = "Security")]
+    pub connections_max: usize,
+
+    /// A new connection must finish its TLS handshake (or, on plaintext, send its first
+    /// bytes) within this, in ms.
+    #[arg(long, env = "PLAIT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, help_heading = "Security")]
+    pub handshake_timeout_ms: u64,
+
+    /// A connection with no call open for this long is closed, in ms.
+    #[arg(long, env = "PLAIT_IDLE_TIMEOUT_MS", default_value_t = 300_000, help_heading = "Security")]
+    pub idle_timeout_ms: u64,
+
+    /// HTTP/2 keepalive: ping a connection silent this long, in ms; one that does not
+    /// answer within the same time is closed.
+    #[arg(long, env = "PLAIT_KEEPALIVE_MS", default_value_t = 30_000, help_heading = "Security")]
+    pub keepalive_ms: u64,
+
+    /// Deadline of unary calls that set none, in ms (streams, Drain and Backup excepted).
+    #[arg(long, env = "PLAIT_CALL_TIMEOUT_MS", default_value_t = 60_000, help_heading = "Security")]
+    pub call_timeout_ms: u64,
+
+    /// How often TLS files and the auth file are checked for changes, in ms.
+    #[arg(long, env = "PLAIT_SECURITY_RELOAD_MS", default_value_t = 5_000, help_heading = "Security")]
+    pub security_reload_ms: u64,
+}
+
+impl SecurityArgs {
+    /// Whether callers must authenticate.
+    pub fn auth_required(&self) -> bool {
+        self.tls_client_ca.is_some() || self.auth_file.is_some()
     }
 }
 

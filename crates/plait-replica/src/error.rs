@@ -27,6 +27,9 @@ pub(crate) enum ReplicaError {
     /// replica's credentials. Retrying fails until the ACL or the credentials change.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller proved no identity (or a wrong one) where the replica requires one.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The request is well-formed but the state it needs is not there (an epoch that
     /// changed, a delta without its base); retrying unchanged fails.
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl ReplicaError {
             NotFound(m) => NotFound(with(m)),
             AlreadyExists(m) => AlreadyExists(with(m)),
             PermissionDenied(m) => PermissionDenied(with(m)),
+            Unauthenticated(m) => Unauthenticated(with(m)),
             FailedPrecondition(m) => FailedPrecondition(with(m)),
             ResourceExhausted(m) => ResourceExhausted(with(m)),
             Unavailable(m) => Unavailable(with(m)),

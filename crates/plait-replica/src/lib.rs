@@ -6,13 +6,14 @@ mod backup;
 mod config;
 mod error;
 mod keyfile;
+mod net;
 mod replication;
 mod server;
 mod services;
 mod status;
 mod telemetry;
 
-pub use config::{CheckArgs, KeygenArgs, RestoreArgs, S3Args, ServeArgs};
+pub use config::{CheckArgs, KeygenArgs, RestoreArgs, S3Args, SecurityArgs, ServeArgs};
 pub use keyfile::{load_or_create_key, read_key, write_key};
 pub use server::{check, restore, serve};
 pub use telemetry::{Metrics, Telemetry, TelemetryConfig, init as init_telemetry};

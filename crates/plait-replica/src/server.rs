@@ -10,10 +10,12 @@ use plait_store::{Store, StoreConfig, StoreObserver};
 use tokio::sync::{Semaphore, watch};
 use tonic::transport::Server;
 
+use crate::auth::{AuthLayer, Authenticator, ProofVerifier};
 use crate::backup::{Destination, S3Options};
+use crate::net::{self, ListenerLimits, ReloadingTls, TlsFiles};
 use crate::config::{CheckArgs, RestoreArgs, ServeArgs};
 use crate::keyfile::load_or_create_key;
-use crate::replication::{EngineCtx, Holds, Membership, PeerTable, ReplicationConfig};
+use crate::replication::{EngineCtx, Holds, Membership, PeerClientConfig, PeerTable, ReplicationConfig};
 use crate::services::{AdminService, Ctx, DataService, LogsService, SyncService};
 use crate::telemetry::{self, Metrics, RpcMetricsLayer, Telemetry};
 
@@ -57,6 +59,7 @@ async fn stop_signal(mut poisoned: watch::Receiver<bool>) -> Stop {
 pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = telemetry.metrics();
+    check_exposure(&args)?;
     let mut rng = rand::rngs::OsRng;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -109,10 +112,13 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         peer_pending_max: args.peer_pending_max,
         logs_max: args.logs_max,
     };
+    let node_public = node_key.public();
     let membership = Membership::start(
         EngineCtx {
             store: store.clone(),
             node_id: node_key.public(),
+            node_key: node_key.clone(),
+            peer_client: PeerClientConfig::from_args(&args.security)?,
             table: PeerTable::default(),
             metrics: metrics.clone(),
             config: replication,
@@ -132,7 +138,16 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         data_dir: args.data_dir.clone(),
         logs_max: args.logs_max,
         s3,
+        proofs: Arc::new(ProofVerifier::new(node_public)),
     };
+    let reload_every = Duration::from_millis(args.security.security_reload_ms.max(100));
+    let authenticator = Authenticator::new(
+        args.security.auth_required(),
+        args.security.auth_file.clone(),
+        metrics.clone(),
+        Duration::from_millis(args.security.call_timeout_ms.max(1)),
+    )
+    .context("cannot load the auth file")?;
     spawn_checkpointer(
         store.clone(),
         args.checkpoint_every_ops,
@@ -173,6 +188,22 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         .max_decoding_message_size(bytes_max)
         .max_encoding_message_size(bytes_max);
 
+    let security = &args.security;
+    let tls = match (&security.tls_cert, &security.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ReloadingTls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: security.tls_client_ca.clone(),
+            })
+            .context("cannot set up TLS")?;
+            tls.clone().spawn_reloader(reload_every, ctx.shutdown.clone());
+            Some(tls)
+        }
+        _ => None,
+    };
+    authenticator.clone().spawn_reloader(reload_every, ctx.shutdown.clone());
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", args.listen))?;
@@ -195,20 +226,26 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         args.data_dir.display()
     );
-    tracing::info!(%grpc_addr, ?metrics_addr, "serving");
+    tracing::info!(
+        %grpc_addr,
+        ?metrics_addr,
+        tls = tls.is_some(),
+        auth = authenticator.required(),
+        "serving"
+    );
 
-    // Small responses (acks, pull pages, notices) must not wait for the peer's delayed
-    // ACK: without TCP_NODELAY replication latency was tens of milliseconds.
-    let incoming = {
-        use tokio_stream::StreamExt;
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
-            stream.inspect(|s| {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            })
-        })
-    };
+    let incoming = net::incoming(
+        listener,
+        tls,
+        ListenerLimits {
+            connections_max: security.connections_max.max(1),
+            handshake_timeout: Duration::from_millis(security.handshake_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(security.idle_timeout_ms.max(1)),
+        },
+        metrics.clone(),
+        ctx.shutdown.clone(),
+    );
+    let keepalive = Duration::from_millis(security.keepalive_ms.max(1000));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let poisoned = store.poisoned();
     let shutdown_signal = {
@@ -226,7 +263,10 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     };
     let server = Server::builder()
         .max_concurrent_streams(Some(args.streams_per_connection_max))
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
         .layer(RpcMetricsLayer::new(metrics.clone()))
+        .layer(AuthLayer(authenticator))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -263,6 +303,38 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             anyhow::bail!("stopped because a write to disk failed; restart to recover from the journal")
         }
     }
+}
+
+/// Refuses to expose an unauthenticated replica beyond this machine unless told to.
+fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
+    let security = &args.security;
+    let tls = security.tls_cert.is_some();
+    let auth = security.auth_required();
+    if args.listen.ip().is_loopback() || (tls && auth) {
+        return Ok(());
+    }
+    if security.insecure {
+        tracing::warn!(
+            listen = %args.listen,
+            tls,
+            auth,
+            "serving a non-loopback address without TLS and authentication (--insecure): anyone who \
+             can reach it can read, write, drop logs and change membership"
+        );
+        return Ok(());
+    }
+    let missing = match (tls, auth) {
+        (false, false) => "TLS and authentication",
+        (false, true) => "TLS",
+        _ => "authentication",
+    };
+    anyhow::bail!(
+        "refusing to serve {} without {missing}: anyone who could reach it could read, write, drop \
+         logs and change membership. Give --tls-cert/--tls-key and --tls-client-ca (client \
+         certificates) or --auth-file (tokens); `plaitctl cert` and `plaitctl token new` make \
+         them (docs/security.md). To serve it open anyway, pass --insecure.",
+        args.listen
+    )
 }
 
 /// Turns every service NOT_SERVING, the overall one ("") included: probes (Kubernetes,

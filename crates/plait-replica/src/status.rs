@@ -14,6 +14,7 @@ pub(crate) fn to_status(e: ReplicaError) -> Status {
         ReplicaError::NotFound(m) => Status::not_found(m),
         ReplicaError::AlreadyExists(m) => Status::already_exists(m),
         ReplicaError::PermissionDenied(m) => Status::permission_denied(m),
+        ReplicaError::Unauthenticated(m) => Status::unauthenticated(m),
         ReplicaError::FailedPrecondition(m) => Status::failed_precondition(m),
         ReplicaError::ResourceExhausted(m) => Status::resource_exhausted(m),
         ReplicaError::Unavailable(m) => Status::unavailable(m),
@@ -32,6 +33,12 @@ impl From<ReplicaError> for Status {
     fn from(e: ReplicaError) -> Status {
         to_status(e)
     }
+}
+
+/// A refusal made before any handler ran (the authentication layer), as the HTTP
+/// response tonic would have sent for it.
+pub(crate) fn refusal(e: ReplicaError) -> http::Response<tonic::body::Body> {
+    to_status(e).into_http()
 }
 
 /// The tonic boundary of a unary handler: its result as a response or a status.
@@ -55,6 +62,7 @@ mod tests {
             (ReplicaError::NotFound("m".into()), Code::NotFound),
             (ReplicaError::AlreadyExists("m".into()), Code::AlreadyExists),
             (ReplicaError::PermissionDenied("m".into()), Code::PermissionDenied),
+            (ReplicaError::Unauthenticated("m".into()), Code::Unauthenticated),
             (ReplicaError::FailedPrecondition("m".into()), Code::FailedPrecondition),
             (ReplicaError::ResourceExhausted("m".into()), Code::ResourceExhausted),
             (ReplicaError::Unavailable("m".into()), Code::Unavailable),

@@ -302,6 +302,12 @@ struct Instruments {
     /// `plait_peers_cut_off_total`: peers or pushes cut off for invalid entries or for
     /// flooding pending space.
     peers_cut_off: Counter<u64>,
+    /// `plait_connections_refused_total{reason}`: connections closed by the listener
+    /// (over the cap, failed or slow handshake).
+    connections_refused: Counter<u64>,
+    /// `plait_auth_denied_total{method,reason}`: calls refused by authentication or
+    /// authorization.
+    auth_denied: Counter<u64>,
 }
 
 impl Metrics {
@@ -361,6 +367,16 @@ impl Metrics {
                 .with_unit("{peer}")
                 .with_description("Peers or pushes cut off for invalid entries or flooding pending space.")
                 .build(),
+            connections_refused: meter
+                .u64_counter("plait.connections.refused")
+                .with_unit("{connection}")
+                .with_description("Connections closed by the listener: over the cap, failed or slow handshake.")
+                .build(),
+            auth_denied: meter
+                .u64_counter("plait.auth.denied")
+                .with_unit("{call}")
+                .with_description("Calls refused by authentication or authorization, by method and reason.")
+                .build(),
         };
         Metrics { instruments: Arc::new(instruments) }
     }
@@ -369,6 +385,18 @@ impl Metrics {
     /// but do not look at it. Use [`Telemetry::detached`] to read values back.
     pub fn noop() -> Metrics {
         Metrics::new(&opentelemetry::metrics::NoopMeterProvider::new().meter(SCOPE_NAME))
+    }
+
+    /// The listener closed a connection; `reason` is a fixed label.
+    pub(crate) fn record_connection_refused(&self, reason: &'static str) {
+        self.instruments.connections_refused.add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// A call was refused before any handler ran.
+    pub(crate) fn record_auth_denied(&self, method: &str, reason: &'static str) {
+        self.instruments
+            .auth_denied
+            .add(1, &[KeyValue::new("method", method.to_owned()), KeyValue::new("reason", reason)]);
     }
 
     /// A replication session failed and will retry after a backoff.

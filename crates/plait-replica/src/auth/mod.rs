@@ -11,6 +11,13 @@
 
 use std::sync::Arc;
 
+pub(crate) mod config;
+pub(crate) mod layer;
+pub(crate) mod peer;
+
+pub(crate) use layer::{AuthLayer, Authenticator};
+pub(crate) use peer::{ProofMaker, ProofVerifier};
+
 /// What a principal may do. A grant names a permission; `write` grants name log-name
 /// patterns (`*` matches any run of characters).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +36,23 @@ pub(crate) struct Grants {
 }
 
 impl Grants {
+    /// The grants as role names, as `Admin.Status` shows them.
+    pub(crate) fn roles(&self) -> Vec<String> {
+        let mut roles = Vec::new();
+        if self.read {
+            roles.push("read".to_owned());
+        }
+        roles.extend(self.write.iter().map(|p| format!("write:{p}")));
+        for (held, name) in
+            [(self.log_admin, "log-admin"), (self.cluster_admin, "cluster-admin"), (self.peer, "peer")]
+        {
+            if held {
+                roles.push(name.to_owned());
+            }
+        }
+        roles
+    }
+
     /// Every grant: the trusted caller of a replica with security off.
     pub(crate) fn all() -> Grants {
         Grants { read: true, write: vec!["*".to_owned()], log_admin: true, cluster_admin: true, peer: true }
@@ -68,6 +92,12 @@ impl Principal {
     /// The caller of a replica with security off.
     pub(crate) fn anonymous() -> Principal {
         Principal { name: "anonymous".into(), proof: Proof::None, grants: Arc::new(Grants::all()) }
+    }
+
+    /// The caller of a public method (health checks) on a replica that requires
+    /// authentication: it holds nothing.
+    pub(crate) fn anonymous_public() -> Principal {
+        Principal { name: "anonymous".into(), proof: Proof::None, grants: Arc::new(Grants::default()) }
     }
 
     /// Whether this principal may write to the log called `log_name`.

@@ -53,18 +53,23 @@ impl Holds {
         inner.by_peer.get(peer).and_then(|l| l.get(log)).copied().unwrap_or(0)
     }
 
-    /// Waits until `others` peers hold every `(log, seq)` or `deadline` passes; returns
-    /// the fewest holders seen on timeout.
+    /// Waits until `others` peers that `members()` lists hold every `(log, seq)` or
+    /// `deadline` passes; returns the fewest holders seen on timeout. Only members count:
+    /// a node that pulls without being one (an edge node) is no replica of the write.
     pub(crate) async fn wait_for(
         &self,
         targets: &[(LogId, u64)],
         others: usize,
         deadline: Instant,
+        members: impl Fn() -> Vec<PublicKey>,
     ) -> Result<(), usize> {
         let mut version = self.version.subscribe();
+        let count = |log: &LogId, seq: u64| {
+            let members = members();
+            self.holders(log, seq).iter().filter(|h| members.contains(h)).count()
+        };
         loop {
-            let fewest =
-                targets.iter().map(|(log, seq)| self.holders(log, *seq).len()).min().unwrap_or(others);
+            let fewest = targets.iter().map(|(log, seq)| count(log, *seq)).min().unwrap_or(others);
             if fewest >= others {
                 return Ok(());
             }
@@ -73,8 +78,7 @@ impl Holds {
                 return Err(fewest);
             }
             if tokio::time::timeout(remaining, version.changed()).await.is_err() {
-                let fewest =
-                    targets.iter().map(|(log, seq)| self.holders(log, *seq).len()).min().unwrap_or(0);
+                let fewest = targets.iter().map(|(log, seq)| count(log, *seq)).min().unwrap_or(0);
                 return if fewest >= others { Ok(()) } else { Err(fewest) };
             }
         }

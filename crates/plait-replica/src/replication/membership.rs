@@ -65,6 +65,9 @@ impl PeerTable {
 pub(crate) struct EngineCtx {
     pub(crate) store: Store,
     pub(crate) node_id: PublicKey,
+    /// Signs the node proofs this replica's calls to peers carry.
+    pub(crate) node_key: plait_core::WriterKey,
+    pub(crate) peer_client: super::PeerClientConfig,
     pub(crate) table: PeerTable,
     pub(crate) metrics: Metrics,
     pub(crate) config: ReplicationConfig,

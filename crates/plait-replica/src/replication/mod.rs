@@ -1,6 +1,7 @@
 //! Replication: pulling every hosted log from every peer by cursor, serving pulls, and
 //! knowing what peers hold of ours (for write concern and drain).
 
+mod client;
 mod holds;
 mod membership;
 mod session;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+pub(crate) use client::PeerClientConfig;
 pub(crate) use holds::Holds;
 pub(crate) use membership::{EngineCtx, Membership, PeerTable};
 

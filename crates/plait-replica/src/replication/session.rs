@@ -18,7 +18,8 @@ use plait_proto::pb::sync_client::SyncClient;
 use plait_store::{Cursor, StoreError, SubmitOutcome};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use super::client::{PeerAuth, PeerChannel};
+use tonic::service::interceptor::InterceptedService;
 
 use super::membership::EngineCtx;
 use super::{FETCH_HASHES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES};
@@ -121,11 +122,11 @@ pub(super) struct Session {
 }
 
 struct Peer {
-    channel: Channel,
+    channel: PeerChannel,
     /// For pages: its message limit is a real page's size.
-    client: SyncClient<Channel>,
+    client: SyncClient<PeerChannel>,
     /// For Hello, which carries every manifest.
-    hello_client: SyncClient<Channel>,
+    hello_client: SyncClient<PeerChannel>,
     node_id: plait_core::PublicKey,
     epoch: [u8; 16],
 }
@@ -176,13 +177,10 @@ impl Session {
     }
 
     async fn connect(&self) -> anyhow::Result<Peer> {
-        let url = if self.address.contains("://") {
-            self.address.clone()
-        } else {
-            format!("http://{}", self.address)
-        };
-        let channel = Endpoint::from_shared(url)
-            .with_context(|| format!("peer address {:?} is not a valid URI", self.address))?
+        let channel = self
+            .ctx
+            .peer_client
+            .endpoint(&self.address)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -191,6 +189,8 @@ impl Session {
             .connect()
             .await
             .with_context(|| format!("cannot connect to peer {}", self.address))?;
+        let auth: PeerAuth = self.ctx.peer_client.credentials(&self.ctx.node_key);
+        let channel = InterceptedService::new(channel, auth.clone());
         let hello_client_channel = channel.clone();
         let client = SyncClient::new(channel.clone())
             .max_decoding_message_size(PAGE_MESSAGE_BYTES_MAX)
@@ -198,6 +198,8 @@ impl Session {
         let mut hello_client = SyncClient::new(channel).max_decoding_message_size(HELLO_BYTES_MAX);
         let hello = self.hello(&mut hello_client).await?;
         let node_id = plait_proto::convert::public_key("node_id", &hello.node_id)?;
+        // Every later call proves this replica's node id to that peer.
+        auth.set_audience(node_id);
         let epoch: [u8; 16] = hello
             .epoch
             .as_slice()
@@ -206,7 +208,7 @@ impl Session {
         Ok(Peer { channel: hello_client_channel, client, hello_client, node_id, epoch })
     }
 
-    async fn hello(&self, client: &mut SyncClient<Channel>) -> anyhow::Result<pb::HelloResponse> {
+    async fn hello(&self, client: &mut SyncClient<PeerChannel>) -> anyhow::Result<pb::HelloResponse> {
         let mut request = tonic::Request::new(pb::HelloRequest { from: Some(self.identity()) });
         request.set_timeout(CALL_TIMEOUT);
         Ok(client.hello(request).await.context("hello")?.into_inner())
@@ -659,7 +661,7 @@ fn check_page_size(page: &pb::EntryPage, entries_max: usize) -> anyhow::Result<(
 
 /// Forwards the peer's Watch notices; sends `None` when the stream ends.
 async fn watch_peer(
-    mut client: SyncClient<Channel>,
+    mut client: SyncClient<PeerChannel>,
     identity: pb::PeerIdentity,
     notices: mpsc::Sender<Option<LogId>>,
 ) {

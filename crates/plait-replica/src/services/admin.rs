@@ -9,6 +9,7 @@ use plait_proto::pb;
 use plait_store::Members;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
 use super::{Ctx, log_info};
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::status::reply;
@@ -16,6 +17,10 @@ use crate::status::reply;
 /// Bytes per chunk of an exported snapshot stream, and chunks buffered.
 const EXPORT_CHUNK_BYTES: usize = 1024 * 1024;
 const EXPORT_CHUNKS_BUFFERED: usize = 4;
+/// The highest member-list generation: far beyond any real count of updates, and low
+/// enough that no caller can set one that no later update could pass (and that fits the
+/// operator's status field).
+const MEMBERS_GENERATION_MAX: u64 = 1 << 53;
 /// Most members one SetMembers may name, and the longest address.
 const MEMBERS_MAX: usize = 1024;
 const ADDRESS_BYTES_MAX: usize = 255;
@@ -70,8 +75,11 @@ impl AdminService {
             .collect()
     }
 
-    async fn status(&self) -> ReplicaResult<pb::StatusResponse> {
+    /// The replica's state and who the caller is. Any authenticated caller may ask who
+    /// it is; the logs and peers are shown only to callers that may read or administer.
+    async fn status(&self, principal: &Principal) -> ReplicaResult<pb::StatusResponse> {
         let ctx = &self.ctx;
+        let details = principal.grants.read || principal.grants.cluster_admin;
         let disk_bytes = ctx.blocking(|store| Ok::<_, ReplicaError>(store.disk_bytes())).await?;
         let members_generation = ctx.blocking(|store| store.members()).await?.generation;
         Ok(pb::StatusResponse {
@@ -80,18 +88,24 @@ impl AdminService {
             epoch: ctx.store.epoch().to_vec(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_ms: ctx.started.elapsed().as_millis() as u64,
-            logs: ctx.store.logs().iter().map(log_info).collect(),
+            logs: if details { ctx.store.logs().iter().map(log_info).collect() } else { Vec::new() },
             disk_bytes,
             writable: ctx.store.is_writable(),
-            peers: self.peers(),
+            peers: if details { self.peers() } else { Vec::new() },
             members_generation,
             draining: ctx.state.draining.load(Ordering::SeqCst),
+            principal: principal.name.to_string(),
+            authenticated_by: principal.proof.as_str().to_owned(),
+            roles: principal.grants.roles(),
         })
     }
 
     async fn set_members(&self, r: pb::SetMembersRequest) -> ReplicaResult<pb::SetMembersResponse> {
-        if r.generation == 0 {
-            return Err(ReplicaError::Invalid("generation must be at least 1".into()));
+        if r.generation == 0 || r.generation > MEMBERS_GENERATION_MAX {
+            return Err(ReplicaError::Invalid(format!(
+                "generation must be from 1 to {MEMBERS_GENERATION_MAX}: a higher one would leave no room for \
+                 later updates"
+            )));
         }
         if r.members.len() > MEMBERS_MAX {
             return Err(ReplicaError::Invalid(format!("at most {MEMBERS_MAX} members")));
@@ -261,7 +275,9 @@ impl AdminService {
             let mut waiting = Vec::new();
             for summary in self.ctx.store.logs() {
                 let holders = self.ctx.holds.holders(&summary.log_id, summary.seq);
-                let holder = holders.iter().find(|h| members.is_empty() || members.contains(h));
+                // Only a current member counts: not an edge node, not a caller that only
+                // claims to be one (holds are recorded for proven node ids only).
+                let holder = holders.iter().find(|h| members.contains(h));
                 match holder {
                     Some(h) => done.push(pb::DrainedLog {
                         log_id: summary.log_id.0.to_vec(),
@@ -301,8 +317,8 @@ type ExportStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotCh
 /// `ReplicaError` becomes a status in `status.rs`.
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        reply(self.status().await)
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        reply(self.status(&Principal::of(&request)).await)
     }
 
     async fn set_members(

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Ctx, page_limit};
+use crate::auth::Principal;
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::status::reply;
 
@@ -89,6 +90,7 @@ impl DataService {
     /// Writes one typed op to the log named in the request.
     async fn write_one(
         &self,
+        principal: &Principal,
         log: &str,
         op: Op,
         concern: Option<pb::WriteConcern>,
@@ -97,6 +99,7 @@ impl DataService {
         check_concern(concern.as_ref())?;
         op.validate()?;
         let summary = self.ctx.resolve_typed(log, op.log_type(), op.name())?;
+        self.ctx.check_may_write(principal, &summary)?;
         let acks = self.ctx.store.write(vec![(summary.log_id, op)]).await?;
         self.ctx.metrics.record_ops_written(summary.manifest.manifest().log_type.name(), 1);
         self.await_concern(&acks, concern).await?;
@@ -117,7 +120,8 @@ impl DataService {
         let targets: Vec<(LogId, u64)> = targets.into_iter().collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(u64::from(timeout_ms));
         let others = concern.replicas as usize - 1;
-        self.ctx.holds.wait_for(&targets, others, deadline).await.map_err(|held| {
+        let table = self.ctx.membership.table.clone();
+        self.ctx.holds.wait_for(&targets, others, deadline, move || table.node_ids()).await.map_err(|held| {
             ReplicaError::DeadlineExceeded(format!(
                 "the write is durable here (seq {}) but only {} of the {} replicas asked for held it within {timeout_ms} ms; it is not undone",
                 acks.last().map_or(0, |a| a.seq),
@@ -217,7 +221,7 @@ impl DataService {
 
 /// The RPCs, each returning `ReplicaError`; the trait impl below is the tonic boundary.
 impl DataService {
-    async fn write(&self, request: pb::WriteRequest) -> ReplicaResult<pb::WriteResponse> {
+    async fn write(&self, principal: &Principal, request: pb::WriteRequest) -> ReplicaResult<pb::WriteResponse> {
         self.ctx.check_writable()?;
         let pb::WriteRequest { ops, concern } = request;
         check_concern(concern.as_ref())?;
@@ -237,6 +241,7 @@ impl DataService {
             let op = convert::op(&format!("ops[{i}].op"), routed_op.op)?;
             if !logs.contains_key(&routed_op.log) {
                 let summary = self.ctx.resolve(&routed_op.log).map_err(|e| e.context(format!("ops[{i}]")))?;
+                self.ctx.check_may_write(principal, &summary).map_err(|e| e.context(format!("ops[{i}]")))?;
                 logs.insert(routed_op.log.clone(), summary);
             }
             let summary = &logs[&routed_op.log];
@@ -255,9 +260,14 @@ impl DataService {
         Ok(pb::WriteResponse { acks: acks.iter().map(ack_to_pb).collect() })
     }
 
-    async fn submit(&self, request: pb::SubmitRequest) -> ReplicaResult<pb::SubmitResponse> {
+    async fn submit(&self, principal: &Principal, request: pb::SubmitRequest) -> ReplicaResult<pb::SubmitResponse> {
         self.ctx.check_writable()?;
         let verified = self.check_submitted(request.entries).await?;
+        for (i, entry) in verified.iter().enumerate() {
+            if let Some(summary) = self.ctx.store.log(&entry.entry().log) {
+                self.ctx.check_may_write(principal, &summary).map_err(|e| e.context(format!("entries[{i}]")))?;
+            }
+        }
         let hashes: Vec<EntryHash> = verified.iter().map(|e| e.hash()).collect();
         let outcomes = self.ctx.store.ingest(verified, IngestSource::Submit).await?;
         let mut results = Vec::with_capacity(outcomes.len());
@@ -491,40 +501,47 @@ type SubscribeStream = ReceiverStream<Result<pb::AppliedOp, Status>>;
 #[tonic::async_trait]
 impl pb::data_server::Data for DataService {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
-        reply(self.write_one(&r.log, Op::Append { value: r.value }, r.concern).await)
+        reply(self.write_one(&principal, &r.log, Op::Append { value: r.value }, r.concern).await)
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
-        reply(self.write_one(&r.log, Op::Put { key: r.key, value: r.value }, r.concern).await)
+        reply(self.write_one(&principal, &r.log, Op::Put { key: r.key, value: r.value }, r.concern).await)
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
-        reply(self.write_one(&r.log, Op::Delete { key: r.key }, r.concern).await)
+        reply(self.write_one(&principal, &r.log, Op::Delete { key: r.key }, r.concern).await)
     }
 
     async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         let op = Op::Link { src: r.src, label: r.label, dst: r.dst, props: r.props };
-        reply(self.write_one(&r.log, op, r.concern).await)
+        reply(self.write_one(&principal, &r.log, op, r.concern).await)
     }
 
     async fn unlink(&self, request: Request<pb::UnlinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
-        reply(self.write_one(&r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }, r.concern).await)
+        reply(self.write_one(&principal, &r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }, r.concern).await)
     }
 
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        reply(self.write(request.into_inner()).await)
+        let principal = Principal::of(&request);
+        reply(self.write(&principal, request.into_inner()).await)
     }
 
     async fn submit(
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        reply(self.submit(request.into_inner()).await)
+        let principal = Principal::of(&request);
+        reply(self.submit(&principal, request.into_inner()).await)
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {

@@ -40,6 +40,8 @@ pub(crate) struct Ctx {
     pub(crate) data_dir: std::path::PathBuf,
     pub(crate) s3: crate::backup::S3Options,
     pub(crate) logs_max: usize,
+    /// Checks the node proofs peers attach to their calls.
+    pub(crate) proofs: Arc<crate::auth::ProofVerifier>,
 }
 
 impl Ctx {
@@ -60,6 +62,19 @@ impl Ctx {
             ));
         }
         Ok(())
+    }
+
+    /// Refuses a write to a log the caller holds no write grant for. Writes through this
+    /// replica are signed with its writer key, which every log of the cluster trusts, so
+    /// this grant is what stands between a caller and a log.
+    pub(crate) fn check_may_write(&self, principal: &crate::auth::Principal, summary: &LogSummary) -> ReplicaResult<()> {
+        let name = &summary.manifest.manifest().name;
+        if principal.may_write(name) {
+            return Ok(());
+        }
+        self.metrics.record_auth_denied("/plait.v1.Data/write", "log_not_granted");
+        tracing::warn!(principal = %principal.name, log = %name, "write refused: no write grant for the log");
+        Err(ReplicaError::PermissionDenied(format!("{} may not write to log {name:?}", principal.name)))
     }
 
     pub(crate) fn resolve(&self, log: &str) -> ReplicaResult<LogSummary> {

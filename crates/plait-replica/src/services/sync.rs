@@ -28,9 +28,16 @@ pub(crate) struct SyncService {
     pub(crate) ctx: Ctx,
 }
 
-fn caller(from: Option<&pb::PeerIdentity>) -> Option<(PublicKey, Vec<u8>)> {
-    let from = from?;
-    Some((PublicKey::from_slice(&from.node_id)?, from.epoch.clone()))
+impl SyncService {
+    /// The node id the call's proof proves, if it carries one. The `from` a request names
+    /// in its body is never believed: holds are recorded only for proven node ids.
+    fn proven_caller<T>(&self, request: &Request<T>) -> ReplicaResult<Option<PublicKey>> {
+        match self.ctx.proofs.verify_metadata(request.metadata()) {
+            None => Ok(None),
+            Some(Ok(node)) => Ok(Some(node)),
+            Some(Err(e)) => Err(ReplicaError::Unauthenticated(format!("{e}; the call is refused"))),
+        }
+    }
 }
 
 impl SyncService {
@@ -142,7 +149,7 @@ impl SyncService {
         })
     }
 
-    fn pull(&self, r: pb::PullRequest) -> ReplicaResult<PageStream> {
+    fn pull(&self, r: pb::PullRequest, proven: Option<PublicKey>) -> ReplicaResult<PageStream> {
         let log = self.hosted(&r.log_id)?;
         let epoch = self.ctx.store.epoch();
         if r.epoch != epoch {
@@ -162,7 +169,7 @@ impl SyncService {
                 r.after_seq
             )));
         }
-        if let Some((peer, _)) = caller(r.from.as_ref()) {
+        if let Some(peer) = proven {
             // The caller holds everything up to after_seq of this epoch.
             self.ctx.holds.record(peer, log, r.after_seq);
         }
@@ -298,7 +305,11 @@ impl pb::sync_server::Sync for SyncService {
     type PullStream = PageStream;
 
     async fn pull(&self, request: Request<pb::PullRequest>) -> Result<Response<Self::PullStream>, Status> {
-        reply(self.pull(request.into_inner()))
+        let proven = match self.proven_caller(&request) {
+            Ok(p) => p,
+            Err(e) => return reply(Err(e)),
+        };
+        reply(self.pull(request.into_inner(), proven))
     }
 
     type ReconcileStream = PageStream;

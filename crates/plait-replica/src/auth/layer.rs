@@ -1,0 +1,403 @@
+//! The one place calls are authenticated and authorized: a tower layer in front of every
+//! service. It finds the caller (bearer token, else verified client certificate), maps
+//! the method to the permission it needs, refuses with `UNAUTHENTICATED` or
+//! `PERMISSION_DENIED` before any handler runs (logged and counted), and otherwise puts
+//! the [`Principal`] in the request for handlers. It also marks the call open on its
+//! connection (for the idle timeout) and gives unary calls a default deadline.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tonic::body::Body;
+
+use super::Principal;
+use super::config::{AuthConfigError, Directory};
+use crate::error::ReplicaError;
+use crate::net::{ActiveCall, ConnInfo};
+use crate::status::refusal;
+use crate::telemetry::Metrics;
+
+/// What a method needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Anyone, even unauthenticated: health checks.
+    Public,
+    /// Any authenticated caller: Status (which says who you are), reflection.
+    Authenticated,
+    Read,
+    /// Some write grant; which logs is checked where the log is known.
+    Write,
+    LogAdmin,
+    ClusterAdmin,
+    Peer,
+}
+
+/// A method's need and whether the default deadline applies (unary calls that are not
+/// meant to run long).
+pub(crate) fn rule(path: &str) -> (Need, bool) {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return (Need::Authenticated, true);
+    };
+    match service {
+        "grpc.health.v1.Health" => (Need::Public, method == "Check"),
+        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
+            (Need::Authenticated, false)
+        }
+        "plait.v1.Data" => match method {
+            "Append" | "Put" | "Delete" | "Link" | "Unlink" | "Write" | "Submit" => (Need::Write, true),
+            "Subscribe" => (Need::Read, false),
+            _ => (Need::Read, true),
+        },
+        "plait.v1.Logs" => match method {
+            "CreateLog" | "DropLog" => (Need::LogAdmin, true),
+            _ => (Need::Read, true),
+        },
+        "plait.v1.Admin" => match method {
+            "Status" => (Need::Authenticated, true),
+            "Checkpoint" | "SetMembers" | "Undrain" => (Need::ClusterAdmin, true),
+            // Long by nature: streams, a drain waiting on peers, a backup.
+            _ => (Need::ClusterAdmin, false),
+        },
+        "plait.v1.Sync" => (Need::Peer, method == "Hello" || method == "Fetch"),
+        _ => (Need::Authenticated, true),
+    }
+}
+
+/// A bounded label for metrics: known methods by name, anything else as one value.
+fn method_label(path: &str) -> &str {
+    let (need, _) = rule(path);
+    let known = path.starts_with("/plait.v1.") || path.starts_with("/grpc.");
+    if known && need != Need::Authenticated || path == "/plait.v1.Admin/Status" { path } else { "unknown" }
+}
+
+fn allowed(principal: &Principal, need: Need) -> bool {
+    let g = &principal.grants;
+    match need {
+        Need::Public | Need::Authenticated => true,
+        Need::Read => g.read,
+        Need::Write => !g.write.is_empty(),
+        Need::LogAdmin => g.log_admin,
+        Need::ClusterAdmin => g.cluster_admin,
+        Need::Peer => g.peer,
+    }
+}
+
+/// How callers are identified: off (everyone is the trusted anonymous principal), or
+/// required, from the auth file (re-read when it changes) and verified certificates.
+#[derive(Clone)]
+pub(crate) struct Authenticator {
+    inner: Arc<AuthInner>,
+}
+
+struct AuthInner {
+    required: bool,
+    file: Option<PathBuf>,
+    directory: RwLock<(Option<SystemTime>, Arc<Directory>)>,
+    metrics: Metrics,
+    call_timeout: Duration,
+}
+
+fn mtime(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Authenticator {
+    /// `required`: security is configured (a client CA or an auth file); callers must
+    /// then prove who they are.
+    pub(crate) fn new(
+        required: bool,
+        file: Option<PathBuf>,
+        metrics: Metrics,
+        call_timeout: Duration,
+    ) -> Result<Authenticator, AuthConfigError> {
+        let directory = match &file {
+            Some(path) => (mtime(path), Arc::new(Directory::load(path)?)),
+            None => (None, Arc::new(Directory::builtin())),
+        };
+        Ok(Authenticator {
+            inner: Arc::new(AuthInner { required, file, directory: RwLock::new(directory), metrics, call_timeout }),
+        })
+    }
+
+    pub(crate) fn required(&self) -> bool {
+        self.inner.required
+    }
+
+    /// Re-reads the auth file if it changed; a file that no longer parses keeps the old
+    /// directory (and says so).
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, AuthConfigError> {
+        let Some(path) = &self.inner.file else { return Ok(false) };
+        let now = mtime(path);
+        if self.inner.directory.read().expect("auth lock poisoned").0 == now {
+            return Ok(false);
+        }
+        let directory = Directory::load(path)?;
+        *self.inner.directory.write().expect("auth lock poisoned") = (now, Arc::new(directory));
+        Ok(true)
+    }
+
+    pub(crate) fn spawn_reloader(self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        if self.inner.file.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+                }
+                match self.reload_if_changed() {
+                    Ok(true) => tracing::info!("auth file reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "auth file changed but cannot be used; keeping the old one"),
+                }
+            }
+        });
+    }
+
+    /// Who is calling, from the request's token or its connection's certificate.
+    fn identify<B>(&self, request: &http::Request<B>) -> Result<Principal, (ReplicaError, &'static str)> {
+        if !self.inner.required {
+            return Ok(Principal::anonymous());
+        }
+        let directory = self.inner.directory.read().expect("auth lock poisoned").1.clone();
+        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .filter(|t| !t.is_empty() && t.len() <= 4096);
+            let Some(token) = token else {
+                return Err((
+                    ReplicaError::Unauthenticated("the authorization header must be `Bearer <token>`".into()),
+                    "malformed_token",
+                ));
+            };
+            return directory.token(token).ok_or((
+                ReplicaError::Unauthenticated("the bearer token is not known to this replica".into()),
+                "unknown_token",
+            ));
+        }
+        let cert = request.extensions().get::<ConnInfo>().and_then(|c| c.cert.clone());
+        match cert {
+            Some(cert) => Ok(directory.certificate(&cert)),
+            None => Err((
+                ReplicaError::Unauthenticated(
+                    "this replica requires authentication: present a client certificate from its CA \
+                     (--cert/--key) or a bearer token (--token, PLAIT_TOKEN)"
+                        .into(),
+                ),
+                "no_credentials",
+            )),
+        }
+    }
+}
+
+/// The layer for `Server::builder().layer(..)`.
+#[derive(Clone)]
+pub(crate) struct AuthLayer(pub(crate) Authenticator);
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService { inner, auth: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AuthService<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<http::Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let call = request.extensions().get::<ConnInfo>().map(|c| c.activity.begin());
+        let path = request.uri().path().to_owned();
+        let (need, default_deadline) = rule(&path);
+        let decision = if need == Need::Public {
+            Ok(Principal::anonymous_public())
+        } else {
+            self.auth.identify(&request).and_then(|principal| {
+                if allowed(&principal, need) {
+                    Ok(principal)
+                } else {
+                    Err((
+                        ReplicaError::PermissionDenied(format!(
+                            "{} may not call {path}: it needs the {} role",
+                            principal.name,
+                            need_role(need)
+                        )),
+                        "not_granted",
+                    ))
+                }
+            })
+        };
+        let principal = match decision {
+            Ok(p) => p,
+            Err((error, reason)) => {
+                let remote = request.extensions().get::<ConnInfo>().map(|c| c.remote);
+                tracing::warn!(method = %path, ?remote, reason, error = %error, "call refused");
+                self.auth.inner.metrics.record_auth_denied(method_label(&path), reason);
+                return Box::pin(async move { Ok(guarded(refusal(error), call)) });
+            }
+        };
+        request.extensions_mut().insert(principal);
+        // The clone is ready-checked by tower's contract: swap so `self.inner` stays ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let timeout = (default_deadline && !request.headers().contains_key("grpc-timeout"))
+            .then_some(self.auth.inner.call_timeout);
+        Box::pin(async move {
+            let future = inner.call(request);
+            let response = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, future).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Ok(guarded(
+                            refusal(ReplicaError::DeadlineExceeded(format!(
+                                "the call took longer than this replica's default deadline of {} ms \
+                                 (--call-timeout-ms); set a deadline on the call to choose another",
+                                limit.as_millis()
+                            ))),
+                            call,
+                        ));
+                    }
+                },
+                None => future.await?,
+            };
+            Ok(guarded(response, call))
+        })
+    }
+}
+
+fn need_role(need: Need) -> &'static str {
+    match need {
+        Need::Public | Need::Authenticated => "any",
+        Need::Read => "read",
+        Need::Write => "write",
+        Need::LogAdmin => "log-admin",
+        Need::ClusterAdmin => "cluster-admin",
+        Need::Peer => "peer",
+    }
+}
+
+/// The response with the call kept open on its connection until its body ends.
+fn guarded<B>(response: http::Response<B>, call: Option<ActiveCall>) -> http::Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    response.map(|body| Body::new(GuardedBody { inner: body, _call: call }))
+}
+
+pin_project_lite::pin_project! {
+    struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        _call: Option<ActiveCall>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every method of every service maps to the role the security docs give it; an
+    /// unknown method still needs authentication.
+    #[test]
+    fn methods_need_their_roles() {
+        let cases = [
+            ("/grpc.health.v1.Health/Check", Need::Public),
+            ("/grpc.health.v1.Health/Watch", Need::Public),
+            ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Need::Authenticated),
+            ("/plait.v1.Admin/Status", Need::Authenticated),
+            ("/plait.v1.Data/Get", Need::Read),
+            ("/plait.v1.Data/Scan", Need::Read),
+            ("/plait.v1.Data/ReadFeed", Need::Read),
+            ("/plait.v1.Data/Edges", Need::Read),
+            ("/plait.v1.Data/GetEntry", Need::Read),
+            ("/plait.v1.Data/Heads", Need::Read),
+            ("/plait.v1.Data/Subscribe", Need::Read),
+            ("/plait.v1.Logs/GetLog", Need::Read),
+            ("/plait.v1.Logs/ListLogs", Need::Read),
+            ("/plait.v1.Data/Append", Need::Write),
+            ("/plait.v1.Data/Put", Need::Write),
+            ("/plait.v1.Data/Delete", Need::Write),
+            ("/plait.v1.Data/Link", Need::Write),
+            ("/plait.v1.Data/Unlink", Need::Write),
+            ("/plait.v1.Data/Write", Need::Write),
+            ("/plait.v1.Data/Submit", Need::Write),
+            ("/plait.v1.Logs/CreateLog", Need::LogAdmin),
+            ("/plait.v1.Logs/DropLog", Need::LogAdmin),
+            ("/plait.v1.Admin/SetMembers", Need::ClusterAdmin),
+            ("/plait.v1.Admin/Drain", Need::ClusterAdmin),
+            ("/plait.v1.Admin/Checkpoint", Need::ClusterAdmin),
+            ("/plait.v1.Admin/ExportSnapshot", Need::ClusterAdmin),
+            ("/plait.v1.Admin/ImportSnapshot", Need::ClusterAdmin),
+            ("/plait.v1.Admin/Backup", Need::ClusterAdmin),
+            ("/plait.v1.Sync/Hello", Need::Peer),
+            ("/plait.v1.Sync/Pull", Need::Peer),
+            ("/plait.v1.Sync/Reconcile", Need::Peer),
+            ("/plait.v1.Sync/Fetch", Need::Peer),
+            ("/plait.v1.Sync/Watch", Need::Peer),
+            ("/plait.v1.Sync/Push", Need::Peer),
+            ("/plait.v1.Nope/Nope", Need::Authenticated),
+            ("garbage", Need::Authenticated),
+        ];
+        for (path, need) in cases {
+            assert_eq!(rule(path).0, need, "{path}");
+        }
+        // Streams and long calls get no default deadline.
+        for path in ["/plait.v1.Data/Subscribe", "/plait.v1.Sync/Pull", "/plait.v1.Admin/Backup", "/plait.v1.Admin/Drain"] {
+            assert!(!rule(path).1, "{path}");
+        }
+        assert!(rule("/plait.v1.Data/Put").1);
+        assert_eq!(method_label("/evil/\u{1F600}"), "unknown");
+        assert_eq!(method_label("/plait.v1.Data/Put"), "/plait.v1.Data/Put");
+    }
+}

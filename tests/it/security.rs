@@ -1,0 +1,567 @@
+//! Security against real plaitd processes with TLS and authentication on: who may call
+//! what, what a refused call leaves behind (nothing), certificates that must be refused,
+//! rotation without a restart, peer identity, and the listener's bounds.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use plait_pki::{Ca, CertSpec, Validity};
+use plait_proto::pb;
+use plait_tests::{Plaitd, check, wait_until};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A CA and the files a secured replica and its callers use.
+struct Pki {
+    dir: PathBuf,
+    ca: Ca,
+}
+
+/// A certificate and key written to files.
+#[derive(Clone)]
+struct Pair {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pair {
+    fn identity(&self) -> Identity {
+        Identity::from_pem(std::fs::read(&self.cert).unwrap(), std::fs::read(&self.key).unwrap())
+    }
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = Ca::generate("plait test CA", Validity::from_now(SystemTime::now(), DAY)).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.cert_pem()).unwrap();
+        Pki { dir: dir.to_owned(), ca }
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca_path()).unwrap()
+    }
+
+    fn issue(&self, file: &str, spec: CertSpec) -> Pair {
+        let issued = self.ca.issue(&spec).unwrap();
+        let pair = Pair { cert: self.dir.join(format!("{file}.crt")), key: self.dir.join(format!("{file}.key")) };
+        std::fs::write(&pair.cert, issued.cert_pem()).unwrap();
+        std::fs::write(&pair.key, issued.key_pem()).unwrap();
+        pair
+    }
+
+    /// A replica certificate: serves 127.0.0.1 and localhost, group plait:peers.
+    fn replica(&self, file: &str) -> Pair {
+        let spec = CertSpec::new(file, Validity::from_now(SystemTime::now(), DAY))
+            .group("plait:peers")
+            .ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .dns("localhost");
+        self.issue(file, spec)
+    }
+
+    fn client(&self, name: &str, groups: &[&str]) -> Pair {
+        let mut spec = CertSpec::new(name, Validity::from_now(SystemTime::now(), DAY)).client_only();
+        for g in groups {
+            spec = spec.group(*g);
+        }
+        self.issue(name, spec)
+    }
+}
+
+/// Tokens of every role, for the role matrix, and the auth file naming them.
+const TOKENS: &[(&str, &str, &[&str])] = &[
+    ("reader", "tok-reader", &["read"]),
+    ("writer", "tok-writer", &["read", "write:orders-*"]),
+    ("logadmin", "tok-logadmin", &["log-admin"]),
+    ("clusteradmin", "tok-clusteradmin", &["cluster-admin"]),
+    ("peer", "tok-peer", &["peer"]),
+    ("nobody", "tok-nobody", &[]),
+];
+
+fn auth_file(dir: &Path) -> PathBuf {
+    let mut text = String::from("tokens:\n");
+    for (name, token, roles) in TOKENS {
+        let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+        text.push_str(&format!(
+            "  - name: {name}\n    hash: blake3:{}\n    roles: [{}]\n",
+            blake3::hash(token.as_bytes()).to_hex(),
+            roles.join(", ")
+        ));
+    }
+    let path = dir.join("auth.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A replica with TLS, client certificates and the tokens above.
+fn secured(pki: &Pki, data: &Path, name: &str, extra: &[&str]) -> Plaitd {
+    let server = pki.replica(name);
+    let auth = auth_file(&pki.dir);
+    let mut args = vec![
+        "--tls-cert".to_owned(),
+        server.cert.display().to_string(),
+        "--tls-key".to_owned(),
+        server.key.display().to_string(),
+        "--tls-client-ca".to_owned(),
+        pki.ca_path().display().to_string(),
+        "--auth-file".to_owned(),
+        auth.display().to_string(),
+        "--security-reload-ms".to_owned(),
+        "200".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Plaitd::start(data, &args).unwrap()
+}
+
+fn https(node: &Plaitd) -> String {
+    format!("https://{}", node.grpc)
+}
+
+async fn tls_channel(addr: &str, ca: &[u8], identity: Option<Identity>) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    Endpoint::from_shared(addr.to_owned())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+fn manifest_request(name: &str) -> pb::CreateLogRequest {
+    pb::CreateLogRequest { name: name.to_owned(), r#type: pb::LogType::Kv as i32, ..Default::default() }
+}
+
+/// The logs an admin certificate sees, to prove a refused call changed nothing.
+async fn log_names(channel: &Channel) -> Vec<String> {
+    let mut logs = pb::logs_client::LogsClient::new(channel.clone());
+    let mut names: Vec<String> =
+        logs.list_logs(pb::ListLogsRequest::default()).await.unwrap().into_inner().logs.into_iter().map(|l| l.name).collect();
+    names.sort();
+    names
+}
+
+/// With security on, a caller with no credentials is refused every call but the health
+/// check with UNAUTHENTICATED (cases 1, 4, 5, 10: drop, recreate, backup, SetMembers,
+/// Drain, CreateLog), plaintext gets no answer at all, and nothing changes: the logs are
+/// as they were, the data directory checks clean, and the next valid write works.
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_callers_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    let admin_pair = pki.client("operator", &["plait:admins"]);
+    let admin = tls_channel(&https(&node), &pki.ca_pem(), Some(admin_pair.identity())).await.unwrap();
+    let mut logs = pb::logs_client::LogsClient::new(admin.clone());
+    logs.create_log(manifest_request("orders")).await.unwrap();
+    let mut data = pb::data_client::DataClient::new(admin.clone());
+    data.put(pb::PutRequest { log: "orders".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None })
+        .await
+        .unwrap();
+    let before = log_names(&admin).await;
+
+    let anonymous = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
+    let mut a_logs = pb::logs_client::LogsClient::new(anonymous.clone());
+    let mut a_admin = pb::admin_client::AdminClient::new(anonymous.clone());
+    let mut a_data = pb::data_client::DataClient::new(anonymous.clone());
+    let codes = [
+        a_logs.drop_log(pb::DropLogRequest { log: "orders".into() }).await.map(|_| ()),
+        a_logs.create_log(manifest_request("squat")).await.map(|_| ()),
+        a_logs.list_logs(pb::ListLogsRequest::default()).await.map(|_| ()),
+        a_admin
+            .backup(pb::BackupRequest { destination: "file:///tmp/x".into(), retain_full: 1, ..Default::default() })
+            .await
+            .map(|_| ()),
+        a_admin.set_members(pb::SetMembersRequest { generation: u64::MAX, members: vec!["evil:1".into()] }).await.map(|_| ()),
+        a_admin.drain(pb::DrainRequest { timeout_ms: 1 }).await.map(|_| ()),
+        a_admin.status(pb::StatusRequest {}).await.map(|_| ()),
+        a_data.put(pb::PutRequest { log: "orders".into(), key: b"k".to_vec(), value: b"x".to_vec(), concern: None })
+            .await
+            .map(|_| ()),
+    ];
+    for (i, result) in codes.iter().enumerate() {
+        assert_eq!(result.as_ref().unwrap_err().code(), Code::Unauthenticated, "call {i}: {result:?}");
+    }
+    // A token nobody issued is refused the same way.
+    let err = a_logs.list_logs(with_token(pb::ListLogsRequest::default(), Some("guess"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // The health check stays open (probes carry no credentials).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(anonymous.clone());
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+
+    // Plaintext to the TLS listener gets no gRPC answer.
+    let plain = Endpoint::from_shared(format!("http://{}", node.grpc)).unwrap().timeout(Duration::from_secs(5));
+    if let Ok(channel) = plain.connect().await {
+        let err = pb::logs_client::LogsClient::new(channel).list_logs(pb::ListLogsRequest::default()).await.unwrap_err();
+        assert_ne!(err.code(), Code::Ok);
+    }
+
+    // Nothing changed, and the replica is not draining.
+    assert_eq!(log_names(&admin).await, before);
+    let status = pb::admin_client::AdminClient::new(admin.clone()).status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(!status.draining && status.members_generation == 0 && status.peers.is_empty(), "{status:?}");
+    assert_eq!(status.principal, "operator");
+    assert_eq!(status.authenticated_by, "certificate");
+    data.put(pb::PutRequest { log: "orders".into(), key: b"k2".to_vec(), value: b"v".to_vec(), concern: None })
+        .await
+        .unwrap();
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+}
+
+/// Every role reaches exactly its methods: the matrix of role × RPC, each cell either
+/// passing authorization (any code but UNAUTHENTICATED/PERMISSION_DENIED) or refused with
+/// PERMISSION_DENIED; and a write grant covers only the logs its pattern names (case 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_reach_exactly_their_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    let channel = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
+    let admin = tls_channel(&https(&node), &pki.ca_pem(), Some(pki.client("op", &["plait:admins"]).identity()))
+        .await
+        .unwrap();
+    pb::logs_client::LogsClient::new(admin.clone()).create_log(manifest_request("orders-eu")).await.unwrap();
+    pb::logs_client::LogsClient::new(admin.clone()).create_log(manifest_request("users")).await.unwrap();
+
+    // (method, the role it needs)
+    async fn call(channel: &Channel, method: &str, token: &str) -> Result<(), tonic::Status> {
+        let t = Some(token);
+        let mut logs = pb::logs_client::LogsClient::new(channel.clone());
+        let mut data = pb::data_client::DataClient::new(channel.clone());
+        let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+        let mut sync = pb::sync_client::SyncClient::new(channel.clone());
+        match method {
+            "ListLogs" => logs.list_logs(with_token(pb::ListLogsRequest::default(), t)).await.map(|_| ()),
+            "Get" => data
+                .get(with_token(pb::GetRequest { log: "orders-eu".into(), key: b"k".to_vec(), ..Default::default() }, t))
+                .await
+                .map(|_| ()),
+            "Put" => data
+                .put(with_token(
+                    pb::PutRequest { log: "orders-eu".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None },
+                    t,
+                ))
+                .await
+                .map(|_| ()),
+            "CreateLog" => logs.create_log(with_token(manifest_request(&format!("new-{token}")), t)).await.map(|_| ()),
+            "Checkpoint" => {
+                admin.checkpoint(with_token(pb::CheckpointRequest { log: "orders-eu".into() }, t)).await.map(|_| ())
+            }
+            "Hello" => sync.hello(with_token(pb::HelloRequest { from: None }, t)).await.map(|_| ()),
+            "Status" => admin.status(with_token(pb::StatusRequest {}, t)).await.map(|_| ()),
+            other => panic!("no such method in the matrix: {other}"),
+        }
+    }
+    let needs = [
+        ("ListLogs", "read"),
+        ("Get", "read"),
+        ("Put", "write"),
+        ("CreateLog", "log-admin"),
+        ("Checkpoint", "cluster-admin"),
+        ("Hello", "peer"),
+        ("Status", "any"),
+    ];
+    for (name, token, roles) in TOKENS {
+        for (method, need) in needs {
+            let granted = need == "any"
+                || roles.iter().any(|r| *r == need || (need == "write" && r.starts_with("write")));
+            let result = call(&channel, method, token).await;
+            match result {
+                Err(s) if s.code() == Code::PermissionDenied => {
+                    assert!(!granted, "{name} was refused {method}: {s:?}")
+                }
+                Err(s) if s.code() == Code::Unauthenticated => panic!("{name} is unknown? {s:?}"),
+                _ => assert!(granted, "{name} was let through to {method}: {result:?}"),
+            }
+        }
+    }
+
+    // The writer's grant is orders-*: users is refused, and nothing is stored there.
+    let mut data = pb::data_client::DataClient::new(channel.clone());
+    let err = data
+        .put(with_token(
+            pb::PutRequest { log: "users".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None },
+            Some("tok-writer"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = data
+        .write(with_token(
+            pb::WriteRequest {
+                ops: vec![
+                    pb::RoutedOp {
+                        log: "orders-eu".into(),
+                        op: Some(pb::Op { op: Some(pb::op::Op::Put(pb::KvPut { key: b"a".to_vec(), value: b"1".to_vec() })) }),
+                    },
+                    pb::RoutedOp {
+                        log: "users".into(),
+                        op: Some(pb::Op { op: Some(pb::op::Op::Put(pb::KvPut { key: b"a".to_vec(), value: b"1".to_vec() })) }),
+                    },
+                ],
+                concern: None,
+            },
+            Some("tok-writer"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let mut admin_logs = pb::logs_client::LogsClient::new(admin.clone());
+    let users = admin_logs.get_log(pb::GetLogRequest { log: "users".into() }).await.unwrap().into_inner();
+    assert_eq!(users.seq, 0, "a refused write stored something");
+    let orders = admin_logs.get_log(pb::GetLogRequest { log: "orders-eu".into() }).await.unwrap().into_inner();
+
+    // Status says who each caller is.
+    let status = pb::admin_client::AdminClient::new(channel.clone())
+        .status(with_token(pb::StatusRequest {}, Some("tok-writer")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.principal, "writer");
+    assert_eq!(status.authenticated_by, "token");
+    assert_eq!(status.roles, vec!["read".to_owned(), "write:orders-*".to_owned()]);
+    let nobody = pb::admin_client::AdminClient::new(channel.clone())
+        .status(with_token(pb::StatusRequest {}, Some("tok-nobody")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(nobody.logs.is_empty() && nobody.peers.is_empty(), "a caller with no roles sees the logs");
+
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+    let _ = orders;
+}
+
+/// Client certificates from another CA, expired, or not yet valid are refused at the
+/// handshake; the replica keeps serving good callers.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_client_certificates_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    let other = Pki::new(&dir.path().join("other"));
+    let now = SystemTime::now();
+    let expired = pki.issue(
+        "expired",
+        CertSpec::new("expired", Validity { not_before: now - 2 * DAY, not_after: now - DAY })
+            .group("plait:admins")
+            .client_only(),
+    );
+    let future = pki.issue(
+        "future",
+        CertSpec::new("future", Validity { not_before: now + DAY, not_after: now + 2 * DAY })
+            .group("plait:admins")
+            .client_only(),
+    );
+    let foreign = other.client("foreign", &["plait:admins"]);
+    for (what, pair) in [("another CA", foreign), ("expired", expired), ("not yet valid", future)] {
+        let result = match tls_channel(&https(&node), &pki.ca_pem(), Some(pair.identity())).await {
+            Err(e) => Err(e.to_string()),
+            Ok(channel) => pb::logs_client::LogsClient::new(channel)
+                .list_logs(pb::ListLogsRequest::default())
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string()),
+        };
+        assert!(result.is_err(), "a client certificate from {what} was accepted");
+    }
+    // A client that does not trust the replica's CA refuses the replica.
+    assert!(
+        match tls_channel(&https(&node), &other.ca_pem(), None).await {
+            Err(_) => true,
+            Ok(channel) => pb::admin_client::AdminClient::new(channel).status(pb::StatusRequest {}).await.is_err(),
+        },
+        "a client trusting another CA talked to the replica"
+    );
+    let good = tls_channel(&https(&node), &pki.ca_pem(), Some(pki.client("op", &["plait:admins"]).identity()))
+        .await
+        .unwrap();
+    pb::logs_client::LogsClient::new(good).list_logs(pb::ListLogsRequest::default()).await.unwrap();
+}
+
+/// The server certificate is replaced in place (as cert-manager does) and new
+/// connections get the new one without a restart: a client trusting only the new CA
+/// connects once the files change.
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_rotation_needs_no_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    let pid = node.pid();
+    let admin = pki.client("op", &["plait:admins"]);
+    let first = tls_channel(&https(&node), &pki.ca_pem(), Some(admin.identity())).await.unwrap();
+    pb::logs_client::LogsClient::new(first).list_logs(pb::ListLogsRequest::default()).await.unwrap();
+
+    // A new CA issues a new server certificate into the same files; the client CA file
+    // gets both CAs so old client certificates keep working during the rotation.
+    let next = Pki::new(&dir.path().join("next"));
+    let rotated = next.replica("n0");
+    std::fs::copy(&rotated.cert, pki.dir.join("n0.crt")).unwrap();
+    std::fs::copy(&rotated.key, pki.dir.join("n0.key")).unwrap();
+    let both = [pki.ca_pem(), next.ca_pem()].concat();
+    std::fs::write(pki.ca_path(), &both).unwrap();
+
+    wait_until(Duration::from_secs(20), "the rotated certificate is served", || {
+        let (addr, ca, id) = (https(&node), next.ca_pem(), admin.identity());
+        async move {
+            match tls_channel(&addr, &ca, Some(id)).await {
+                Ok(c) => pb::logs_client::LogsClient::new(c).list_logs(pb::ListLogsRequest::default()).await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(node.pid(), pid, "the replica restarted");
+}
+
+/// On a non-loopback address plaitd refuses to start without TLS and authentication
+/// and says how to set them up; `--insecure` lets it start.
+#[tokio::test(flavor = "multi_thread")]
+async fn non_loopback_needs_security_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve") && stderr.contains("--insecure") && stderr.contains("--tls-cert"), "{stderr}");
+    let node = Plaitd::start(&dir.path().join("d2"), &["--listen", "0.0.0.0:0", "--insecure"]);
+    // The harness passes its own --listen first; the later one wins.
+    node.unwrap();
+}
+
+/// Replicas talk mutual TLS with certificates of the cluster's CA and converge; a
+/// caller that claims a peer's node id in Sync.Pull without its node key counts for
+/// nothing (case 3): Drain of a replica whose only peer is down does not succeed, and
+/// a write asking for 2 replicas is not acknowledged as held by 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut a = secured(&pki, &dir.path().join("a"), "a", &["--anti-entropy-ms", "200"]);
+    let admin_id = pki.client("op", &["plait:admins"]);
+    let admin_a = tls_channel(&https(&a), &pki.ca_pem(), Some(admin_id.identity())).await.unwrap();
+    let a_addr = a.grpc.to_string();
+    let mut b = secured(&pki, &dir.path().join("b"), "b", &["--anti-entropy-ms", "200", "--peer", &a_addr]);
+    let admin_b = tls_channel(&https(&b), &pki.ca_pem(), Some(admin_id.identity())).await.unwrap();
+    let b_addr = b.grpc.to_string();
+    pb::admin_client::AdminClient::new(admin_a.clone())
+        .set_members(pb::SetMembersRequest { generation: 1, members: vec![b_addr] })
+        .await
+        .unwrap();
+    pb::logs_client::LogsClient::new(admin_a.clone()).create_log(manifest_request("orders")).await.unwrap();
+    let ack = pb::data_client::DataClient::new(admin_a.clone())
+        .put(pb::PutRequest { log: "orders".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None })
+        .await
+        .unwrap()
+        .into_inner();
+    // b pulls over mutual TLS.
+    wait_until(Duration::from_secs(30), "b holds a's write", || {
+        let c = admin_b.clone();
+        async move {
+            pb::logs_client::LogsClient::new(c)
+                .get_log(pb::GetLogRequest { log: "orders".into() })
+                .await
+                .is_ok_and(|l| l.into_inner().seq >= 1)
+        }
+    })
+    .await
+    .unwrap();
+    let status = pb::admin_client::AdminClient::new(admin_a.clone()).status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let b_node = status.peers.iter().find_map(|p| (!p.node_id.is_empty()).then(|| p.node_id.clone())).unwrap();
+    let a_epoch = status.epoch.clone();
+    let log_id = status.logs[0].log_id.clone();
+
+    b.kill9();
+    let _ = ack;
+    // Another write that b never sees.
+    pb::data_client::DataClient::new(admin_a.clone())
+        .put(pb::PutRequest { log: "orders".into(), key: b"k2".to_vec(), value: b"v".to_vec(), concern: None })
+        .await
+        .unwrap();
+    let seq = pb::logs_client::LogsClient::new(admin_a.clone())
+        .get_log(pb::GetLogRequest { log: "orders".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    // A caller with the peer role claims to be b, holding everything.
+    let claimer = tls_channel(&https(&a), &pki.ca_pem(), None).await.unwrap();
+    let mut sync = pb::sync_client::SyncClient::new(claimer.clone());
+    let pull = pb::PullRequest {
+        log_id: log_id.clone(),
+        epoch: a_epoch.clone(),
+        after_seq: seq,
+        from: Some(pb::PeerIdentity { node_id: b_node.clone(), epoch: vec![0; 16] }),
+        page_entries: 0,
+    };
+    let mut stream = sync.pull(with_token(pull, Some("tok-peer"))).await.unwrap().into_inner();
+    while let Ok(Some(_)) = stream.message().await {}
+    // A forged proof is refused outright.
+    let mut forged = with_token(
+        pb::PullRequest { log_id, epoch: a_epoch, after_seq: seq, from: None, page_entries: 0 },
+        Some("tok-peer"),
+    );
+    forged.metadata_mut().insert("plait-node-proof", format!("{}.1.00", hex::encode(&b_node)).parse().unwrap());
+    let err = sync.pull(forged).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    let drained = pb::admin_client::AdminClient::new(admin_a.clone()).drain(pb::DrainRequest { timeout_ms: 1500 }).await;
+    assert!(drained.is_err(), "drain succeeded on a claimed identity: {drained:?}");
+    a.terminate().unwrap();
+    let (clean, report) = check(&a.data_dir).unwrap();
+    assert!(clean, "{report}");
+}
+
+/// Silent TCP connections cannot starve real callers (case 7): the listener caps
+/// connections, closes those that do not finish a handshake in time, and a real call
+/// then gets through.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_do_not_starve_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Plaitd::start(
+        &dir.path().join("n0"),
+        &["--connections-max", "16", "--handshake-timeout-ms", "500"],
+    )
+    .unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(tokio::net::TcpStream::connect(node.grpc).await.unwrap());
+    }
+    wait_until(Duration::from_secs(30), "a real call gets through", || {
+        let endpoint = node.endpoint();
+        async move {
+            match plait_client::Client::connect(endpoint).await {
+                Ok(client) => client.list_logs().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    drop(silent);
+}
