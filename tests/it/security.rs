@@ -51,7 +51,8 @@ impl Pki {
 
     fn issue(&self, file: &str, spec: CertSpec) -> Pair {
         let issued = self.ca.issue(&spec).unwrap();
-        let pair = Pair { cert: self.dir.join(format!("{file}.crt")), key: self.dir.join(format!("{file}.key")) };
+        let pair =
+            Pair { cert: self.dir.join(format!("{file}.crt")), key: self.dir.join(format!("{file}.key")) };
         std::fs::write(&pair.cert, issued.cert_pem()).unwrap();
         std::fs::write(&pair.key, issued.key_pem()).unwrap();
         pair
@@ -125,7 +126,11 @@ fn https(node: &Plaitd) -> String {
     format!("https://{}", node.grpc)
 }
 
-async fn tls_channel(addr: &str, ca: &[u8], identity: Option<Identity>) -> Result<Channel, tonic::transport::Error> {
+async fn tls_channel(
+    addr: &str,
+    ca: &[u8],
+    identity: Option<Identity>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
     if let Some(identity) = identity {
         tls = tls.identity(identity);
@@ -153,8 +158,15 @@ fn manifest_request(name: &str) -> pb::CreateLogRequest {
 /// The logs an admin certificate sees, to prove a refused call changed nothing.
 async fn log_names(channel: &Channel) -> Vec<String> {
     let mut logs = pb::logs_client::LogsClient::new(channel.clone());
-    let mut names: Vec<String> =
-        logs.list_logs(pb::ListLogsRequest::default()).await.unwrap().into_inner().logs.into_iter().map(|l| l.name).collect();
+    let mut names: Vec<String> = logs
+        .list_logs(pb::ListLogsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .logs
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     names.sort();
     names
 }
@@ -173,9 +185,14 @@ async fn anonymous_callers_are_refused_and_change_nothing() {
     let mut logs = pb::logs_client::LogsClient::new(admin.clone());
     logs.create_log(manifest_request("orders")).await.unwrap();
     let mut data = pb::data_client::DataClient::new(admin.clone());
-    data.put(pb::PutRequest { log: "orders".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None })
-        .await
-        .unwrap();
+    data.put(pb::PutRequest {
+        log: "orders".into(),
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        concern: None,
+    })
+    .await
+    .unwrap();
     let before = log_names(&admin).await;
 
     let anonymous = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
@@ -187,13 +204,26 @@ async fn anonymous_callers_are_refused_and_change_nothing() {
         a_logs.create_log(manifest_request("squat")).await.map(|_| ()),
         a_logs.list_logs(pb::ListLogsRequest::default()).await.map(|_| ()),
         a_admin
-            .backup(pb::BackupRequest { destination: "file:///tmp/x".into(), retain_full: 1, ..Default::default() })
+            .backup(pb::BackupRequest {
+                destination: "file:///tmp/x".into(),
+                retain_full: 1,
+                ..Default::default()
+            })
             .await
             .map(|_| ()),
-        a_admin.set_members(pb::SetMembersRequest { generation: u64::MAX, members: vec!["evil:1".into()] }).await.map(|_| ()),
+        a_admin
+            .set_members(pb::SetMembersRequest { generation: u64::MAX, members: vec!["evil:1".into()] })
+            .await
+            .map(|_| ()),
         a_admin.drain(pb::DrainRequest { timeout_ms: 1 }).await.map(|_| ()),
         a_admin.status(pb::StatusRequest {}).await.map(|_| ()),
-        a_data.put(pb::PutRequest { log: "orders".into(), key: b"k".to_vec(), value: b"x".to_vec(), concern: None })
+        a_data
+            .put(pb::PutRequest {
+                log: "orders".into(),
+                key: b"k".to_vec(),
+                value: b"x".to_vec(),
+                concern: None,
+            })
             .await
             .map(|_| ()),
     ];
@@ -208,21 +238,34 @@ async fn anonymous_callers_are_refused_and_change_nothing() {
     health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
 
     // Plaintext to the TLS listener gets no gRPC answer.
-    let plain = Endpoint::from_shared(format!("http://{}", node.grpc)).unwrap().timeout(Duration::from_secs(5));
+    let plain =
+        Endpoint::from_shared(format!("http://{}", node.grpc)).unwrap().timeout(Duration::from_secs(5));
     if let Ok(channel) = plain.connect().await {
-        let err = pb::logs_client::LogsClient::new(channel).list_logs(pb::ListLogsRequest::default()).await.unwrap_err();
+        let err = pb::logs_client::LogsClient::new(channel)
+            .list_logs(pb::ListLogsRequest::default())
+            .await
+            .unwrap_err();
         assert_ne!(err.code(), Code::Ok);
     }
 
     // Nothing changed, and the replica is not draining.
     assert_eq!(log_names(&admin).await, before);
-    let status = pb::admin_client::AdminClient::new(admin.clone()).status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = pb::admin_client::AdminClient::new(admin.clone())
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!status.draining && status.members_generation == 0 && status.peers.is_empty(), "{status:?}");
     assert_eq!(status.principal, "operator");
     assert_eq!(status.authenticated_by, "certificate");
-    data.put(pb::PutRequest { log: "orders".into(), key: b"k2".to_vec(), value: b"v".to_vec(), concern: None })
-        .await
-        .unwrap();
+    data.put(pb::PutRequest {
+        log: "orders".into(),
+        key: b"k2".to_vec(),
+        value: b"v".to_vec(),
+        concern: None,
+    })
+    .await
+    .unwrap();
     node.terminate().unwrap();
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
@@ -237,9 +280,10 @@ async fn roles_reach_exactly_their_methods() {
     let pki = Pki::new(&dir.path().join("pki"));
     let mut node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
     let channel = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
-    let admin = tls_channel(&https(&node), &pki.ca_pem(), Some(pki.client("op", &["plait:admins"]).identity()))
-        .await
-        .unwrap();
+    let admin =
+        tls_channel(&https(&node), &pki.ca_pem(), Some(pki.client("op", &["plait:admins"]).identity()))
+            .await
+            .unwrap();
     pb::logs_client::LogsClient::new(admin.clone()).create_log(manifest_request("orders-eu")).await.unwrap();
     pb::logs_client::LogsClient::new(admin.clone()).create_log(manifest_request("users")).await.unwrap();
 
@@ -253,20 +297,31 @@ async fn roles_reach_exactly_their_methods() {
         match method {
             "ListLogs" => logs.list_logs(with_token(pb::ListLogsRequest::default(), t)).await.map(|_| ()),
             "Get" => data
-                .get(with_token(pb::GetRequest { log: "orders-eu".into(), key: b"k".to_vec(), ..Default::default() }, t))
-                .await
-                .map(|_| ()),
-            "Put" => data
-                .put(with_token(
-                    pb::PutRequest { log: "orders-eu".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None },
+                .get(with_token(
+                    pb::GetRequest { log: "orders-eu".into(), key: b"k".to_vec(), ..Default::default() },
                     t,
                 ))
                 .await
                 .map(|_| ()),
-            "CreateLog" => logs.create_log(with_token(manifest_request(&format!("new-{token}")), t)).await.map(|_| ()),
-            "Checkpoint" => {
-                admin.checkpoint(with_token(pb::CheckpointRequest { log: "orders-eu".into() }, t)).await.map(|_| ())
+            "Put" => data
+                .put(with_token(
+                    pb::PutRequest {
+                        log: "orders-eu".into(),
+                        key: b"k".to_vec(),
+                        value: b"v".to_vec(),
+                        concern: None,
+                    },
+                    t,
+                ))
+                .await
+                .map(|_| ()),
+            "CreateLog" => {
+                logs.create_log(with_token(manifest_request(&format!("new-{token}")), t)).await.map(|_| ())
             }
+            "Checkpoint" => admin
+                .checkpoint(with_token(pb::CheckpointRequest { log: "orders-eu".into() }, t))
+                .await
+                .map(|_| ()),
             "Hello" => sync.hello(with_token(pb::HelloRequest { from: None }, t)).await.map(|_| ()),
             "Status" => admin.status(with_token(pb::StatusRequest {}, t)).await.map(|_| ()),
             other => panic!("no such method in the matrix: {other}"),
@@ -312,11 +367,15 @@ async fn roles_reach_exactly_their_methods() {
                 ops: vec![
                     pb::RoutedOp {
                         log: "orders-eu".into(),
-                        op: Some(pb::Op { op: Some(pb::op::Op::Put(pb::KvPut { key: b"a".to_vec(), value: b"1".to_vec() })) }),
+                        op: Some(pb::Op {
+                            op: Some(pb::op::Op::Put(pb::KvPut { key: b"a".to_vec(), value: b"1".to_vec() })),
+                        }),
                     },
                     pb::RoutedOp {
                         log: "users".into(),
-                        op: Some(pb::Op { op: Some(pb::op::Op::Put(pb::KvPut { key: b"a".to_vec(), value: b"1".to_vec() })) }),
+                        op: Some(pb::Op {
+                            op: Some(pb::op::Op::Put(pb::KvPut { key: b"a".to_vec(), value: b"1".to_vec() })),
+                        }),
                     },
                 ],
                 concern: None,
@@ -329,7 +388,8 @@ async fn roles_reach_exactly_their_methods() {
     let mut admin_logs = pb::logs_client::LogsClient::new(admin.clone());
     let users = admin_logs.get_log(pb::GetLogRequest { log: "users".into() }).await.unwrap().into_inner();
     assert_eq!(users.seq, 0, "a refused write stored something");
-    let orders = admin_logs.get_log(pb::GetLogRequest { log: "orders-eu".into() }).await.unwrap().into_inner();
+    let orders =
+        admin_logs.get_log(pb::GetLogRequest { log: "orders-eu".into() }).await.unwrap().into_inner();
 
     // Status says who each caller is.
     let status = pb::admin_client::AdminClient::new(channel.clone())
@@ -390,13 +450,15 @@ async fn bad_client_certificates_are_refused() {
     assert!(
         match tls_channel(&https(&node), &other.ca_pem(), None).await {
             Err(_) => true,
-            Ok(channel) => pb::admin_client::AdminClient::new(channel).status(pb::StatusRequest {}).await.is_err(),
+            Ok(channel) =>
+                pb::admin_client::AdminClient::new(channel).status(pb::StatusRequest {}).await.is_err(),
         },
         "a client trusting another CA talked to the replica"
     );
-    let good = tls_channel(&https(&node), &pki.ca_pem(), Some(pki.client("op", &["plait:admins"]).identity()))
-        .await
-        .unwrap();
+    let good =
+        tls_channel(&https(&node), &pki.ca_pem(), Some(pki.client("op", &["plait:admins"]).identity()))
+            .await
+            .unwrap();
     pb::logs_client::LogsClient::new(good).list_logs(pb::ListLogsRequest::default()).await.unwrap();
 }
 
@@ -426,7 +488,10 @@ async fn certificate_rotation_needs_no_restart() {
         let (addr, ca, id) = (https(&node), next.ca_pem(), admin.identity());
         async move {
             match tls_channel(&addr, &ca, Some(id)).await {
-                Ok(c) => pb::logs_client::LogsClient::new(c).list_logs(pb::ListLogsRequest::default()).await.is_ok(),
+                Ok(c) => pb::logs_client::LogsClient::new(c)
+                    .list_logs(pb::ListLogsRequest::default())
+                    .await
+                    .is_ok(),
                 Err(_) => false,
             }
         }
@@ -448,10 +513,25 @@ async fn non_loopback_needs_security_or_insecure() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refusing to serve") && stderr.contains("--insecure") && stderr.contains("--tls-cert"), "{stderr}");
-    let node = Plaitd::start(&dir.path().join("d2"), &["--listen", "0.0.0.0:0", "--insecure"]);
-    // The harness passes its own --listen first; the later one wins.
-    node.unwrap();
+    assert!(
+        stderr.contains("refusing to serve")
+            && stderr.contains("--insecure")
+            && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+    let mut child = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+        .args(["serve", "--listen", "0.0.0.0:0", "--insecure", "--data-dir"])
+        .arg(dir.path().join("d2"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("plaitd ready"), "with --insecure plaitd did not start: {line:?}");
 }
 
 /// Replicas talk mutual TLS with certificates of the cluster's CA and converge; a
@@ -491,8 +571,13 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
     })
     .await
     .unwrap();
-    let status = pb::admin_client::AdminClient::new(admin_a.clone()).status(pb::StatusRequest {}).await.unwrap().into_inner();
-    let b_node = status.peers.iter().find_map(|p| (!p.node_id.is_empty()).then(|| p.node_id.clone())).unwrap();
+    let status = pb::admin_client::AdminClient::new(admin_a.clone())
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let b_node =
+        status.peers.iter().find_map(|p| (!p.node_id.is_empty()).then(|| p.node_id.clone())).unwrap();
     let a_epoch = status.epoch.clone();
     let log_id = status.logs[0].log_id.clone();
 
@@ -500,7 +585,12 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
     let _ = ack;
     // Another write that b never sees.
     pb::data_client::DataClient::new(admin_a.clone())
-        .put(pb::PutRequest { log: "orders".into(), key: b"k2".to_vec(), value: b"v".to_vec(), concern: None })
+        .put(pb::PutRequest {
+            log: "orders".into(),
+            key: b"k2".to_vec(),
+            value: b"v".to_vec(),
+            concern: None,
+        })
         .await
         .unwrap();
     let seq = pb::logs_client::LogsClient::new(admin_a.clone())
@@ -526,11 +616,15 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
         pb::PullRequest { log_id, epoch: a_epoch, after_seq: seq, from: None, page_entries: 0 },
         Some("tok-peer"),
     );
-    forged.metadata_mut().insert("plait-node-proof", format!("{}.1.00", hex::encode(&b_node)).parse().unwrap());
+    forged
+        .metadata_mut()
+        .insert("plait-node-proof", format!("{}.1.00", hex::encode(&b_node)).parse().unwrap());
     let err = sync.pull(forged).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
-    let drained = pb::admin_client::AdminClient::new(admin_a.clone()).drain(pb::DrainRequest { timeout_ms: 1500 }).await;
+    let drained = pb::admin_client::AdminClient::new(admin_a.clone())
+        .drain(pb::DrainRequest { timeout_ms: 1500 })
+        .await;
     assert!(drained.is_err(), "drain succeeded on a claimed identity: {drained:?}");
     a.terminate().unwrap();
     let (clean, report) = check(&a.data_dir).unwrap();
@@ -543,11 +637,9 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_connections_do_not_starve_callers() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Plaitd::start(
-        &dir.path().join("n0"),
-        &["--connections-max", "16", "--handshake-timeout-ms", "500"],
-    )
-    .unwrap();
+    let node =
+        Plaitd::start(&dir.path().join("n0"), &["--connections-max", "16", "--handshake-timeout-ms", "500"])
+            .unwrap();
     let mut silent = Vec::new();
     for _ in 0..64 {
         silent.push(tokio::net::TcpStream::connect(node.grpc).await.unwrap());

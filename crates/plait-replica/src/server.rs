@@ -12,9 +12,9 @@ use tonic::transport::Server;
 
 use crate::auth::{AuthLayer, Authenticator, ProofVerifier};
 use crate::backup::{Destination, S3Options};
-use crate::net::{self, ListenerLimits, ReloadingTls, TlsFiles};
 use crate::config::{CheckArgs, RestoreArgs, ServeArgs};
 use crate::keyfile::load_or_create_key;
+use crate::net::{self, ListenerLimits, ReloadingTls, TlsFiles};
 use crate::replication::{EngineCtx, Holds, Membership, PeerClientConfig, PeerTable, ReplicationConfig};
 use crate::services::{AdminService, Ctx, DataService, LogsService, SyncService};
 use crate::telemetry::{self, Metrics, RpcMetricsLayer, Telemetry};

@@ -370,7 +370,9 @@ impl Metrics {
             connections_refused: meter
                 .u64_counter("plait.connections.refused")
                 .with_unit("{connection}")
-                .with_description("Connections closed by the listener: over the cap, failed or slow handshake.")
+                .with_description(
+                    "Connections closed by the listener: over the cap, failed or slow handshake.",
+                )
                 .build(),
             auth_denied: meter
                 .u64_counter("plait.auth.denied")

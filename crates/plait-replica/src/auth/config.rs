@@ -85,7 +85,9 @@ pub(crate) fn add_role(grants: &mut Grants, role: &str) -> Result<(), String> {
             grants.write.extend(all.write);
         }
         other => match other.strip_prefix("write:") {
-            Some(pattern) if !pattern.is_empty() && pattern.len() <= 256 => grants.write.push(pattern.to_owned()),
+            Some(pattern) if !pattern.is_empty() && pattern.len() <= 256 => {
+                grants.write.push(pattern.to_owned())
+            }
             _ => {
                 return Err(format!(
                     "unknown role {other:?}: expected read, write, write:<log-name pattern>, log-admin, \
@@ -132,12 +134,13 @@ impl Directory {
 
     pub(crate) fn load(path: &Path) -> Result<Directory, AuthConfigError> {
         let shown = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
         if meta.len() > FILE_BYTES_MAX {
             return Err(AuthConfigError::TooLarge { path: shown });
         }
-        let text =
-            std::fs::read_to_string(path).map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
         Directory::parse(&text).map_err(|message| AuthConfigError::Invalid { path: shown, message })
     }
 
@@ -156,15 +159,15 @@ impl Directory {
             if rule.name.is_empty() || rule.name.len() > 128 {
                 return Err(format!("{at}: a name of 1 to 128 bytes is required"));
             }
-            let hex = rule
-                .hash
-                .strip_prefix("blake3:")
-                .ok_or_else(|| format!("{at}: hash must be blake3:<64 hex digits> (plaitctl token new prints it)"))?;
+            let hex = rule.hash.strip_prefix("blake3:").ok_or_else(|| {
+                format!("{at}: hash must be blake3:<64 hex digits> (plaitctl token new prints it)")
+            })?;
             let mut digest = [0u8; 32];
             hex::decode_to_slice(hex, &mut digest)
                 .map_err(|_| format!("{at}: hash must be blake3:<64 hex digits>"))?;
             let grants = grants_of(&rule.roles).map_err(|e| format!("{at}: {e}"))?;
-            let principal = Principal { name: rule.name.as_str().into(), proof: Proof::Token, grants: Arc::new(grants) };
+            let principal =
+                Principal { name: rule.name.as_str().into(), proof: Proof::Token, grants: Arc::new(grants) };
             if directory.tokens.insert(digest, principal).is_some() {
                 return Err(format!("{at}: the same token hash appears twice"));
             }
@@ -196,7 +199,11 @@ impl Directory {
                 merge(&mut grants, g.clone());
             }
         }
-        Principal { name: cert.common_name.as_str().into(), proof: Proof::Certificate, grants: Arc::new(grants) }
+        Principal {
+            name: cert.common_name.as_str().into(),
+            proof: Proof::Certificate,
+            grants: Arc::new(grants),
+        }
     }
 }
 
@@ -232,9 +239,11 @@ mod tests {
         assert!(alice.grants.cluster_admin && alice.grants.read && !alice.grants.peer);
         let nobody = d.certificate(&CertIdentity { common_name: "mallory".into(), groups: vec![] });
         assert_eq!(*nobody.grants, Grants::default());
-        let peer = d.certificate(&CertIdentity { common_name: "plait-1".into(), groups: vec![PEERS_GROUP.into()] });
+        let peer =
+            d.certificate(&CertIdentity { common_name: "plait-1".into(), groups: vec![PEERS_GROUP.into()] });
         assert!(peer.grants.peer && !peer.grants.read && peer.grants.write.is_empty());
-        let admin = d.certificate(&CertIdentity { common_name: "op".into(), groups: vec![ADMINS_GROUP.into()] });
+        let admin =
+            d.certificate(&CertIdentity { common_name: "op".into(), groups: vec![ADMINS_GROUP.into()] });
         assert_eq!(*admin.grants, Grants::all());
 
         for (bad, says) in [

@@ -120,7 +120,13 @@ impl Authenticator {
             None => (None, Arc::new(Directory::builtin())),
         };
         Ok(Authenticator {
-            inner: Arc::new(AuthInner { required, file, directory: RwLock::new(directory), metrics, call_timeout }),
+            inner: Arc::new(AuthInner {
+                required,
+                file,
+                directory: RwLock::new(directory),
+                metrics,
+                call_timeout,
+            }),
         })
     }
 
@@ -154,7 +160,9 @@ impl Authenticator {
                 match self.reload_if_changed() {
                     Ok(true) => tracing::info!("auth file reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "auth file changed but cannot be used; keeping the old one"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "auth file changed but cannot be used; keeping the old one")
+                    }
                 }
             }
         });
@@ -393,7 +401,12 @@ mod tests {
             assert_eq!(rule(path).0, need, "{path}");
         }
         // Streams and long calls get no default deadline.
-        for path in ["/plait.v1.Data/Subscribe", "/plait.v1.Sync/Pull", "/plait.v1.Admin/Backup", "/plait.v1.Admin/Drain"] {
+        for path in [
+            "/plait.v1.Data/Subscribe",
+            "/plait.v1.Sync/Pull",
+            "/plait.v1.Admin/Backup",
+            "/plait.v1.Admin/Drain",
+        ] {
             assert!(!rule(path).1, "{path}");
         }
         assert!(rule("/plait.v1.Data/Put").1);

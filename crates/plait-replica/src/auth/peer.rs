@@ -74,7 +74,8 @@ impl ProofVerifier {
             return Err(ProofError::Malformed);
         }
         let mut parts = value.split('.');
-        let (Some(node), Some(secs), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(node), Some(secs), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(ProofError::Malformed);
         };

@@ -227,7 +227,9 @@ pub(crate) fn incoming(
             };
             let (tls, limits, tx, metrics) = (tls.clone(), limits.clone(), tx.clone(), metrics.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(limits.handshake_timeout, ready(tcp, remote, tls, &limits, permit)).await {
+                match tokio::time::timeout(limits.handshake_timeout, ready(tcp, remote, tls, &limits, permit))
+                    .await
+                {
                     Ok(Ok(conn)) => {
                         let _ = tx.send(Ok(conn)).await;
                     }

@@ -51,15 +51,14 @@ pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 
 pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Key { path: path.to_owned(), message: e.to_string() })
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| TlsError::Key { path: path.to_owned(), message: e.to_string() })
 }
 
 pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::ClientCa { path: path.to_owned(), message: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::ClientCa { path: path.to_owned(), message: e.to_string() })?;
     }
     Ok(roots)
 }
@@ -80,10 +79,11 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
             // Optional at the TLS layer: a client may prove itself with a token instead.
             // A certificate that is presented must chain to the CA and be in its validity
             // period, or the handshake fails.
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(path)?), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::ClientCa { path: path.clone(), message: e.to_string() })?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(path)?), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::ClientCa { path: path.clone(), message: e.to_string() })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -142,7 +142,9 @@ impl ReloadingTls {
                 match self.reload_if_changed() {
                     Ok(true) => tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "TLS files changed but cannot be used; keeping the old ones"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS files changed but cannot be used; keeping the old ones")
+                    }
                 }
             }
         });

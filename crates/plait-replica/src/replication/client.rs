@@ -32,10 +32,7 @@ pub(crate) struct PeerClientConfig {
 impl PeerClientConfig {
     pub(crate) fn from_args(args: &SecurityArgs) -> anyhow::Result<PeerClientConfig> {
         let ca = args.peer_tls_ca.clone().or_else(|| args.tls_client_ca.clone());
-        let tls = ca.map(|ca| PeerTls {
-            ca,
-            identity: args.tls_cert.clone().zip(args.tls_key.clone()),
-        });
+        let tls = ca.map(|ca| PeerTls { ca, identity: args.tls_cert.clone().zip(args.tls_key.clone()) });
         let token = match &args.peer_token_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -57,10 +54,11 @@ impl PeerClientConfig {
             (false, Some(_)) => format!("https://{address}"),
             (false, None) => format!("http://{address}"),
         };
-        let mut endpoint =
-            Endpoint::from_shared(url).with_context(|| format!("peer address {address:?} is not a valid URI"))?;
+        let mut endpoint = Endpoint::from_shared(url)
+            .with_context(|| format!("peer address {address:?} is not a valid URI"))?;
         if let Some(tls) = &self.tls {
-            let ca = std::fs::read(&tls.ca).with_context(|| format!("cannot read the peer CA {}", tls.ca.display()))?;
+            let ca = std::fs::read(&tls.ca)
+                .with_context(|| format!("cannot read the peer CA {}", tls.ca.display()))?;
             let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
             if let Some((cert, key)) = &tls.identity {
                 let cert = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::client::{PeerAuth, PeerChannel};
 use anyhow::{Context, anyhow, bail};
 use plait_core::{DecodedEntry, EntryHash, LogId, SignedManifest, VerifiedEntry, verify_batch};
 use plait_proto::pb;
@@ -18,7 +19,6 @@ use plait_proto::pb::sync_client::SyncClient;
 use plait_store::{Cursor, StoreError, SubmitOutcome};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
-use super::client::{PeerAuth, PeerChannel};
 use tonic::service::interceptor::InterceptedService;
 
 use super::membership::EngineCtx;

@@ -9,8 +9,8 @@ use plait_proto::pb;
 use plait_store::Members;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Principal;
 use super::{Ctx, log_info};
+use crate::auth::Principal;
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::status::reply;
 
@@ -317,7 +317,10 @@ type ExportStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotCh
 /// `ReplicaError` becomes a status in `status.rs`.
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
-    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         reply(self.status(&Principal::of(&request)).await)
     }
 

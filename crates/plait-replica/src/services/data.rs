@@ -221,7 +221,11 @@ impl DataService {
 
 /// The RPCs, each returning `ReplicaError`; the trait impl below is the tonic boundary.
 impl DataService {
-    async fn write(&self, principal: &Principal, request: pb::WriteRequest) -> ReplicaResult<pb::WriteResponse> {
+    async fn write(
+        &self,
+        principal: &Principal,
+        request: pb::WriteRequest,
+    ) -> ReplicaResult<pb::WriteResponse> {
         self.ctx.check_writable()?;
         let pb::WriteRequest { ops, concern } = request;
         check_concern(concern.as_ref())?;
@@ -260,12 +264,18 @@ impl DataService {
         Ok(pb::WriteResponse { acks: acks.iter().map(ack_to_pb).collect() })
     }
 
-    async fn submit(&self, principal: &Principal, request: pb::SubmitRequest) -> ReplicaResult<pb::SubmitResponse> {
+    async fn submit(
+        &self,
+        principal: &Principal,
+        request: pb::SubmitRequest,
+    ) -> ReplicaResult<pb::SubmitResponse> {
         self.ctx.check_writable()?;
         let verified = self.check_submitted(request.entries).await?;
         for (i, entry) in verified.iter().enumerate() {
             if let Some(summary) = self.ctx.store.log(&entry.entry().log) {
-                self.ctx.check_may_write(principal, &summary).map_err(|e| e.context(format!("entries[{i}]")))?;
+                self.ctx
+                    .check_may_write(principal, &summary)
+                    .map_err(|e| e.context(format!("entries[{i}]")))?;
             }
         }
         let hashes: Vec<EntryHash> = verified.iter().map(|e| e.hash()).collect();
@@ -528,7 +538,15 @@ impl pb::data_server::Data for DataService {
     async fn unlink(&self, request: Request<pb::UnlinkRequest>) -> Result<Response<pb::WriteAck>, Status> {
         let principal = Principal::of(&request);
         let r = request.into_inner();
-        reply(self.write_one(&principal, &r.log, Op::Unlink { src: r.src, label: r.label, dst: r.dst }, r.concern).await)
+        reply(
+            self.write_one(
+                &principal,
+                &r.log,
+                Op::Unlink { src: r.src, label: r.label, dst: r.dst },
+                r.concern,
+            )
+            .await,
+        )
     }
 
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {

@@ -67,7 +67,11 @@ impl Ctx {
     /// Refuses a write to a log the caller holds no write grant for. Writes through this
     /// replica are signed with its writer key, which every log of the cluster trusts, so
     /// this grant is what stands between a caller and a log.
-    pub(crate) fn check_may_write(&self, principal: &crate::auth::Principal, summary: &LogSummary) -> ReplicaResult<()> {
+    pub(crate) fn check_may_write(
+        &self,
+        principal: &crate::auth::Principal,
+        summary: &LogSummary,
+    ) -> ReplicaResult<()> {
         let name = &summary.manifest.manifest().name;
         if principal.may_write(name) {
             return Ok(());
