@@ -40,7 +40,7 @@ impl Pair {
 impl Pki {
     fn new(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
-        let ca = Ca::generate("plait test CA", Validity::from_now(SystemTime::now(), DAY)).unwrap();
+        let ca = Ca::generate("plait test CA", Validity::from_now(SystemTime::now(), 30 * DAY)).unwrap();
         std::fs::write(dir.join("ca.crt"), ca.cert_pem()).unwrap();
         Pki { dir: dir.to_owned(), ca }
     }
