@@ -331,8 +331,8 @@ fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::bail!(
         "refusing to serve {} without {missing}: anyone who could reach it could read, write, drop \
          logs and change membership. Give --tls-cert/--tls-key and --tls-client-ca (client \
-         certificates) or --auth-file (tokens); `plaitctl cert` and `plaitctl token new` make \
-         them (docs/security.md). To serve it open anyway, pass --insecure.",
+         certificates) or --auth-file (tokens); docs/security.md shows how to make them. To \
+         serve it open anyway, pass --insecure.",
         args.listen
     )
 }
