@@ -155,6 +155,10 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     request
 }
 
+fn put(log: &str, key: &[u8]) -> pb::PutRequest {
+    pb::PutRequest { log: log.to_owned(), key: key.to_vec(), value: b"v".to_vec(), concern: None }
+}
+
 fn manifest_request(name: &str) -> pb::CreateLogRequest {
     pb::CreateLogRequest { name: name.to_owned(), r#type: pb::LogType::Kv as i32, ..Default::default() }
 }
@@ -189,14 +193,7 @@ async fn anonymous_callers_are_refused_and_change_nothing() {
     let mut logs = pb::logs_client::LogsClient::new(admin.clone());
     logs.create_log(manifest_request("orders")).await.unwrap();
     let mut data = pb::data_client::DataClient::new(admin.clone());
-    data.put(pb::PutRequest {
-        log: "orders".into(),
-        key: b"k".to_vec(),
-        value: b"v".to_vec(),
-        concern: None,
-    })
-    .await
-    .unwrap();
+    data.put(put("orders", b"k")).await.unwrap();
     let before = log_names(&admin).await;
 
     let anonymous = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
@@ -262,14 +259,7 @@ async fn anonymous_callers_are_refused_and_change_nothing() {
     assert!(!status.draining && status.members_generation == 0 && status.peers.is_empty(), "{status:?}");
     assert_eq!(status.principal, "operator");
     assert_eq!(status.authenticated_by, "certificate");
-    data.put(pb::PutRequest {
-        log: "orders".into(),
-        key: b"k2".to_vec(),
-        value: b"v".to_vec(),
-        concern: None,
-    })
-    .await
-    .unwrap();
+    data.put(put("orders", b"k2")).await.unwrap();
     node.terminate().unwrap();
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
@@ -304,18 +294,7 @@ async fn roles_reach_exactly_their_methods() {
                 .get(with_token(pb::GetRequest { log: "orders-eu".into(), key: b"k".to_vec() }, t))
                 .await
                 .map(|_| ()),
-            "Put" => data
-                .put(with_token(
-                    pb::PutRequest {
-                        log: "orders-eu".into(),
-                        key: b"k".to_vec(),
-                        value: b"v".to_vec(),
-                        concern: None,
-                    },
-                    t,
-                ))
-                .await
-                .map(|_| ()),
+            "Put" => data.put(with_token(put("orders-eu", b"k"), t)).await.map(|_| ()),
             "CreateLog" => {
                 logs.create_log(with_token(manifest_request(&format!("new-{token}")), t)).await.map(|_| ())
             }
@@ -354,13 +333,7 @@ async fn roles_reach_exactly_their_methods() {
 
     // The writer's grant is orders-*: users is refused, and nothing is stored there.
     let mut data = pb::data_client::DataClient::new(channel.clone());
-    let err = data
-        .put(with_token(
-            pb::PutRequest { log: "users".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None },
-            Some("tok-writer"),
-        ))
-        .await
-        .unwrap_err();
+    let err = data.put(with_token(put("users", b"k"), Some("tok-writer"))).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let err = data
         .write(with_token(
@@ -408,10 +381,14 @@ async fn roles_reach_exactly_their_methods() {
         .into_inner();
     assert!(nobody.logs.is_empty() && nobody.peers.is_empty(), "a caller with no roles sees the logs");
 
+    // After the refusals the writer's next write goes on as normal.
+    pb::data_client::DataClient::new(channel.clone())
+        .put(with_token(put("orders-eu", b"after"), Some("tok-writer")))
+        .await
+        .unwrap();
     node.terminate().unwrap();
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
-    let _ = orders;
 }
 
 /// Client certificates from another CA, expired, or not yet valid are refused at the
@@ -555,11 +532,7 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
         .await
         .unwrap();
     pb::logs_client::LogsClient::new(admin_a.clone()).create_log(manifest_request("orders")).await.unwrap();
-    let ack = pb::data_client::DataClient::new(admin_a.clone())
-        .put(pb::PutRequest { log: "orders".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None })
-        .await
-        .unwrap()
-        .into_inner();
+    pb::data_client::DataClient::new(admin_a.clone()).put(put("orders", b"k")).await.unwrap();
     // b pulls over mutual TLS.
     wait_until(Duration::from_secs(30), "b holds a's write", || {
         let c = admin_b.clone();
@@ -583,17 +556,8 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
     let log_id = status.logs[0].log_id.clone();
 
     b.kill9();
-    let _ = ack;
     // Another write that b never sees.
-    pb::data_client::DataClient::new(admin_a.clone())
-        .put(pb::PutRequest {
-            log: "orders".into(),
-            key: b"k2".to_vec(),
-            value: b"v".to_vec(),
-            concern: None,
-        })
-        .await
-        .unwrap();
+    pb::data_client::DataClient::new(admin_a.clone()).put(put("orders", b"k2")).await.unwrap();
     let seq = pb::logs_client::LogsClient::new(admin_a.clone())
         .get_log(pb::GetLogRequest { log: "orders".into() })
         .await

@@ -37,42 +37,57 @@ pub(crate) enum Need {
     Peer,
 }
 
-/// A method's need and whether the default deadline applies (unary calls that are not
-/// meant to run long).
-pub(crate) fn rule(path: &str) -> (Need, bool) {
-    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return (Need::Authenticated, true);
-    };
-    match service {
-        "grpc.health.v1.Health" => (Need::Public, method == "Check"),
-        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
-            (Need::Authenticated, false)
-        }
-        "plait.v1.Data" => match method {
-            "Append" | "Put" | "Delete" | "Link" | "Unlink" | "Write" | "Submit" => (Need::Write, true),
-            "Subscribe" => (Need::Read, false),
-            _ => (Need::Read, true),
-        },
-        "plait.v1.Logs" => match method {
-            "CreateLog" | "DropLog" => (Need::LogAdmin, true),
-            _ => (Need::Read, true),
-        },
-        "plait.v1.Admin" => match method {
-            "Status" => (Need::Authenticated, true),
-            "Checkpoint" | "SetMembers" | "Undrain" => (Need::ClusterAdmin, true),
-            // Long by nature: streams, a drain waiting on peers, a backup.
-            _ => (Need::ClusterAdmin, false),
-        },
-        "plait.v1.Sync" => (Need::Peer, method == "Hello" || method == "Fetch"),
-        _ => (Need::Authenticated, true),
-    }
-}
+/// Every method the replica serves: what it needs of its caller, and whether the default
+/// deadline applies (unary calls that are not meant to run long). The whole
+/// authorization policy is this table; a method missing here needs authentication and
+/// nothing more, and tonic answers it UNIMPLEMENTED.
+const RULES: &[(&str, Need, bool)] = &[
+    ("/grpc.health.v1.Health/Check", Need::Public, true),
+    ("/grpc.health.v1.Health/Watch", Need::Public, false),
+    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Need::Authenticated, false),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Need::Authenticated, false),
+    ("/plait.v1.Admin/Status", Need::Authenticated, true),
+    ("/plait.v1.Data/Get", Need::Read, true),
+    ("/plait.v1.Data/Scan", Need::Read, true),
+    ("/plait.v1.Data/ReadFeed", Need::Read, true),
+    ("/plait.v1.Data/Edges", Need::Read, true),
+    ("/plait.v1.Data/GetEntry", Need::Read, true),
+    ("/plait.v1.Data/Heads", Need::Read, true),
+    ("/plait.v1.Data/Subscribe", Need::Read, false),
+    ("/plait.v1.Logs/GetLog", Need::Read, true),
+    ("/plait.v1.Logs/ListLogs", Need::Read, true),
+    ("/plait.v1.Data/Append", Need::Write, true),
+    ("/plait.v1.Data/Put", Need::Write, true),
+    ("/plait.v1.Data/Delete", Need::Write, true),
+    ("/plait.v1.Data/Link", Need::Write, true),
+    ("/plait.v1.Data/Unlink", Need::Write, true),
+    ("/plait.v1.Data/Write", Need::Write, true),
+    ("/plait.v1.Data/Submit", Need::Write, true),
+    ("/plait.v1.Logs/CreateLog", Need::LogAdmin, true),
+    ("/plait.v1.Logs/DropLog", Need::LogAdmin, true),
+    ("/plait.v1.Admin/SetMembers", Need::ClusterAdmin, true),
+    ("/plait.v1.Admin/Checkpoint", Need::ClusterAdmin, true),
+    // Long by nature: a drain waits on peers, a backup writes everything, the rest stream.
+    ("/plait.v1.Admin/Drain", Need::ClusterAdmin, false),
+    ("/plait.v1.Admin/ExportSnapshot", Need::ClusterAdmin, false),
+    ("/plait.v1.Admin/ImportSnapshot", Need::ClusterAdmin, false),
+    ("/plait.v1.Admin/Backup", Need::ClusterAdmin, false),
+    ("/plait.v1.Sync/Hello", Need::Peer, true),
+    ("/plait.v1.Sync/Fetch", Need::Peer, true),
+    ("/plait.v1.Sync/Pull", Need::Peer, false),
+    ("/plait.v1.Sync/Reconcile", Need::Peer, false),
+    ("/plait.v1.Sync/Watch", Need::Peer, false),
+    ("/plait.v1.Sync/Push", Need::Peer, false),
+];
 
-/// A bounded label for metrics: known methods by name, anything else as one value.
-fn method_label(path: &str) -> &str {
-    let (need, _) = rule(path);
-    let known = path.starts_with("/plait.v1.") || path.starts_with("/grpc.");
-    if known && need != Need::Authenticated || path == "/plait.v1.Admin/Status" { path } else { "unknown" }
+/// A method's row of [`RULES`]: its known name (a bounded metrics label), its need and
+/// whether the default deadline applies.
+pub(crate) fn rule(path: &str) -> (&'static str, Need, bool) {
+    RULES.iter().find(|(known, _, _)| *known == path).copied().unwrap_or((
+        "unknown",
+        Need::Authenticated,
+        true,
+    ))
 }
 
 fn allowed(principal: &Principal, need: Need) -> bool {
@@ -100,6 +115,9 @@ struct AuthInner {
     directory: RwLock<(Option<SystemTime>, Arc<Directory>)>,
     metrics: Metrics,
     call_timeout: Duration,
+    /// Shared, so a call costs a reference count, not an allocation.
+    anonymous: Principal,
+    public: Principal,
 }
 
 fn mtime(path: &PathBuf) -> Option<SystemTime> {
@@ -126,6 +144,8 @@ impl Authenticator {
                 directory: RwLock::new(directory),
                 metrics,
                 call_timeout,
+                anonymous: Principal::anonymous(),
+                public: Principal::anonymous_public(),
             }),
         })
     }
@@ -147,31 +167,16 @@ impl Authenticator {
         Ok(true)
     }
 
-    pub(crate) fn spawn_reloader(self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        if self.inner.file.is_none() {
-            return;
+    pub(crate) fn spawn_reloader(self, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+        if self.inner.file.is_some() {
+            crate::reload::spawn_reloader("auth file", every, stop, move || self.reload_if_changed());
         }
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-                }
-                match self.reload_if_changed() {
-                    Ok(true) => tracing::info!("auth file reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "auth file changed but cannot be used; keeping the old one")
-                    }
-                }
-            }
-        });
     }
 
     /// Who is calling, from the request's token or its connection's certificate.
     fn identify<B>(&self, request: &http::Request<B>) -> Result<Principal, (ReplicaError, &'static str)> {
         if !self.inner.required {
-            return Ok(Principal::anonymous());
+            return Ok(self.inner.anonymous.clone());
         }
         let directory = self.inner.directory.read().expect("auth lock poisoned").1.clone();
         if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
@@ -246,9 +251,9 @@ where
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let call = request.extensions().get::<ConnInfo>().map(|c| c.activity.begin());
         let path = request.uri().path().to_owned();
-        let (need, default_deadline) = rule(&path);
+        let (label, need, default_deadline) = rule(&path);
         let decision = if need == Need::Public {
-            Ok(Principal::anonymous_public())
+            Ok(self.auth.inner.public.clone())
         } else {
             self.auth.identify(&request).and_then(|principal| {
                 if allowed(&principal, need) {
@@ -270,7 +275,7 @@ where
             Err((error, reason)) => {
                 let remote = request.extensions().get::<ConnInfo>().map(|c| c.remote);
                 tracing::warn!(method = %path, ?remote, reason, error = %error, "call refused");
-                self.auth.inner.metrics.record_auth_denied(method_label(&path), reason);
+                self.auth.inner.metrics.record_auth_denied(label, reason);
                 return Box::pin(async move { Ok(guarded(refusal(error), call)) });
             }
         };
@@ -363,6 +368,7 @@ mod tests {
             ("/grpc.health.v1.Health/Check", Need::Public),
             ("/grpc.health.v1.Health/Watch", Need::Public),
             ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Need::Authenticated),
+            ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Need::Authenticated),
             ("/plait.v1.Admin/Status", Need::Authenticated),
             ("/plait.v1.Data/Get", Need::Read),
             ("/plait.v1.Data/Scan", Need::Read),
@@ -398,8 +404,11 @@ mod tests {
             ("garbage", Need::Authenticated),
         ];
         for (path, need) in cases {
-            assert_eq!(rule(path).0, need, "{path}");
+            assert_eq!(rule(path).1, need, "{path}");
         }
+        // The table is the list above, no more: a method added to a service must be
+        // given its role here.
+        assert_eq!(RULES.len(), cases.len() - 2);
         // Streams and long calls get no default deadline.
         for path in [
             "/plait.v1.Data/Subscribe",
@@ -407,10 +416,12 @@ mod tests {
             "/plait.v1.Admin/Backup",
             "/plait.v1.Admin/Drain",
         ] {
-            assert!(!rule(path).1, "{path}");
+            assert!(!rule(path).2, "{path}");
         }
-        assert!(rule("/plait.v1.Data/Put").1);
-        assert_eq!(method_label("/evil/\u{1F600}"), "unknown");
-        assert_eq!(method_label("/plait.v1.Data/Put"), "/plait.v1.Data/Put");
+        assert!(rule("/plait.v1.Data/Put").2);
+        // Metric labels are bounded: an unknown path, even in a known service, is one value.
+        assert_eq!(rule("/evil/\u{1F600}").0, "unknown");
+        assert_eq!(rule("/plait.v1.Data/Bogus").0, "unknown");
+        assert_eq!(rule("/plait.v1.Data/Put").0, "/plait.v1.Data/Put");
     }
 }

@@ -97,9 +97,8 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 #[derive(Clone)]
 pub(crate) struct ReloadingTls {
     files: TlsFiles,
-    current: Arc<RwLock<Arc<ServerConfig>>>,
-    /// Modification times the current configuration was built from.
-    stamps: Arc<RwLock<Vec<Option<SystemTime>>>>,
+    /// The configuration, with the modification times it was built from.
+    current: Arc<RwLock<(Vec<Option<SystemTime>>, Arc<ServerConfig>)>>,
 }
 
 impl ReloadingTls {
@@ -107,47 +106,28 @@ impl ReloadingTls {
     pub(crate) fn load(files: TlsFiles) -> Result<ReloadingTls, TlsError> {
         let config = build(&files)?;
         let stamps = stamps(&files);
-        Ok(ReloadingTls {
-            files,
-            current: Arc::new(RwLock::new(Arc::new(config))),
-            stamps: Arc::new(RwLock::new(stamps)),
-        })
+        Ok(ReloadingTls { files, current: Arc::new(RwLock::new((stamps, Arc::new(config)))) })
     }
 
     pub(crate) fn config(&self) -> Arc<ServerConfig> {
-        self.current.read().expect("tls lock poisoned").clone()
+        self.current.read().expect("tls lock poisoned").1.clone()
     }
 
     /// Rebuilds the configuration if a file changed. A file that changed but cannot be
     /// used (a half-written rotation) keeps the old configuration and is tried again.
     pub(crate) fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let now = stamps(&self.files);
-        if *self.stamps.read().expect("tls lock poisoned") == now {
+        if self.current.read().expect("tls lock poisoned").0 == now {
             return Ok(false);
         }
         let config = build(&self.files)?;
-        *self.current.write().expect("tls lock poisoned") = Arc::new(config);
-        *self.stamps.write().expect("tls lock poisoned") = now;
+        *self.current.write().expect("tls lock poisoned") = (now, Arc::new(config));
         Ok(true)
     }
 
     /// Checks the files every `every` until `stop`.
-    pub(crate) fn spawn_reloader(self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-                }
-                match self.reload_if_changed() {
-                    Ok(true) => tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "TLS files changed but cannot be used; keeping the old ones")
-                    }
-                }
-            }
-        });
+    pub(crate) fn spawn_reloader(self, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::reload::spawn_reloader("TLS certificate", every, stop, move || self.reload_if_changed());
     }
 }
 

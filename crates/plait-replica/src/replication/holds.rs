@@ -64,12 +64,17 @@ impl Holds {
         members: impl Fn() -> Vec<PublicKey>,
     ) -> Result<(), usize> {
         let mut version = self.version.subscribe();
-        let count = |log: &LogId, seq: u64| {
+        // The fewest current members holding any one target.
+        let fewest_holding = |default: usize| {
             let members = members();
-            self.holders(log, seq).iter().filter(|h| members.contains(h)).count()
+            targets
+                .iter()
+                .map(|(log, seq)| self.holders(log, *seq).iter().filter(|h| members.contains(h)).count())
+                .min()
+                .unwrap_or(default)
         };
         loop {
-            let fewest = targets.iter().map(|(log, seq)| count(log, *seq)).min().unwrap_or(others);
+            let fewest = fewest_holding(others);
             if fewest >= others {
                 return Ok(());
             }
@@ -78,7 +83,7 @@ impl Holds {
                 return Err(fewest);
             }
             if tokio::time::timeout(remaining, version.changed()).await.is_err() {
-                let fewest = targets.iter().map(|(log, seq)| count(log, *seq)).min().unwrap_or(0);
+                let fewest = fewest_holding(0);
                 return if fewest >= others { Ok(()) } else { Err(fewest) };
             }
         }
