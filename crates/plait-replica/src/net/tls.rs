@@ -97,8 +97,13 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 #[derive(Clone)]
 pub(crate) struct ReloadingTls {
     files: TlsFiles,
-    /// The configuration, with the modification times it was built from.
-    current: Arc<RwLock<(Vec<Option<SystemTime>>, Arc<ServerConfig>)>>,
+    current: Arc<RwLock<Loaded>>,
+}
+
+/// The configuration in use, with the modification times it was built from.
+struct Loaded {
+    stamps: Vec<Option<SystemTime>>,
+    config: Arc<ServerConfig>,
 }
 
 impl ReloadingTls {
@@ -106,22 +111,25 @@ impl ReloadingTls {
     pub(crate) fn load(files: TlsFiles) -> Result<ReloadingTls, TlsError> {
         let config = build(&files)?;
         let stamps = stamps(&files);
-        Ok(ReloadingTls { files, current: Arc::new(RwLock::new((stamps, Arc::new(config)))) })
+        Ok(ReloadingTls {
+            files,
+            current: Arc::new(RwLock::new(Loaded { stamps, config: Arc::new(config) })),
+        })
     }
 
     pub(crate) fn config(&self) -> Arc<ServerConfig> {
-        self.current.read().expect("tls lock poisoned").1.clone()
+        self.current.read().expect("tls lock poisoned").config.clone()
     }
 
     /// Rebuilds the configuration if a file changed. A file that changed but cannot be
     /// used (a half-written rotation) keeps the old configuration and is tried again.
     pub(crate) fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let now = stamps(&self.files);
-        if self.current.read().expect("tls lock poisoned").0 == now {
+        if self.current.read().expect("tls lock poisoned").stamps == now {
             return Ok(false);
         }
         let config = build(&self.files)?;
-        *self.current.write().expect("tls lock poisoned") = (now, Arc::new(config));
+        *self.current.write().expect("tls lock poisoned") = Loaded { stamps: now, config: Arc::new(config) };
         Ok(true)
     }
 
