@@ -25,6 +25,12 @@ cargo fmt --all --check
 # fuzz/ is its own workspace, so `--all` above does not reach it.
 cargo fmt --manifest-path fuzz/Cargo.toml --all --check
 
+echo "== lock files are current (root and fuzz/ workspaces)"
+# Both workspaces share the crates under crates/, so a dependency added there changes
+# fuzz/Cargo.lock too; catch that here, in seconds, not after the test run.
+cargo metadata --locked --format-version 1 >/dev/null
+cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
