@@ -3,6 +3,8 @@
 //! The help is the manual: each subcommand says what it does and shows an example, so
 //! `plaitctl <command> --help` is enough to use it.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -23,12 +25,17 @@ of `<field>` for such values.
 Exit status: 0 on success, 1 on an error (reported as `error: <message>` on stderr),
 2 on a usage error.
 
+A secured replica is called over TLS (--tls-ca; a bare host:port then means https://)
+with a client certificate (--cert, --key) or a bearer token (--token-file, PLAIT_TOKEN).
+Each flag has a PLAIT_* variable, so a shell can set them once.
+
 Examples:
   plaitctl log create settings --type kv
   plaitctl put settings theme dark
   plaitctl put --replicas 2 settings theme dark
   plaitctl get settings theme
-  PLAIT_ADDR=10.0.0.5:7070 plaitctl --output json status";
+  PLAIT_ADDR=10.0.0.5:7070 plaitctl --output json status
+  plaitctl --addr plait-0.example:7070 --tls-ca ca.crt --token-file app.token status";
 
 /// plaitctl: talk to a Plait replica.
 #[derive(Debug, Parser)]
@@ -45,9 +52,13 @@ Examples:
     after_help = TOP_AFTER_HELP
 )]
 pub(crate) struct Cli {
-    /// The replica to talk to: host:port or http://host:port.
-    #[arg(long, global = true, env = "PLAIT_ADDR", default_value = "http://127.0.0.1:7070")]
+    /// The replica to talk to: host:port, http://host:port or https://host:port. A bare
+    /// host:port is https:// once a TLS flag is given.
+    #[arg(long, global = true, env = "PLAIT_ADDR", default_value = "127.0.0.1:7070")]
     pub(crate) addr: String,
+
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
 
     /// How to print results: `human` for people, `json` for programs (one JSON document
     /// per command; `tail --follow` prints one JSON object per line).
@@ -56,6 +67,132 @@ pub(crate) struct Cli {
 
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// TLS and credentials for a secured replica.
+#[derive(Debug, Default, Args)]
+pub(crate) struct ConnectArgs {
+    /// CA certificates (PEM) the replica's certificate must chain to. Turns TLS on; with
+    /// an https:// address and no --tls-ca, the system's trusted roots are used.
+    #[arg(long, global = true, env = "PLAIT_TLS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM chain) to present; needs --key. Turns TLS on.
+    #[arg(long = "cert", id = "client_cert", global = true, env = "PLAIT_CERT", value_name = "FILE")]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    // Its own id: subcommands have a `key` argument (a kv key).
+    #[arg(long = "key", id = "client_key", global = true, env = "PLAIT_KEY", value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
+
+    /// Bearer token sent on every call. Prefer PLAIT_TOKEN or --token-file: command
+    /// arguments are visible to other users of this machine.
+    #[arg(
+        long = "token",
+        id = "client_token",
+        global = true,
+        env = "PLAIT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<String>,
+
+    /// File holding the bearer token (surrounding whitespace is ignored).
+    #[arg(long, global = true, env = "PLAIT_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+
+    /// The name the replica's certificate must be valid for, when the address uses
+    /// another (an IP, a tunnel).
+    #[arg(long, global = true, env = "PLAIT_TLS_SERVER_NAME", value_name = "NAME")]
+    pub(crate) tls_server_name: Option<String>,
+}
+
+/// `plaitctl cert ...`: a CA and the certificates it signs, as PEM files.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Make a new certificate authority: <OUT>/ca.crt and <OUT>/ca.key.
+    #[command(
+        long_about = "Make a new certificate authority with an ECDSA P-256 key, written as \
+                      <OUT>/ca.crt (give it to replicas as --tls-client-ca and to clients as --tls-ca) \
+                      and <OUT>/ca.key (mode 0600; keep it off the replicas). Existing files are \
+                      never overwritten.",
+        after_help = "Examples:\n  plaitctl cert ca --out pki\n  plaitctl cert ca --out pki --days 1825 --name 'orders CA'"
+    )]
+    Ca {
+        /// Directory to write ca.crt and ca.key to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The CA's subject common name.
+        #[arg(long, default_value = "plait cluster CA")]
+        name: String,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+
+    /// Issue a certificate signed by the CA: <OUT>/<NAME>.crt and <OUT>/<NAME>.key.
+    #[command(
+        long_about = "Issue a certificate with a new ECDSA P-256 key, signed by the CA in --ca-dir \
+                      (ca.crt, ca.key). NAME becomes the subject common name, which is the principal \
+                      replicas know the holder by; --group values become subject O values (plait:peers \
+                      for replicas, plait:admins for administrators). A replica's certificate needs \
+                      --dns/--ip for every name and address peers and clients use; a client's takes \
+                      --client-only. Existing files are never overwritten.",
+        after_help = "Examples:\n  plaitctl cert issue plait-0 --ca-dir pki --out pki --group plait:peers \
+                      --dns plait-0.example --ip 10.0.0.5\n  plaitctl cert issue alice --ca-dir pki --out pki \
+                      --group plait:admins --client-only --days 30"
+    )]
+    Issue {
+        /// The subject common name: the principal's name.
+        name: String,
+        /// Directory holding the CA's ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Directory to write <NAME>.crt and <NAME>.key to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A group (subject O value); repeat for several.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// A DNS name the certificate is valid for; repeat for several.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// An IP address the certificate is valid for; repeat for several.
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<IpAddr>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// For clients only: no server use, no names needed.
+        #[arg(long)]
+        client_only: bool,
+    },
+}
+
+/// `plaitctl token ...`: bearer tokens.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a random bearer token and print its auth-file entry.
+    #[command(
+        long_about = "Make a random bearer token (256 bits from the operating system) for the principal \
+                      NAME, and print the entry to add under `tokens:` in the replica's --auth-file: the \
+                      token's blake3 hash and its roles. The token itself is never stored by the \
+                      replica; with --out it is written to a file (mode 0600) instead of printed.\n\n\
+                      Roles: read, write:<log glob>, log-admin, cluster-admin, peer, admin.",
+        after_help = "Examples:\n  plaitctl token new orders-app --role read --role 'write:orders-*' --out orders.token\n  \
+                      plaitctl --addr plait-0.example:7070 --tls-ca ca.crt --token-file orders.token status"
+    )]
+    New {
+        /// The principal the token stands for.
+        name: String,
+        /// A role to grant; repeat for several.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Write the token to this file (mode 0600, never overwritten) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// How results are printed.
@@ -350,6 +487,14 @@ pub(crate) enum Command {
     #[command(after_help = "Example:\n  plaitctl health")]
     Health,
 
+    /// Make a certificate authority and issue replica and client certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+
+    /// Make bearer tokens for the replica's auth file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+
     /// Generate an ed25519 writer key for signing entries yourself.
     #[command(
         long_about = "Generate an ed25519 writer key from the operating system's randomness.\n\nWith \
@@ -598,7 +743,7 @@ mod tests {
             for sub in command.get_subcommands() {
                 let path = format!("{path} {}", sub.get_name());
                 assert!(sub.get_about().is_some(), "{path} has no about");
-                let is_group = sub.has_subcommands() && sub.get_name() == "log";
+                let is_group = sub.has_subcommands() && matches!(sub.get_name(), "log" | "cert" | "token");
                 let is_op = path.starts_with("plaitctl submit ");
                 if !is_group && !is_op {
                     let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
@@ -617,7 +762,7 @@ mod tests {
         assert!(matches!(cli.command, Command::Status));
         // The environment may set PLAIT_ADDR / PLAIT_OUTPUT; only check when it does not.
         if std::env::var_os("PLAIT_ADDR").is_none() {
-            assert_eq!(cli.addr, "http://127.0.0.1:7070");
+            assert_eq!(cli.addr, "127.0.0.1:7070");
         }
         if std::env::var_os("PLAIT_OUTPUT").is_none() {
             assert_eq!(cli.output, OutputFormat::Human);
@@ -632,6 +777,22 @@ mod tests {
         assert_eq!(cli.addr, "10.0.0.1:7070");
         assert!(matches!(cli.command, Command::Log(LogCommand::List)));
         assert!(parse(&["--output", "yaml", "status"]).is_err());
+    }
+
+    /// The TLS and token flags are global and do not collide with a command's own `key`.
+    #[test]
+    fn connect_flags_are_global() {
+        let cli = parse(&[
+            "put", "settings", "theme", "dark", "--cert", "a.crt", "--key", "a.key", "--tls-ca", "ca.crt",
+        ])
+        .unwrap();
+        assert_eq!(cli.connect.cert.as_deref(), Some(std::path::Path::new("a.crt")));
+        assert_eq!(cli.connect.key.as_deref(), Some(std::path::Path::new("a.key")));
+        assert_eq!(cli.connect.tls_ca.as_deref(), Some(std::path::Path::new("ca.crt")));
+        let Command::Put { key, .. } = cli.command else { panic!("not put") };
+        assert_eq!(key, "theme");
+        let cli = parse(&["--token-file", "t", "status"]).unwrap();
+        assert_eq!(cli.connect.token_file.as_deref(), Some(std::path::Path::new("t")));
     }
 
     /// `log create` takes a type, repeated writers, and checks the ACL flags fit together.

@@ -6,6 +6,7 @@
 
 mod cli;
 mod output;
+mod pki;
 mod run;
 
 use std::process::ExitCode;

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 
 use plait_client::{
-    AppliedOp, BackupReport, CheckpointInfo, DrainedLog, Edge, FeedItem, Heads, ImportReport, KeyValue,
-    LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, WriteAck,
+    AppliedOp, BackupReport, Caller, CheckpointInfo, DrainedLog, Edge, FeedItem, Heads, ImportReport,
+    KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, WriteAck,
 };
 use plait_core::{Clock, Op, Writers};
 use serde_json::{Map, Value, json};
@@ -425,6 +425,11 @@ pub(crate) fn status_json(status: &Status) -> Value {
         "writable": status.writable,
         "members_generation": status.members_generation,
         "draining": status.draining,
+        "caller": {
+            "principal": status.caller.principal,
+            "authenticated_by": status.caller.authenticated_by,
+            "roles": status.caller.roles,
+        },
     }));
     out.insert("logs".into(), status.logs.iter().map(log_json).collect());
     out.insert("peers".into(), status.peers.iter().map(peer_json).collect());
@@ -508,6 +513,22 @@ pub(crate) fn peer_logs_table(peers: &[PeerStatus]) -> String {
     table(&["PEER", "LOG", "CURSOR", "PEER SEQ", "LAG", "PEER HOLDS"], &rows)
 }
 
+/// `alice (certificate; roles read, log-admin)`, or `anonymous (security off)`.
+fn caller_text(caller: &Caller) -> String {
+    if caller.authenticated_by == "none" || caller.authenticated_by.is_empty() {
+        return format!(
+            "{} (security off)",
+            if caller.principal.is_empty() { "anonymous" } else { &caller.principal }
+        );
+    }
+    let roles = if caller.roles.is_empty() {
+        "no roles".to_owned()
+    } else {
+        format!("roles {}", caller.roles.join(", "))
+    };
+    format!("{} ({}; {roles})", caller.principal, caller.authenticated_by)
+}
+
 pub(crate) fn status_human(status: &Status) -> String {
     let writable = if status.writable { "yes" } else { "NO: a durability error stopped writes" };
     let draining = if status.draining { "YES: local writes are refused before removal" } else { "no" };
@@ -527,6 +548,7 @@ pub(crate) fn status_human(status: &Status) -> String {
             vec!["writable".into(), writable.into()],
             vec!["members".into(), members],
             vec!["draining".into(), draining.into()],
+            vec!["you".into(), caller_text(&status.caller)],
         ],
     );
     // The header row of a two-column key/value list says nothing; drop it.
@@ -894,6 +916,11 @@ mod tests {
             peers,
             members_generation: 3,
             draining: false,
+            caller: Caller {
+                principal: "alice".into(),
+                authenticated_by: "token".into(),
+                roles: vec!["read".into()],
+            },
         }
     }
 

@@ -52,7 +52,11 @@ impl Printer {
     }
 
     /// Prints one result: `human()` as is, or `json()` as one pretty JSON document.
-    fn emit(&self, human: impl FnOnce() -> String, json: impl FnOnce() -> Value) -> anyhow::Result<()> {
+    pub(crate) fn emit(
+        &self,
+        human: impl FnOnce() -> String,
+        json: impl FnOnce() -> Value,
+    ) -> anyhow::Result<()> {
         match self.format {
             OutputFormat::Human => self.write(&human()),
             OutputFormat::Json => self.write(&format!("{:#}\n", json())),
@@ -76,10 +80,13 @@ impl Printer {
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let printer = Printer::new(cli.output);
     match cli.command {
-        // The one command that needs no replica.
+        // The commands that need no replica.
         Command::Keygen { out } => keygen(&printer, out.as_deref()),
+        Command::Cert(command) => crate::pki::cert(&printer, command),
+        Command::Token(command) => crate::pki::token(&printer, command),
         command => {
-            let mut client = Client::connect(cli.addr.as_str()).await?;
+            let options = crate::pki::client_options(&cli.connect)?;
+            let mut client = Client::connect_with(cli.addr.as_str(), &options).await?;
             if let Some((replicas, timeout)) = command.write_concern().and_then(|c| c.concern()) {
                 client = client.with_write_concern(replicas, timeout);
             }
@@ -190,6 +197,8 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
             printer.emit(|| output::submit_human(&result), || output::submit_json(&result))
         }
         Command::Keygen { out } => keygen(printer, out.as_deref()),
+        Command::Cert(command) => crate::pki::cert(printer, command),
+        Command::Token(command) => crate::pki::token(printer, command),
     }
 }
 

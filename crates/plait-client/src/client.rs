@@ -13,10 +13,12 @@ use plait_proto::pb::admin_client::AdminClient;
 use plait_proto::pb::data_client::DataClient;
 use plait_proto::pb::logs_client::LogsClient;
 use plait_proto::{convert, pb};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::ClientError;
+use crate::options::{ClientOptions, Credentials};
 use crate::types::{
     AppliedOp, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge, EdgesOptions,
     FeedItem, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage,
@@ -51,13 +53,16 @@ pub type SnapshotStream = BoxStream<'static, Result<Bytes, ClientError>>;
 /// The operations of a [`Client::subscribe`], in seq order, each checked on arrival.
 pub type AppliedOpStream = BoxStream<'static, Result<AppliedOp, ClientError>>;
 
+/// The channel with the client's credentials attached to every call.
+type Service = InterceptedService<Channel, Credentials>;
+
 /// A connection to one Plait replica.
 #[derive(Clone)]
 pub struct Client {
-    logs: LogsClient<Channel>,
-    data: DataClient<Channel>,
-    admin: AdminClient<Channel>,
-    health: HealthClient<Channel>,
+    logs: LogsClient<Service>,
+    data: DataClient<Service>,
+    admin: AdminClient<Service>,
+    health: HealthClient<Service>,
     /// Attached to every write: how many replicas must hold it before it is acknowledged.
     concern: Option<pb::WriteConcern>,
 }
@@ -68,24 +73,53 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// The URI for an address: `host:port` gets `http://` in front; a URI with a scheme is
-/// taken as it is.
-fn uri_for(addr: &str) -> Result<String, ClientError> {
+/// The URI for an address: `host:port` gets `https://` in front when TLS is set up,
+/// `http://` otherwise; a URI with a scheme is taken as it is, and must agree with the
+/// options.
+fn uri_for(addr: &str, options: &ClientOptions) -> Result<String, ClientError> {
     let addr = addr.trim();
     if addr.is_empty() {
         return Err(ClientError::Invalid("the replica address is empty: expected host:port or a URI".into()));
     }
-    if addr.contains("://") { Ok(addr.to_owned()) } else { Ok(format!("http://{addr}")) }
+    if let Some(rest) = addr.strip_prefix("http://") {
+        if options.uses_tls() {
+            return Err(ClientError::Invalid(format!(
+                "{addr:?} is a plaintext address but TLS settings are given: use https://{rest}, or drop the \
+                 TLS settings"
+            )));
+        }
+        return Ok(addr.to_owned());
+    }
+    if addr.starts_with("https://") {
+        return Ok(addr.to_owned());
+    }
+    if addr.contains("://") {
+        return Err(ClientError::Invalid(format!(
+            "{addr:?}: the scheme must be http:// or https:// (or none: host:port)"
+        )));
+    }
+    Ok(if options.uses_tls() { format!("https://{addr}") } else { format!("http://{addr}") })
 }
 
 impl Client {
     /// The endpoint for `addr` (`127.0.0.1:7070` or `http://host:7070`) with the client's
     /// timeouts and keep-alives, for callers that build channels themselves.
     pub fn endpoint(addr: impl Into<String>) -> Result<Endpoint, ClientError> {
+        Client::endpoint_with(addr, &ClientOptions::new())
+    }
+
+    /// [`Client::endpoint`] with TLS set up from `options` for `https://` addresses (the
+    /// token is not part of an endpoint: [`Client::from_channel_with`] attaches it).
+    pub fn endpoint_with(addr: impl Into<String>, options: &ClientOptions) -> Result<Endpoint, ClientError> {
         let addr = addr.into();
-        let uri = uri_for(&addr)?;
-        let endpoint = Endpoint::from_shared(uri)
+        let uri = uri_for(&addr, options)?;
+        let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| ClientError::Invalid(format!("{addr:?} is not a valid replica address: {e}")))?;
+        if uri.starts_with("https://") {
+            endpoint = endpoint.tls_config(options.tls_config()).map_err(|e| {
+                ClientError::Tls(format!("cannot set up TLS for {addr}: {}", ClientError::from(e)))
+            })?;
+        }
         Ok(endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -96,19 +130,42 @@ impl Client {
     /// Connects to the replica at `addr` (`127.0.0.1:7070` or `http://host:7070`),
     /// failing at once with [`ClientError::Transport`] if it cannot be reached.
     pub async fn connect(addr: impl Into<String>) -> Result<Client, ClientError> {
+        Client::connect_with(addr, &ClientOptions::new()).await
+    }
+
+    /// Connects with TLS and credentials (`https://host:7070`, or `host:7070` with TLS
+    /// options), failing at once with [`ClientError::Tls`] if the certificates do not
+    /// check out and [`ClientError::Transport`] if the replica cannot be reached.
+    pub async fn connect_with(
+        addr: impl Into<String>,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
         let addr = addr.into();
         let channel =
-            Client::endpoint(addr.clone())?.connect().await.map_err(|e| match ClientError::from(e) {
-                ClientError::Transport(m) => ClientError::Transport(format!("cannot connect to {addr}: {m}")),
-                other => other,
-            })?;
-        Ok(Client::from_channel(channel))
+            Client::endpoint_with(addr.clone(), options)?.connect().await.map_err(
+                |e| match ClientError::from(e) {
+                    ClientError::Transport(m) => {
+                        ClientError::Transport(format!("cannot connect to {addr}: {m}"))
+                    }
+                    ClientError::Tls(m) => ClientError::Tls(format!("cannot connect to {addr}: {m}")),
+                    other => other,
+                },
+            )?;
+        Ok(Client::from_channel_with(channel, options))
     }
 
     /// A client that connects on first use and reconnects as needed; connection errors
     /// surface from the calls as [`ClientError::Unavailable`].
     pub fn connect_lazy(addr: impl Into<String>) -> Result<Client, ClientError> {
-        Ok(Client::from_channel(Client::endpoint(addr)?.connect_lazy()))
+        Client::connect_lazy_with(addr, &ClientOptions::new())
+    }
+
+    /// [`Client::connect_lazy`] with TLS and credentials.
+    pub fn connect_lazy_with(
+        addr: impl Into<String>,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
+        Ok(Client::from_channel_with(Client::endpoint_with(addr, options)?.connect_lazy(), options))
     }
 
     /// A client whose writes return only once `replicas` replicas (the one called
@@ -122,17 +179,24 @@ impl Client {
 
     /// A client over an existing channel; message size limits are set here.
     pub fn from_channel(channel: Channel) -> Client {
+        Client::from_channel_with(channel, &ClientOptions::new())
+    }
+
+    /// A client over an existing channel that sends the token of `options` on every call.
+    /// (TLS is the channel's: see [`Client::endpoint_with`].)
+    pub fn from_channel_with(channel: Channel, options: &ClientOptions) -> Client {
+        let service = |channel: Channel| InterceptedService::new(channel, options.credentials());
         Client {
-            logs: LogsClient::new(channel.clone())
+            logs: LogsClient::new(service(channel.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-            data: DataClient::new(channel.clone())
+            data: DataClient::new(service(channel.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-            admin: AdminClient::new(channel.clone())
+            admin: AdminClient::new(service(channel.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-            health: HealthClient::new(channel),
+            health: HealthClient::new(service(channel)),
             concern: None,
         }
     }
@@ -522,14 +586,22 @@ impl Client {
 mod tests {
     use super::*;
 
-    /// A bare `host:port` gets `http://`; a URI keeps its scheme; empty is refused.
+    /// A bare `host:port` gets `http://`, or `https://` once TLS is set up; a URI keeps
+    /// its scheme; empty, other schemes and `http://` with TLS settings are refused.
     #[test]
     fn addresses_become_uris() {
-        assert_eq!(uri_for("127.0.0.1:7070").unwrap(), "http://127.0.0.1:7070");
-        assert_eq!(uri_for("  localhost:7070 ").unwrap(), "http://localhost:7070");
-        assert_eq!(uri_for("http://10.0.0.1:7070").unwrap(), "http://10.0.0.1:7070");
-        assert_eq!(uri_for("https://plait.example:443").unwrap(), "https://plait.example:443");
-        assert!(matches!(uri_for(""), Err(ClientError::Invalid(_))));
+        let plain = ClientOptions::new();
+        let tls = ClientOptions::new().tls_ca_pem(b"-----BEGIN CERTIFICATE-----".to_vec());
+        assert_eq!(uri_for("127.0.0.1:7070", &plain).unwrap(), "http://127.0.0.1:7070");
+        assert_eq!(uri_for("  localhost:7070 ", &plain).unwrap(), "http://localhost:7070");
+        assert_eq!(uri_for("http://10.0.0.1:7070", &plain).unwrap(), "http://10.0.0.1:7070");
+        assert_eq!(uri_for("https://plait.example:443", &plain).unwrap(), "https://plait.example:443");
+        assert_eq!(uri_for("plait-0:7070", &tls).unwrap(), "https://plait-0:7070");
+        assert_eq!(uri_for("https://plait-0:7070", &tls).unwrap(), "https://plait-0:7070");
+        assert!(matches!(uri_for("", &plain), Err(ClientError::Invalid(_))));
+        let err = uri_for("http://plait-0:7070", &tls).unwrap_err();
+        assert!(err.message().contains("use https://plait-0:7070"), "{err}");
+        assert!(matches!(uri_for("grpc://plait-0:7070", &plain), Err(ClientError::Invalid(_))));
     }
 
     /// An address that is not a URI is refused as invalid, naming the address.

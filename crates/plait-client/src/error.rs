@@ -51,9 +51,15 @@ pub enum ClientError {
     /// `UNIMPLEMENTED`). A bug or a version mismatch; retrying rarely helps.
     #[error("server error: {0}")]
     Internal(String),
-    /// No connection could be made: bad address, refused, timed out, TLS.
+    /// No connection could be made: bad address, refused, timed out.
     #[error("transport: {0}")]
     Transport(String),
+    /// TLS failed: the replica's certificate is not trusted (wrong CA, expired, not yet
+    /// valid, another name), the replica refused this client's certificate, or one side
+    /// speaks TLS and the other does not. Fix the certificates or the address; retrying as
+    /// it is cannot help.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -77,7 +83,8 @@ impl ClientError {
             | ClientError::Unavailable(m)
             | ClientError::Corrupt(m)
             | ClientError::Internal(m)
-            | ClientError::Transport(m) => m,
+            | ClientError::Transport(m)
+            | ClientError::Tls(m) => m,
         }
     }
 
@@ -115,29 +122,110 @@ impl ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
+        // A call on a lazy connection that could not connect carries the connection's
+        // error as the status's source.
+        if status.code() == tonic::Code::Unavailable
+            && let Some(source) = status.source()
+            && let Some(ClientError::Tls(message)) = from_connection_error_including(source)
+        {
+            return ClientError::Tls(message);
+        }
         ClientError::from_status(&status)
     }
 }
 
+/// [`from_connection_error`] looking at `error` itself too.
+fn from_connection_error_including(error: &(dyn std::error::Error + 'static)) -> Option<ClientError> {
+    tls_error(error).map(ClientError::Tls).or_else(|| from_connection_error(error))
+}
+
 impl From<tonic::transport::Error> for ClientError {
     fn from(error: tonic::transport::Error) -> Self {
-        // The transport error's own message is only "transport error"; the cause
-        // (connection refused, invalid URI) is further down the source chain, where
-        // hyper tends to repeat one message at two levels.
-        let mut causes: Vec<String> = Vec::new();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if causes.last() != Some(&text) {
-                causes.push(text);
-            }
-            source = cause.source();
-        }
-        if causes.is_empty() {
-            causes.push(error.to_string());
-        }
-        ClientError::Transport(causes.join(": "))
+        from_connection_error(&error).unwrap_or_else(|| ClientError::Transport(error.to_string()))
     }
+}
+
+/// A failed connection, from the error's source chain: TLS failures become
+/// [`ClientError::Tls`] with what to check, the rest [`ClientError::Transport`] with the
+/// causes (the transport error's own message is only "transport error"; the cause is
+/// further down, where hyper tends to repeat one message at two levels). `None` when the
+/// chain holds no cause.
+fn from_connection_error(error: &(dyn std::error::Error + 'static)) -> Option<ClientError> {
+    let mut causes: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(tls) = tls_error(cause) {
+            return Some(ClientError::Tls(tls));
+        }
+        let text = cause.to_string();
+        if causes.last() != Some(&text) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        return None;
+    }
+    let joined = causes.join(": ");
+    // A TLS listener closes a plaintext connection during its handshake; what the
+    // client then sees is a closed connection, with nothing saying why.
+    if !joined.contains("refused")
+        && (joined.contains("connection closed") || joined.contains("reset by peer"))
+    {
+        return Some(ClientError::Transport(format!(
+            "{joined} (if the replica serves TLS, call it with https:// or give --tls-ca)"
+        )));
+    }
+    Some(ClientError::Transport(joined))
+}
+
+/// What went wrong in TLS, worded for the person who must fix it, if `cause` is a TLS
+/// error (rustls's own, or inside an `io::Error`).
+fn tls_error(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::{AlertDescription, CertificateError};
+    let rustls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+        cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|e| e.downcast_ref())
+    })?;
+    let advice = match rustls {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                "the replica's certificate is not signed by a CA this client trusts: check --tls-ca \
+                 (PLAIT_TLS_CA) names the cluster's CA"
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the replica's certificate has expired (or this machine's clock is wrong): renew it"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the replica's certificate is not valid yet (or this machine's clock is wrong)"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the replica's certificate is not valid for the name or IP in the address: call it by \
+                 a name its certificate lists, or set the TLS server name"
+            }
+            _ => "the replica's certificate was refused",
+        },
+        rustls::Error::AlertReceived(alert) => match alert {
+            AlertDescription::CertificateRequired => {
+                "the replica requires a client certificate: give --cert and --key (PLAIT_CERT, PLAIT_KEY)"
+            }
+            AlertDescription::CertificateExpired => {
+                "the replica refused this client's certificate: it has expired (or a clock is wrong)"
+            }
+            AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::DecryptError => {
+                "the replica refused this client's certificate: is it issued by the cluster's CA, for \
+                 client use, and still valid?"
+            }
+            _ => "the replica ended the TLS handshake",
+        },
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the replica did not answer in TLS: if it serves plaintext, call it with http://"
+        }
+        _ => "the TLS handshake failed",
+    };
+    Some(format!("{advice} ({rustls})"))
 }
 
 impl From<ConversionError> for ClientError {

@@ -8,7 +8,9 @@
 //! ([`Client::drain`]), checkpoints, snapshots ([`Client::export_snapshot`],
 //! [`Client::import_snapshot`]), backups ([`Client::backup`]) and health. Replies are
 //! checked on arrival: ids, enums, ops, and entries fetched by hash are verified. Errors
-//! are [`ClientError`] kinds that say whether retrying can help.
+//! are [`ClientError`] kinds that say whether retrying can help. A secured replica is
+//! called over TLS with a client certificate or a bearer token: [`ClientOptions`] and
+//! [`Client::connect_with`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), plait_client::ClientError> {
@@ -26,6 +28,7 @@
 
 mod client;
 mod error;
+mod options;
 mod types;
 
 pub use client::{
@@ -33,8 +36,9 @@ pub use client::{
     MESSAGE_BYTES_MAX, ServingStatus, SnapshotStream,
 };
 pub use error::ClientError;
+pub use options::{ClientOptions, PEM_FILE_BYTES_MAX, TOKEN_BYTES_MAX};
 pub use types::{
-    AppliedOp, BackupKind, BackupObject, BackupReport, CheckpointInfo, CreateLogOptions, Direction,
+    AppliedOp, BackupKind, BackupObject, BackupReport, Caller, CheckpointInfo, CreateLogOptions, Direction,
     DrainedLog, EPOCH_LEN, Edge, EdgesOptions, FeedItem, Head, Heads, ImportKind, ImportReport, KeyValue,
     LogInfo, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status,
     StoredEntry, SubmitOutcome, SubmitResult, Versioned, WriteAck,

@@ -550,6 +550,19 @@ pub struct Status {
     /// True once [`Client::drain`](crate::Client::drain) was called: local writes are
     /// refused.
     pub draining: bool,
+    /// Who this client is to the replica (`anonymous` with security off).
+    pub caller: Caller,
+}
+
+/// The caller as the replica authenticated it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The principal: a token's name or a certificate's common name.
+    pub principal: String,
+    /// How it was proven: `none` (security off), `token` or `certificate`.
+    pub authenticated_by: String,
+    /// Its roles: read, write:<log-name pattern>, log-admin, cluster-admin, peer.
+    pub roles: Vec<String>,
 }
 
 impl TryFrom<pb::StatusResponse> for Status {
@@ -573,6 +586,11 @@ impl TryFrom<pb::StatusResponse> for Status {
                 .collect::<Result<_, _>>()?,
             members_generation: status.members_generation,
             draining: status.draining,
+            caller: Caller {
+                principal: status.principal,
+                authenticated_by: status.authenticated_by,
+                roles: status.roles,
+            },
         })
     }
 }
