@@ -620,3 +620,151 @@ async fn silent_connections_do_not_starve_callers() {
     .unwrap();
     drop(silent);
 }
+
+/// Runs plaitctl with `env` set and the rest of the environment's PLAIT_* cleared.
+fn plaitctl(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(plait_tests::binary("plaitctl").unwrap());
+    for var in ["PLAIT_ADDR", "PLAIT_TLS_CA", "PLAIT_CERT", "PLAIT_KEY", "PLAIT_TOKEN", "PLAIT_TOKEN_FILE"] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied()).args(args).output().unwrap()
+}
+
+/// plaitctl's stderr, asserting it failed.
+fn plaitctl_fails(env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = plaitctl(env, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "plaitctl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
+/// plaitctl and the client library reach a secured replica over TLS with a client
+/// certificate or a token (flag, variable or file), and each misconfiguration fails
+/// with an error that says what to fix: a wrong CA, an expired client certificate, no
+/// credentials, a role that does not allow the call, plaintext to a TLS listener, TLS to
+/// a plaintext one. Nothing a refused call sent is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_use_tls_and_tokens_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    let addr = node.grpc.to_string();
+    let ca = pki.ca_path().display().to_string();
+    let admin = pki.client("operator", &["plait:admins"]);
+    let (cert, key) = (admin.cert.display().to_string(), admin.key.display().to_string());
+
+    // A client certificate, a bare address: https:// because --tls-ca is given.
+    let out = plaitctl(
+        &[],
+        &[
+            "--addr",
+            &addr,
+            "--tls-ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "log",
+            "create",
+            "orders-eu",
+            "--type",
+            "kv",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A token from the environment.
+    let env = [("PLAIT_ADDR", addr.as_str()), ("PLAIT_TLS_CA", ca.as_str())];
+    let out = plaitctl(&[env[0], env[1], ("PLAIT_TOKEN", "tok-writer")], &["put", "orders-eu", "k1", "v1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A token from a file; status says who the caller is.
+    let token_file = dir.path().join("reader.token");
+    std::fs::write(&token_file, "tok-reader\n").unwrap();
+    let token_path = token_file.display().to_string();
+    let out = plaitctl(&env, &["--token-file", &token_path, "--output", "json", "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["caller"]["principal"], "reader", "{status}");
+    assert_eq!(status["caller"]["authenticated_by"], "token", "{status}");
+    assert_eq!(status["caller"]["roles"], serde_json::json!(["read"]), "{status}");
+
+    // A reader may not write.
+    let stderr = plaitctl_fails(&env, &["--token-file", &token_path, "put", "orders-eu", "k2", "v"]);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    // No credentials at all: the replica says how to authenticate.
+    let stderr = plaitctl_fails(&env, &["log", "list"]);
+    assert!(stderr.contains("requires authentication") && stderr.contains("--token"), "{stderr}");
+    // Another cluster's CA: the replica's certificate is not trusted.
+    let other = Pki::new(&dir.path().join("other"));
+    let other_ca = other.ca_path().display().to_string();
+    let stderr =
+        plaitctl_fails(&[("PLAIT_TOKEN", "tok-reader")], &["--addr", &addr, "--tls-ca", &other_ca, "status"]);
+    assert!(stderr.contains("not signed by a CA this client trusts"), "{stderr}");
+    // An expired client certificate is refused by the replica.
+    let now = SystemTime::now();
+    let expired = pki.issue(
+        "expired",
+        CertSpec::new("late", Validity { not_before: now - 3 * DAY, not_after: now - DAY })
+            .group("plait:admins")
+            .client_only(),
+    );
+    let (ecert, ekey) = (expired.cert.display().to_string(), expired.key.display().to_string());
+    let stderr = plaitctl_fails(&env, &["--cert", &ecert, "--key", &ekey, "status"]);
+    assert!(stderr.contains("expired") && stderr.contains("cert issue"), "{stderr}");
+    // The library sends it, and the replica refuses it: the call fails, nothing is done.
+    let options = plait_client::ClientOptions::new()
+        .tls_ca_file(pki.ca_path())
+        .unwrap()
+        .client_cert_files(&expired.cert, &expired.key)
+        .unwrap();
+    if let Ok(client) = plait_client::Client::connect_with(addr.clone(), &options).await {
+        client.put("orders-eu", "late", "v").await.unwrap_err();
+    }
+    // A client certificate from another CA is refused by the replica; plaitctl says the
+    // certificate is the likely cause whichever way the refusal reaches it.
+    let stranger = other.client("stranger", &["plait:admins"]);
+    let (scert, skey) = (stranger.cert.display().to_string(), stranger.key.display().to_string());
+    let stderr = plaitctl_fails(&env, &["--cert", &scert, "--key", &skey, "status"]);
+    assert!(
+        stderr.contains("refused this client's certificate")
+            || stderr.contains("refuses the client certificate"),
+        "{stderr}"
+    );
+    // Half a certificate is a usage error before anything is sent.
+    let stderr = plaitctl_fails(&env, &["--cert", &cert, "status"]);
+    assert!(stderr.contains("--cert needs --key"), "{stderr}");
+    // Plaintext to the TLS listener, and http:// with TLS flags.
+    let plain = format!("http://{addr}");
+    let stderr = plaitctl_fails(&[("PLAIT_TOKEN", "tok-reader")], &["--addr", &plain, "status"]);
+    assert!(stderr.contains("error"), "{stderr}");
+    let stderr = plaitctl_fails(&env, &["--addr", &plain, "status"]);
+    assert!(stderr.contains("use https://"), "{stderr}");
+
+    // The library: the same errors as kinds.
+    let options = plait_client::ClientOptions::new().tls_ca_file(other.ca_path()).unwrap();
+    let err = plait_client::Client::connect_with(addr.clone(), &options).await.unwrap_err();
+    assert!(matches!(err, plait_client::ClientError::Tls(_)), "{err:?}");
+    let options = plait_client::ClientOptions::new()
+        .tls_ca_file(pki.ca_path())
+        .unwrap()
+        .client_cert_files(&admin.cert, &admin.key)
+        .unwrap();
+    let client = plait_client::Client::connect_with(addr.clone(), &options).await.unwrap();
+    assert_eq!(client.status().await.unwrap().caller.principal, "operator");
+    let value = client.get("orders-eu", "k1").await.unwrap().unwrap();
+    assert_eq!(value.value, b"v1");
+    assert!(client.get("orders-eu", "k2").await.unwrap().is_none(), "a refused put left a trace");
+
+    // TLS to a plaintext replica says so.
+    let open = Plaitd::start(&dir.path().join("open"), &[]).unwrap();
+    let stderr =
+        plaitctl_fails(&[], &["--addr", &format!("https://{}", open.grpc), "--tls-ca", &ca, "status"]);
+    assert!(stderr.contains("did not answer in TLS"), "{stderr}");
+
+    // The next valid write continues, and the data directory checks clean.
+    let out = plaitctl(&[env[0], env[1], ("PLAIT_TOKEN", "tok-writer")], &["put", "orders-eu", "k3", "v3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

@@ -25,7 +25,10 @@ pub(crate) fn client_options(args: &ConnectArgs) -> anyhow::Result<ClientOptions
         options = options.tls_ca_file(ca)?;
     }
     match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => options = options.client_cert_files(cert, key)?,
+        (Some(cert), Some(key)) => {
+            check_client_cert(cert, now())?;
+            options = options.client_cert_files(cert, key)?;
+        }
         (Some(_), None) => bail!("--cert needs --key (PLAIT_KEY): the private key of the client certificate"),
         (None, Some(_)) => bail!("--key needs --cert (PLAIT_CERT): the client certificate it belongs to"),
         (None, None) => {}
@@ -42,6 +45,57 @@ pub(crate) fn client_options(args: &ConnectArgs) -> anyhow::Result<ClientOptions
         (None, None) => {}
     }
     Ok(options)
+}
+
+/// Adds a hint to an error that may be a refused client certificate: over TLS 1.3 a
+/// replica that refuses one closes the connection after the handshake, and the client
+/// may see only that.
+pub(crate) fn explain(error: anyhow::Error, args: &ConnectArgs) -> anyhow::Error {
+    let closed = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<plait_client::ClientError>(),
+            Some(plait_client::ClientError::Unavailable(m) | plait_client::ClientError::Internal(m))
+                if m.contains("connection closed") || m.contains("operation was canceled") || m == "transport error"
+        )
+    });
+    match &args.cert {
+        Some(cert) if closed => error.context(format!(
+            "the replica closed the connection: if every call fails this way, it refuses the client \
+             certificate {} (issued by another CA, or not for client use)",
+            cert.display()
+        )),
+        _ => error,
+    }
+}
+
+/// Refuses a client certificate that is not valid at `now`, before anything is sent: a
+/// replica refuses it too, but over TLS 1.3 it can only close the connection, which the
+/// client cannot tell from other failures.
+fn check_client_cert(path: &Path, now: SystemTime) -> anyhow::Result<()> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the client certificate {}", path.display()))?;
+    let certs = plait_pki::certs_from_pem(&pem)
+        .with_context(|| format!("the client certificate {}", path.display()))?;
+    let validity = plait_pki::validity_of(&certs[0])
+        .with_context(|| format!("the client certificate {}", path.display()))?;
+    let ago = |t: SystemTime| now.duration_since(t).map_or(0, |d| d.as_secs());
+    let until = |t: SystemTime| t.duration_since(now).map_or(0, |d| d.as_secs());
+    if now > validity.not_after {
+        bail!(
+            "the client certificate {} expired {} s ago: issue a new one (`plaitctl cert issue`) or check this \
+             machine's clock",
+            path.display(),
+            ago(validity.not_after)
+        );
+    }
+    if now < validity.not_before {
+        bail!(
+            "the client certificate {} is not valid for another {} s: check this machine's clock",
+            path.display(),
+            until(validity.not_before)
+        );
+    }
+    Ok(())
 }
 
 /// The clock edge of plaitctl: certificates start now.

@@ -90,7 +90,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some((replicas, timeout)) = command.write_concern().and_then(|c| c.concern()) {
                 client = client.with_write_concern(replicas, timeout);
             }
-            run_remote(&client, &printer, command).await
+            run_remote(&client, &printer, command).await.map_err(|e| crate::pki::explain(e, &cli.connect))
         }
     }
 }

@@ -122,10 +122,10 @@ impl ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
-        // A call on a lazy connection that could not connect carries the connection's
-        // error as the status's source.
-        if status.code() == tonic::Code::Unavailable
-            && let Some(source) = status.source()
+        // A call that failed in the transport (a lazy connection that could not connect,
+        // a TLS 1.3 server refusing the client's certificate after the handshake) carries
+        // the transport's error as the status's source; replies from the server do not.
+        if let Some(source) = status.source()
             && let Some(ClientError::Tls(message)) = from_connection_error_including(source)
         {
             return ClientError::Tls(message);
@@ -180,52 +180,55 @@ fn from_connection_error(error: &(dyn std::error::Error + 'static)) -> Option<Cl
 }
 
 /// What went wrong in TLS, worded for the person who must fix it, if `cause` is a TLS
-/// error (rustls's own, or inside an `io::Error`).
+/// failure. Read from the cause's text: the TLS error reaches here inside an `io::Error`
+/// whose inner error is only its message (rustls's wording: "invalid peer certificate:
+/// ...", "received fatal alert: ...", "received corrupt message ...").
 fn tls_error(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
-    use rustls::{AlertDescription, CertificateError};
-    let rustls = cause.downcast_ref::<rustls::Error>().or_else(|| {
-        cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|e| e.downcast_ref())
-    })?;
-    let advice = match rustls {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-                "the replica's certificate is not signed by a CA this client trusts: check --tls-ca \
-                 (PLAIT_TLS_CA) names the cluster's CA"
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "the replica's certificate has expired (or this machine's clock is wrong): renew it"
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "the replica's certificate is not valid yet (or this machine's clock is wrong)"
-            }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                "the replica's certificate is not valid for the name or IP in the address: call it by \
-                 a name its certificate lists, or set the TLS server name"
-            }
-            _ => "the replica's certificate was refused",
-        },
-        rustls::Error::AlertReceived(alert) => match alert {
-            AlertDescription::CertificateRequired => {
+    let text = cause.to_string();
+    tls_advice(&text).map(|advice| format!("{advice} ({text})"))
+}
+
+/// The advice for a TLS error message, or `None` if it is not one.
+fn tls_advice(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    if let Some(what) = lower.strip_prefix("invalid peer certificate: ") {
+        return Some(if what.contains("unknownissuer") || what.contains("badsignature") {
+            "the replica's certificate is not signed by a CA this client trusts: check that --tls-ca \
+             (PLAIT_TLS_CA) names the cluster's CA"
+        } else if what.contains("notvalidyet") || what.contains("not valid yet") {
+            "the replica's certificate is not valid yet (or this machine's clock is wrong)"
+        } else if what.contains("expired") {
+            "the replica's certificate has expired (or this machine's clock is wrong): renew it"
+        } else if what.contains("notvalidforname") || what.contains("not valid for name") {
+            "the replica's certificate is not valid for the name or IP in the address: call it by a \
+             name its certificate lists, or give --tls-server-name"
+        } else {
+            "the replica's certificate was refused"
+        });
+    }
+    if let Some(alert) = lower.strip_prefix("received fatal alert: ") {
+        return Some(match alert {
+            "certificaterequired" => {
                 "the replica requires a client certificate: give --cert and --key (PLAIT_CERT, PLAIT_KEY)"
             }
-            AlertDescription::CertificateExpired => {
+            "certificateexpired" => {
                 "the replica refused this client's certificate: it has expired (or a clock is wrong)"
             }
-            AlertDescription::BadCertificate
-            | AlertDescription::UnknownCA
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::DecryptError => {
+            "badcertificate"
+            | "unknownca"
+            | "certificateunknown"
+            | "decrypterror"
+            | "unsupportedcertificate" => {
                 "the replica refused this client's certificate: is it issued by the cluster's CA, for \
                  client use, and still valid?"
             }
             _ => "the replica ended the TLS handshake",
-        },
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-            "the replica did not answer in TLS: if it serves plaintext, call it with http://"
-        }
-        _ => "the TLS handshake failed",
-    };
-    Some(format!("{advice} ({rustls})"))
+        });
+    }
+    if lower.starts_with("received corrupt message") {
+        return Some("the replica did not answer in TLS: if it serves plaintext, call it with http://");
+    }
+    None
 }
 
 impl From<ConversionError> for ClientError {
@@ -287,6 +290,30 @@ mod tests {
     fn empty_message_falls_back_to_the_code() {
         let error = ClientError::from(Status::unavailable(""));
         assert_eq!(error.message(), Code::Unavailable.description());
+    }
+
+    /// rustls's messages become advice on what to fix; other messages are not TLS.
+    #[test]
+    fn tls_messages_become_advice() {
+        let cases = [
+            ("invalid peer certificate: UnknownIssuer", "not signed by a CA this client trusts"),
+            ("invalid peer certificate: certificate expired: verification time 5 > 4", "has expired"),
+            ("invalid peer certificate: NotValidYet", "not valid yet"),
+            ("invalid peer certificate: NotValidForName", "not valid for the name"),
+            ("received fatal alert: CertificateRequired", "requires a client certificate"),
+            ("received fatal alert: DecryptError", "refused this client's certificate"),
+            ("received fatal alert: CertificateExpired", "it has expired"),
+            ("received corrupt message of type InvalidContentType", "did not answer in TLS"),
+        ];
+        for (message, advice) in cases {
+            let got = tls_advice(message).unwrap_or_else(|| panic!("{message} is TLS"));
+            assert!(got.contains(advice), "{message}: {got}");
+        }
+        assert_eq!(tls_advice("connection refused"), None);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: UnknownCA");
+        let status = tonic::Status::from_error(Box::new(io));
+        // A status whose source is a TLS failure is a Tls error, whatever its code.
+        assert!(matches!(ClientError::from(status), ClientError::Tls(_)));
     }
 
     /// A malformed reply is the server's fault and is reported as corrupt.

@@ -42,6 +42,12 @@
 //!   while `Data.Subscribe{follow}` streams on B (and on A, as a control) note when each key
 //!   arrives. Latency is from the write's acknowledgement reaching the client to the key
 //!   arriving on B's stream; send-to-visible is reported too.
+//! - `security`: the cost of TLS and authentication, as ratios measured in one run:
+//!   unary single-op puts against a plaintext replica, and against a secured one (TLS with
+//!   the auth file) called with a bearer token and with a client certificate, rounds
+//!   interleaved; then fresh replicas catching up N ops (default 1,000,000) from a
+//!   plaintext source and, over mutual TLS with node proofs and the auth layer, from a
+//!   secured copy of the same data directory.
 //! - `all`: everything with defaults; `kv-get` then reads the directory `reopen` built, so
 //!   it runs at 10M keys.
 //!
@@ -161,6 +167,8 @@ enum Command {
     Latency(LatencyArgs),
     /// Snapshot restore (full and 1% delta), backup MB/s to files and S3, put latency during export.
     Restore(RestoreArgs),
+    /// Unary put and catch-up with TLS and authentication on, as ratios to plaintext.
+    Security(SecurityArgs),
     /// Every figure with its defaults, one table.
     All(AllArgs),
 }
@@ -1696,6 +1704,15 @@ async fn log_progress(logs: &mut pb::logs_client::LogsClient<Channel>) -> anyhow
     }
 }
 
+/// [`log_progress`] through the client library.
+async fn client_log_progress(client: &plait_client::Client) -> anyhow::Result<Option<(u64, u64)>> {
+    match client.get_log(LOG_NAME).await {
+        Ok(info) => Ok(Some((info.seq, info.ops))),
+        Err(plait_client::ClientError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Waits until a process uses under a tenth of a core over half a second (fjall done
 /// flushing and compacting), or `max` passes; returns how long that took.
 async fn settle(pid: u32, max: Duration) -> Duration {
@@ -1891,21 +1908,35 @@ impl CatchupRound {
 /// Starts a fresh replica peered with `source` and times it from its ready line until
 /// `Logs.GetLog` on it shows all `ops`.
 async fn catchup_round(source: &Plaitd, dir: &Path, ops: u64, entries: u64) -> anyhow::Result<CatchupRound> {
+    catchup_round_with(source, dir, ops, entries, &Security::Off).await
+}
+
+/// [`catchup_round`] with the new replica (and its calls to the source) secured as
+/// `security` says.
+async fn catchup_round_with(
+    source: &Plaitd,
+    dir: &Path,
+    ops: u64,
+    entries: u64,
+    security: &Security,
+) -> anyhow::Result<CatchupRound> {
     let source_pid = source.pid().to_string();
     let peer = source.grpc.to_string();
     let source_before = thread_cpu(&source_pid);
     let bench_before = cpu_seconds(Path::new("/proc/self/stat"));
     let vm_before = vm_busy_seconds();
-    let (mut replica, spawn_to_ready) =
-        tokio::task::block_in_place(|| start_replica(dir, &["--peer", &peer]))?;
+    let mut flags = vec!["--peer".to_owned(), peer];
+    flags.extend(security.replica_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (mut replica, spawn_to_ready) = tokio::task::block_in_place(|| start_replica(dir, &flags))?;
     let ready = Instant::now();
     let progress = Arc::new(AtomicU64::new(0));
     let sampler = RssSampler::start(replica.pid(), ready, progress.clone());
-    let mut logs = pb::logs_client::LogsClient::new(connect(&replica.endpoint()).await?);
+    let logs = security.client(&replica, Caller::Certificate).await?;
     let mut first_op = None;
     let mut last_report = ready;
     let polled = loop {
-        let polled = log_progress(&mut logs).await;
+        let polled = client_log_progress(&logs).await;
         let at = ready.elapsed();
         let Ok(polled) = polled else { break polled.map(|_| (at, 0)) };
         let (seq, got) = polled.unwrap_or((0, 0));
@@ -2813,6 +2844,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Catchup(args) => catchup(args, scale, work_dir, &mut report).await?,
         Command::Latency(args) => latency(args, scale, work_dir, &mut report).await?,
         Command::Restore(args) => restore(args, scale, work_dir, &mut report).await?,
+        Command::Security(args) => security(args, scale, work_dir, &mut report).await?,
         Command::All(args) => {
             entry_cpu(&EntryCpuArgs { entries: None }, scale, &mut report)?;
             let ingest_args = IngestArgs { ops: args.ingest_ops, tasks: 8, batch: 1000, rounds: None };
@@ -2854,4 +2886,320 @@ async fn main() -> anyhow::Result<()> {
     );
     print!("{}", report.markdown());
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Security: what TLS and authentication cost.
+
+/// The bench's bearer token, named in the secured replicas' auth file.
+const BENCH_TOKEN: &str = "plait-bench-token";
+/// The secured/plaintext ratio security should keep (docs/security.md).
+const SECURITY_RATIO_TARGET: f64 = 0.85;
+
+/// How a replica the bench starts is secured.
+enum Security {
+    /// Plaintext, no authentication: the embedded default.
+    Off,
+    /// TLS with client certificates and the auth file, as docs/security.md sets it up.
+    On(BenchPki),
+}
+
+/// The files of a secured bench replica and its callers.
+struct BenchPki {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+    auth: PathBuf,
+}
+
+/// How a bench client proves who it is to a secured replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// TLS, and a bearer token from the auth file.
+    Token,
+    /// Mutual TLS: a client certificate in `plait:admins`.
+    Certificate,
+}
+
+impl Security {
+    /// A CA, a replica certificate for 127.0.0.1 in `plait:peers` (used for serving and
+    /// for calling peers), an admin client certificate and an auth file with the bench
+    /// token, under `dir`.
+    // Certificates are judged by the real clock of the plaitd processes.
+    #[allow(clippy::disallowed_methods)]
+    fn on(dir: &Path) -> anyhow::Result<Security> {
+        use plait_pki::{Ca, CertSpec, Validity};
+        std::fs::create_dir_all(dir)?;
+        let now = std::time::SystemTime::now();
+        let day = Duration::from_secs(24 * 3600);
+        let ca = Ca::generate("plait-bench CA", Validity::from_now(now, 7 * day))?;
+        let write_pair = |name: &str, spec: CertSpec| -> anyhow::Result<(PathBuf, PathBuf)> {
+            let issued = ca.issue(&spec)?;
+            let pair = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+            std::fs::write(&pair.0, issued.cert_pem())?;
+            std::fs::write(&pair.1, issued.key_pem())?;
+            Ok(pair)
+        };
+        let server = write_pair(
+            "replica",
+            CertSpec::new("replica", Validity::from_now(now, day))
+                .group(plait_pki::GROUP_PEERS)
+                .ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+                .dns("localhost"),
+        )?;
+        let client = write_pair(
+            "bench",
+            CertSpec::new("bench", Validity::from_now(now, day)).group(plait_pki::GROUP_ADMINS).client_only(),
+        )?;
+        let ca_path = dir.join("ca.crt");
+        std::fs::write(&ca_path, ca.cert_pem())?;
+        let auth = dir.join("auth.yaml");
+        std::fs::write(
+            &auth,
+            format!(
+                "tokens:\n  - name: bench-app\n    hash: blake3:{}\n    roles: [read, \"write:*\", log-admin]\n",
+                blake3::hash(BENCH_TOKEN.as_bytes()).to_hex()
+            ),
+        )?;
+        Ok(Security::On(BenchPki { ca: ca_path, server, client, auth }))
+    }
+
+    /// plaitd flags for a replica secured this way.
+    fn replica_flags(&self) -> Vec<String> {
+        match self {
+            Security::Off => Vec::new(),
+            Security::On(pki) => {
+                let path = |p: &Path| p.display().to_string();
+                vec![
+                    "--tls-cert".into(),
+                    path(&pki.server.0),
+                    "--tls-key".into(),
+                    path(&pki.server.1),
+                    "--tls-client-ca".into(),
+                    path(&pki.ca),
+                    "--auth-file".into(),
+                    path(&pki.auth),
+                ]
+            }
+        }
+    }
+
+    /// A client of `replica`, one HTTP/2 connection, proving itself as `caller`.
+    async fn client(&self, replica: &Plaitd, caller: Caller) -> anyhow::Result<plait_client::Client> {
+        let options = match self {
+            Security::Off => plait_client::ClientOptions::new(),
+            Security::On(pki) => {
+                let options = plait_client::ClientOptions::new().tls_ca_file(&pki.ca)?;
+                match caller {
+                    Caller::Token => options.token(BENCH_TOKEN)?,
+                    Caller::Certificate => options.client_cert_files(&pki.client.0, &pki.client.1)?,
+                }
+            }
+        };
+        Ok(plait_client::Client::connect_with(replica.grpc.to_string(), &options).await?)
+    }
+}
+
+#[derive(Args, Debug)]
+struct SecurityArgs {
+    /// Concurrent unary clients, each with one call in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    /// Seconds per unary round. [default: 10; --quick: 1]
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Rounds of each variant, interleaved (plaintext, TLS + token, mTLS, plaintext, ...);
+    /// the table shows medians and ranges. [default: 3; --quick: 1]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Ops a fresh replica catches up, from a plaintext and from a secured source.
+    /// [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Longest wait for the sources to go idle before the first catch-up, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    settle_seconds: f64,
+}
+
+/// Unary puts and catch-up with TLS and authentication on, as ratios to the same run
+/// without them: rounds of each variant interleaved in one run, so both see the same
+/// machine.
+async fn security(
+    args: &SecurityArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let tmp = temp_dir(work_dir, "security")?;
+    let secure = Security::on(&tmp.path().join("pki"))?;
+    let plain = Security::Off;
+    let seconds = scale.seconds(args.seconds, 10.0);
+    let rounds = scale.rounds(args.rounds);
+
+    // Unary: one plaintext replica, one secured; both idle while the other is measured.
+    eprintln!(
+        "security, unary: {} clients over {} connections, single-op Put, {rounds} x {seconds} s per variant",
+        args.clients, args.channels
+    );
+    let (mut plain_node, _) = tokio::task::block_in_place(|| start_replica(&tmp.path().join("plain"), &[]))?;
+    let flags = secure.replica_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (mut secure_node, _) =
+        tokio::task::block_in_place(|| start_replica(&tmp.path().join("secure"), &flags))?;
+    let variants: [(&str, &Security, &Plaitd, Caller); 3] = [
+        ("plaintext", &plain, &plain_node, Caller::Token),
+        ("TLS + token", &secure, &secure_node, Caller::Token),
+        ("mTLS client certificate", &secure, &secure_node, Caller::Certificate),
+    ];
+    let mut clients = Vec::new();
+    for (_, security, node, caller) in &variants {
+        let mut connections = Vec::with_capacity(args.channels.max(1));
+        for _ in 0..args.channels.max(1) {
+            connections.push(security.client(node, *caller).await?);
+        }
+        clients.push(connections);
+    }
+    for connections in [&clients[0], &clients[2]] {
+        connections[0].create_log(&plait_client::CreateLogOptions::new(LOG_NAME, LogType::Kv)).await?;
+    }
+    for connections in &clients {
+        for i in 0..100 {
+            let Op::Put { key, value } = put_op(u64::MAX - i) else { unreachable!() };
+            connections[i as usize % connections.len()].put(LOG_NAME, key, value).await?;
+        }
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut p99s: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        for (v, (name, ..)) in variants.iter().enumerate() {
+            let tag = (round * variants.len() + v) as u64;
+            let (mut latencies, elapsed) =
+                unary_client_round(&clients[v], args.clients, seconds, tag).await?;
+            let r = per_second(latencies.len() as u64, elapsed);
+            eprintln!("  round {} of {rounds}, {name}: {} ops/s", round + 1, group_digits(r as u64));
+            rates[v].push(r);
+            latencies.sort();
+            p99s[v].push(percentile(&latencies, 0.99));
+        }
+    }
+    drop(clients);
+    let names: Vec<&str> = variants.iter().map(|(name, ..)| *name).collect();
+    plain_node.terminate()?;
+    secure_node.terminate()?;
+    let (plain_rate, plain_shown) = spread(&rates[0], |v| rate(v, "ops/s"));
+    report.info(
+        format!(
+            "security: unary Put, plaintext, {} clients / {} connections, median of {rounds} x {seconds} s",
+            args.clients, args.channels
+        ),
+        format!("{plain_shown}; p99 {}", micros(median(p99s[0].clone()))),
+    );
+    for v in 1..names.len() {
+        let (r, shown) = spread(&rates[v], |x| rate(x, "ops/s"));
+        report.at_least(
+            format!("security: unary Put, {} / plaintext (interleaved rounds)", names[v]),
+            r / plain_rate,
+            format!("{:.2} ({shown}; p99 {})", r / plain_rate, micros(median(p99s[v].clone()))),
+            SECURITY_RATIO_TARGET,
+            "0.85",
+        );
+    }
+
+    // Catch-up: one loaded data directory, copied, served by a plaintext and a secured
+    // source; fresh replicas catch up from each in turn.
+    let ops = scale.n(args.ops, 1_000_000);
+    eprintln!("security, catch-up: loading {} ops", group_digits(ops));
+    let plain_dir = tmp.path().join("source-plain");
+    let secure_dir = tmp.path().join("source-secure");
+    {
+        let (mut loader, _) = tokio::task::block_in_place(|| start_replica(&plain_dir, &[]))?;
+        load_by_write(&loader.endpoint(), ops, 4, 1000).await?;
+        loader.terminate()?;
+    }
+    let copied = std::process::Command::new("cp").arg("-a").arg(&plain_dir).arg(&secure_dir).status()?;
+    anyhow::ensure!(copied.success(), "cp -a {} {} failed", plain_dir.display(), secure_dir.display());
+    let (mut plain_source, _) = tokio::task::block_in_place(|| start_replica(&plain_dir, &[]))?;
+    let (mut secure_source, _) = tokio::task::block_in_place(|| start_replica(&secure_dir, &flags))?;
+    let entries = {
+        let client = plain.client(&plain_source, Caller::Token).await?;
+        let (entries, stored) =
+            client_log_progress(&client).await?.context("the source lost the bench log")?;
+        anyhow::ensure!(stored == ops, "the source holds {stored} ops, expected {ops}");
+        entries
+    };
+    let max = Duration::from_secs_f64(args.settle_seconds);
+    settle(plain_source.pid(), max).await;
+    settle(secure_source.pid(), max).await;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for (v, (name, source, security)) in
+            [("plaintext", &plain_source, &plain), ("mTLS + auth", &secure_source, &secure)]
+                .into_iter()
+                .enumerate()
+        {
+            let dir = tmp.path().join(format!("replica-{v}-{round}"));
+            let r = catchup_round_with(source, &dir, ops, entries, security).await?;
+            eprintln!(
+                "  round {round} of {rounds}, {name}: {} ops in {:.2} s ({} ops/s)",
+                group_digits(ops),
+                r.elapsed.as_secs_f64(),
+                group_digits(per_second(ops, r.elapsed) as u64)
+            );
+            times[v].push(per_second(ops, r.elapsed));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    plain_source.terminate()?;
+    secure_source.terminate()?;
+    let (plain_rate, plain_shown) = spread(&times[0], |v| rate(v, "ops/s"));
+    let (secure_rate, secure_shown) = spread(&times[1], |v| rate(v, "ops/s"));
+    report.info(
+        format!("security: catch-up of {} ops, plaintext, median of {rounds}", group_digits(ops)),
+        plain_shown,
+    );
+    report.at_least(
+        "security: catch-up, mTLS between replicas + auth / plaintext (interleaved rounds)",
+        secure_rate / plain_rate,
+        format!("{:.2} ({secure_shown})", secure_rate / plain_rate),
+        SECURITY_RATIO_TARGET,
+        "0.85",
+    );
+    Ok(())
+}
+
+/// [`unary_round`] through the client library: `clients` tasks spread over
+/// `connections`, single-op puts until `seconds` pass.
+async fn unary_client_round(
+    connections: &[plait_client::Client],
+    clients: usize,
+    seconds: f64,
+    round: u64,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut handles = Vec::with_capacity(clients);
+    for client in 0..clients.max(1) {
+        let connection = connections[client % connections.len()].clone();
+        let first = (round << 48) | ((client as u64) << 32);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(64 * 1024);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let Op::Put { key, value } = put_op(first | n) else { unreachable!() };
+                n += 1;
+                let call = Instant::now();
+                connection.put(LOG_NAME, key, value).await?;
+                latencies.push(call.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    Ok((latencies, started.elapsed()))
 }
