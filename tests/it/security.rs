@@ -736,7 +736,7 @@ async fn clients_use_tls_and_tokens_and_say_what_is_wrong() {
     // Plaintext to the TLS listener, and http:// with TLS flags.
     let plain = format!("http://{addr}");
     let stderr = plaitctl_fails(&[("PLAIT_TOKEN", "tok-reader")], &["--addr", &plain, "status"]);
-    assert!(stderr.contains("error"), "{stderr}");
+    assert!(stderr.contains("call it with https://"), "{stderr}");
     let stderr = plaitctl_fails(&env, &["--addr", &plain, "status"]);
     assert!(stderr.contains("use https://"), "{stderr}");
 

@@ -125,12 +125,40 @@ impl From<tonic::Status> for ClientError {
         // A call that failed in the transport (a lazy connection that could not connect,
         // a TLS 1.3 server refusing the client's certificate after the handshake) carries
         // the transport's error as the status's source; replies from the server do not.
-        if let Some(source) = status.source()
-            && let Some(ClientError::Tls(message)) = from_connection_error_including(source)
-        {
-            return ClientError::Tls(message);
+        let Some(source) = status.source() else { return ClientError::from_status(&status) };
+        match from_connection_error_including(source) {
+            Some(ClientError::Tls(message)) => ClientError::Tls(message),
+            Some(ClientError::Transport(causes)) if causes.contains(PLAINTEXT_HINT) => {
+                // The kind the status code says, with the hint of what may be wrong.
+                let kind = ClientError::from_status(&status);
+                let message = format!("{}: {causes}", kind.message());
+                kind.with_message(message)
+            }
+            _ => ClientError::from_status(&status),
         }
-        ClientError::from_status(&status)
+    }
+}
+
+/// What a closed or garbled connection may mean.
+const PLAINTEXT_HINT: &str = "a replica that serves TLS closes plaintext connections: if it does, call it \
+                              with https:// or give --tls-ca";
+
+impl ClientError {
+    /// The same kind with another message.
+    fn with_message(self, message: String) -> ClientError {
+        match self {
+            ClientError::Invalid(_) => ClientError::Invalid(message),
+            ClientError::NotFound(_) => ClientError::NotFound(message),
+            ClientError::AlreadyExists(_) => ClientError::AlreadyExists(message),
+            ClientError::Unauthorized(_) => ClientError::Unauthorized(message),
+            ClientError::FailedPrecondition(_) => ClientError::FailedPrecondition(message),
+            ClientError::ResourceExhausted(_) => ClientError::ResourceExhausted(message),
+            ClientError::Unavailable(_) => ClientError::Unavailable(message),
+            ClientError::Corrupt(_) => ClientError::Corrupt(message),
+            ClientError::Internal(_) => ClientError::Internal(message),
+            ClientError::Transport(_) => ClientError::Transport(message),
+            ClientError::Tls(_) => ClientError::Tls(message),
+        }
     }
 }
 
@@ -168,13 +196,15 @@ fn from_connection_error(error: &(dyn std::error::Error + 'static)) -> Option<Cl
     }
     let joined = causes.join(": ");
     // A TLS listener closes a plaintext connection during its handshake; what the
-    // client then sees is a closed connection, with nothing saying why.
+    // client then sees is a closed connection or an HTTP/2 protocol error, with nothing
+    // saying why.
     if !joined.contains("refused")
-        && (joined.contains("connection closed") || joined.contains("reset by peer"))
+        && (joined.contains("connection closed")
+            || joined.contains("reset by peer")
+            || joined.contains("broken pipe")
+            || joined.contains("http2 error"))
     {
-        return Some(ClientError::Transport(format!(
-            "{joined} (if the replica serves TLS, call it with https:// or give --tls-ca)"
-        )));
+        return Some(ClientError::Transport(format!("{joined} ({PLAINTEXT_HINT})")));
     }
     Some(ClientError::Transport(joined))
 }
