@@ -550,6 +550,9 @@ pub struct Status {
     /// True once [`Client::drain`](crate::Client::drain) was called: local writes are
     /// refused.
     pub draining: bool,
+    /// The names of the backup destinations [`Client::backup`](crate::Client::backup)
+    /// may name, as the replica was started with (`--backup-destination NAME=URL`).
+    pub backup_destinations: Vec<String>,
 }
 
 impl TryFrom<pb::StatusResponse> for Status {
@@ -573,6 +576,7 @@ impl TryFrom<pb::StatusResponse> for Status {
                 .collect::<Result<_, _>>()?,
             members_generation: status.members_generation,
             draining: status.draining,
+            backup_destinations: status.backup_destinations,
         })
     }
 }
