@@ -1,7 +1,9 @@
 //! Backups and restores with real processes: to a directory and to a real S3-compatible
 //! server, full and delta, restored by `plaitd restore` into a fresh data directory that
 //! reproduces the source's state roots and heads; and every bad destination or snapshot
-//! refused with a clear error while the replica keeps serving.
+//! refused with a clear error while the replica keeps serving. Destinations are named
+//! on the replica's command line (`--backup-destination NAME=URL`); `Backup` takes only
+//! a name, and concurrent backups to one destination all end up in its catalog.
 
 use std::process::Command;
 
@@ -64,6 +66,16 @@ fn restore(from: &str, data_dir: &std::path::Path, env: &[(&'static str, String)
         .unwrap()
 }
 
+/// `--backup-destination NAME=URL` as flags.
+fn destination_flag(name: &str, url: &str) -> [String; 2] {
+    ["--backup-destination".to_owned(), format!("{name}={url}")]
+}
+
+fn flags(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
+}
+
+/// Backs up every log to the destination the replica knows as `destination`.
 async fn backup(endpoint: &str, destination: &str, delta: bool) -> pb::BackupResponse {
     admin(endpoint)
         .await
@@ -78,14 +90,15 @@ async fn backup(endpoint: &str, destination: &str, delta: bool) -> pb::BackupRes
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_backups_restore_to_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Plaitd::start(&dir.path().join("source"), &[]).unwrap();
+    let destination = format!("file://{}", dir.path().join("backups").display());
+    let source =
+        Plaitd::start(&dir.path().join("source"), &flags(&destination_flag("local", &destination))).unwrap();
     create_logs(&source.endpoint()).await;
     write(&source.endpoint(), "a", 50).await;
-    let destination = format!("file://{}", dir.path().join("backups").display());
-    let full = backup(&source.endpoint(), &destination, false).await;
+    let full = backup(&source.endpoint(), "local", false).await;
     assert!(full.objects.iter().all(|o| o.kind == "full"));
     write(&source.endpoint(), "b", 30).await;
-    let delta = backup(&source.endpoint(), &destination, true).await;
+    let delta = backup(&source.endpoint(), "local", true).await;
     assert!(delta.objects.iter().all(|o| o.kind == "delta" && o.base_seq > 0), "{:?}", delta.objects);
 
     let out = restore(&destination, &dir.path().join("restored"), &[]);
@@ -105,18 +118,199 @@ async fn s3_backups_restore_to_the_same_state() {
     let s3 = S3Server::start().unwrap();
     s3.create_bucket("plait-backups").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let source = Plaitd::start_with_env(&dir.path().join("source"), &[], s3.env()).unwrap();
+    let destination = "s3://plait-backups/cluster-1";
+    let source = Plaitd::start_with_env(
+        &dir.path().join("source"),
+        &flags(&destination_flag("bucket", destination)),
+        s3.env(),
+    )
+    .unwrap();
     create_logs(&source.endpoint()).await;
     write(&source.endpoint(), "a", 40).await;
-    let destination = "s3://plait-backups/cluster-1";
-    backup(&source.endpoint(), destination, false).await;
+    backup(&source.endpoint(), "bucket", false).await;
     write(&source.endpoint(), "b", 20).await;
-    let delta = backup(&source.endpoint(), destination, true).await;
+    let delta = backup(&source.endpoint(), "bucket", true).await;
     assert!(delta.objects.iter().all(|o| o.kind == "delta"));
     let out = restore(destination, &dir.path().join("restored"), &s3.env());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let restored = Plaitd::start(&dir.path().join("restored"), &[]).unwrap();
     assert_eq!(roots(&restored.endpoint()).await, roots(&source.endpoint()).await);
+}
+
+/// `plaitd` started with a bad `--backup-destination` refuses to start, says which
+/// setting is wrong and why, and creates nothing.
+#[test]
+fn bad_destination_flags_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--backup-destination", "x=ftp://host/x"], "unsupported backup destination"),
+        (&["--backup-destination", "x=file://relative/dir"], "absolute path"),
+        (&["--backup-destination", "file:///var/backups"], "must be NAME=URL"),
+        (&["--backup-destination", "Nightly=file:///tmp/plait-never"], "is not valid"),
+        (&["--backup-destination", "a=s3://b/p", "--backup-destination", "a=s3://c/p"], "configured twice"),
+        (&["--backup-destination", "s3://bucket=file:///tmp/plait-never"], "is not valid"),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(plait_tests::binary("plaitd").unwrap())
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains("--backup-destination") && stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!data_dir.exists(), "{args:?}: the data directory was created");
+    }
+    assert!(!std::path::Path::new("/tmp/plait-never").exists());
+    // The same through the environment, as a comma-separated list.
+    let out = Command::new(plait_tests::binary("plaitd").unwrap())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("PLAIT_BACKUP_DESTINATIONS", "a=file:///tmp/plait-never-a,a=file:///tmp/plait-never-b")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configured twice"));
+}
+
+/// `Backup` takes a configured destination's name, never a URL: a URL (or a path) is
+/// INVALID_ARGUMENT naming the configured destinations, and nothing is written where it
+/// points; an unknown name is NOT_FOUND; no name picks the only destination. After the
+/// refusals the replica writes and backs up as before, `Status` lists the names (not the
+/// URLs), and `plaitd check` finds its data clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_takes_a_configured_name_never_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let url = format!("file://{}", backups.display());
+    let mut replica =
+        Plaitd::start(&dir.path().join("replica"), &flags(&destination_flag("local", &url))).unwrap();
+    let endpoint = replica.endpoint();
+    create_logs(&endpoint).await;
+    write(&endpoint, "a", 5).await;
+    let mut a = admin(&endpoint).await;
+    let request = |destination: &str| pb::BackupRequest {
+        destination: destination.into(),
+        retain_full: 1,
+        ..Default::default()
+    };
+
+    let elsewhere = dir.path().join("elsewhere");
+    for url in [
+        format!("file://{}", elsewhere.display()),
+        "s3://someone-elses-bucket/x".to_owned(),
+        format!("{}", elsewhere.display()),
+        "../elsewhere".to_owned(),
+    ] {
+        let err = a.backup(request(&url)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{url}: {}", err.message());
+        assert!(err.message().contains("not a URL"), "{}", err.message());
+        assert!(err.message().contains("configured: local"), "{}", err.message());
+        assert!(!err.message().contains(&backups.display().to_string()), "the URL is not shown");
+    }
+    assert!(!elsewhere.exists(), "nothing was written where the URL pointed");
+    assert!(!backups.join("catalog.json").exists(), "nor to the configured destination");
+
+    let err = a.backup(request("nightly")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().contains("\"nightly\"") && err.message().contains("configured: local"));
+    let err = a.backup(request("Not A Name")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+
+    let status = a.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.backup_destinations, ["local"]);
+    write(&endpoint, "b", 5).await;
+    let run = a.backup(request("")).await.unwrap().into_inner();
+    assert_eq!(run.objects.len(), 2, "the only destination is the default");
+    assert!(backups.join("catalog.json").exists());
+    let run = a.backup(request("local")).await.unwrap().into_inner();
+    assert_eq!(run.objects.len(), 2);
+    assert_eq!(run.deleted.len(), 2, "retention removed the first run's objects");
+    drop(a);
+    replica.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+
+    // With several destinations, one must be named.
+    let two = [destination_flag("a", &url), destination_flag("b", &format!("{url}-b"))].concat();
+    let replica = Plaitd::start(&dir.path().join("two"), &flags(&two)).unwrap();
+    let mut a = admin(&replica.endpoint()).await;
+    let err = a.backup(request("")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("several (configured: a, b)"), "{}", err.message());
+    let status = a.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.backup_destinations, ["a", "b"]);
+}
+
+/// A replica started without destinations refuses every `Backup` with
+/// FAILED_PRECONDITION and says how to configure one; a URL is still INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_without_destinations_says_how_to_add_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Plaitd::start(&dir.path().join("replica"), &[]).unwrap();
+    create_logs(&replica.endpoint()).await;
+    let mut a = admin(&replica.endpoint()).await;
+    for name in ["", "default"] {
+        let err =
+            a.backup(pb::BackupRequest { destination: name.into(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert!(err.message().contains("--backup-destination NAME=URL"), "{}", err.message());
+    }
+    let err = a
+        .backup(pb::BackupRequest { destination: "file:///tmp/x".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("none are configured"), "{}", err.message());
+    let status = a.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.backup_destinations.is_empty());
+}
+
+/// Eight backups started at once to one destination, a directory and an S3 bucket:
+/// every run's entries are in the catalog afterwards (none lost to another run's
+/// catalog write), and the destination restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_backups_keep_every_catalog_entry() {
+    const RUNS: usize = 8;
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket("plait-backups").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let url = format!("file://{}", backups.display());
+    let destinations =
+        [destination_flag("local", &url), destination_flag("bucket", "s3://plait-backups/concurrent")]
+            .concat();
+    let source = Plaitd::start_with_env(&dir.path().join("source"), &flags(&destinations), s3.env()).unwrap();
+    create_logs(&source.endpoint()).await;
+    write(&source.endpoint(), "a", 20).await;
+    for (name, catalog) in [
+        (
+            "local",
+            Box::new(|| std::fs::read(backups.join("catalog.json")).unwrap()) as Box<dyn Fn() -> Vec<u8>>,
+        ),
+        ("bucket", Box::new(|| s3.get_object("plait-backups", "concurrent/catalog.json").unwrap())),
+    ] {
+        let endpoint = source.endpoint();
+        let runs = futures::future::join_all((0..RUNS).map(|_| backup(&endpoint, name, false))).await;
+        let mut ids: Vec<String> = runs.iter().map(|r| r.backup_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), RUNS, "{name}: every run has its own id");
+        let catalog: serde_json::Value = serde_json::from_slice(&catalog()).unwrap();
+        let entries = catalog["backups"].as_array().unwrap();
+        let mut cataloged: Vec<String> =
+            entries.iter().map(|e| e["backup_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(cataloged.len(), RUNS * 2, "{name}: two logs per run");
+        cataloged.sort();
+        cataloged.dedup();
+        assert_eq!(cataloged, ids, "{name}: no run's entries were lost");
+    }
+    let out = restore(&url, &dir.path().join("restored"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = restore("s3://plait-backups/concurrent", &dir.path().join("restored-s3"), &s3.env());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Bad destinations and bad snapshots get clear errors; nothing is half-applied and the
@@ -126,7 +320,7 @@ async fn bad_destinations_and_snapshots_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let replica = Plaitd::start_with_env(
         &dir.path().join("replica"),
-        &[],
+        &flags(&destination_flag("unreachable", "s3://bucket/prefix")),
         vec![
             ("AWS_ACCESS_KEY_ID", "x".into()),
             ("AWS_SECRET_ACCESS_KEY", "y".into()),
@@ -144,12 +338,7 @@ async fn bad_destinations_and_snapshots_are_refused() {
     let request =
         |destination: &str| pb::BackupRequest { destination: destination.into(), ..Default::default() };
 
-    let err = a.backup(request("ftp://host/x")).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("unsupported backup destination"), "{}", err.message());
-    let err = a.backup(request("file://relative/dir")).await.unwrap_err();
-    assert!(err.message().contains("absolute path"), "{}", err.message());
-    let err = a.backup(request("s3://bucket/prefix")).await.unwrap_err();
+    let err = a.backup(request("unreachable")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("s3://bucket/prefix"), "{}", err.message());
 
@@ -237,17 +426,14 @@ async fn bad_destinations_and_snapshots_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_keeps_the_newest_chains() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Plaitd::start(&dir.path().join("source"), &[]).unwrap();
-    create_logs(&source.endpoint()).await;
     let backups = dir.path().join("backups");
     let destination = format!("file://{}", backups.display());
+    let source =
+        Plaitd::start(&dir.path().join("source"), &flags(&destination_flag("local", &destination))).unwrap();
+    create_logs(&source.endpoint()).await;
     let mut a = admin(&source.endpoint()).await;
-    let run = |delta: bool| pb::BackupRequest {
-        destination: destination.clone(),
-        logs: vec![],
-        delta,
-        retain_full: 1,
-    };
+    let run =
+        |delta: bool| pb::BackupRequest { destination: "local".into(), logs: vec![], delta, retain_full: 1 };
     write(&source.endpoint(), "a", 10).await;
     let first = a.backup(run(false)).await.unwrap().into_inner();
     write(&source.endpoint(), "b", 10).await;
@@ -277,7 +463,9 @@ async fn retention_keeps_the_newest_chains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_restore_restarts_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Plaitd::start(&dir.path().join("source"), &[]).unwrap();
+    let destination = format!("file://{}", dir.path().join("backups").display());
+    let source =
+        Plaitd::start(&dir.path().join("source"), &flags(&destination_flag("local", &destination))).unwrap();
     create_logs(&source.endpoint()).await;
     // Enough data that the second log's restore takes a while after the first's.
     let mut data = pb::data_client::DataClient::new(channel(&source.endpoint()).await.unwrap());
@@ -299,8 +487,7 @@ async fn a_killed_restore_restarts_cleanly() {
             .collect();
         data.write(pb::WriteRequest { ops, concern: None }).await.unwrap();
     }
-    let destination = format!("file://{}", dir.path().join("backups").display());
-    backup(&source.endpoint(), &destination, false).await;
+    backup(&source.endpoint(), "local", false).await;
     let target = dir.path().join("restored");
     let mut child = Command::new(plait_tests::binary("plaitd").unwrap())
         .args(["restore", "--from", &destination, "--data-dir"])
@@ -347,24 +534,33 @@ async fn a_killed_restore_restarts_cleanly() {
 async fn wrong_credentials_are_named() {
     let s3 = plait_tests::s3::CheckingS3Server::start("plait", "right-key", "right-secret").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let wrong =
-        Plaitd::start_with_env(&dir.path().join("wrong"), &[], s3.env("right-key", "wrong-secret")).unwrap();
+    let bucket = destination_flag("bucket", "s3://plait/backups");
+    let wrong = Plaitd::start_with_env(
+        &dir.path().join("wrong"),
+        &flags(&bucket),
+        s3.env("right-key", "wrong-secret"),
+    )
+    .unwrap();
     create_logs(&wrong.endpoint()).await;
     write(&wrong.endpoint(), "a", 3).await;
     let err = admin(&wrong.endpoint())
         .await
-        .backup(pb::BackupRequest { destination: "s3://plait/backups".into(), ..Default::default() })
+        .backup(pb::BackupRequest { destination: "bucket".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(err.message().contains("check the credentials"), "{}", err.message());
     write(&wrong.endpoint(), "b", 1).await;
 
-    let right =
-        Plaitd::start_with_env(&dir.path().join("right"), &[], s3.env("right-key", "right-secret")).unwrap();
+    let right = Plaitd::start_with_env(
+        &dir.path().join("right"),
+        &flags(&bucket),
+        s3.env("right-key", "right-secret"),
+    )
+    .unwrap();
     create_logs(&right.endpoint()).await;
     write(&right.endpoint(), "a", 3).await;
-    backup(&right.endpoint(), "s3://plait/backups", false).await;
+    backup(&right.endpoint(), "bucket", false).await;
     let out =
         restore("s3://plait/backups", &dir.path().join("restored"), &s3.env("right-key", "wrong-secret"));
     assert!(!out.status.success());

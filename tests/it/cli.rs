@@ -350,16 +350,27 @@ fn export_then_import_on_another_replica() {
     assert!(stdout.contains("entries     3 read, 0 stored"), "{stdout}");
 }
 
-/// `backup` writes a full object per log to a file:// destination and lists it; a
-/// following `backup --delta` writes a delta that starts at the full one's seq.
+/// `backup NAME` writes a full object per log to the replica's file:// destination of
+/// that name and lists it; a following `backup --delta` (no name: the only destination)
+/// writes a delta that starts at the full one's seq. `status` lists the destination's
+/// name, and `backup` with a URL exits 1 saying it takes a name.
 #[test]
 fn full_then_delta_backup() {
-    let (dir, replica) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let destination = format!("local=file://{}", dir.path().join("backups").display());
+    let replica =
+        plait_tests::Plaitd::start(&dir.path().join("data"), &["--backup-destination", &destination])
+            .unwrap();
     let addr = replica.endpoint();
     kv_with_keys(&addr);
-    let destination = format!("file://{}", dir.path().join("backups").display());
+    assert_eq!(json(&addr, &["status"])["backup_destinations"], serde_json::json!(["local"]));
+    assert!(ok(&addr, &["status"]).contains("backups   local\n"));
+    let refused = plaitctl(&addr, &["backup", "file:///tmp/plait-cli-elsewhere"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a URL"), "{refused:?}");
+    assert!(!std::path::Path::new("/tmp/plait-cli-elsewhere").exists());
 
-    let full = json(&addr, &["backup", &destination]);
+    let full = json(&addr, &["backup", "local"]);
     let objects = full["objects"].as_array().unwrap();
     assert_eq!(objects.len(), 1, "{full}");
     assert_eq!(objects[0]["name"], "kv");
@@ -370,7 +381,7 @@ fn full_then_delta_backup() {
     assert_eq!(objects[0]["bytes"].as_u64(), Some(std::fs::metadata(&full_file).unwrap().len()), "{full}");
 
     ok(&addr, &["put", "kv", "d", "4"]);
-    let human = ok(&addr, &["backup", &destination, "--delta", "--log", "kv"]);
+    let human = ok(&addr, &["backup", "--delta", "--log", "kv"]);
     assert!(human.contains("LOG  KIND   BYTES"), "{human}");
     let row = human.lines().find(|l| l.starts_with("kv ")).expect(&human);
     assert!(row.contains(" delta ") && row.contains(" 3..4 ") && row.contains("logs/"), "{human}");

@@ -99,15 +99,20 @@ async fn edge_restores_from_backups_and_follows_deltas() {
     let key = dir.path().join("writer.key");
     keygen(&key);
     let key_flag = key.display().to_string();
-    let source = Plaitd::start(&dir.path().join("source"), &["--writer-key-file", &key_flag]).unwrap();
+    let destination = format!("file://{}", dir.path().join("backups").display());
+    let named = format!("local={destination}");
+    let source = Plaitd::start(
+        &dir.path().join("source"),
+        &["--writer-key-file", &key_flag, "--backup-destination", &named],
+    )
+    .unwrap();
     create(&source.endpoint(), "kv", pb::LogType::Kv).await;
     for i in 0..10 {
         put(&source.endpoint(), "kv", &format!("a{i}")).await;
     }
-    let destination = format!("file://{}", dir.path().join("backups").display());
     let mut admin = pb::admin_client::AdminClient::new(channel(&source.endpoint()).await.unwrap());
     let backup =
-        |delta| pb::BackupRequest { destination: destination.clone(), logs: vec![], delta, retain_full: 0 };
+        |delta| pb::BackupRequest { destination: "local".into(), logs: vec![], delta, retain_full: 0 };
     admin.backup(backup(false)).await.unwrap();
 
     let edge = Plaitd::start(

@@ -21,8 +21,9 @@ use kube::{Api, Client, ResourceExt};
 use plait_client::CreateLogOptions;
 use plait_core::LogType;
 use plait_operator::{
-    BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, PlaitBackup, PlaitBackupSpec, PlaitCluster,
-    PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver, SystemClock,
+    BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, NamedDestination, PlaitBackup,
+    PlaitBackupSpec, PlaitCluster, PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver,
+    SystemClock,
 };
 use plait_tests::Plaitd;
 use plait_tests::kube::{ControlPlane, create_namespace, install_crds};
@@ -95,6 +96,15 @@ impl Kubelet {
             std::fs::create_dir_all(self.volume(ordinal))?;
             // The init container, if any, with the pod's paths mapped onto this machine, then
             // the replica; both block on child processes, so off the async workers.
+            // The replica container's flags after `serve` (its backup destinations).
+            let serve_flags: Vec<String> = pod
+                .containers
+                .first()
+                .and_then(|c| c.args.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .skip_while(|a| a == "serve")
+                .collect();
             let init_args = pod
                 .init_containers
                 .as_ref()
@@ -115,7 +125,9 @@ impl Kubelet {
                     }
                 }
                 let key = key_file.display().to_string();
-                Plaitd::start(&data_dir, &["--writer-key-file", &key, "--anti-entropy-ms", "1000"])
+                let mut flags = vec!["--writer-key-file", &key, "--anti-entropy-ms", "1000"];
+                flags.extend(serve_flags.iter().map(String::as_str));
+                Plaitd::start(&data_dir, &flags)
             })
             .await??;
             self.resolver.set(&self.namespace, &self.cluster, ordinal, replica.grpc.to_string());
@@ -439,6 +451,7 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     let mut bad = PlaitClusterSpec::with_replicas(2);
     bad.backup = Some(BackupSpec {
         destination: destination.clone(),
+        extra_destinations: Vec::new(),
         schedule: Some("every night".into()),
         full_every: 0,
         retention: RetentionSpec::default(),
@@ -462,9 +475,16 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     assert!(reasons(&admin, ns, "bad").await?.iter().any(|r| r == "InvalidSpec"));
 
     // The source cluster, with data.
+    // A second destination that the test breaks once the replicas run (a file where its
+    // directory was), for the failing backup below.
+    let broken_dir = dir.path().join("broken");
     let mut source = PlaitClusterSpec::with_replicas(2);
     source.backup = Some(BackupSpec {
         destination: destination.clone(),
+        extra_destinations: vec![NamedDestination {
+            name: "broken".into(),
+            url: format!("file://{}", broken_dir.display()),
+        }],
         schedule: None,
         full_every: 0,
         retention: RetentionSpec::default(),
@@ -511,13 +531,15 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     .await?;
 
     // A backup that cannot be written is retried and says why.
+    std::fs::remove_dir_all(&broken_dir)?;
+    std::fs::write(&broken_dir, b"not a directory")?;
     let failing = PlaitBackup::new(
         "src-broken",
         PlaitBackupSpec {
             cluster: "src".into(),
             kind: BackupKind::Full,
             logs: vec![],
-            destination: Some("file:///proc/plait-cannot-write-here".into()),
+            destination: Some("broken".into()),
         },
     );
     backups.create(&PostParams::default(), &failing).await?;

@@ -60,6 +60,23 @@ impl S3Server {
         Ok(())
     }
 
+    /// Reads an object, signed, through boto3 (which moto's server depends on, so it is
+    /// installed wherever the server is): the server refuses unsigned reads.
+    pub fn get_object(&self, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+        const READ: &str = "import sys, boto3\n\
+            s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], \
+            aws_secret_access_key=sys.argv[3], region_name=sys.argv[4])\n\
+            sys.stdout.buffer.write(s3.get_object(Bucket=sys.argv[5], Key=sys.argv[6])['Body'].read())\n";
+        let out = Command::new("python3")
+            .args(["-c", READ, &self.endpoint(), ACCESS_KEY, SECRET_KEY, REGION, bucket, key])
+            .output()
+            .context("cannot run python3 (boto3 comes with moto)")?;
+        if !out.status.success() {
+            bail!("reading {bucket}/{key} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
     /// Environment for a plaitd or `plaitd restore` that uses this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

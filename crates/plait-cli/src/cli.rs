@@ -456,22 +456,25 @@ pub(crate) enum Command {
         file: std::path::PathBuf,
     },
 
-    /// Back up logs to a directory or S3, full or as deltas, and print the objects written.
+    /// Back up logs to one of the replica's backup destinations, full or as deltas.
     #[command(
-        long_about = "Have the replica write snapshots of its logs to a backup destination, \
-                      file:///absolute/dir or s3://bucket/prefix (S3 settings come from the \
-                      replica's environment), recorded in the destination's catalog for `plaitd \
-                      restore`. With --delta, each log gets only the entries since the replica's \
+        long_about = "Have the replica write snapshots of its logs to one of its backup \
+                      destinations, named as the replica was started with (`plaitd \
+                      --backup-destination NAME=URL`; `plaitctl status` lists the names), \
+                      recorded in that destination's catalog for `plaitd restore`. A URL is \
+                      refused: where backups go is the replica's configuration, not the \
+                      caller's. Without a name, the replica's only destination is used. With --delta, each log gets only the entries since the replica's \
                       last backup of it (a full backup if there is none). --retain-full N keeps N \
                       full backups per log and deletes older chains. Prints each object written \
                       (log, kind, size, checkpoint seq, key) and the keys deleted.",
-        after_help = "Examples:\n  plaitctl backup file:///var/backups/plait\n  \
-                      plaitctl backup s3://backups/plait --delta\n  \
-                      plaitctl backup file:///var/backups/plait --log settings --retain-full 3"
+        after_help = "Examples:\n  plaitctl backup nightly\n  \
+                      plaitctl backup nightly --delta\n  \
+                      plaitctl backup offsite --log settings --retain-full 3"
     )]
     Backup {
-        /// file:///absolute/dir or s3://bucket/prefix.
-        destination: String,
+        /// The name of a backup destination configured on the replica [default: its only one].
+        #[arg(value_name = "DESTINATION")]
+        destination: Option<String>,
         /// A log to back up, by name or hex id; repeat for more [default: every log].
         #[arg(long = "log", value_name = "LOG")]
         logs: Vec<String>,
@@ -961,17 +964,19 @@ mod tests {
         let cli = parse(&["import", "-"]).unwrap();
         assert!(matches!(cli.command, Command::Import { file } if file.as_os_str() == "-"));
         assert!(parse(&["import"]).is_err());
-        let cli = parse(&["backup", "file:///b", "--log", "a", "--log", "b", "--delta"]).unwrap();
+        let cli = parse(&["backup", "nightly", "--log", "a", "--log", "b", "--delta"]).unwrap();
         let Command::Backup { destination, logs, delta, retain_full } = cli.command else {
             panic!("not backup")
         };
         assert_eq!(
-            (destination.as_str(), logs, delta, retain_full),
-            ("file:///b", vec!["a".into(), "b".into()], true, None)
+            (destination.as_deref(), logs, delta, retain_full),
+            (Some("nightly"), vec!["a".into(), "b".into()], true, None)
         );
-        let cli = parse(&["backup", "s3://b/p", "--retain-full", "3"]).unwrap();
+        let cli = parse(&["backup", "offsite", "--retain-full", "3"]).unwrap();
         assert!(matches!(cli.command, Command::Backup { retain_full: Some(3), delta: false, .. }));
-        assert!(parse(&["backup", "s3://b/p", "--retain-full", "0"]).is_err());
+        assert!(parse(&["backup", "offsite", "--retain-full", "0"]).is_err());
+        let cli = parse(&["backup"]).unwrap();
+        assert!(matches!(cli.command, Command::Backup { destination: None, .. }));
         assert!(parse(&["checkpoint"]).is_err());
     }
 

@@ -430,6 +430,7 @@ pub(crate) fn status_json(status: &Status) -> Value {
             "authenticated_by": status.caller.authenticated_by,
             "roles": status.caller.roles,
         },
+        "backup_destinations": status.backup_destinations,
     }));
     out.insert("logs".into(), status.logs.iter().map(log_json).collect());
     out.insert("peers".into(), status.peers.iter().map(peer_json).collect());
@@ -536,6 +537,10 @@ pub(crate) fn status_human(status: &Status) -> String {
         0 => "generation 0 (never set)".to_owned(),
         generation => format!("generation {generation}"),
     };
+    let backups = match status.backup_destinations.join(", ") {
+        names if names.is_empty() => "none (start plaitd with --backup-destination NAME=URL)".to_owned(),
+        names => names,
+    };
     let mut out = table(
         &["FIELD", "VALUE"],
         &[
@@ -549,6 +554,7 @@ pub(crate) fn status_human(status: &Status) -> String {
             vec!["members".into(), members],
             vec!["draining".into(), draining.into()],
             vec!["you".into(), caller_text(&status.caller)],
+            vec!["backups".into(), backups],
         ],
     );
     // The header row of a two-column key/value list says nothing; drop it.
@@ -921,6 +927,7 @@ mod tests {
                 authenticated_by: "token".into(),
                 roles: vec!["read".into()],
             },
+            backup_destinations: vec!["nightly".into(), "offsite".into()],
         }
     }
 
@@ -932,7 +939,10 @@ mod tests {
         let human = status_human(&status);
         assert!(human.starts_with(&format!("node id   {}\n", "05".repeat(32))), "{human}");
         assert!(human.contains("uptime    4m 10s\n"), "{human}");
-        assert!(human.contains("members   generation 3\ndraining  no\n"), "{human}");
+        assert!(
+            human.contains("members   generation 3\ndraining  no\nbackups   nightly, offsite\n"),
+            "{human}"
+        );
         assert!(human.contains("\nNAME  ID"), "{human}");
         let error_cell = format!("transport error: connection refused{}", " again".repeat(20));
         let error_cell: String = error_cell.chars().take(PEER_ERROR_CHARS_MAX - 1).collect::<String>() + "…";
@@ -952,6 +962,7 @@ mod tests {
         assert_eq!(value["logs"][0]["name"], "chat");
         assert_eq!(value["members_generation"], 3);
         assert_eq!(value["draining"], false);
+        assert_eq!(value["backup_destinations"], json!(["nightly", "offsite"]));
         assert_eq!(
             value["peers"][0],
             json!({
@@ -984,7 +995,12 @@ mod tests {
         let mut status = status_of(vec![]);
         status.draining = true;
         status.members_generation = 0;
+        status.backup_destinations.clear();
         let human = status_human(&status);
+        assert!(
+            human.contains("backups   none (start plaitd with --backup-destination NAME=URL)\n"),
+            "{human}"
+        );
         assert!(human.ends_with("\nno peers\n"), "{human}");
         assert!(human.contains("members   generation 0 (never set)\n"), "{human}");
         assert!(human.contains("draining  YES: local writes are refused"), "{human}");

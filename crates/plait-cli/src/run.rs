@@ -177,6 +177,7 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
         Command::Export { log, since, out } => export(client, printer, &log, since, out.as_deref()).await,
         Command::Import { file } => import(client, printer, &file).await,
         Command::Backup { destination, logs, delta, retain_full } => {
+            let destination = destination.unwrap_or_default();
             let report = client.backup(&destination, logs, delta, retain_full.unwrap_or(0)).await?;
             printer.emit(|| output::backup_human(&report), || output::backup_json(&report))
         }

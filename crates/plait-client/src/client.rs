@@ -550,9 +550,10 @@ impl Client {
         ImportReport::try_from(reply.into_inner())
     }
 
-    /// Writes snapshots of `logs` (names or ids; empty for all) to `destination`
-    /// (`file:///absolute/dir` or `s3://bucket/prefix`) and records them in the
-    /// destination's catalog. With `delta`, each log gets the entries since this
+    /// Writes snapshots of `logs` (names or ids; empty for all) to the backup
+    /// destination the replica knows as `destination` (a name it was started with,
+    /// `plaitd --backup-destination NAME=URL`, never a URL; empty for its only one) and
+    /// records them in that destination's catalog. With `delta`, each log gets the entries since this
     /// replica's last backup of it (a full one if there is none); `retain_full` keeps
     /// that many full backups per log and deletes older chains (0: keep everything).
     pub async fn backup(

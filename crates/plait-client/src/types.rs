@@ -552,6 +552,9 @@ pub struct Status {
     pub draining: bool,
     /// Who this client is to the replica (`anonymous` with security off).
     pub caller: Caller,
+    /// The names of the backup destinations [`Client::backup`](crate::Client::backup)
+    /// may name, as the replica was started with (`--backup-destination NAME=URL`).
+    pub backup_destinations: Vec<String>,
 }
 
 /// The caller as the replica authenticated it.
@@ -591,6 +594,7 @@ impl TryFrom<pb::StatusResponse> for Status {
                 authenticated_by: status.authenticated_by,
                 roles: status.roles,
             },
+            backup_destinations: status.backup_destinations,
         })
     }
 }

@@ -15,6 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use crate::cluster::{Error, FIELD_MANAGER, first_ready};
 use crate::context::{Context, now_seconds, retry_delay, truncate};
 use crate::crd::{BackupCheckpoint, BackupKind, PlaitBackup, PlaitBackupStatus, PlaitCluster};
+use crate::plan::{DEFAULT_DESTINATION, backup_destinations};
 use crate::replicas::BackupRequest;
 
 /// Attempts before a backup is marked `Failed` for good.
@@ -76,20 +77,25 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         let message = format!("PlaitCluster {} not found in namespace {namespace}", backup.spec.cluster);
         return failed_attempt(backup, ctx, status, message).await;
     };
-    let destination = backup
-        .spec
-        .destination
-        .clone()
-        .or_else(|| cluster.spec.backup.as_ref().map(|b| b.destination.clone()));
-    let Some(destination) = destination else {
+    // The destination is a name the replicas were started with; its URL is the cluster's.
+    let name = backup.spec.destination.clone().unwrap_or_else(|| DEFAULT_DESTINATION.to_owned());
+    let destinations = backup_destinations(&cluster.spec);
+    let Some((_, url)) = destinations.iter().find(|(n, _)| *n == name) else {
         // Nothing a retry can fix: the spec is fixed at creation.
         status.attempts = ATTEMPTS_MAX;
-        let message = format!(
-            "no destination: set spec.destination, or spec.backup.destination of PlaitCluster {}",
-            backup.spec.cluster
-        );
+        let message = if destinations.is_empty() {
+            format!("no destination: set spec.backup.destination of PlaitCluster {}", backup.spec.cluster)
+        } else {
+            let names: Vec<&str> = destinations.iter().map(|(n, _)| n.as_str()).collect();
+            format!(
+                "PlaitCluster {} has no backup destination named {name:?}: spec.destination names one of {}",
+                backup.spec.cluster,
+                names.join(", ")
+            )
+        };
         return failed_attempt(backup, ctx, status, message).await;
     };
+    let url = url.clone();
     let replicas =
         cluster.status.as_ref().map(|s| s.replicas).filter(|n| *n > 0).unwrap_or(cluster.spec.replicas);
     let (ordinal, _) = match first_ready(ctx, &namespace, &backup.spec.cluster, replicas).await {
@@ -105,13 +111,13 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         .spec
         .backup
         .as_ref()
-        .filter(|b| b.destination == destination)
+        .filter(|_| name == DEFAULT_DESTINATION)
         .map(|b| u32::try_from(b.retention.full_chains).unwrap_or(0))
         .unwrap_or(0);
 
     status.phase = Some("Running".into());
     status.replica = Some(replica.clone());
-    status.location = Some(destination.clone());
+    status.location = Some(url.clone());
     status.started_at = Some(Time(now_seconds(ctx.clock.as_ref())));
     status.error = None;
     status.next_attempt_at = None;
@@ -122,14 +128,14 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         "BackupStarted",
         "Backup",
         format!(
-            "{:?} backup of {} through {replica} to {destination}",
+            "{:?} backup of {} through {replica} to {name} ({url})",
             backup.spec.kind, backup.spec.cluster
         ),
     )
     .await;
 
     let request = BackupRequest {
-        destination: destination.clone(),
+        destination: name.clone(),
         logs: backup.spec.logs.clone(),
         delta: backup.spec.kind == BackupKind::Delta,
         retain_full,

@@ -229,8 +229,17 @@ pub struct TelemetrySpec {
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
     /// `s3://bucket/prefix` or `file:///dir` (a path inside the replica's container).
-    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"))]
+    /// The operator starts every replica with it as backup destination `default`
+    /// (`--backup-destination default=<url>`): replicas write backups only to
+    /// destinations configured this way, never to one a caller names.
+    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^,]*)?|file:///[^,]+)$"))]
     pub destination: String,
+
+    /// Further destinations the replicas are started with, which a `PlaitBackup` may
+    /// name in its `spec.destination`. Retention applies to `destination` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub extra_destinations: Vec<NamedDestination>,
 
     /// Cron schedule (five fields, UTC) of backups; none when not set. Each run creates a
     /// `PlaitBackup` named `<cluster>-<yyyymmddhhmmss>`.
@@ -251,6 +260,19 @@ pub struct BackupSpec {
     /// How replicas reach an S3-compatible store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Spec>,
+}
+
+/// A backup destination with the name `PlaitBackup`s use for it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedDestination {
+    /// 1 to 63 lower-case letters, digits and '-'; not `default`, which is
+    /// `spec.backup.destination`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    pub name: String,
+    /// `s3://bucket/prefix` or `file:///dir` (a path inside the replica's container).
+    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^,]*)?|file:///[^,]+)$"))]
+    pub url: String,
 }
 
 /// Retention of backups.
@@ -423,9 +445,12 @@ pub struct PlaitBackupSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
 
-    /// Destination; the cluster's `spec.backup.destination` when not set.
+    /// The name of one of the cluster's backup destinations: `default` (the cluster's
+    /// `spec.backup.destination`, also when not set) or one of its
+    /// `spec.backup.extraDestinations`. Never a URL: where backups may go is the
+    /// cluster's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$"))]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub destination: Option<String>,
 }
 

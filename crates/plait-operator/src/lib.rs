@@ -21,9 +21,10 @@ pub use backup::reconcile as reconcile_backup;
 pub use cluster::{CLUSTER_LABEL, Error, FIELD_MANAGER, SCHEDULED_LABEL, reconcile as reconcile_cluster};
 pub use context::{Clock, Context, Metrics, SystemClock};
 pub use crd::{
-    BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, MemberStatus, PlaitBackup,
-    PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec, PlaitClusterStatus, PullPolicy,
-    REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, StorageSpec, TelemetrySpec, VERSION, crds_yaml,
+    BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, MemberStatus, NamedDestination,
+    PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec, PlaitClusterStatus,
+    PullPolicy, REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, StorageSpec, TelemetrySpec, VERSION,
+    crds_yaml,
 };
 pub use operator::{Scope, run};
 pub use plan::PlanContext;

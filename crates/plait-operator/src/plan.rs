@@ -77,7 +77,33 @@ pub(crate) fn validate(spec: &PlaitClusterSpec) -> Result<(), String> {
     if spec.replicas < 1 || spec.replicas > crate::crd::REPLICAS_MAX {
         return Err(format!("spec.replicas must be between 1 and {}", crate::crd::REPLICAS_MAX));
     }
+    let extra = spec.backup.as_ref().map(|b| b.extra_destinations.as_slice()).unwrap_or_default();
+    for (i, d) in extra.iter().enumerate() {
+        if d.name == DEFAULT_DESTINATION {
+            return Err(format!(
+                "spec.backup.extraDestinations[{i}] is named {DEFAULT_DESTINATION:?}, which is \
+                 spec.backup.destination: give it another name"
+            ));
+        }
+        if extra[..i].iter().any(|e| e.name == d.name) {
+            return Err(format!("spec.backup.extraDestinations names {:?} twice", d.name));
+        }
+    }
     Ok(())
+}
+
+/// The name replicas know `spec.backup.destination` by, and that `PlaitBackup`s use when
+/// they name none.
+pub(crate) const DEFAULT_DESTINATION: &str = "default";
+
+/// The backup destinations every replica is started with, as `(name, url)`:
+/// `spec.backup.destination` as [`DEFAULT_DESTINATION`], then the extra ones. Replicas
+/// back up only to these; a `Backup` call names one.
+pub(crate) fn backup_destinations(spec: &PlaitClusterSpec) -> Vec<(String, String)> {
+    let Some(backup) = &spec.backup else { return Vec::new() };
+    std::iter::once((DEFAULT_DESTINATION.to_owned(), backup.destination.clone()))
+        .chain(backup.extra_destinations.iter().map(|d| (d.name.clone(), d.url.clone())))
+        .collect()
 }
 
 /// Settings the operator gives every replica of a cluster: what the ConfigMap holds.
@@ -111,6 +137,18 @@ pub(crate) fn replica_settings(spec: &PlaitClusterSpec) -> BTreeMap<String, Stri
         }
     }
     env
+}
+
+/// The replica container's arguments: `serve` and one `--backup-destination NAME=URL`
+/// per destination of the cluster. Flags, not the ConfigMap: a flag wins over an
+/// environment variable, so `spec.settings` cannot redirect backups.
+fn serve_args(spec: &PlaitClusterSpec) -> Vec<String> {
+    let mut args = vec!["serve".to_owned()];
+    for (name, url) in backup_destinations(spec) {
+        args.push("--backup-destination".to_owned());
+        args.push(format!("{name}={url}"));
+    }
+    args
 }
 
 /// A stable fingerprint of the settings: put on the pod template so a settings change
@@ -325,7 +363,7 @@ fn pod_template(
         name: "plaitd".into(),
         image: Some(image.clone()),
         image_pull_policy: pull_policy.clone(),
-        args: Some(vec!["serve".into()]),
+        args: Some(serve_args(spec)),
         env: Some(vec![
             env("PLAIT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
             env("PLAIT_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
@@ -753,7 +791,7 @@ pub(crate) fn member_statuses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{BackupSpec, BootstrapSpec, RetentionSpec, StorageSpec};
+    use crate::crd::{BackupSpec, BootstrapSpec, NamedDestination, RetentionSpec, StorageSpec};
 
     fn cluster(replicas: i32) -> PlaitCluster {
         let mut c = PlaitCluster::new("db", PlaitClusterSpec::with_replicas(replicas));
@@ -822,6 +860,46 @@ mod tests {
             args,
             ["restore", "--from", "s3://backups/db", "--skip-if-initialized", "--log", "orders"]
         );
+    }
+
+    /// Replicas are started with the cluster's destination as `default` and each extra
+    /// one under its name; without `spec.backup` they get none. A reserved or repeated
+    /// extra name is an invalid spec.
+    #[test]
+    fn replicas_get_the_backup_destinations_as_flags() {
+        let args = |c: &PlaitCluster| {
+            desired(c, &ctx(), 3).stateful_set.spec.unwrap().template.spec.unwrap().containers[0]
+                .args
+                .clone()
+                .unwrap()
+        };
+        let mut c = cluster(3);
+        assert_eq!(args(&c), ["serve"]);
+        c.spec.backup = Some(BackupSpec {
+            destination: "s3://bucket/db".into(),
+            extra_destinations: vec![NamedDestination { name: "offsite".into(), url: "s3://far/db".into() }],
+            schedule: None,
+            full_every: 0,
+            retention: RetentionSpec::default(),
+            s3: None,
+        });
+        assert_eq!(
+            args(&c),
+            [
+                "serve",
+                "--backup-destination",
+                "default=s3://bucket/db",
+                "--backup-destination",
+                "offsite=s3://far/db"
+            ]
+        );
+        assert!(validate(&c.spec).is_ok());
+        let backup = c.spec.backup.as_mut().unwrap();
+        backup.extra_destinations.push(NamedDestination { name: "offsite".into(), url: "s3://x/y".into() });
+        assert!(validate(&c.spec).unwrap_err().contains("twice"));
+        let backup = c.spec.backup.as_mut().unwrap();
+        backup.extra_destinations = vec![NamedDestination { name: "default".into(), url: "s3://x/y".into() }];
+        assert!(validate(&c.spec).unwrap_err().contains("another name"));
     }
 
     /// A settings change changes the pod template (so replicas roll); the same settings
@@ -909,6 +987,7 @@ mod tests {
         let mut c = cluster(3);
         c.spec.backup = Some(BackupSpec {
             destination: "s3://bucket/x".into(),
+            extra_destinations: Vec::new(),
             schedule: Some("every day at noon".into()),
             full_every: 0,
             retention: RetentionSpec::default(),

@@ -507,6 +507,7 @@ fn cluster(replicas: i32) -> PlaitCluster {
 fn backup_spec(schedule: Option<&str>) -> BackupSpec {
     BackupSpec {
         destination: "s3://backups/db".into(),
+        extra_destinations: Vec::new(),
         schedule: schedule.map(str::to_owned),
         full_every: 0,
         retention: RetentionSpec::default(),
@@ -1029,7 +1030,7 @@ async fn backup_completes() {
             Call::Backup(
                 address(0),
                 BackupRequest {
-                    destination: "s3://backups/db".into(),
+                    destination: "default".into(),
                     logs: Vec::new(),
                     delta: false,
                     retain_full: 7,
@@ -1120,6 +1121,48 @@ async fn last_failed_attempt_fails_the_backup() {
     assert_eq!((last.phase.as_deref(), last.attempts), (Some("Failed"), ATTEMPTS_MAX));
     assert!(has_event(&seen, "Warning", "BackupFailed"));
     assert!(!has_event(&seen, "Warning", "BackupAttemptFailed"));
+    assert_eq!(action, Action::await_change());
+    h.finish().await;
+}
+
+/// A backup that names one of the cluster's extra destinations is asked for by that
+/// name, without retention (which applies to the cluster's own destination only), and
+/// records that destination's URL as its location.
+#[tokio::test]
+async fn backup_to_an_extra_destination_names_it() {
+    let mut world = backup_world(None);
+    let mut cluster: PlaitCluster = serde_json::from_value(world[0].1.clone()).expect("a PlaitCluster");
+    let backup = cluster.spec.backup.as_mut().expect("backups configured");
+    backup.extra_destinations =
+        vec![crate::crd::NamedDestination { name: "offsite".into(), url: "s3://far/db".into() }];
+    world[0] = stored_cluster(&cluster);
+    world[1].1["spec"]["destination"] = json!("offsite");
+    let h = Harness::start(world, backup_admin(Ok(outcome())));
+    h.reconcile_backup(BACKUP).await;
+    let request =
+        BackupRequest { destination: "offsite".into(), logs: Vec::new(), delta: false, retain_full: 0 };
+    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::Backup(address(0), request)]);
+    let written = backup_statuses(&h.seen(), BACKUP);
+    assert_eq!(written[0].location.as_deref(), Some("s3://far/db"));
+    h.finish().await;
+}
+
+/// A backup that names a destination the cluster does not have fails for good at once,
+/// saying which names there are, and no replica is asked to back up anywhere.
+#[tokio::test]
+async fn backup_to_an_unknown_destination_fails() {
+    let mut world = backup_world(None);
+    world[1].1["spec"]["destination"] = json!("elsewhere");
+    let h = Harness::start(world, backup_admin(Ok(outcome())));
+    let action = h.reconcile_backup(BACKUP).await;
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+    let last = backup_statuses(&h.seen(), BACKUP).pop().expect("a status write");
+    assert_eq!((last.phase.as_deref(), last.attempts), (Some("Failed"), ATTEMPTS_MAX));
+    let error = last.error.unwrap_or_default();
+    assert!(
+        error.contains("no backup destination named \"elsewhere\"") && error.contains("default"),
+        "{error}"
+    );
     assert_eq!(action, Action::await_change());
     h.finish().await;
 }

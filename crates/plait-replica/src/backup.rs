@@ -2,6 +2,10 @@
 //! buckets through the `object_store` crate), a catalog that lists them, retention, and
 //! restoring a fresh data directory from a full backup plus its deltas.
 //!
+//! Where backups may go is the server's choice: `plaitd --backup-destination NAME=URL`
+//! configures named [`Destinations`] at startup, and a `Backup` call names one of them.
+//! A caller can never make the replica write (or retain, which deletes) anywhere else.
+//!
 //! Layout under the destination: `catalog.json` (its format is
 //! `plait_core::catalog`), and one object per snapshot at
 //! `logs/<log id>/<backup id>.snap`. A snapshot is exported to a local file, flushed and
@@ -9,14 +13,24 @@
 //! uploaded; the catalog is rewritten only after the objects it names are complete. So a
 //! catalog never lists a truncated or damaged snapshot, and a crash mid-backup leaves at
 //! most unreferenced objects.
+//!
+//! The catalog is updated by compare-and-swap, so concurrent backups to one destination
+//! (from several replicas, or several calls) never lose each other's entries: on S3 a
+//! conditional put (`If-Match` the version read, or `If-None-Match: *` when there was no
+//! catalog), re-read and re-applied when another update won; in a `file://` directory,
+//! whose object store has no conditional update, an exclusive lock on
+//! `catalog.json.lock` around the read-modify-write.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use plait_core::catalog::{BackupKind, Catalog, CatalogEntry};
 use plait_core::{Checkpoint, LogId, SnapshotItem, SnapshotReader};
 use plait_store::{ImportReport, LogSummary, Store, StoreError};
@@ -25,6 +39,17 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{ReplicaError, ReplicaResult};
 
 const CATALOG_KEY: &str = "catalog.json";
+/// The lock file that serializes catalog updates in a `file://` destination.
+const CATALOG_LOCK_FILE: &str = "catalog.json.lock";
+/// Tries of one catalog update against a store where other backups keep winning the
+/// race; then the backup fails as unavailable (its snapshots stay uncataloged).
+const CATALOG_UPDATE_ATTEMPTS: u32 = 16;
+/// Backoff between catalog update tries: doubling from the base up to the cap, each
+/// wait a random part of that (jitter, so racing backups spread out).
+const CATALOG_RETRY_BASE_MS: u64 = 10;
+const CATALOG_RETRY_CAP_MS: u64 = 500;
+/// Longest destination name: names are `[a-z0-9][a-z0-9-]{0,62}`.
+const DESTINATION_NAME_BYTES_MAX: usize = 63;
 /// Upload part size: large snapshots go up in parts, never whole in memory.
 const PART_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes read at a time when verifying a snapshot file.
@@ -35,6 +60,136 @@ pub(crate) struct Destination {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     pub(crate) url: String,
+    /// The directory of a `file://` destination: catalog updates there are serialized
+    /// by a lock file in it, since its object store cannot put conditionally.
+    local_dir: Option<PathBuf>,
+}
+
+/// The backup destinations this replica was configured with, by name. `Backup` calls
+/// name one; they never carry a URL, so where backups go (and where retention deletes)
+/// is decided by whoever starts the replica.
+#[derive(Default)]
+pub(crate) struct Destinations {
+    by_name: BTreeMap<String, Arc<Destination>>,
+}
+
+impl Destinations {
+    /// Parses `NAME=URL` settings (`--backup-destination`), each URL with
+    /// [`Destination::parse`]. A malformed setting, a bad name or URL, or a name given
+    /// twice is `Invalid`, naming the setting: plaitd then refuses to start.
+    pub(crate) fn parse(settings: &[String], options: &S3Options) -> ReplicaResult<Destinations> {
+        // Every name first, so that a bad setting anywhere stops the start before any
+        // URL is acted on (parsing a file:// URL creates its directory).
+        let mut named: Vec<(&str, &str)> = Vec::new();
+        for setting in settings.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let Some((name, url)) = setting.split_once('=') else {
+                return Err(ReplicaError::Invalid(format!(
+                    "backup destination {setting:?} must be NAME=URL, for example nightly=s3://bucket/plait \
+                     or local=file:///var/backups/plait"
+                )));
+            };
+            let (name, url) = (name.trim(), url.trim());
+            if !valid_destination_name(name) {
+                return Err(ReplicaError::Invalid(format!(
+                    "backup destination name {name:?} is not valid: use 1 to {DESTINATION_NAME_BYTES_MAX} \
+                     lower-case letters, digits and '-', starting with a letter or digit"
+                )));
+            }
+            if named.iter().any(|(n, _)| *n == name) {
+                return Err(ReplicaError::Invalid(format!(
+                    "backup destination {name:?} is configured twice: give each destination one name"
+                )));
+            }
+            named.push((name, url));
+        }
+        let mut by_name = BTreeMap::new();
+        for (name, url) in named {
+            let destination = Destination::parse(url, options)
+                .map_err(|e| e.context(format!("backup destination {name:?}")))?;
+            by_name.insert(name.to_owned(), Arc::new(destination));
+        }
+        Ok(Destinations { by_name })
+    }
+
+    /// The configured names, sorted. Never the URLs: they may name buckets and paths
+    /// that are none of a caller's business.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
+    /// The destination a `Backup` call asks for. Empty picks the only one configured. A
+    /// URL is refused before anything is touched: backups go to configured places only.
+    pub(crate) fn resolve(&self, requested: &str) -> ReplicaResult<Arc<Destination>> {
+        let configured = || match self.names().join(", ") {
+            names if names.is_empty() => "none are configured".to_owned(),
+            names => format!("configured: {names}"),
+        };
+        if requested.contains("://") || requested.contains('/') {
+            return Err(ReplicaError::Invalid(format!(
+                "Backup takes the name of a backup destination configured on the replica, not a URL \
+                 ({}); the replica's operator adds destinations with --backup-destination NAME=URL",
+                configured()
+            )));
+        }
+        if self.by_name.is_empty() {
+            return Err(ReplicaError::FailedPrecondition(
+                "this replica has no backup destinations: start it with --backup-destination NAME=URL \
+                 (or PLAIT_BACKUP_DESTINATIONS=NAME=URL,...), for example \
+                 --backup-destination nightly=s3://bucket/plait"
+                    .into(),
+            ));
+        }
+        if requested.is_empty() {
+            return match self.by_name.values().next() {
+                Some(only) if self.by_name.len() == 1 => Ok(only.clone()),
+                _ => Err(ReplicaError::Invalid(format!(
+                    "name the backup destination: this replica has several ({})",
+                    configured()
+                ))),
+            };
+        }
+        if !valid_destination_name(requested) {
+            return Err(ReplicaError::Invalid(format!(
+                "backup destination names are 1 to {DESTINATION_NAME_BYTES_MAX} lower-case letters, digits \
+                 and '-' ({})",
+                configured()
+            )));
+        }
+        self.by_name.get(requested).cloned().ok_or_else(|| {
+            ReplicaError::NotFound(format!(
+                "this replica has no backup destination named {requested:?} ({})",
+                configured()
+            ))
+        })
+    }
+}
+
+/// `[a-z0-9][a-z0-9-]{0,62}`: safe in flags, env lists, file names and log lines.
+fn valid_destination_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= DESTINATION_NAME_BYTES_MAX
+        && bytes[0] != b'-'
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Hands out the milliseconds backup ids start with, strictly increasing within this
+/// process, so two backups started in the same millisecond never share an id (and so
+/// never overwrite each other's objects or staged files).
+#[derive(Default)]
+pub(crate) struct BackupClock {
+    last_ms: AtomicU64,
+}
+
+impl BackupClock {
+    /// `now_ms`, or one past the last id's time when that is not later.
+    pub(crate) fn next_ms(&self, now_ms: u64) -> u64 {
+        let previous = self
+            .last_ms
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now_ms.max(last + 1)))
+            .expect("the update always returns Some");
+        now_ms.max(previous + 1)
+    }
 }
 
 /// S3 settings that may come from flags instead of the environment.
@@ -66,6 +221,7 @@ impl Destination {
                 store: Arc::new(store),
                 prefix: ObjectPath::default(),
                 url: url.to_owned(),
+                local_dir: Some(PathBuf::from(path)),
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -91,6 +247,7 @@ impl Destination {
                 store: Arc::new(store),
                 prefix: ObjectPath::from(prefix),
                 url: url.to_owned(),
+                local_dir: None,
             });
         }
         Err(invalid(format!(
@@ -108,26 +265,96 @@ impl Destination {
 
     /// The catalog, or `None` if the destination has none yet.
     pub(crate) async fn catalog(&self) -> ReplicaResult<Option<Catalog>> {
+        Ok(self.versioned_catalog().await?.map(|(catalog, _)| catalog))
+    }
+
+    /// The catalog with the version a conditional write over it must match.
+    async fn versioned_catalog(&self) -> ReplicaResult<Option<(Catalog, UpdateVersion)>> {
         match self.store.get(&self.key(CATALOG_KEY)).await {
             Ok(result) => {
+                let version =
+                    UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
                 let bytes = result.bytes().await.map_err(|e| classify(e, &self.url))?;
                 let catalog = Catalog::decode(&bytes)
                     .map_err(|e| ReplicaError::from(e).context(format!("the catalog at {}", self.url)))?;
-                Ok(Some(catalog))
+                Ok(Some((catalog, version)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(classify(e, &self.url)),
         }
     }
 
-    async fn write_catalog(&self, catalog: &Catalog) -> ReplicaResult<()> {
-        let bytes = catalog.encode().map_err(|e| {
-            ReplicaError::from(e).context(format!("cannot write the catalog at {}", self.url))
-        })?;
-        self.store
-            .put(&self.key(CATALOG_KEY), PutPayload::from(bytes))
-            .await
-            .map_err(|e| classify(e, &self.url))?;
+    /// Applies `change` to the catalog so that no concurrent update is lost, and returns
+    /// what `change` returned for the catalog that was written. `change` sees the
+    /// catalog as it is now; when another update wins the race it is called again on
+    /// the newer one, so it must be a pure function of the catalog it is given.
+    pub(crate) async fn update_catalog<T>(
+        &self,
+        mut change: impl FnMut(&mut Catalog) -> ReplicaResult<T>,
+    ) -> ReplicaResult<T> {
+        if let Some(dir) = &self.local_dir {
+            // Held until this function returns: the read, the change and the write.
+            let _lock = lock_catalog(dir).await?;
+            let mut catalog = self.catalog().await?.unwrap_or_default();
+            let out = change(&mut catalog)?;
+            let bytes = self.encode_catalog(&catalog)?;
+            // LocalFileSystem writes a staged file and renames it over the catalog, so
+            // a reader sees the old catalog or the new one, whole.
+            self.put_catalog(bytes, PutMode::Overwrite).await.map_err(|e| classify(e, &self.url))?;
+            return Ok(out);
+        }
+        for attempt in 1..=CATALOG_UPDATE_ATTEMPTS {
+            let (mut catalog, mode) = match self.versioned_catalog().await? {
+                None => (Catalog::default(), PutMode::Create),
+                Some((_, UpdateVersion { e_tag: None, version: None })) => {
+                    return Err(ReplicaError::FailedPrecondition(format!(
+                        "backup destination {} reports no ETag or version for its catalog, so the catalog \
+                         cannot be updated without risking losing a concurrent backup's entries: use a store \
+                         that returns ETags (AWS S3, MinIO, Cloudflare R2, Ceph RGW)",
+                        self.url
+                    )));
+                }
+                Some((catalog, version)) => (catalog, PutMode::Update(version)),
+            };
+            let out = change(&mut catalog)?;
+            match self.put_catalog(self.encode_catalog(&catalog)?, mode).await {
+                Ok(()) => return Ok(out),
+                // Another backup updated (or created) the catalog since it was read.
+                Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                    tracing::debug!(destination = %self.url, attempt, "catalog changed under this backup; retrying");
+                    tokio::time::sleep(catalog_retry_backoff(attempt, rand::random())).await;
+                }
+                Err(
+                    e @ (object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. }),
+                ) => {
+                    return Err(ReplicaError::FailedPrecondition(format!(
+                        "backup destination {} does not support conditional writes (If-Match / \
+                         If-None-Match), which keep concurrent backups from losing each other's catalog \
+                         entries: use a store that does (AWS S3, MinIO, Cloudflare R2, Ceph RGW): {e}",
+                        self.url
+                    )));
+                }
+                Err(e) => return Err(classify(e, &self.url)),
+            }
+        }
+        Err(ReplicaError::Unavailable(format!(
+            "the catalog at {} changed under this backup {CATALOG_UPDATE_ATTEMPTS} times in a row (other \
+             backups are writing it); this backup's snapshots were uploaded but are not cataloged: retry the \
+             backup",
+            self.url
+        )))
+    }
+
+    fn encode_catalog(&self, catalog: &Catalog) -> ReplicaResult<Vec<u8>> {
+        catalog
+            .encode()
+            .map_err(|e| ReplicaError::from(e).context(format!("cannot write the catalog at {}", self.url)))
+    }
+
+    async fn put_catalog(&self, bytes: Vec<u8>, mode: PutMode) -> Result<(), object_store::Error> {
+        let options = PutOptions { mode, ..Default::default() };
+        self.store.put_opts(&self.key(CATALOG_KEY), PutPayload::from(bytes), options).await?;
         Ok(())
     }
 
@@ -242,6 +469,30 @@ fn is_unreachable(e: &object_store::Error) -> bool {
     false
 }
 
+/// The wait before catalog update try `attempt` + 1: a random part (`jitter` picks it)
+/// of a window doubling from [`CATALOG_RETRY_BASE_MS`] up to [`CATALOG_RETRY_CAP_MS`].
+fn catalog_retry_backoff(attempt: u32, jitter: u64) -> Duration {
+    let window_ms = CATALOG_RETRY_BASE_MS.saturating_mul(1 << attempt.min(16)).min(CATALOG_RETRY_CAP_MS);
+    Duration::from_millis(1 + jitter % window_ms)
+}
+
+/// Takes the exclusive lock that serializes catalog updates of a `file://` destination
+/// (across processes too: it is an OS file lock). Released when the file is dropped.
+/// The lock file stays: removing it would let a waiter lock a file no one else sees.
+async fn lock_catalog(dir: &Path) -> ReplicaResult<std::fs::File> {
+    let path = dir.join(CATALOG_LOCK_FILE);
+    tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(
+                |e| ReplicaError::io(format!("cannot open the catalog lock {}", path.display()), e),
+            )?;
+        file.lock()
+            .map_err(|e| ReplicaError::io(format!("cannot lock the catalog lock {}", path.display()), e))?;
+        Ok(file)
+    })
+    .await?
+}
+
 /// What a backup run wrote.
 pub(crate) struct BackupRun {
     pub(crate) backup_id: String,
@@ -348,7 +599,13 @@ fn verify_snapshot_file(file: &Path, checkpoint: &Checkpoint, base_seq: Option<u
 
 /// Backs up `logs`: a full snapshot each, or with `delta` a delta since this replica's
 /// latest backup of the log in the catalog (full when there is none from this epoch).
-/// `retain_full` > 0 deletes full backups (and their deltas) beyond the newest ones.
+/// `retain_full` > 0 deletes full backups (and their deltas) beyond the newest ones, in
+/// this destination only and only objects that the catalog entries it removes name.
+///
+/// The snapshots are uploaded first; then one catalog update adds them and applies
+/// retention to the catalog as it is at that moment ([`Destination::update_catalog`]),
+/// so a concurrent backup's entries are kept; objects are deleted only after the
+/// catalog that no longer names them is written.
 pub(crate) async fn backup(
     store: &Store,
     dest: &Destination,
@@ -358,7 +615,8 @@ pub(crate) async fn backup(
     now_ms: u64,
     work_dir: &Path,
 ) -> ReplicaResult<BackupRun> {
-    let mut catalog = dest.catalog().await?.unwrap_or_default();
+    // Read only to choose delta bases; the update below works on a fresh read.
+    let catalog = dest.catalog().await?.unwrap_or_default();
     let epoch = store.epoch();
     let backup_id = format!("{now_ms:015}-{}", &hex::encode(epoch)[..8]);
     std::fs::create_dir_all(work_dir)
@@ -398,15 +656,45 @@ pub(crate) async fn backup(
             state_root: checkpoint.state_root,
             n_ops: checkpoint.n_ops,
         };
-        catalog.backups.push(entry.clone());
         written.push((entry, checkpoint));
     }
-    let deleted = if retain_full > 0 { apply_retention(&mut catalog, retain_full) } else { Vec::new() };
-    dest.write_catalog(&catalog).await?;
+    let entries: Vec<CatalogEntry> = written.iter().map(|(e, _)| e.clone()).collect();
+    let deleted = dest.update_catalog(|catalog| add_to_catalog(catalog, &entries, retain_full)).await?;
     for key in &deleted {
         dest.delete(key).await?;
     }
     Ok(BackupRun { backup_id, written, deleted })
+}
+
+/// Adds a run's entries to `catalog` and applies retention (when `retain_full` > 0);
+/// returns the keys of the entries retention removed. Called again on a newer catalog
+/// when a concurrent update won, so it only looks at the catalog it is given: entries
+/// already there (an earlier try that did land) are not added twice, and a delta whose
+/// base a concurrent retention removed is refused rather than cataloged unrestorable.
+fn add_to_catalog(
+    catalog: &mut Catalog,
+    entries: &[CatalogEntry],
+    retain_full: usize,
+) -> ReplicaResult<Vec<String>> {
+    for entry in entries {
+        if catalog.backups.iter().any(|b| b.backup_id == entry.backup_id && b.log_id == entry.log_id) {
+            continue;
+        }
+        let base_kept = entry.kind == BackupKind::Full
+            || catalog
+                .backups
+                .iter()
+                .any(|b| b.log_id == entry.log_id && b.epoch == entry.epoch && b.seq == entry.base_seq);
+        if !base_kept {
+            return Err(ReplicaError::FailedPrecondition(format!(
+                "the delta backup of log {} starts at seq {}, whose backup another backup's retention \
+                 removed meanwhile; run the backup again (it takes a full backup of that log)",
+                entry.name, entry.base_seq
+            )));
+        }
+        catalog.backups.push(entry.clone());
+    }
+    Ok(if retain_full > 0 { apply_retention(catalog, retain_full) } else { Vec::new() })
 }
 
 /// Drops every chain (a full backup and the deltas after it) older than the newest
@@ -673,6 +961,187 @@ mod tests {
         let err = dest.catalog().await.expect_err("refused");
         assert!(matches!(err, ReplicaError::FailedPrecondition(_)), "{err:?}");
         assert!(err.to_string().contains(&url), "{err}");
+    }
+
+    /// A catalog entry of `log` from run `backup_id`.
+    fn entry(backup_id: &str, log: u8, kind: BackupKind, seq: u64, base_seq: u64) -> CatalogEntry {
+        let log_id = LogId([log; 32]);
+        CatalogEntry {
+            backup_id: backup_id.into(),
+            log_id,
+            name: format!("log-{log}"),
+            kind,
+            key: format!("logs/{log_id}/{backup_id}.snap"),
+            bytes: 10,
+            epoch: [1; 16],
+            seq,
+            base_seq,
+            state_root: [2; 32],
+            n_ops: seq,
+        }
+    }
+
+    fn memory_destination() -> (Arc<object_store::memory::InMemory>, Destination) {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let dest = Destination {
+            store: store.clone(),
+            prefix: ObjectPath::from("prefix"),
+            url: "memory://test/prefix".into(),
+            local_dir: None,
+        };
+        (store, dest)
+    }
+
+    fn ids(catalog: &Catalog) -> Vec<String> {
+        let mut ids: Vec<String> = catalog.backups.iter().map(|b| b.backup_id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The compare-and-swap loop: when another backup writes the catalog between this
+    /// update's read and its write (three times here, the first time creating it), the
+    /// conditional put is refused, the catalog is read again and the change re-applied,
+    /// so the other backups' entries and this one's all survive.
+    #[tokio::test]
+    async fn catalog_updates_retry_until_they_win() {
+        let (store, dest) = memory_destination();
+        let key = dest.key(CATALOG_KEY);
+        let mut calls = 0;
+        let ours = entry("ours", 1, BackupKind::Full, 5, 0);
+        dest.update_catalog(|catalog| {
+            calls += 1;
+            if calls <= 3 {
+                // Another backup lands first: the catalog read above is stale now.
+                let mut theirs = catalog.clone();
+                theirs.backups.push(entry(&format!("theirs-{calls}"), 2, BackupKind::Full, calls, 0));
+                let bytes = theirs.encode().unwrap();
+                futures::executor::block_on(store.put(&key, PutPayload::from(bytes))).unwrap();
+            }
+            catalog.backups.push(ours.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls, 4, "three lost races, then the write");
+        let catalog = dest.catalog().await.unwrap().unwrap();
+        assert_eq!(ids(&catalog), ["ours", "theirs-1", "theirs-2", "theirs-3"]);
+    }
+
+    /// An update that loses every race gives up after the bound, as unavailable (worth
+    /// retrying later) with a message that says what happened and what to do.
+    #[tokio::test]
+    async fn catalog_updates_give_up_after_the_bound() {
+        let (store, dest) = memory_destination();
+        let key = dest.key(CATALOG_KEY);
+        let mut calls = 0;
+        let err = dest
+            .update_catalog(|catalog| {
+                calls += 1;
+                let mut theirs = catalog.clone();
+                theirs.backups.push(entry(&format!("theirs-{calls}"), 2, BackupKind::Full, calls, 0));
+                futures::executor::block_on(store.put(&key, PutPayload::from(theirs.encode().unwrap())))
+                    .unwrap();
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, CATALOG_UPDATE_ATTEMPTS as u64);
+        assert!(matches!(err, ReplicaError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("retry the backup"), "{err}");
+        assert_eq!(dest.catalog().await.unwrap().unwrap().backups.len(), CATALOG_UPDATE_ATTEMPTS as usize);
+    }
+
+    /// Many updates at once, to an object store with conditional puts and to a
+    /// directory (serialized by its lock file): every one's entry is in the catalog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_catalog_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file =
+            Destination::parse(&format!("file://{}", dir.path().display()), &S3Options::default()).unwrap();
+        for dest in [Arc::new(memory_destination().1), Arc::new(file)] {
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let dest = dest.clone();
+                    tokio::spawn(async move {
+                        let ours = entry(&format!("run-{i:02}"), i, BackupKind::Full, 1, 0);
+                        dest.update_catalog(|catalog| add_to_catalog(catalog, std::slice::from_ref(&ours), 0))
+                            .await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            let catalog = dest.catalog().await.unwrap().unwrap();
+            let expected: Vec<String> = (0..16).map(|i| format!("run-{i:02}")).collect();
+            assert_eq!(ids(&catalog), expected, "{}", dest.url);
+        }
+    }
+
+    /// Re-applying a run's entries to a catalog that already has them (an earlier try
+    /// that landed after all) adds nothing twice; a delta whose base a concurrent
+    /// retention removed is refused; retention returns exactly the removed entries' keys.
+    #[test]
+    fn adding_entries_is_idempotent_and_keeps_chains_whole() {
+        let full = entry("a", 1, BackupKind::Full, 5, 0);
+        let delta = entry("b", 1, BackupKind::Delta, 8, 5);
+        let mut catalog = Catalog::default();
+        add_to_catalog(&mut catalog, std::slice::from_ref(&full), 0).unwrap();
+        add_to_catalog(&mut catalog, std::slice::from_ref(&full), 0).unwrap();
+        assert_eq!(catalog.backups, std::slice::from_ref(&full));
+        add_to_catalog(&mut catalog, std::slice::from_ref(&delta), 0).unwrap();
+        let newer = entry("c", 1, BackupKind::Full, 9, 0);
+        let deleted = add_to_catalog(&mut catalog, std::slice::from_ref(&newer), 1).unwrap();
+        assert_eq!(deleted, [full.key.clone(), delta.key.clone()]);
+        assert_eq!(catalog.backups, [newer]);
+        let orphan = entry("d", 1, BackupKind::Delta, 12, 8);
+        let err = add_to_catalog(&mut catalog, &[orphan], 0).unwrap_err();
+        assert!(matches!(err, ReplicaError::FailedPrecondition(_)), "{err:?}");
+        assert!(err.to_string().contains("run the backup again"), "{err}");
+    }
+
+    /// Names pick configured destinations; a URL, an unknown name or a replica without
+    /// destinations are refused with the kinds the Backup RPC promises.
+    #[test]
+    fn destinations_are_named_never_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("{name}=file://{}", dir.path().join(name).display());
+        let none = Destinations::default();
+        assert!(matches!(none.resolve("x"), Err(ReplicaError::FailedPrecondition(_))));
+        assert!(matches!(none.resolve(""), Err(ReplicaError::FailedPrecondition(_))));
+        assert!(matches!(none.resolve("s3://b/p"), Err(ReplicaError::Invalid(_))));
+        let one = Destinations::parse(&[url("local")], &S3Options::default()).unwrap();
+        assert_eq!(one.names(), ["local"]);
+        assert!(one.resolve("").is_ok() && one.resolve("local").is_ok());
+        assert!(
+            matches!(one.resolve("other"), Err(ReplicaError::NotFound(m)) if m.contains("configured: local"))
+        );
+        for url in ["file:///tmp/x", "s3://bucket/p", "/tmp/x", "a/b"] {
+            assert!(
+                matches!(one.resolve(url), Err(ReplicaError::Invalid(m)) if m.contains("not a URL")),
+                "{url}"
+            );
+        }
+        let two = Destinations::parse(&[url("b"), url("a"), String::new()], &S3Options::default()).unwrap();
+        assert_eq!(two.names(), ["a", "b"]);
+        assert!(matches!(two.resolve(""), Err(ReplicaError::Invalid(m)) if m.contains("several")));
+        for bad in ["", "-a", "A", "a_b", &"a".repeat(64)] {
+            assert!(!valid_destination_name(bad), "{bad:?}");
+        }
+        for good in ["a", "0", "nightly-2", &"a".repeat(63)] {
+            assert!(valid_destination_name(good), "{good:?}");
+        }
+    }
+
+    /// Backup ids never repeat within a process, even for runs in the same millisecond
+    /// or with a clock that steps back.
+    #[test]
+    fn backup_clock_is_strictly_increasing() {
+        let clock = BackupClock::default();
+        assert_eq!(clock.next_ms(100), 100);
+        assert_eq!(clock.next_ms(100), 101);
+        assert_eq!(clock.next_ms(50), 102);
+        assert_eq!(clock.next_ms(500), 500);
     }
 
     /// Object store failures are classified by variant: credentials are refused for

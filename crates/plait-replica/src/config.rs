@@ -81,6 +81,20 @@ pub struct ServeArgs {
     #[arg(long = "upstream", env = "PLAIT_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<String>,
 
+    /// A backup destination that Admin.Backup may write to, as NAME=URL: the URL is
+    /// file:///absolute/dir or s3://bucket/prefix, the name 1 to 63 of [a-z0-9-]
+    /// (`plaitctl backup NAME`). Backup calls name one of these and can never give a
+    /// URL, so only whoever starts the replica decides where backups (and retention's
+    /// deletions) go. Repeat the flag, or give a comma-separated list in the
+    /// environment variable. Checked at startup.
+    #[arg(
+        long = "backup-destination",
+        env = "PLAIT_BACKUP_DESTINATIONS",
+        value_delimiter = ',',
+        value_name = "NAME=URL"
+    )]
+    pub backup_destinations: Vec<String>,
+
     /// Edge mode: before serving, restore from this backup destination whatever this
     /// node does not hold yet (everything on first start; the rest after an interrupted
     /// restore).

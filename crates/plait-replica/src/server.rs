@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tonic::transport::Server;
 
 use crate::auth::{AuthLayer, Authenticator, ProofVerifier};
-use crate::backup::{Destination, S3Options};
+use crate::backup::{Destination, Destinations, S3Options};
 use crate::config::{CheckArgs, RestoreArgs, ServeArgs};
 use crate::keyfile::load_or_create_key;
 use crate::net::{self, ListenerLimits, ReloadingTls, TlsFiles};
@@ -60,6 +60,12 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let started = Instant::now();
     let metrics = telemetry.metrics();
     check_exposure(&args)?;
+    // Before anything is opened: a bad destination stops the start with its reason.
+    let backups = Destinations::parse(&args.backup_destinations, &args.s3.options())
+        .context("invalid --backup-destination (PLAIT_BACKUP_DESTINATIONS)")?;
+    if !backups.names().is_empty() {
+        tracing::info!(destinations = %backups.names().join(","), "backup destinations configured");
+    }
     let mut rng = rand::rngs::OsRng;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -137,7 +143,8 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         state: Arc::default(),
         data_dir: args.data_dir.clone(),
         logs_max: args.logs_max,
-        s3,
+        backups: Arc::new(backups),
+        backup_clock: Arc::default(),
         proofs: Arc::new(ProofVerifier::new(node_public)),
     };
     let reload_every = Duration::from_millis(args.security.security_reload_ms.max(100));

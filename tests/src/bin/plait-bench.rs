@@ -2701,8 +2701,21 @@ async fn restore(
     let s3 = tokio::task::block_in_place(plait_tests::s3::S3Server::start)?;
     s3.create_bucket("plait-bench")?;
     let data_dir = tmp.path().join("plaitd");
+    let file_dir = tmp.path().join("backups");
+    let file_destination = format!("local=file://{}", file_dir.display());
     let mut replica = tokio::task::block_in_place(|| {
-        Plaitd::start_with_env(&data_dir, &["--metrics-listen", "127.0.0.1:0"], s3.env())
+        Plaitd::start_with_env(
+            &data_dir,
+            &[
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--backup-destination",
+                &file_destination,
+                "--backup-destination",
+                "bucket=s3://plait-bench/bench",
+            ],
+            s3.env(),
+        )
     })
     .context("cannot start plaitd; build it first: cargo build --release -p plait-replica -p plait-tests")?;
     let endpoint = replica.endpoint();
@@ -2711,12 +2724,11 @@ async fn restore(
     settle(replica.pid(), Duration::from_secs(30)).await;
     let channel = connect(&endpoint).await?;
     let mut admin = pb::admin_client::AdminClient::new(channel.clone());
-    let file_dir = tmp.path().join("backups");
     std::fs::create_dir_all(&file_dir)?;
-    for (what, destination) in [
-        ("file://", format!("file://{}", file_dir.display())),
-        ("s3:// (local moto_server)", "s3://plait-bench/bench".to_owned()),
-    ] {
+    // By the names the replica was started with.
+    for (what, destination) in
+        [("file://", "local".to_owned()), ("s3:// (local moto_server)", "bucket".to_owned())]
+    {
         eprintln!("restore: Admin.Backup full to {destination}");
         let window = CpuWindow::start(Some(replica.pid()));
         let started = Instant::now();

@@ -97,6 +97,7 @@ impl AdminService {
             principal: principal.name.to_string(),
             authenticated_by: principal.proof.as_str().to_owned(),
             roles: principal.grants.roles(),
+            backup_destinations: if details { ctx.backups.names() } else { Vec::new() },
         })
     }
 
@@ -216,7 +217,8 @@ impl AdminService {
     }
 
     async fn backup(&self, r: pb::BackupRequest) -> ReplicaResult<pb::BackupResponse> {
-        let dest = crate::backup::Destination::parse(&r.destination, &self.ctx.s3)?;
+        // Only a configured destination: a caller never chooses where the replica writes.
+        let dest = self.ctx.backups.resolve(&r.destination)?;
         let logs = if r.logs.is_empty() {
             self.ctx.store.logs()
         } else {
@@ -227,6 +229,7 @@ impl AdminService {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = self.ctx.backup_clock.next_ms(now_ms);
         let run = crate::backup::backup(
             &self.ctx.store,
             &dest,
@@ -237,7 +240,13 @@ impl AdminService {
             &self.ctx.data_dir.join("tmp"),
         )
         .await?;
-        tracing::info!(backup = %run.backup_id, objects = run.written.len(), destination = %dest.url, "backup written");
+        tracing::info!(
+            backup = %run.backup_id,
+            objects = run.written.len(),
+            destination = %r.destination,
+            url = %dest.url,
+            "backup written"
+        );
         Ok(pb::BackupResponse {
             backup_id: run.backup_id,
             objects: run

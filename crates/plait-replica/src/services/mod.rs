@@ -38,7 +38,10 @@ pub(crate) struct Ctx {
     pub(crate) state: SharedState,
     /// The data directory, for temporary files of imports and backups.
     pub(crate) data_dir: std::path::PathBuf,
-    pub(crate) s3: crate::backup::S3Options,
+    /// The backup destinations `Backup` may name (`--backup-destination`).
+    pub(crate) backups: Arc<crate::backup::Destinations>,
+    /// Keeps backup ids unique when backups start in the same millisecond.
+    pub(crate) backup_clock: Arc<crate::backup::BackupClock>,
     pub(crate) logs_max: usize,
     /// Checks the node proofs peers attach to their calls.
     pub(crate) proofs: Arc<crate::auth::ProofVerifier>,
