@@ -364,7 +364,11 @@ async fn drain_and_membership_generations() {
     let acked = Acked::default();
     write_load(cluster.endpoint(2), "leaving".into(), 100, acked.clone()).await;
     let mut admin = pb::admin_client::AdminClient::new(channel(&cluster.endpoint(2)).await.unwrap());
-    let drained = admin.drain(pb::DrainRequest { timeout_ms: 60_000 }).await.unwrap().into_inner();
+    let drained = admin
+        .drain(pb::DrainRequest { timeout_ms: 60_000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(drained.logs.len(), 3);
     assert!(drained.logs.iter().all(|l| l.seq == 0 || l.held_by.len() == 32));
     let refused = data(&cluster.endpoint(2))

@@ -216,7 +216,7 @@ async fn anonymous_callers_are_refused_and_change_nothing() {
             .set_members(pb::SetMembersRequest { generation: u64::MAX, members: vec!["evil:1".into()] })
             .await
             .map(|_| ()),
-        a_admin.drain(pb::DrainRequest { timeout_ms: 1 }).await.map(|_| ()),
+        a_admin.drain(pb::DrainRequest { timeout_ms: 1, ..Default::default() }).await.map(|_| ()),
         a_admin.status(pb::StatusRequest {}).await.map(|_| ()),
         a_data
             .put(pb::PutRequest {
@@ -586,7 +586,7 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     let drained = pb::admin_client::AdminClient::new(admin_a.clone())
-        .drain(pb::DrainRequest { timeout_ms: 1500 })
+        .drain(pb::DrainRequest { timeout_ms: 1500, ..Default::default() })
         .await;
     assert!(drained.is_err(), "drain succeeded on a claimed identity: {drained:?}");
     a.terminate().unwrap();
@@ -767,4 +767,158 @@ async fn clients_use_tls_and_tokens_and_say_what_is_wrong() {
     node.terminate().unwrap();
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
+}
+
+/// Read pages are bounded by bytes as well as count (case 9): a feed and a kv log of 64
+/// values of 512 KiB read with the default page in pages of a few MiB, each of which
+/// succeeds, and paging on reads every value exactly once. Before, every read with the
+/// default page failed OUT_OF_RANGE after building 32 MiB in memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_values_read_in_pages_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    let admin = pki.client("operator", &["plait:admins"]);
+    let options = plait_client::ClientOptions::new()
+        .tls_ca_file(pki.ca_path())
+        .unwrap()
+        .client_cert_files(&admin.cert, &admin.key)
+        .unwrap();
+    let client = plait_client::Client::connect_with(node.grpc.to_string(), &options).await.unwrap();
+    use plait_core::LogType;
+    client.create_log(&plait_client::CreateLogOptions::new("photos", LogType::Feed)).await.unwrap();
+    client.create_log(&plait_client::CreateLogOptions::new("blobs", LogType::Kv)).await.unwrap();
+    let value = vec![0x5au8; plait_core::limits::VALUE_BYTES_MAX];
+    for i in 0..64u32 {
+        client.append("photos", value.clone()).await.unwrap();
+        client.put("blobs", format!("b{i:02}"), value.clone()).await.unwrap();
+    }
+
+    // The feed, with the default page: every page answers, none is over ~4 MiB.
+    let (mut seen, mut after, mut pages) = (0, Vec::new(), 0);
+    loop {
+        let read = plait_client::ReadFeedOptions { after: after.clone(), limit: 0, tail: false };
+        let page = client.read_feed_page("photos", &read).await.unwrap();
+        assert!(!page.items.is_empty() && page.items.len() <= 8, "a page of {} items", page.items.len());
+        seen += page.items.len();
+        pages += 1;
+        after = page.items.last().unwrap().position.clone();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, 64);
+    assert!(pages >= 8, "{pages} pages");
+    // The tail too.
+    let tail = client.tail("photos", 0).await.unwrap();
+    assert!(!tail.is_empty() && tail.len() <= 8, "{}", tail.len());
+
+    // The kv log, with the default page.
+    let (mut keys, mut start) = (Vec::new(), Vec::new());
+    loop {
+        let scan = plait_client::ScanOptions { start: start.clone(), ..Default::default() };
+        let page = client.scan("blobs", &scan).await.unwrap();
+        assert!(page.items.len() <= 8, "a page of {} items", page.items.len());
+        keys.extend(page.items.into_iter().map(|kv| kv.key));
+        match page.next_start {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(keys, (0..64).map(|i| format!("b{i:02}").into_bytes()).collect::<Vec<_>>());
+
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+}
+
+/// Clients holding every Subscribe slot do not starve replication (case 8): peers' Watch
+/// streams have a limit of their own, so a write still reaches the peer at once (the
+/// peer's anti-entropy pass is ten minutes away, so only its Watch can bring it).
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_cannot_starve_peer_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Plaitd::start(&dir.path().join("a"), &["--subscriptions-max", "1"]).unwrap();
+    let client = plait_client::Client::connect(a.endpoint()).await.unwrap();
+    client.create_log(&plait_client::CreateLogOptions::new("chat", plait_core::LogType::Feed)).await.unwrap();
+    client.append("chat", "first").await.unwrap();
+    // Every client slot taken, and the next subscriber refused.
+    let _held = client.subscribe("chat", 0, true).await.unwrap();
+    let mut extra = client.subscribe("chat", 0, true).await;
+    if let Ok(stream) = &mut extra {
+        use futures::StreamExt;
+        extra = match stream.next().await {
+            Some(Err(e)) => Err(e),
+            _ => panic!("a second subscription was served over --subscriptions-max 1"),
+        };
+    }
+    assert!(matches!(extra, Err(plait_client::ClientError::ResourceExhausted(_))), "{:?}", extra.err());
+
+    let peer = a.grpc.to_string();
+    let b = Plaitd::start(&dir.path().join("b"), &["--peer", &peer, "--anti-entropy-ms", "600000"]).unwrap();
+    let b_client = plait_client::Client::connect(b.endpoint()).await.unwrap();
+    wait_until(Duration::from_secs(30), "b learns the log", || {
+        let b_client = b_client.clone();
+        async move { b_client.get_log("chat").await.is_ok_and(|l| l.ops == 1) }
+    })
+    .await
+    .unwrap();
+    client.append("chat", "second").await.unwrap();
+    wait_until(Duration::from_secs(30), "the write reaches b through its Watch", || {
+        let b_client = b_client.clone();
+        async move { b_client.get_log("chat").await.is_ok_and(|l| l.ops == 2) }
+    })
+    .await
+    .unwrap();
+}
+
+/// Client-created logs cannot use up the log limit (case 10): a tenth of --logs-max is
+/// kept for logs learned from peers, so a log made elsewhere still replicates in when
+/// clients have created all they may; and a Drain can be called off without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_limit_keeps_room_for_peers_and_drains_can_be_cancelled() {
+    use plait_client::{ClientError, CreateLogOptions};
+    use plait_core::LogType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Plaitd::start(&dir.path().join("b"), &[]).unwrap();
+    let peer = b.grpc.to_string();
+    let mut a = Plaitd::start(
+        &dir.path().join("a"),
+        &["--logs-max", "5", "--peer", &peer, "--anti-entropy-ms", "200"],
+    )
+    .unwrap();
+    let client = plait_client::Client::connect(a.endpoint()).await.unwrap();
+    for i in 0..4 {
+        client.create_log(&CreateLogOptions::new(format!("l{i}"), LogType::Kv)).await.unwrap();
+    }
+    let err = client.create_log(&CreateLogOptions::new("l4", LogType::Kv)).await.unwrap_err();
+    assert!(matches!(&err, ClientError::ResourceExhausted(m) if m.contains("learned from peers")), "{err}");
+    // The refused create left nothing behind.
+    assert!(matches!(client.get_log("l4").await, Err(ClientError::NotFound(_))));
+
+    let b_client = plait_client::Client::connect(b.endpoint()).await.unwrap();
+    b_client.create_log(&CreateLogOptions::new("from-b", LogType::Kv)).await.unwrap();
+    b_client.put("from-b", "k", "v").await.unwrap();
+    wait_until(Duration::from_secs(30), "a learns b's log through the reserve", || {
+        let client = client.clone();
+        async move { client.get_log("from-b").await.is_ok_and(|l| l.ops == 1) }
+    })
+    .await
+    .unwrap();
+
+    // Drain (no other member holds a's logs, so it times out), then call it off.
+    let err = client.drain(Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unavailable(_)), "{err}");
+    let refused = client.put("l0", "k", "v").await.unwrap_err();
+    assert!(refused.message().contains("draining"), "{refused}");
+    client.cancel_drain().await.unwrap();
+    assert!(!client.status().await.unwrap().draining);
+    client.put("l0", "k", "v").await.unwrap();
+
+    a.terminate().unwrap();
+    b.terminate().unwrap();
+    for node in [&a, &b] {
+        let (clean, report) = check(&node.data_dir).unwrap();
+        assert!(clean, "{report}");
+    }
 }

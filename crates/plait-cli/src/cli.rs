@@ -392,14 +392,19 @@ pub(crate) enum Command {
                       one other member, and prints each log with the seq reached and the node id \
                       of a member holding it.\n\nIf that does not happen within --timeout, the \
                       command exits 1 with the replica's message naming the logs still waiting. \
-                      The replica stays draining either way (there is no undo): run drain again \
-                      until it succeeds, and remove the replica only then.",
-        after_help = "Examples:\n  plaitctl --addr plait-2.plait:7070 drain\n  plaitctl drain --timeout 5m"
+                      The replica stays draining either way: run drain again until it succeeds, \
+                      and remove the replica only then. `drain --cancel` calls the removal off: the \
+                      replica accepts local writes again.",
+        after_help = "Examples:\n  plaitctl --addr plait-2.plait:7070 drain\n  plaitctl drain --timeout 5m\n  \
+                      plaitctl --addr plait-2.plait:7070 drain --cancel"
     )]
     Drain {
         /// How long to wait for the other members, e.g. 30s, 5m.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
+        /// Stop draining instead: accept local writes again.
+        #[arg(long, conflicts_with = "timeout")]
+        cancel: bool,
     },
 
     /// Take and record a checkpoint of a log: its seq, heads and state root.
@@ -943,9 +948,13 @@ mod tests {
     #[test]
     fn drain_timeout() {
         let cli = parse(&["drain"]).unwrap();
-        assert!(matches!(cli.command, Command::Drain { timeout } if timeout == Duration::from_secs(60)));
+        assert!(
+            matches!(cli.command, Command::Drain { timeout, cancel: false } if timeout == Duration::from_secs(60))
+        );
         let cli = parse(&["drain", "--timeout", "5m"]).unwrap();
-        assert!(matches!(cli.command, Command::Drain { timeout } if timeout == Duration::from_secs(300)));
+        assert!(matches!(cli.command, Command::Drain { timeout, .. } if timeout == Duration::from_secs(300)));
+        let cli = parse(&["drain", "--cancel"]).unwrap();
+        assert!(matches!(cli.command, Command::Drain { cancel: true, .. }));
         let err = parse(&["drain", "--timeout", "60"]).unwrap_err();
         assert!(err.to_string().contains("expected a duration with a unit"), "{err}");
     }

@@ -940,7 +940,9 @@ mod tests {
         assert!(human.starts_with(&format!("node id   {}\n", "05".repeat(32))), "{human}");
         assert!(human.contains("uptime    4m 10s\n"), "{human}");
         assert!(
-            human.contains("members   generation 3\ndraining  no\nbackups   nightly, offsite\n"),
+            human.contains(
+                "members   generation 3\ndraining  no\nyou       alice (token; roles read)\nbackups   nightly, offsite\n"
+            ),
             "{human}"
         );
         assert!(human.contains("\nNAME  ID"), "{human}");

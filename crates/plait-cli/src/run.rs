@@ -136,12 +136,26 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
             print_ack(printer, &client.unlink(&log, src, label, dst).await?)
         }
         Command::Edges { log, node, incoming, label, limit } => {
-            let options = EdgesOptions {
+            // Pages stop at a byte bound too: read on until the limit (default 1000).
+            let wanted = limit.unwrap_or(1000) as usize;
+            let mut options = EdgesOptions {
                 direction: if incoming { Direction::In } else { Direction::Out },
                 label,
                 limit: limit.unwrap_or(0),
+                after: Vec::new(),
             };
-            let edges = client.edges(&log, node, &options).await?;
+            let mut edges = Vec::new();
+            loop {
+                let page = client.edges_page(&log, node.as_str(), &options).await?;
+                edges.extend(page.edges);
+                match page.next_after {
+                    Some(next) if edges.len() < wanted => {
+                        options.limit = u32::try_from(wanted - edges.len()).unwrap_or(u32::MAX);
+                        options.after = next;
+                    }
+                    _ => break,
+                }
+            }
             printer.emit(
                 || output::edges_table(&edges),
                 || edges.iter().map(output::edge_json).collect::<Vec<_>>().into(),
@@ -166,7 +180,14 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
                 || json!({ "generation": generation, "members": members }),
             )
         }
-        Command::Drain { timeout } => {
+        Command::Drain { cancel: true, .. } => {
+            client.cancel_drain().await?;
+            printer.emit(
+                || "drain cancelled: the replica accepts local writes again\n".to_owned(),
+                || json!({ "draining": false }),
+            )
+        }
+        Command::Drain { timeout, .. } => {
             let logs = client.drain(timeout).await?;
             printer.emit(|| output::drained_human(&logs), || output::drained_json(&logs))
         }

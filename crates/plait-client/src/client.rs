@@ -20,9 +20,9 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::ClientError;
 use crate::options::{ClientOptions, Credentials};
 use crate::types::{
-    AppliedOp, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge, EdgesOptions,
-    FeedItem, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage,
-    Status, StoredEntry, SubmitResult, Versioned, WriteAck,
+    AppliedOp, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge, EdgePage,
+    EdgesOptions, FeedItem, FeedPage, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions, RoutedOp,
+    ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned, WriteAck,
 };
 
 /// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
@@ -403,12 +403,22 @@ impl Client {
         Ok(ScanPage { items, next_start })
     }
 
-    /// Feed items in the total order, from the start, after a position, or the tail.
+    /// Feed items in the total order, from the start, after a position, or the tail: one
+    /// page ([`Client::read_feed_page`] says whether more follow).
     pub async fn read_feed(
         &self,
         log: &str,
         options: &ReadFeedOptions,
     ) -> Result<Vec<FeedItem>, ClientError> {
+        Ok(self.read_feed_page(log, options).await?.items)
+    }
+
+    /// One page of a feed, and whether more items follow it.
+    pub async fn read_feed_page(
+        &self,
+        log: &str,
+        options: &ReadFeedOptions,
+    ) -> Result<FeedPage, ClientError> {
         let request = pb::ReadFeedRequest {
             log: log.to_owned(),
             after: options.after.clone(),
@@ -416,7 +426,8 @@ impl Client {
             tail: options.tail,
         };
         let reply = self.data.clone().read_feed(request).await?.into_inner();
-        reply.items.into_iter().map(FeedItem::try_from).collect()
+        let items = reply.items.into_iter().map(FeedItem::try_from).collect::<Result<_, _>>()?;
+        Ok(FeedPage { items, more: reply.more })
     }
 
     /// The last `n` items of a feed, oldest first (`n` of 0 lets the server choose).
@@ -424,13 +435,24 @@ impl Client {
         self.read_feed(log, &ReadFeedOptions { after: Vec::new(), limit: n, tail: true }).await
     }
 
-    /// Edges of a graph log out of or into `node`.
+    /// Edges of a graph log out of or into `node`: one page ([`Client::edges_page`]
+    /// says where the next starts).
     pub async fn edges(
         &self,
         log: &str,
         node: impl Into<Vec<u8>>,
         options: &EdgesOptions,
     ) -> Result<Vec<Edge>, ClientError> {
+        Ok(self.edges_page(log, node, options).await?.edges)
+    }
+
+    /// One page of edges, and where the next page starts.
+    pub async fn edges_page(
+        &self,
+        log: &str,
+        node: impl Into<Vec<u8>>,
+        options: &EdgesOptions,
+    ) -> Result<EdgePage, ClientError> {
         let direction = match options.direction {
             Direction::Out => pb::Direction::Out,
             Direction::In => pb::Direction::In,
@@ -441,9 +463,11 @@ impl Client {
             direction: direction as i32,
             label: options.label.clone().unwrap_or_default(),
             limit: options.limit,
+            after: options.after.clone(),
         };
         let reply = self.data.clone().edges(request).await?.into_inner();
-        reply.edges.into_iter().map(Edge::try_from).collect()
+        let edges = reply.edges.into_iter().map(Edge::try_from).collect::<Result<_, _>>()?;
+        Ok(EdgePage { edges, next_after: (!reply.next_after.is_empty()).then_some(reply.next_after) })
     }
 
     /// One entry by hash, verified against that hash and its writer's signature.
@@ -501,7 +525,7 @@ impl Client {
     pub async fn drain(&self, timeout: Duration) -> Result<Vec<DrainedLog>, ClientError> {
         // 0 would mean the server's default, not "do not wait".
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
-        let mut request = tonic::Request::new(pb::DrainRequest { timeout_ms });
+        let mut request = tonic::Request::new(pb::DrainRequest { timeout_ms, cancel: false });
         // The gRPC deadline tells the server when this client stops listening; the grace
         // lets the server's own timeout, which names the logs still waiting, come first.
         request.set_timeout(Duration::from_millis(u64::from(timeout_ms)) + DRAIN_REPLY_GRACE);
@@ -512,6 +536,12 @@ impl Client {
             .enumerate()
             .map(|(i, log)| DrainedLog::from_pb(&format!("logs[{i}]"), log))
             .collect()
+    }
+
+    /// Stops draining: the replica accepts local writes again (a removal called off).
+    pub async fn cancel_drain(&self) -> Result<(), ClientError> {
+        self.admin.clone().drain(pb::DrainRequest { timeout_ms: 0, cancel: true }).await?;
+        Ok(())
     }
 
     /// Takes and records a checkpoint of a log: a consistent cut with the Merkle root of

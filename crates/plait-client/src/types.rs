@@ -112,9 +112,10 @@ pub struct ReadFeedOptions {
     /// The `position` of an item already read; the read starts after it. Empty: from the
     /// start.
     pub after: Vec<u8>,
-    /// Most items, 1 to 10000; 0 lets the server choose (1000).
+    /// Most items, 1 to 10000; 0 lets the server choose (1000). A page also stops at
+    /// about 4 MiB of values.
     pub limit: u32,
-    /// The last `limit` items instead, oldest first.
+    /// The last `limit` items instead (as many of the newest as fit a page), oldest first.
     pub tail: bool,
 }
 
@@ -135,8 +136,12 @@ pub struct EdgesOptions {
     pub direction: Direction,
     /// Only edges with this label; `None` for all.
     pub label: Option<String>,
-    /// Most edges, 1 to 10000; 0 lets the server choose (1000).
+    /// Most edges, 1 to 10000; 0 lets the server choose (1000). A page also stops at
+    /// about 4 MiB.
     pub limit: u32,
+    /// Continue after this: the `next_after` of an earlier [`EdgePage`] of the same
+    /// node, direction and label. Empty: from the first edge.
+    pub after: Vec<u8>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -332,6 +337,24 @@ pub struct ScanPage {
     pub items: Vec<KeyValue>,
     /// Set when more items follow: the `start` of the next page.
     pub next_start: Option<Vec<u8>>,
+}
+
+/// A page of a feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedPage {
+    /// Items in the total order.
+    pub items: Vec<FeedItem>,
+    /// Set when more items follow: read again after the last item's `position`.
+    pub more: bool,
+}
+
+/// A page of edges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgePage {
+    /// Edges in key order.
+    pub edges: Vec<Edge>,
+    /// Set when more edges may follow: the `after` of the next page.
+    pub next_after: Option<Vec<u8>>,
 }
 
 /// One item of a feed, in the total order.

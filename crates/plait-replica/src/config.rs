@@ -56,6 +56,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_SUBSCRIPTIONS_MAX", default_value_t = 1024)]
     pub subscriptions_max: usize,
 
+    /// Open `Sync.Watch` streams across all peers: a limit of its own, so clients holding
+    /// every `Subscribe` slot cannot starve replication.
+    #[arg(long, env = "PLAIT_PEER_STREAMS_MAX", default_value_t = 256)]
+    pub peer_streams_max: usize,
+
     /// Entries one log may hold while waiting for missing parents.
     #[arg(long, env = "PLAIT_PENDING_PER_LOG_MAX", default_value_t = 100_000)]
     pub pending_per_log_max: u64,

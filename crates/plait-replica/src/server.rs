@@ -137,6 +137,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         node_key,
         started,
         subscriptions: Arc::new(Semaphore::new(args.subscriptions_max)),
+        peer_streams: Arc::new(Semaphore::new(args.peer_streams_max)),
         shutdown: shutdown_rx,
         holds: Arc::new(Holds::default()),
         membership,

@@ -17,7 +17,7 @@ mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use integrity::IntegrityReport;
-pub use reads::{Direction, EdgeRow, FeedRow, KvRow, StoredEntry};
+pub use reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit, StoredEntry};
 pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{
     Cursor, DISK_FREE_MIN_BYTES, FORMAT_VERSION, FaultInjector, IngestSource, LogSummary, Members,

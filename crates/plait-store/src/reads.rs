@@ -11,6 +11,46 @@ use crate::store::Store;
 /// Rows any single range read examines at most, live or not, before it returns a page.
 const RANGE_ROWS_MAX: usize = 100_000;
 
+/// What a row costs a page beyond its keys and values: its clock, hash and framing.
+const ROW_OVERHEAD_BYTES: usize = 64;
+
+/// How big a page of a range read may get: at most `rows` rows, and rows while the page
+/// is under `bytes` (a page always takes its first row, so one large row still reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimit {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    /// `rows` rows, with no byte bound beyond what rows allow.
+    pub fn rows(rows: usize) -> PageLimit {
+        PageLimit { rows, bytes: usize::MAX }
+    }
+
+    /// Whether a page of `len` rows and `bytes` bytes is full before the next row of
+    /// `next` bytes.
+    fn full(&self, len: usize, bytes: usize, next: usize) -> bool {
+        len >= self.rows || (len > 0 && bytes.saturating_add(next) > self.bytes)
+    }
+}
+
+/// A page of edges and where the next one starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgePage {
+    pub edges: Vec<EdgeRow>,
+    /// Set when more edges may follow: pass it as `after` to continue.
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// A page of feed items.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedPage {
+    pub items: Vec<FeedRow>,
+    /// Set when more items follow (forward reads only): continue after the last item.
+    pub more: bool,
+}
+
 /// A live kv pair and the op that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvRow {
@@ -73,15 +113,15 @@ impl Store {
         Ok(register.payload.map(|value| KvRow { key: key.to_vec(), value: value.to_vec(), id: register.id }))
     }
 
-    /// Live kv pairs in key order within `[start, end)` and under `prefix`, at most
-    /// `limit`. Returns the key to continue from when more may follow.
+    /// Live kv pairs in key order within `[start, end)` and under `prefix`, as many as
+    /// `page` allows. Returns the key to continue from when more may follow.
     pub fn scan_kv(
         &self,
         log: &LogId,
         prefix: &[u8],
         start: &[u8],
         end: &[u8],
-        limit: usize,
+        page: PageLimit,
     ) -> StoreResult<(Vec<KvRow>, Option<Vec<u8>>)> {
         let from = keys::kv_key(log, start.max(prefix));
         let prefix_full = keys::kv_key(log, prefix);
@@ -94,39 +134,58 @@ impl Store {
             });
         }
         let mut rows = Vec::new();
+        let mut bytes = 0usize;
         for (examined, row) in Self::keyspace_range(&self.shared.ks.kv, from, to).enumerate() {
             let (k, v) = row.into_inner()?;
             let key = k[keys::LOG..].to_vec();
-            if rows.len() == limit || examined == RANGE_ROWS_MAX {
+            let size = key.len() + v.len() + ROW_OVERHEAD_BYTES;
+            if page.full(rows.len(), bytes, size) || examined == RANGE_ROWS_MAX {
                 return Ok((rows, Some(key)));
             }
             let register = keys::parse_register(&v).ok_or_else(|| corrupt("kv"))?;
             if let Some(value) = register.payload {
+                bytes += size;
                 rows.push(KvRow { key, value: value.to_vec(), id: register.id });
             }
         }
         Ok((rows, None))
     }
 
-    /// Feed items in total order after `after` (a position from an earlier item), or the
-    /// last `limit` items when `tail` is set.
+    /// Feed items in total order after `after` (a position from an earlier item), as
+    /// many as `page` allows; or the last items when `tail` is set (as many of the newest
+    /// as `page` allows, oldest first).
     pub fn read_feed(
         &self,
         log: &LogId,
         after: Option<&[u8]>,
-        limit: usize,
+        page: PageLimit,
         tail: bool,
-    ) -> StoreResult<Vec<FeedRow>> {
+    ) -> StoreResult<FeedPage> {
         let ks = &self.shared.ks.feed;
         let parse = |row: fjall::Guard| -> StoreResult<FeedRow> {
             let (k, v) = row.into_inner()?;
             let id = OpId::from_sort_key(&k[keys::LOG..]).ok_or_else(|| corrupt("feed"))?;
             Ok(FeedRow { value: v.to_vec(), id })
         };
+        // Rows up to the page's bounds; whether one more was there.
+        let take = |rows: &mut dyn Iterator<Item = fjall::Guard>| -> StoreResult<(Vec<FeedRow>, bool)> {
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for row in rows {
+                let row = parse(row)?;
+                let size = row.value.len() + ROW_OVERHEAD_BYTES;
+                if page.full(out.len(), bytes, size) {
+                    return Ok((out, true));
+                }
+                bytes += size;
+                out.push(row);
+            }
+            Ok((out, false))
+        };
         if tail {
-            let mut rows = ks.prefix(log.0).rev().take(limit).map(parse).collect::<StoreResult<Vec<_>>>()?;
-            rows.reverse();
-            return Ok(rows);
+            let (mut items, _) = take(&mut ks.prefix(log.0).rev())?;
+            items.reverse();
+            return Ok(FeedPage { items, more: false });
         }
         let mut from = log.0.to_vec();
         if let Some(after) = after {
@@ -141,44 +200,77 @@ impl Store {
             // The smallest key after `after`: exclusive start.
             from.push(0);
         }
-        Self::keyspace_range(ks, from, keys::prefix_end(&log.0)).take(limit).map(parse).collect()
+        let (items, more) = take(&mut Self::keyspace_range(ks, from, keys::prefix_end(&log.0)))?;
+        Ok(FeedPage { items, more })
     }
 
-    /// Live edges out of (or into) `node`, optionally with one label.
+    /// Live edges out of (or into) `node`, optionally with one label, as many as `page`
+    /// allows, after the continuation `after` from an earlier page.
     pub fn edges(
         &self,
         log: &LogId,
         node: &[u8],
         direction: Direction,
         label: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<EdgeRow>> {
+        after: Option<&[u8]>,
+        page: PageLimit,
+    ) -> StoreResult<EdgePage> {
         let ks = match direction {
             Direction::Out => &self.shared.ks.graph_out,
             Direction::In => &self.shared.ks.graph_in,
         };
-        let mut rows = Vec::new();
-        for row in ks.prefix(keys::edge_prefix(log, node, label)).take(RANGE_ROWS_MAX) {
+        let prefix = keys::edge_prefix(log, node, label);
+        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match after {
+            None => Box::new(ks.prefix(&prefix)),
+            Some(after) => {
+                if !after.starts_with(&prefix) || after.len() == prefix.len() {
+                    return Err(StoreError::Invalid(
+                        "after must be the next_after of an earlier page of the same node, direction and label"
+                            .into(),
+                    ));
+                }
+                let mut from = after.to_vec();
+                from.push(0);
+                Box::new(Self::keyspace_range(ks, from, keys::prefix_end(&prefix)))
+            }
+        };
+        let mut out = EdgePage::default();
+        let mut bytes = 0usize;
+        // The key of the row examined last, live or not: a page that stops before a row
+        // continues after this one (every key between them was examined already).
+        let mut previous: Option<Vec<u8>> = None;
+        for (examined, row) in rows.enumerate() {
             let (k, v) = row.into_inner()?;
+            if examined == RANGE_ROWS_MAX {
+                out.next_after = previous;
+                return Ok(out);
+            }
             let (this, label, other) = keys::parse_edge_key(&k).ok_or_else(|| corrupt("graph"))?;
             let register = keys::parse_register(&v).ok_or_else(|| corrupt("graph"))?;
-            let Some(props) = register.payload else { continue };
+            let Some(props) = register.payload else {
+                previous = Some(k.to_vec());
+                continue;
+            };
+            let size = this.len() + label.len() + other.len() + props.len() + ROW_OVERHEAD_BYTES;
+            if page.full(out.edges.len(), bytes, size) {
+                out.next_after = previous;
+                return Ok(out);
+            }
+            previous = Some(k.to_vec());
+            bytes += size;
             let (src, dst) = match direction {
                 Direction::Out => (this, other),
                 Direction::In => (other, this),
             };
-            rows.push(EdgeRow {
+            out.edges.push(EdgeRow {
                 src: src.to_vec(),
                 label: label.to_owned(),
                 dst: dst.to_vec(),
                 props: props.to_vec(),
                 id: register.id,
             });
-            if rows.len() == limit {
-                break;
-            }
         }
-        Ok(rows)
+        Ok(out)
     }
 
     /// Whether the entry is stored (not pending).

@@ -273,12 +273,23 @@ impl AdminService {
         } else {
             Duration::from_millis(u64::from(timeout_ms))
         };
+        if r.cancel {
+            if self.ctx.state.draining.swap(false, Ordering::SeqCst) {
+                tracing::info!("drain cancelled: accepting local writes again");
+            }
+            return Ok(pb::DrainResponse { logs: Vec::new() });
+        }
         let deadline = Instant::now() + timeout;
         if !self.ctx.state.draining.swap(true, Ordering::SeqCst) {
             tracing::info!("draining: refusing local writes until removed");
         }
         let mut changes = self.ctx.holds.subscribe();
         loop {
+            if !self.ctx.state.draining.load(Ordering::SeqCst) {
+                return Err(ReplicaError::FailedPrecondition(
+                    "the drain was cancelled while this call waited; the replica accepts writes".into(),
+                ));
+            }
             let members = self.ctx.membership.table.node_ids();
             let mut done = Vec::new();
             let mut waiting = Vec::new();

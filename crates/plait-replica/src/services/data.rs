@@ -338,14 +338,15 @@ impl DataService {
             )));
         }
         let log = self.ctx.resolve_typed(&r.log, LogType::Feed, "ReadFeed")?.log_id;
-        let rows = self
+        let page = self
             .ctx
             .blocking(move |store| {
                 let after = (!r.after.is_empty()).then_some(r.after.as_slice());
                 store.read_feed(&log, after, limit, r.tail)
             })
             .await?;
-        let items = rows
+        let items = page
+            .items
             .into_iter()
             .map(|row| pb::FeedItem {
                 value: row.value,
@@ -355,7 +356,7 @@ impl DataService {
                 position: row.id.to_sort_key().to_vec(),
             })
             .collect();
-        Ok(pb::ReadFeedResponse { items })
+        Ok(pb::ReadFeedResponse { items, more: page.more })
     }
 
     async fn edges(&self, r: pb::EdgesRequest) -> ReplicaResult<pb::EdgesResponse> {
@@ -373,14 +374,22 @@ impl DataService {
             }
         };
         let log = self.ctx.resolve_typed(&r.log, LogType::Graph, "Edges")?.log_id;
-        let rows = self
+        if r.after.len() > plait_core::limits::NODE_BYTES_MAX * 2 + LABEL_BYTES_MAX + 64 {
+            return Err(ReplicaError::Invalid(format!(
+                "after is {} bytes: it must be the next_after of an earlier page",
+                r.after.len()
+            )));
+        }
+        let page = self
             .ctx
             .blocking(move |store| {
                 let label = (!r.label.is_empty()).then_some(r.label.as_str());
-                store.edges(&log, &r.node, direction, label, limit)
+                let after = (!r.after.is_empty()).then_some(r.after.as_slice());
+                store.edges(&log, &r.node, direction, label, after, limit)
             })
             .await?;
-        let edges = rows
+        let edges = page
+            .edges
             .into_iter()
             .map(|e| pb::Edge {
                 src: e.src,
@@ -390,7 +399,7 @@ impl DataService {
                 clock: Some(e.id.clock().into()),
             })
             .collect();
-        Ok(pb::EdgesResponse { edges })
+        Ok(pb::EdgesResponse { edges, next_after: page.next_after.unwrap_or_default() })
     }
 
     async fn get_entry(&self, r: pb::GetEntryRequest) -> ReplicaResult<pb::Entry> {

@@ -58,10 +58,12 @@ impl LogsService {
 
     async fn create_log(&self, request: pb::CreateLogRequest) -> ReplicaResult<pb::LogInfo> {
         let manifest = self.manifest_from_request(request)?;
-        if self.ctx.store.log(&manifest.log_id()).is_none() && self.ctx.store.log_count() >= self.ctx.logs_max
-        {
+        let client_max = client_logs_max(self.ctx.logs_max);
+        if self.ctx.store.log(&manifest.log_id()).is_none() && self.ctx.store.log_count() >= client_max {
             return Err(ReplicaError::ResourceExhausted(format!(
-                "this replica hosts {} logs, its limit (--logs-max); drop some or raise the limit",
+                "this replica hosts {} logs: clients may create up to {client_max} (--logs-max {} less a tenth \
+                 kept for logs learned from peers); drop some or raise the limit",
+                self.ctx.store.log_count(),
                 self.ctx.logs_max
             )));
         }
@@ -78,6 +80,14 @@ impl LogsService {
         tracing::info!(log = %summary.log_id, "log dropped");
         Ok(pb::DropLogResponse { log_id: summary.log_id.0.to_vec() })
     }
+}
+
+/// Logs clients may create: `--logs-max` less a tenth (at least one when there is room
+/// for two), kept so that logs created elsewhere can still be learned from peers however
+/// many logs clients create here.
+pub(crate) fn client_logs_max(logs_max: usize) -> usize {
+    let reserve = if logs_max >= 2 { (logs_max / 10).max(1) } else { 0 };
+    logs_max - reserve
 }
 
 /// The tonic boundary: each RPC runs the method of the same name above, whose
@@ -108,5 +118,21 @@ impl pb::logs_server::Logs for LogsService {
         request: Request<pb::DropLogRequest>,
     ) -> Result<Response<pb::DropLogResponse>, Status> {
         reply(self.drop_log(request.into_inner()).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_logs_max;
+
+    /// Clients leave a tenth of the log limit (at least one) to replication.
+    #[test]
+    fn clients_leave_room_for_replicated_logs() {
+        assert_eq!(client_logs_max(1000), 900);
+        assert_eq!(client_logs_max(10), 9);
+        assert_eq!(client_logs_max(5), 4);
+        assert_eq!(client_logs_max(2), 1);
+        assert_eq!(client_logs_max(1), 1);
+        assert_eq!(client_logs_max(0), 0);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use plait_core::{LogType, WriterKey};
-use plait_store::{LogSummary, Store};
+use plait_store::{LogSummary, PageLimit, Store};
 use tokio::sync::{Semaphore, watch};
 
 pub(crate) use admin::AdminService;
@@ -30,6 +30,8 @@ pub(crate) struct Ctx {
     pub(crate) started: Instant,
     /// One permit per open `Subscribe` stream.
     pub(crate) subscriptions: Arc<Semaphore>,
+    /// Open `Watch` streams of peers: apart from clients' subscriptions.
+    pub(crate) peer_streams: Arc<Semaphore>,
     /// Turns true when the server begins shutting down; long streams end then.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// What peers hold of this replica's logs.
@@ -108,15 +110,26 @@ impl Ctx {
 }
 
 /// Page sizes: 0 asks for the default; above the maximum is refused.
-pub(crate) fn page_limit(limit: u32) -> ReplicaResult<usize> {
+pub(crate) fn page_limit(limit: u32) -> ReplicaResult<PageLimit> {
     const DEFAULT: usize = 1000;
     const MAX: u32 = 10_000;
     match limit {
-        0 => Ok(DEFAULT),
+        0 => Ok(PageLimit { rows: DEFAULT, bytes: READ_PAGE_BYTES }),
         l if l > MAX => Err(ReplicaError::Invalid(format!("limit {l} is over the maximum of {MAX}"))),
-        l => Ok(l as usize),
+        l => Ok(PageLimit { rows: l as usize, bytes: READ_PAGE_BYTES }),
     }
 }
+
+/// About how many bytes of keys and values one page of `Scan`, `ReadFeed` or `Edges`
+/// carries: a page of the default limit of large values would be far over any message
+/// limit, and would be built in memory before it failed.
+pub(crate) const READ_PAGE_BYTES: usize = 4 * 1024 * 1024;
+// A page may pass the bound by one row (a key and a value, or an edge, with framing);
+// it still fits the default message limit.
+const _: () = assert!(
+    READ_PAGE_BYTES + plait_core::limits::VALUE_BYTES_MAX + plait_core::limits::KEY_BYTES_MAX + 64 * 1024
+        <= crate::config::MESSAGE_BYTES_DEFAULT
+);
 
 /// A hosted log as the API shows it: the manifest's part from `plait-proto`, the counts
 /// from this replica's store.

@@ -197,10 +197,18 @@ impl SyncService {
         let entries = self
             .ctx
             .blocking(move |store| {
+                // Bounded by bytes as well: 1024 entries of 1 MiB are far over a message.
+                // The caller fetches what is still missing in its next round.
                 let mut out = Vec::new();
+                let mut bytes = 0usize;
                 for hash in hashes {
                     if let Some(e) = store.get_entry(&hash)? {
-                        out.push(e.entry.into_bytes());
+                        let entry = e.entry.into_bytes();
+                        if !out.is_empty() && bytes + entry.len() > PULL_PAGE_BYTES {
+                            break;
+                        }
+                        bytes += entry.len();
+                        out.push(entry);
                     }
                 }
                 Ok::<_, ReplicaError>(out)
@@ -210,8 +218,11 @@ impl SyncService {
     }
 
     fn watch(&self) -> ReplicaResult<WatchStream> {
-        let permit = self.ctx.subscriptions.clone().try_acquire_owned().map_err(|_| {
-            ReplicaError::ResourceExhausted("too many open streams on this replica; try again later".into())
+        let permit = self.ctx.peer_streams.clone().try_acquire_owned().map_err(|_| {
+            ReplicaError::ResourceExhausted(
+                "too many open peer Watch streams on this replica (--peer-streams-max); try again later"
+                    .into(),
+            )
         })?;
         let (tx, rx) = mpsc::channel(1024);
         let ctx = self.ctx.clone();

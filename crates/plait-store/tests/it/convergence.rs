@@ -2,7 +2,7 @@
 //! order, duplicates included, and the integrity check agrees.
 
 use plait_core::{EntryDraft, IngestOutcome, LogType, LogView, MemoryLog, Op, VerifiedEntry};
-use plait_store::{Direction, IngestSource};
+use plait_store::{Direction, IngestSource, PageLimit};
 use proptest::prelude::*;
 
 use crate::support::{key, manifest, open};
@@ -70,19 +70,19 @@ proptest! {
             assert_eq!(&heads, reference.heads());
             match reference.view() {
                 LogView::Kv(_) => {
-                    let (rows, _) = store.scan_kv(&log, b"", b"", b"", 100).unwrap();
+                    let (rows, _) = store.scan_kv(&log, b"", b"", b"", PageLimit::rows(100)).unwrap();
                     let got: Vec<_> = rows.iter().map(|r| (r.key.as_slice(), r.value.as_slice())).collect();
                     assert_eq!(got, reference.view().kv_live());
                 }
                 LogView::Feed(items) => {
-                    let rows = store.read_feed(&log, None, 1000, false).unwrap();
+                    let rows = store.read_feed(&log, None, PageLimit::rows(1000), false).unwrap().items;
                     let got: Vec<_> = rows.iter().map(|r| (r.id, r.value.clone())).collect();
                     let want: Vec<_> = items.iter().map(|(id, v)| (*id, v.clone())).collect();
                     assert_eq!(got, want);
                 }
                 LogView::Graph(map) => {
                     for node in [b"a", b"b", b"c"] {
-                        let got = store.edges(&log, node, Direction::Out, None, 100).unwrap();
+                        let got = store.edges(&log, node, Direction::Out, None, None, PageLimit::rows(100)).unwrap().edges;
                         let want: Vec<_> = map.iter().filter(|(e, r)| e.src == node && r.value.is_some()).map(|(e, _)| e.dst.clone()).collect();
                         assert_eq!(got.iter().map(|r| r.dst.clone()).collect::<Vec<_>>(), want);
                     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use plait_store::{Direction, FORMAT_VERSION};
+use plait_store::{Direction, FORMAT_VERSION, PageLimit};
 
 use crate::support::{key, open};
 
@@ -33,9 +33,16 @@ async fn format_v1_fixture_still_opens() {
     assert_eq!(store.get_kv(&settings.log_id, b"theme").unwrap().unwrap().value, b"dark");
     assert!(store.get_kv(&settings.log_id, b"lang").unwrap().is_none());
     let chat = store.resolve("chat").unwrap();
-    assert_eq!(store.read_feed(&chat.log_id, None, 10, false).unwrap()[0].value, b"hello");
+    assert_eq!(
+        store.read_feed(&chat.log_id, None, PageLimit::rows(10), false).unwrap().items[0].value,
+        b"hello"
+    );
     let people = store.resolve("people").unwrap();
-    assert_eq!(store.edges(&people.log_id, b"bob", Direction::In, None, 10).unwrap()[0].src, b"ann");
+    assert_eq!(
+        store.edges(&people.log_id, b"bob", Direction::In, None, None, PageLimit::rows(10)).unwrap().edges[0]
+            .src,
+        b"ann"
+    );
     let report = store.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!((report.logs, report.entries, report.pending), (3, 4, 1));

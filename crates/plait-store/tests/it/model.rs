@@ -25,8 +25,8 @@ use plait_core::{
     VerifiedEntry, WriterKey, Writers,
 };
 use plait_store::{
-    Direction, FaultInjector, IngestSource, NoopObserver, Store, StoreConfig, StoreError, StoreResult,
-    SubmitOutcome, WriteAck,
+    Direction, FaultInjector, IngestSource, NoopObserver, PageLimit, Store, StoreConfig, StoreError,
+    StoreResult, SubmitOutcome, WriteAck,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -361,18 +361,19 @@ impl Model {
 fn check_view(store: &Store, log: &plait_core::LogId, view: &LogView) {
     match view {
         LogView::Kv(_) => {
-            let (rows, _) = store.scan_kv(log, b"", b"", b"", 100).unwrap();
+            let (rows, _) = store.scan_kv(log, b"", b"", b"", PageLimit::rows(100)).unwrap();
             let got: Vec<_> = rows.iter().map(|r| (r.key.as_slice(), r.value.as_slice())).collect();
             assert_eq!(got, view.kv_live());
         }
         LogView::Feed(items) => {
-            let rows = store.read_feed(log, None, 100_000, false).unwrap();
+            let rows = store.read_feed(log, None, PageLimit::rows(100_000), false).unwrap().items;
             assert_eq!(rows.len(), items.len());
             assert!(rows.iter().zip(items).all(|(r, (id, v))| r.id == *id && &r.value == v));
         }
         LogView::Graph(map) => {
             for node in [b"a", b"b", b"c", b"d"] {
-                let got = store.edges(log, node, Direction::Out, None, 100).unwrap();
+                let got =
+                    store.edges(log, node, Direction::Out, None, None, PageLimit::rows(100)).unwrap().edges;
                 let want: Vec<_> = map
                     .iter()
                     .filter(|(e, r)| e.src == node && r.value.is_some())

@@ -1,7 +1,7 @@
 //! Local writes: views, acknowledgements, group commit, reopen and bad input.
 
 use plait_core::{LogType, Op};
-use plait_store::{Direction, StoreError};
+use plait_store::{Direction, PageLimit, StoreError};
 
 use crate::support::{key, manifest, open};
 
@@ -41,14 +41,15 @@ async fn typed_writes_are_readable() {
     store.write(vec![(kv, Op::Delete { key: b"a".to_vec() })]).await.unwrap();
     assert!(store.get_kv(&kv, b"a").unwrap().is_none());
     assert_eq!(store.get_kv(&kv, b"b").unwrap().unwrap().value, b"2");
-    let (rows, next) = store.scan_kv(&kv, b"", b"", b"", 10).unwrap();
+    let (rows, next) = store.scan_kv(&kv, b"", b"", b"", PageLimit::rows(10)).unwrap();
     assert_eq!(rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), vec![b"b".to_vec()]);
     assert!(next.is_none());
 
-    let items = store.read_feed(&feed, None, 10, false).unwrap();
+    let items = store.read_feed(&feed, None, PageLimit::rows(10), false).unwrap().items;
     assert_eq!(items[0].value, b"hello");
-    let out = store.edges(&graph, b"ann", Direction::Out, None, 10).unwrap();
-    let inn = store.edges(&graph, b"bob", Direction::In, Some("knows"), 10).unwrap();
+    let out = store.edges(&graph, b"ann", Direction::Out, None, None, PageLimit::rows(10)).unwrap().edges;
+    let inn =
+        store.edges(&graph, b"bob", Direction::In, Some("knows"), None, PageLimit::rows(10)).unwrap().edges;
     assert_eq!(out, inn);
     assert_eq!(out[0].dst, b"bob");
     assert!(store.check_integrity().unwrap().is_clean());
@@ -155,4 +156,89 @@ async fn drop_log_removes_everything() {
     assert_eq!(again.seq, 0);
     assert!(store.check_integrity().unwrap().is_clean());
     store.close().await.unwrap();
+}
+
+/// Range reads stop at the page's byte bound as well as its row count (always taking one
+/// row, however large), and each kind of read continues exactly where the page stopped:
+/// every row once, none skipped.
+#[tokio::test]
+async fn pages_are_bounded_by_bytes_and_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = key(1);
+    let store = open(dir.path(), &writer);
+    let (kv, _) = store.create_log(manifest("kv", LogType::Kv, &[&writer])).await.unwrap();
+    let (feed, _) = store.create_log(manifest("feed", LogType::Feed, &[&writer])).await.unwrap();
+    let (graph, _) = store.create_log(manifest("graph", LogType::Graph, &[&writer])).await.unwrap();
+    let (kv, feed, graph) = (kv.log_id, feed.log_id, graph.log_id);
+    let big = vec![7u8; 100 * 1024];
+    for i in 0..20u32 {
+        let edge = Op::Link {
+            src: b"hub".to_vec(),
+            label: "to".into(),
+            dst: format!("n{i:02}").into_bytes(),
+            props: big[..60 * 1024].to_vec(),
+        };
+        store
+            .write(vec![
+                (kv, Op::Put { key: format!("k{i:02}").into_bytes(), value: big.clone() }),
+                (feed, Op::Append { value: big.clone() }),
+                (graph, edge),
+            ])
+            .await
+            .unwrap();
+    }
+    // 100 KiB kv and feed rows, 60 KiB edges: a 350 KiB page holds 3 of the first, 5 of
+    // the edges.
+    let page = PageLimit { rows: 1000, bytes: 350 * 1024 };
+
+    let (mut keys, mut start, mut pages) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let (rows, next) = store.scan_kv(&kv, b"", &start, b"", page).unwrap();
+        assert!(rows.len() <= 3, "a page of {} rows", rows.len());
+        keys.extend(rows.into_iter().map(|r| r.key));
+        pages += 1;
+        match next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(keys, (0..20).map(|i| format!("k{i:02}").into_bytes()).collect::<Vec<_>>());
+    assert_eq!(pages, 7);
+
+    let (mut items, mut after) = (0, None::<Vec<u8>>);
+    loop {
+        let got = store.read_feed(&feed, after.as_deref(), page, false).unwrap();
+        assert!(got.items.len() <= 3);
+        items += got.items.len();
+        after = got.items.last().map(|i| i.id.to_sort_key().to_vec());
+        if !got.more {
+            break;
+        }
+    }
+    assert_eq!(items, 20);
+    // A tail read takes the newest rows that fit.
+    let tail = store.read_feed(&feed, None, page, true).unwrap();
+    assert_eq!(tail.items.len(), 3);
+
+    let (mut dsts, mut after) = (Vec::new(), None::<Vec<u8>>);
+    loop {
+        let got = store.edges(&graph, b"hub", Direction::Out, None, after.as_deref(), page).unwrap();
+        assert!(got.edges.len() <= 5);
+        dsts.extend(got.edges.into_iter().map(|e| e.dst));
+        match got.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(dsts, (0..20).map(|i| format!("n{i:02}").into_bytes()).collect::<Vec<_>>());
+    // A continuation from another node is refused, not followed.
+    let got =
+        store.edges(&graph, b"hub", Direction::Out, None, None, PageLimit { rows: 1, bytes: usize::MAX });
+    let next = got.unwrap().next_after.unwrap();
+    assert!(store.edges(&graph, b"other", Direction::Out, None, Some(&next), page).is_err());
+
+    // One row larger than the byte bound still reads, alone.
+    let tiny = PageLimit { rows: 1000, bytes: 1 };
+    assert_eq!(store.scan_kv(&kv, b"", b"", b"", tiny).unwrap().0.len(), 1);
+    assert_eq!(store.read_feed(&feed, None, tiny, false).unwrap().items.len(), 1);
 }
