@@ -922,3 +922,72 @@ async fn log_limit_keeps_room_for_peers_and_drains_can_be_cancelled() {
         assert!(clean, "{report}");
     }
 }
+
+/// Imports are bounded (case 6): one stream may carry at most --import-bytes-max (the
+/// rest is refused, the staged part deleted, nothing imported), and at most
+/// --imports-max run at once; afterwards a valid import works and the data directory
+/// checks clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_are_bounded_and_leave_nothing() {
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use plait_client::ClientError;
+    let dir = tempfile::tempdir().unwrap();
+    // A real snapshot of a small log, from another replica.
+    let source = Plaitd::start(&dir.path().join("source"), &[]).unwrap();
+    let source_client = plait_client::Client::connect(source.endpoint()).await.unwrap();
+    source_client
+        .create_log(&plait_client::CreateLogOptions::new("kv", plait_core::LogType::Kv))
+        .await
+        .unwrap();
+    source_client.put("kv", "k", "v").await.unwrap();
+    let mut snapshot = Vec::new();
+    let mut export = source_client.export_snapshot("kv", None).await.unwrap();
+    while let Some(chunk) = export.next().await {
+        snapshot.extend_from_slice(&chunk.unwrap());
+    }
+
+    let mut node =
+        Plaitd::start(&dir.path().join("n0"), &["--import-bytes-max", "1048576", "--imports-max", "1"])
+            .unwrap();
+    let client = plait_client::Client::connect(node.endpoint()).await.unwrap();
+    // 4 MiB in 64 KiB chunks: refused at the first MiB.
+    let junk = futures::stream::iter((0..64).map(|_| Bytes::from(vec![0u8; 64 * 1024])));
+    let err = client.import_snapshot(junk).await.unwrap_err();
+    assert!(matches!(&err, ClientError::ResourceExhausted(m) if m.contains("--import-bytes-max")), "{err}");
+    let staged: Vec<_> = std::fs::read_dir(node.data_dir.join("tmp")).unwrap().collect();
+    assert!(staged.is_empty(), "the refused import left {staged:?}");
+    assert!(client.list_logs().await.unwrap().is_empty());
+
+    // One import held open: the next is refused until it ends.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let held = {
+        let client = client.clone();
+        let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        tokio::spawn(async move { client.import_snapshot(chunks).await })
+    };
+    tx.send(Bytes::from(snapshot[..snapshot.len() / 2].to_vec())).await.unwrap();
+    // The probe is not a snapshot, so one that slips in before the held import starts
+    // is refused as invalid and changes nothing.
+    wait_until(Duration::from_secs(30), "the second import is refused while one runs", || {
+        let client = client.clone();
+        async move {
+            let probe = futures::stream::iter([Bytes::from_static(b"not a snapshot")]);
+            matches!(
+                client.import_snapshot(probe).await,
+                Err(ClientError::ResourceExhausted(m)) if m.contains("--imports-max")
+            )
+        }
+    })
+    .await
+    .unwrap();
+    tx.send(Bytes::from(snapshot[snapshot.len() / 2..].to_vec())).await.unwrap();
+    drop(tx);
+    let report = held.await.unwrap().unwrap();
+    assert_eq!(report.entries_stored, 1);
+    assert_eq!(client.get("kv", "k").await.unwrap().unwrap().value, b"v");
+
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

@@ -56,6 +56,19 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_SUBSCRIPTIONS_MAX", default_value_t = 1024)]
     pub subscriptions_max: usize,
 
+    /// Bytes one `ImportSnapshot` stream may carry; more is refused and the staged part
+    /// deleted.
+    #[arg(long, env = "PLAIT_IMPORT_BYTES_MAX", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub import_bytes_max: u64,
+
+    /// Bytes all imports together may stage in the data directory at once.
+    #[arg(long, env = "PLAIT_IMPORT_STAGING_BYTES_MAX", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub import_staging_bytes_max: u64,
+
+    /// `ImportSnapshot` calls served at once.
+    #[arg(long, env = "PLAIT_IMPORTS_MAX", default_value_t = 2)]
+    pub imports_max: usize,
+
     /// Open `Sync.Watch` streams across all peers: a limit of its own, so clients holding
     /// every `Subscribe` slot cannot starve replication.
     #[arg(long, env = "PLAIT_PEER_STREAMS_MAX", default_value_t = 256)]

@@ -525,6 +525,11 @@ impl Store {
         self.disk.low().is_some()
     }
 
+    /// Why free space is under the store's floor, for a caller about to spool to disk.
+    pub fn disk_low_reason(&self) -> Option<String> {
+        self.disk.low()
+    }
+
     /// Runs blocking store work (fjall reads, fsync) on a blocking thread, so async
     /// callers never block their worker thread on the storage engine.
     pub async fn run_blocking<T: Send + 'static>(

@@ -182,23 +182,26 @@ impl AdminService {
         &self,
         mut stream: tonic::Streaming<pb::SnapshotChunk>,
     ) -> ReplicaResult<pb::ImportSnapshotResponse> {
+        let _permit = self.ctx.imports.clone().try_acquire_owned().map_err(|_| {
+            ReplicaError::ResourceExhausted(
+                "as many imports as this replica serves at once are running (--imports-max); try again later"
+                    .into(),
+            )
+        })?;
+        if let Some(why) = self.ctx.store.disk_low_reason() {
+            return Err(ReplicaError::ResourceExhausted(format!("cannot stage a snapshot: {why}")));
+        }
         let dir = self.ctx.data_dir.join("tmp");
         std::fs::create_dir_all(&dir).map_err(|e| ReplicaError::io("cannot stage the snapshot", e))?;
         let file = dir.join(format!("import-{}.snap", rand::random::<u64>()));
-        let staged = async {
-            use tokio::io::AsyncWriteExt;
-            let mut out = tokio::fs::File::create(&file).await?;
-            while let Some(chunk) = stream.message().await.map_err(std::io::Error::other)? {
-                out.write_all(&chunk.data).await?;
-            }
-            out.flush().await
-        }
-        .await;
+        let mut staged_bytes = 0u64;
+        let staged = self.stage(&mut stream, &file, &mut staged_bytes).await;
         let report = match staged {
             Ok(()) => self.ctx.store.import_file(file.clone()).await.map_err(ReplicaError::from),
-            Err(e) => Err(ReplicaError::io("receiving the snapshot failed", e)),
+            Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&file).await;
+        self.ctx.import_staging.give(staged_bytes);
         let report = report?;
         let kind = match report.kind {
             plait_store::RestoreKind::Full => "full",
@@ -214,6 +217,52 @@ impl AdminService {
             entries_read: report.entries_read,
             entries_stored: report.entries_stored,
         })
+    }
+
+    /// Spools an import stream to `file`, within the import's byte bound, the staging
+    /// quota, the disk's floor and a per-chunk deadline; `staged` counts the quota taken.
+    async fn stage(
+        &self,
+        stream: &mut tonic::Streaming<pb::SnapshotChunk>,
+        file: &std::path::Path,
+        staged: &mut u64,
+    ) -> ReplicaResult<()> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| ReplicaError::io("receiving the snapshot failed", e);
+        let mut out = tokio::fs::File::create(file).await.map_err(io)?;
+        let mut since_check = 0u64;
+        loop {
+            let next = tokio::time::timeout(IMPORT_CHUNK_TIMEOUT, stream.message()).await.map_err(|_| {
+                ReplicaError::DeadlineExceeded(format!(
+                    "no snapshot data for {} s; the import is abandoned",
+                    IMPORT_CHUNK_TIMEOUT.as_secs()
+                ))
+            })?;
+            let Some(chunk) = next.map_err(|e| io(std::io::Error::other(e)))? else { break };
+            let len = chunk.data.len() as u64;
+            if *staged + len > self.ctx.import_bytes_max {
+                return Err(ReplicaError::ResourceExhausted(format!(
+                    "the snapshot is over {} bytes, this replica's limit for one import (--import-bytes-max)",
+                    self.ctx.import_bytes_max
+                )));
+            }
+            self.ctx.import_staging.take(len).map_err(|max| {
+                ReplicaError::ResourceExhausted(format!(
+                    "imports in flight already stage {max} bytes, the limit (--import-staging-bytes-max); \
+                     try again later"
+                ))
+            })?;
+            *staged += len;
+            since_check += len;
+            if since_check >= IMPORT_DISK_CHECK_BYTES {
+                since_check = 0;
+                if let Some(why) = self.ctx.store.disk_low_reason() {
+                    return Err(ReplicaError::ResourceExhausted(format!("cannot stage the snapshot: {why}")));
+                }
+            }
+            out.write_all(&chunk.data).await.map_err(io)?;
+        }
+        out.flush().await.map_err(io)
     }
 
     async fn backup(&self, r: pb::BackupRequest) -> ReplicaResult<pb::BackupResponse> {
@@ -330,6 +379,11 @@ impl AdminService {
         }
     }
 }
+
+/// Longest wait for the next chunk of an import before it is abandoned.
+const IMPORT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often, in staged bytes, an import checks the disk's free-space floor again.
+const IMPORT_DISK_CHECK_BYTES: u64 = 64 * 1024 * 1024;
 
 type ExportStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
 

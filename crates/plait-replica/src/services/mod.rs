@@ -32,6 +32,10 @@ pub(crate) struct Ctx {
     pub(crate) subscriptions: Arc<Semaphore>,
     /// Open `Watch` streams of peers: apart from clients' subscriptions.
     pub(crate) peer_streams: Arc<Semaphore>,
+    /// Imports served at once, and the bytes they may stage.
+    pub(crate) imports: Arc<Semaphore>,
+    pub(crate) import_staging: Arc<StagingQuota>,
+    pub(crate) import_bytes_max: u64,
     /// Turns true when the server begins shutting down; long streams end then.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// What peers hold of this replica's logs.
@@ -117,6 +121,36 @@ pub(crate) fn page_limit(limit: u32) -> ReplicaResult<PageLimit> {
         0 => Ok(PageLimit { rows: DEFAULT, bytes: READ_PAGE_BYTES }),
         l if l > MAX => Err(ReplicaError::Invalid(format!("limit {l} is over the maximum of {MAX}"))),
         l => Ok(PageLimit { rows: l as usize, bytes: READ_PAGE_BYTES }),
+    }
+}
+
+/// Bytes staged on disk by imports in flight, against a quota.
+#[derive(Debug)]
+pub(crate) struct StagingQuota {
+    used: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl StagingQuota {
+    pub(crate) fn new(max: u64) -> StagingQuota {
+        StagingQuota { used: std::sync::atomic::AtomicU64::new(0), max }
+    }
+
+    /// Takes `bytes` more, or refuses if that would pass the quota.
+    pub(crate) fn take(&self, bytes: u64) -> Result<(), u64> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.max)
+            })
+            .map(|_| ())
+            .map_err(|_| self.max)
+    }
+
+    /// Gives `bytes` back.
+    pub(crate) fn give(&self, bytes: u64) {
+        let previous = self.used.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+        debug_assert!(previous >= bytes, "staging quota: gave back {bytes} of {previous}");
     }
 }
 
