@@ -991,3 +991,93 @@ async fn imports_are_bounded_and_leave_nothing() {
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
 }
+
+/// A JWT signed with a raw Ed25519 key, for the JWT test.
+fn jwt(pair: &ring::signature::Ed25519KeyPair, claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    format!("{signed}.{}", b64.encode(pair.sign(signed.as_bytes()).as_ref()))
+}
+
+/// JWTs from an identity provider authenticate callers once the auth file names its
+/// public key: the `sub` is the principal, the roles claim its roles. An expired token,
+/// one for another audience and one signed by another key are refused UNAUTHENTICATED
+/// with the reason, and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwts_from_the_configured_issuer_authenticate() {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let rng = ring::rand::SystemRandom::new();
+    let idp = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let stranger =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    // The SubjectPublicKeyInfo of an Ed25519 key: a fixed 12-byte prefix, then the key.
+    let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+    spki.extend_from_slice(idp.public_key().as_ref());
+    let pem = {
+        use base64::Engine;
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&spki)
+        )
+    };
+    std::fs::write(pki.dir.join("idp.pem"), pem).unwrap();
+    let mut node = secured(&pki, &dir.path().join("n0"), "n0", &[]);
+    // The test's auth file, with a jwt section added (reloaded within 200 ms).
+    let auth = pki.dir.join("auth.yaml");
+    let mut text = std::fs::read_to_string(&auth).unwrap();
+    text.push_str("jwt:\n  public_key_file: idp.pem\n  issuer: https://idp.example\n  audience: plait\n");
+    std::fs::write(&auth, text).unwrap();
+
+    let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = |exp: u64, aud: &str| {
+        serde_json::json!({
+            "iss": "https://idp.example", "aud": aud, "sub": "orders-app", "exp": exp,
+            "roles": ["read", "log-admin", "write:orders-*"],
+        })
+    };
+    let good = jwt(&idp, claims(now + 600, "plait"));
+    let connect = |token: String| {
+        let options =
+            plait_client::ClientOptions::new().tls_ca_file(pki.ca_path()).unwrap().token(&token).unwrap();
+        let addr = node.grpc.to_string();
+        async move { plait_client::Client::connect_with(addr, &options).await.unwrap() }
+    };
+    let client = connect(good).await;
+    wait_until(Duration::from_secs(30), "the auth file with jwt is loaded", || {
+        let client = client.clone();
+        async move { client.status().await.is_ok() }
+    })
+    .await
+    .unwrap();
+    let status = client.status().await.unwrap();
+    assert_eq!(
+        (status.caller.principal.as_str(), status.caller.authenticated_by.as_str()),
+        ("orders-app", "jwt")
+    );
+    client
+        .create_log(&plait_client::CreateLogOptions::new("orders-1", plait_core::LogType::Kv))
+        .await
+        .unwrap();
+    client.put("orders-1", "k", "v").await.unwrap();
+
+    for (token, why) in [
+        (jwt(&idp, claims(now - 3600, "plait")), "expired"),
+        (jwt(&idp, claims(now + 600, "elsewhere")), "audience"),
+        (jwt(&stranger, claims(now + 600, "plait")), "signature"),
+    ] {
+        let err = connect(token).await.put("orders-1", "k", "forged").await.unwrap_err();
+        assert!(
+            matches!(&err, plait_client::ClientError::Unauthorized(m) if m.contains(why)),
+            "{why}: {err}"
+        );
+    }
+    assert_eq!(client.get("orders-1", "k").await.unwrap().unwrap().value, b"v");
+    client.put("orders-1", "k2", "v2").await.unwrap();
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

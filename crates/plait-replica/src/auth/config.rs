@@ -50,6 +50,9 @@ struct File {
     tokens: Vec<TokenRule>,
     #[serde(default)]
     certificates: Vec<CertRule>,
+    /// JWTs from an identity provider, checked against its public key.
+    #[serde(default)]
+    jwt: Option<super::jwt::JwtRule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +102,7 @@ pub(crate) fn add_role(grants: &mut Grants, role: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn grants_of(roles: &[String]) -> Result<Grants, String> {
+pub(crate) fn grants_of(roles: &[String]) -> Result<Grants, String> {
     let mut grants = Grants::default();
     for role in roles {
         add_role(&mut grants, role)?;
@@ -119,6 +122,7 @@ pub(crate) struct Directory {
     tokens: HashMap<[u8; 32], Principal>,
     by_common_name: HashMap<String, Grants>,
     by_group: HashMap<String, Grants>,
+    jwt: Option<super::jwt::JwtVerifier>,
 }
 
 impl Directory {
@@ -141,10 +145,18 @@ impl Directory {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|source| AuthConfigError::Read { path: shown.clone(), source })?;
-        Directory::parse(&text).map_err(|message| AuthConfigError::Invalid { path: shown, message })
+        Directory::parse_at(&text, path.parent())
+            .map_err(|message| AuthConfigError::Invalid { path: shown, message })
     }
 
+    #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Result<Directory, String> {
+        Directory::parse_at(text, None)
+    }
+
+    /// The directory an auth file's text describes; `base` is the file's directory, for
+    /// relative paths in it.
+    pub(crate) fn parse_at(text: &str, base: Option<&Path>) -> Result<Directory, String> {
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
@@ -182,12 +194,25 @@ impl Directory {
             };
             merge(target.or_default(), grants);
         }
+        if let Some(rule) = &file.jwt {
+            directory.jwt = Some(super::jwt::JwtVerifier::from_rule(rule, base)?);
+        }
         Ok(directory)
     }
 
     /// The principal a bearer token stands for.
     pub(crate) fn token(&self, token: &str) -> Option<Principal> {
         self.tokens.get(&token_digest(token)).cloned()
+    }
+
+    /// The principal a bearer token stands for at `now` (seconds since the epoch): a
+    /// JWT when the auth file configures one and the token has a JWT's shape, else a
+    /// token of the file. `Err` says why a JWT was refused.
+    pub(crate) fn bearer(&self, token: &str, now: u64) -> Result<Option<Principal>, String> {
+        match &self.jwt {
+            Some(jwt) if super::jwt::looks_like_jwt(token) => jwt.verify(token, now).map(Some),
+            _ => Ok(self.token(token)),
+        }
     }
 
     /// The principal a verified client certificate stands for: its CN, holding the

@@ -191,10 +191,17 @@ impl Authenticator {
                     "malformed_token",
                 ));
             };
-            return directory.token(token).ok_or((
-                ReplicaError::Unauthenticated("the bearer token is not known to this replica".into()),
-                "unknown_token",
-            ));
+            return match directory.bearer(token, super::peer::now_secs()) {
+                Ok(Some(principal)) => Ok(principal),
+                Ok(None) => Err((
+                    ReplicaError::Unauthenticated("the bearer token is not known to this replica".into()),
+                    "unknown_token",
+                )),
+                Err(why) => Err((
+                    ReplicaError::Unauthenticated(format!("the bearer JWT is refused: {why}")),
+                    "bad_jwt",
+                )),
+            };
         }
         let cert = request.extensions().get::<ConnInfo>().and_then(|c| c.cert.clone());
         match cert {

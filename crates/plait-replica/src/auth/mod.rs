@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 pub(crate) mod config;
+pub(crate) mod jwt;
 pub(crate) mod layer;
 pub(crate) mod peer;
 
@@ -68,6 +69,8 @@ pub(crate) enum Proof {
     Token,
     /// A TLS client certificate signed by the configured client CA.
     Certificate,
+    /// A JWT signed by the identity provider the auth file names.
+    Jwt,
 }
 
 impl Proof {
@@ -75,6 +78,7 @@ impl Proof {
         match self {
             Proof::None => "none",
             Proof::Token => "token",
+            Proof::Jwt => "jwt",
             Proof::Certificate => "certificate",
         }
     }

@@ -24,7 +24,7 @@ const CACHE_MAX: usize = 4096;
 /// The clock edge: what decides (`verify_at`, `make_proof_at`) takes the time as an
 /// argument, so tests fix it.
 #[allow(clippy::disallowed_methods)]
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
