@@ -51,19 +51,34 @@ pub(crate) fn client_options(args: &ConnectArgs) -> anyhow::Result<ClientOptions
 /// replica that refuses one closes the connection after the handshake, and the client
 /// may see only that.
 pub(crate) fn explain(error: anyhow::Error, args: &ConnectArgs) -> anyhow::Error {
-    let closed = error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<plait_client::ClientError>(),
-            Some(plait_client::ClientError::Unavailable(m) | plait_client::ClientError::Internal(m))
-                if m.contains("connection closed") || m.contains("operation was canceled") || m == "transport error"
-        )
+    const CLOSED: &[&str] = [
+        "connection closed",
+        "operation was canceled",
+        "transport error",
+        "broken pipe",
+        "reset by peer",
+        "http2 error",
+    ]
+    .as_slice();
+    let closed = error.chain().find_map(|cause| match cause.downcast_ref::<plait_client::ClientError>() {
+        Some(
+            e @ (plait_client::ClientError::Unavailable(m)
+            | plait_client::ClientError::Internal(m)
+            | plait_client::ClientError::Transport(m)),
+        ) if CLOSED.iter().any(|c| m.contains(c)) => Some(e.to_string()),
+        _ => None,
     });
-    match &args.cert {
-        Some(cert) if closed => error.context(format!(
-            "the replica closed the connection: if every call fails this way, it refuses the client \
-             certificate {} (issued by another CA, or not for client use)",
-            cert.display()
-        )),
+    match (&args.cert, closed) {
+        (Some(cert), Some(message)) => {
+            // This client speaks TLS: the client library's hint about plaintext does not
+            // apply.
+            let message = message.split(" (a replica that serves TLS").next().unwrap_or(&message).to_owned();
+            anyhow!(
+                "the replica closed the connection: if every call fails this way, it refuses the client \
+                 certificate {} (issued by another CA, or not for client use): {message}",
+                cert.display()
+            )
+        }
         _ => error,
     }
 }
