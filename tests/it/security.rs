@@ -967,20 +967,17 @@ async fn imports_are_bounded_and_leave_nothing() {
         tokio::spawn(async move { client.import_snapshot(chunks).await })
     };
     tx.send(Bytes::from(snapshot[..snapshot.len() / 2].to_vec())).await.unwrap();
-    // The probe is not a snapshot, so one that slips in before the held import starts
-    // is refused as invalid and changes nothing.
-    wait_until(Duration::from_secs(30), "the second import is refused while one runs", || {
-        let client = client.clone();
-        async move {
-            let probe = futures::stream::iter([Bytes::from_static(b"not a snapshot")]);
-            matches!(
-                client.import_snapshot(probe).await,
-                Err(ClientError::ResourceExhausted(m)) if m.contains("--imports-max")
-            )
-        }
+    // The held import stages into the data directory's tmp/ once it holds its slot.
+    let tmp = node.data_dir.join("tmp");
+    wait_until(Duration::from_secs(30), "the held import is staging", || {
+        let tmp = tmp.clone();
+        async move { std::fs::read_dir(&tmp).is_ok_and(|mut d| d.next().is_some()) }
     })
     .await
     .unwrap();
+    let probe = futures::stream::iter([Bytes::from(snapshot.clone())]);
+    let err = client.import_snapshot(probe).await.unwrap_err();
+    assert!(matches!(&err, ClientError::ResourceExhausted(m) if m.contains("--imports-max")), "{err}");
     tx.send(Bytes::from(snapshot[snapshot.len() / 2..].to_vec())).await.unwrap();
     drop(tx);
     let report = held.await.unwrap().unwrap();
