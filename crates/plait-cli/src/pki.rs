@@ -1,7 +1,6 @@
 //! What a secured deployment needs besides a replica: a CA, certificates it signs, bearer
 //! tokens for the auth file, and the TLS and credentials plaitctl itself calls with.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +10,7 @@ use plait_pki::{Ca, CertSpec, Validity};
 use serde_json::json;
 
 use crate::cli::{CertCommand, ConnectArgs, TokenCommand};
-use crate::run::Printer;
+use crate::run::{Printer, write_new_file};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -119,32 +118,6 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-/// Creates `path` with mode 0600 (never over an existing file) and writes `text`.
-fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow!(
-                "{} already exists; it is never overwritten: choose another --out or remove it",
-                path.display()
-            )
-        } else {
-            anyhow!("cannot create {}: {e}", path.display())
-        }
-    })?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Fails before anything is written if any of `paths` exists.
 fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
     for path in paths {
@@ -169,8 +142,8 @@ pub(crate) fn cert(printer: &Printer, command: CertCommand) -> anyhow::Result<()
             create_dir(&out)?;
             let (crt, key) = (out.join("ca.crt"), out.join("ca.key"));
             refuse_existing(&[&crt, &key])?;
-            write_new(&key, ca.key_pem(), 0o600)?;
-            write_new(&crt, ca.cert_pem(), 0o644)?;
+            write_new_file(&key, ca.key_pem(), 0o600)?;
+            write_new_file(&crt, ca.cert_pem(), 0o644)?;
             printer.emit(
                 || {
                     format!(
@@ -219,8 +192,8 @@ pub(crate) fn cert(printer: &Printer, command: CertCommand) -> anyhow::Result<()
             let file = file_stem(&name)?;
             let (crt, key) = (out.join(format!("{file}.crt")), out.join(format!("{file}.key")));
             refuse_existing(&[&crt, &key])?;
-            write_new(&key, issued.key_pem(), 0o600)?;
-            write_new(&crt, issued.cert_pem(), 0o644)?;
+            write_new_file(&key, issued.key_pem(), 0o600)?;
+            write_new_file(&crt, issued.cert_pem(), 0o644)?;
             printer.emit(
                 || {
                     format!(
@@ -288,7 +261,7 @@ pub(crate) fn token(printer: &Printer, command: TokenCommand) -> anyhow::Result<
     );
     let written: Option<PathBuf> = match out {
         Some(path) => {
-            write_new(&path, &format!("{token}\n"), 0o600)?;
+            write_new_file(&path, &format!("{token}\n"), 0o600)?;
             Some(path)
         }
         None => None,

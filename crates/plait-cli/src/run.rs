@@ -696,21 +696,29 @@ fn keygen(printer: &Printer, out: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn write_key_file(path: &Path, secret_hex: &str) -> anyhow::Result<()> {
+    write_new_file(path, &format!("{secret_hex}\n"), 0o600)
+}
+
+/// Creates `path` with `mode` (never over an existing file), writes `text` and fsyncs:
+/// how plaitctl writes keys, certificates and tokens.
+pub(crate) fn write_new_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     let mut file = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow!("{} already exists; a key file is never overwritten, choose another path", path.display())
+            anyhow!("{} already exists; it is never overwritten, choose another path", path.display())
         } else {
             anyhow!("cannot create {}: {e}", path.display())
         }
     })?;
-    file.write_all(format!("{secret_hex}\n").as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }
