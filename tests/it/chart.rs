@@ -118,7 +118,10 @@ fn expected_rules() -> Value {
           "verbs": ["update"] },
         { "apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": all },
         { "apiGroups": [""], "resources": ["services", "configmaps"], "verbs": all },
-        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch"] },
+        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"] },
+        { "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+          "verbs": ["get", "create", "patch", "delete"] },
+        { "apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["get", "create", "patch"] },
         { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] },
         { "apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": all },
         { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
@@ -199,8 +202,18 @@ fn deployment_is_locked_down() {
         .as_array()
         .unwrap()
         .iter()
+        // POD_NAME and POD_NAMESPACE come from the downward API.
+        .filter(|e| e["value"].is_string())
         .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
         .collect();
+    let downward: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["valueFrom"]["fieldRef"].is_object())
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(downward, ["POD_NAME", "POD_NAMESPACE"]);
     let replica_image = format!("plait/plaitd:{version}");
     assert_eq!(
         env,
@@ -270,7 +283,8 @@ fn cluster_role_is_least_privilege() {
         assert!(rule["resourceNames"].is_null() && rule["nonResourceURLs"].is_null(), "{rule}");
     }
     let secrets = verbs_on(rules, "", "secrets");
-    for forbidden in ["delete", "deletecollection", "update"] {
+    // Read by name only: no listing or watching every Secret in the cluster.
+    for forbidden in ["delete", "deletecollection", "update", "list", "watch"] {
         assert!(!secrets.contains(&forbidden), "Secrets: {forbidden} granted");
     }
     assert_eq!(verbs_on(rules, "", "pods"), ["get", "list", "watch"]);
@@ -606,6 +620,9 @@ async fn manifests_apply_to_a_real_api_server() {
         ("create", "apps", "statefulsets"),
         ("delete", "policy", "poddisruptionbudgets"),
         ("create", "", "secrets"),
+        ("get", "", "secrets"),
+        ("patch", "networking.k8s.io", "networkpolicies"),
+        ("create", "cert-manager.io", "certificates"),
         ("list", "", "pods"),
         ("create", "events.k8s.io", "events"),
     ] {
@@ -617,6 +634,8 @@ async fn manifests_apply_to_a_real_api_server() {
     for (verb, group, resource) in [
         ("delete", "", "secrets"),
         ("update", "", "secrets"),
+        ("list", "", "secrets"),
+        ("watch", "", "secrets"),
         ("create", "", "pods"),
         ("delete", "", "pods"),
         ("delete", "", "persistentvolumeclaims"),

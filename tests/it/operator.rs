@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -40,7 +41,22 @@ struct Kubelet {
     resolver: Arc<StaticResolver>,
     root: PathBuf,
     replicas: BTreeMap<i32, Plaitd>,
+    /// How applications call the replicas: TLS and the token from `<cluster>-client`,
+    /// once the operator has made it (plaintext for `tls: Disabled`).
+    client_options: Option<plait_client::ClientOptions>,
+    /// The operator's own certificate (`admin`), for what the token may not do.
+    admin_options: Option<plait_client::ClientOptions>,
 }
+
+/// A replica as the test calls it.
+#[derive(Clone)]
+struct Endpoint {
+    address: String,
+    options: plait_client::ClientOptions,
+}
+
+/// Where a secured pod mounts its certificates, auth file and CA.
+const POD_TLS_DIR: &str = "/etc/plait/tls";
 
 impl Kubelet {
     fn new(
@@ -57,6 +73,8 @@ impl Kubelet {
             resolver,
             root: root.join(cluster),
             replicas: BTreeMap::new(),
+            client_options: None,
+            admin_options: None,
         }
     }
 
@@ -69,8 +87,89 @@ impl Kubelet {
         self.volume(ordinal).join("plait")
     }
 
-    fn endpoint(&self, ordinal: i32) -> String {
-        self.replicas[&ordinal].endpoint()
+    fn endpoint(&self, ordinal: i32) -> Endpoint {
+        let replica = &self.replicas[&ordinal];
+        match &self.client_options {
+            Some(options) => Endpoint { address: replica.grpc.to_string(), options: options.clone() },
+            None => Endpoint { address: replica.endpoint(), options: plait_client::ClientOptions::new() },
+        }
+    }
+
+    /// Replica `ordinal`, called with the operator's admin certificate.
+    fn admin_endpoint(&self, ordinal: i32) -> Endpoint {
+        let mut endpoint = self.endpoint(ordinal);
+        if let Some(options) = &self.admin_options {
+            endpoint.options = options.clone();
+        }
+        endpoint
+    }
+
+    /// Writes the pod's projected `tls` volume to this machine as the kubelet does (again
+    /// on every sync, so a renewed certificate reaches the running replicas), and returns
+    /// the replica's security settings with the pod's paths mapped onto it.
+    async fn tls_files(
+        &mut self,
+        pod: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let Some(volume) = pod.volumes.iter().flatten().find(|v| v.name == "tls") else {
+            self.client_options = None;
+            self.admin_options = None;
+            return Ok(Vec::new());
+        };
+        let dir = self.root.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let sources = volume.projected.as_ref().and_then(|p| p.sources.clone()).unwrap_or_default();
+        for source in sources.iter().filter_map(|s| s.secret.as_ref()) {
+            let Some(secret) = secrets.get_opt(&source.name).await? else {
+                anyhow::ensure!(source.optional == Some(true), "Secret {} is missing", source.name);
+                continue;
+            };
+            let data = secret.data.unwrap_or_default();
+            for item in source.items.iter().flatten() {
+                let value =
+                    data.get(&item.key).with_context(|| format!("{} lacks {}", source.name, item.key))?;
+                let path = dir.join(&item.path);
+                // Only a change is written: a rewrite of the same bytes is not a rotation.
+                if std::fs::read(&path).ok().as_deref() != Some(value.0.as_slice()) {
+                    let staged = dir.join(format!(".{}", item.path));
+                    std::fs::write(&staged, &value.0)?;
+                    std::fs::rename(&staged, &path)?;
+                }
+            }
+        }
+        let client = secrets.get(&format!("{}-client", self.cluster)).await?.data.unwrap_or_default();
+        let ca = client.get("ca.crt").context("no ca.crt in the client Secret")?;
+        let token = client.get("token").context("no token in the client Secret")?;
+        self.client_options = Some(
+            plait_client::ClientOptions::new()
+                .tls_ca_pem(ca.0.clone())
+                .token(std::str::from_utf8(&token.0)?)?,
+        );
+        let admin = secrets.get(&format!("{}-operator-tls", self.cluster)).await?.data.unwrap_or_default();
+        let field = |key: &str| admin.get(key).map(|v| v.0.clone()).context("incomplete operator Secret");
+        self.admin_options = Some(
+            plait_client::ClientOptions::new()
+                .tls_ca_pem(field("ca.crt")?)
+                .client_cert_pem(field("tls.crt")?, field("tls.key")?),
+        );
+        let env = pod.containers.first().and_then(|c| c.env.clone()).unwrap_or_default();
+        let mut settings = Vec::new();
+        for (name, flag) in [
+            ("PLAIT_TLS_CERT", "--tls-cert"),
+            ("PLAIT_TLS_KEY", "--tls-key"),
+            ("PLAIT_TLS_CLIENT_CA", "--tls-client-ca"),
+            ("PLAIT_AUTH_FILE", "--auth-file"),
+        ] {
+            let value = env
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+                .with_context(|| format!("the replica container has no {name}"))?;
+            let local = value.replacen(POD_TLS_DIR, &dir.display().to_string(), 1);
+            settings.push((flag, local));
+        }
+        Ok(settings)
     }
 
     /// Starts the replicas the StatefulSet has and this kubelet does not run, and stops
@@ -87,11 +186,17 @@ impl Kubelet {
             std::fs::remove_dir_all(self.volume(ordinal))?;
         }
         let pod = spec.template.spec.context("pod spec")?;
+        let tls = self.tls_files(&pod).await?;
         for ordinal in 0..n {
             if self.replicas.contains_key(&ordinal) {
                 continue;
             }
             let key_file = self.writer_key(&pod).await?;
+            let pod_name = format!("{}-{ordinal}", self.cluster);
+            let tls_flags: Vec<String> = tls
+                .iter()
+                .flat_map(|(flag, path)| [flag.to_string(), path.replace("$(POD_NAME)", &pod_name)])
+                .collect();
             let data_dir = self.data_dir(ordinal);
             std::fs::create_dir_all(self.volume(ordinal))?;
             // The init container, if any, with the pod's paths mapped onto this machine, then
@@ -127,6 +232,7 @@ impl Kubelet {
                 let key = key_file.display().to_string();
                 let mut flags = vec!["--writer-key-file", &key, "--anti-entropy-ms", "1000"];
                 flags.extend(serve_flags.iter().map(String::as_str));
+                flags.extend(tls_flags.iter().map(String::as_str));
                 Plaitd::start(&data_dir, &flags)
             })
             .await??;
@@ -180,7 +286,7 @@ impl Operator {
             Arc::new(GrpcAdmin),
             resolver,
             Arc::new(SystemClock),
-            PlanContext { replica_image: "plait/plaitd:test".into() },
+            PlanContext { replica_image: "plait/plaitd:test".into(), operator_namespace: None },
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(plait_operator::run(
@@ -283,13 +389,14 @@ async fn reasons(client: &Client, namespace: &str, name: &str) -> anyhow::Result
         .collect())
 }
 
-async fn replica_client(endpoint: String) -> plait_client::Client {
-    plait_client::Client::connect(endpoint).await.expect("replica answers")
+async fn replica_client(endpoint: Endpoint) -> plait_client::Client {
+    plait_client::Client::connect_with(endpoint.address, &endpoint.options).await.expect("replica answers")
 }
 
-async fn wait_for_value(endpoint: String, log: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    let client = replica_client(endpoint.clone()).await;
-    plait_tests::wait_until(CONVERGE_TIMEOUT, &format!("{key} on {endpoint}"), || {
+async fn wait_for_value(endpoint: Endpoint, log: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let address = endpoint.address.clone();
+    let client = replica_client(endpoint).await;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, &format!("{key} on {address}"), || {
         let client = client.clone();
         async move { client.get(log, key).await.ok().flatten().is_some_and(|v| v.value == value.as_bytes()) }
     })
@@ -349,6 +456,25 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
             s.members_generation, status.members_generation as u64,
             "replica {ordinal} has the members"
         );
+    }
+
+    // Secured by default: the replicas serve TLS only, the application token from
+    // `db-client` is what the test calls them with, and a NetworkPolicy admits only
+    // members, the operator and labelled clients.
+    let plaintext = plait_client::Client::connect(kubelet.replicas[&0].endpoint()).await;
+    assert!(
+        match plaintext {
+            Ok(client) => client.status().await.is_err(),
+            Err(_) => true,
+        },
+        "a plaintext call got through to a secured replica"
+    );
+    let policy = Api::<NetworkPolicy>::namespaced(admin.clone(), ns).get("db").await?;
+    let rules = policy.spec.and_then(|s| s.ingress).unwrap_or_default();
+    assert_eq!(rules.len(), 2, "gRPC from members, the operator and clients; metrics: {rules:?}");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    for name in ["db-ca", "db-0-tls", "db-2-tls", "db-operator-tls", "db-client", "db-auth"] {
+        assert!(secrets.get_opt(name).await?.is_some(), "Secret {name} missing");
     }
 
     // Written through one replica, replicated to the others.
@@ -526,7 +652,7 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     assert_eq!(done.checkpoints.len(), 1);
     assert_eq!(done.checkpoints[0].log, "orders");
     assert_eq!(done.location.as_deref(), Some(destination.as_str()));
-    let source_root = writer.checkpoint("orders").await?.state_root;
+    let source_root = replica_client(src.admin_endpoint(0)).await.checkpoint("orders").await?.state_root;
     assert_eq!(done.checkpoints[0].state_root, hex::encode(source_root), "nothing written since the backup");
     plait_tests::wait_until(CONVERGE_TIMEOUT, "BackupReady on the cluster", || {
         let clusters = clusters.clone();
@@ -583,7 +709,7 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     let mut copy = Kubelet::new(admin.clone(), ns, "copy", resolver.clone(), dir.path());
     converge(&mut copy, "the restored cluster ready", settled(2)).await?;
     for ordinal in 0..2 {
-        let client = replica_client(copy.endpoint(ordinal)).await;
+        let client = replica_client(copy.admin_endpoint(ordinal)).await;
         let root = client.checkpoint("orders").await?.state_root;
         assert_eq!(root, source_root, "replica {ordinal} of the restored cluster has the source's state");
     }

@@ -37,6 +37,8 @@ destination="s3://$bucket/e2e"
 s3_endpoint="http://s3.$namespace.svc:5000"
 # Local ports of the port-forwards; uncommon ones, so they rarely collide.
 client_port=17070
+admin_port=17071
+client_token=""
 s3_port=17071
 
 log() { echo "e2e: $*" >&2; }
@@ -105,11 +107,32 @@ wait_cluster() {
     eventually "$1 with $2 ready replicas" cluster_settled "$1" "$2"
 }
 
-# plaitctl inside a replica's pod (the plaitd image ships it), against that replica.
+# Clusters are secured (TLS and tokens, the operator's default): credentials come from
+# the Secrets the operator makes, into a scratch directory.
+pki_dir="$(mktemp -d)"
+trap 'rm -rf "$pki_dir"' EXIT
+secret_field() { kn get secret "$1" -o "jsonpath={.data.${2//./\\.}}" | base64 -d; }
+# An admin certificate for a cluster, issued once from its CA, for what needs
+# cluster-admin (checkpoints).
+admin_pki() {
+    local dir="$pki_dir/$1"
+    if [[ ! -f "$dir/e2e-admin.crt" ]]; then
+        mkdir -p "$dir"
+        secret_field "$1-ca" ca.crt >"$dir/ca.crt"
+        secret_field "$1-ca" ca.key >"$dir/ca.key"
+        "$plaitctl" cert issue e2e-admin --ca-dir "$dir" --out "$dir" --group plait:admins \
+            --client-only --days 1 >/dev/null
+    fi
+    echo "$dir"
+}
+
+# plaitctl inside a replica's pod (the plaitd image ships it), against that replica, with
+# the cluster's application token.
 in_replica() {
     local pod="$1"
     shift
-    kn exec "$pod" -c plaitd -- plaitctl --addr http://127.0.0.1:7070 "$@"
+    kn exec "$pod" -c plaitd -- plaitctl --addr 127.0.0.1:7070 --tls-ca /etc/plait/tls/ca.crt \
+        --token "$(secret_field "${pod%-*}-client" token)" "$@"
 }
 replica_has() {
     local pod="$1" key="$2" value="$3"
@@ -130,14 +153,33 @@ check_data() {
 # plaitctl gets through.
 forward_client() {
     stop_forward
+    secret_field "$1-client" ca.crt >"$pki_dir/client-ca.crt"
+    client_token="$(secret_field "$1-client" token)"
     kn port-forward "svc/$1" "$client_port:7070" >/dev/null 2>&1 &
     forward_pid=$!
-    eventually "port-forward to svc/$1" "$plaitctl" --addr "http://127.0.0.1:$client_port" health
+    eventually "port-forward to svc/$1" client health
 }
-client() { "$plaitctl" --addr "http://127.0.0.1:$client_port" "$@"; }
+client() {
+    PLAIT_TOKEN="$client_token" "$plaitctl" --addr "127.0.0.1:$client_port" \
+        --tls-ca "$pki_dir/client-ca.crt" "$@"
+}
 
+# The state root of a log on one replica: a checkpoint, which takes cluster-admin, over a
+# port-forward to the pod with an admin certificate.
 state_root() {
-    in_replica "$1" --output json checkpoint demo | sed -n 's/.*"state_root": *"\([0-9a-f]*\)".*/\1/p'
+    local dir pid root
+    dir="$(admin_pki "${1%-*}")"
+    kn port-forward "pod/$1" "$admin_port:7070" >/dev/null 2>&1 &
+    pid=$!
+    admin() {
+        "$plaitctl" --addr "127.0.0.1:$admin_port" --tls-ca "$dir/ca.crt" \
+            --cert "$dir/e2e-admin.crt" --key "$dir/e2e-admin.key" "$@"
+    }
+    eventually "port-forward to pod/$1" admin health
+    root="$(admin --output json checkpoint demo | sed -n 's/.*"state_root": *"\([0-9a-f]*\)".*/\1/p')"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "$root"
 }
 
 # ---- the kind cluster, images and tools

@@ -7,9 +7,13 @@ Least privilege, and why each rule is there:
   blockOwnerDeletion need update on finalizers);
 - what a PlaitCluster is made of: the StatefulSet, the client and headless Services, the
   ConfigMap, the PodDisruptionBudget;
-- Secrets: read (writer keys, S3 credentials), created (a generated writer key) and
-  patched, never updated whole or deleted: a lost writer key would leave the logs
-  signed with it unable to accept writes through a restored cluster;
+- Secrets: read by name (writer keys, the cluster CA, certificates, the client token),
+  created (a generated writer key, the CA) and patched (certificates, the token and
+  auth file, by server-side apply); never listed or watched, never updated whole or
+  deleted: a lost writer key would leave the logs signed with it unable to accept
+  writes through a restored cluster;
+- NetworkPolicies: applied per cluster, deleted when a cluster turns its policy off;
+- cert-manager Certificates: applied per replica with `tls: CertManager`;
 - Pods are only read, to see which replicas are ready and what they report;
 - Events, in both APIs, to say what it did.
 */}}
@@ -31,7 +35,13 @@ Least privilege, and why each rule is there:
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

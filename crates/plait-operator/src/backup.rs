@@ -98,7 +98,8 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
     let url = url.clone();
     let replicas =
         cluster.status.as_ref().map(|s| s.replicas).filter(|n| *n > 0).unwrap_or(cluster.spec.replicas);
-    let (ordinal, _) = match first_ready(ctx, &namespace, &backup.spec.cluster, replicas).await {
+    let secured = crate::security::access(&cluster, ctx, &namespace).await?;
+    let (ordinal, _) = match first_ready(ctx, &namespace, &backup.spec.cluster, replicas, &secured).await {
         Ok(found) => found,
         Err(problem) => {
             let message = format!("no ready replica to take the backup: {problem}");
@@ -140,8 +141,11 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         delta: backup.spec.kind == BackupKind::Delta,
         retain_full,
     };
-    let address = ctx.resolver.address(&namespace, &backup.spec.cluster, ordinal);
-    match ctx.admin.backup(&address, request).await {
+    let outcome = match secured.target(ctx, &namespace, &backup.spec.cluster, ordinal) {
+        Ok(target) => ctx.admin.backup(&target, request).await,
+        Err(why) => Err(why),
+    };
+    match outcome {
         Ok(outcome) => {
             ctx.metrics.backups_completed.fetch_add(1, Ordering::Relaxed);
             status.phase = Some("Completed".into());

@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -27,6 +28,7 @@ use crate::crd::{BackupKind, PlaitBackup, PlaitBackupSpec, PlaitCluster, PlaitCl
 use crate::plan::{self, Observation, Probed, ScaleStep};
 use crate::replicas::{DRAIN_TIMEOUT, ReplicaStatus};
 use crate::schedule::{self, Schedule};
+use crate::security::{self, Secured};
 
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "plait-operator";
@@ -121,13 +123,24 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     let current = statefulsets.get_opt(&name).await?.and_then(|s| s.spec).and_then(|s| s.replicas);
     let address = |ordinal: i32| ctx.resolver.address(&namespace, &name, ordinal);
 
+    // Certificates for every replica that exists or is about to, before any of them is
+    // started or called.
+    let secured =
+        security::ensure(cluster, ctx, &namespace, desired_replicas.max(current.unwrap_or(0))).await?;
+    if let Secured::Waiting(why) = &secured
+        && !has_condition_message(&previous, "Degraded", why)
+    {
+        ctx.event(&reference, false, "WaitingForCertificates", "Secure", why.clone()).await;
+    }
+    let secured = &secured;
+    let replica_target = |ordinal: i32| secured.target(ctx, &namespace, &name, ordinal);
+
     // Probe every replica that exists now.
     let existing = current.unwrap_or(0);
     let (namespace_ref, name_ref) = (namespace.as_str(), name.as_str());
-    let probes: Vec<(i32, Probed)> = join_all(
-        (0..existing)
-            .map(|ordinal| async move { (ordinal, probe(ctx, namespace_ref, name_ref, ordinal).await) }),
-    )
+    let probes: Vec<(i32, Probed)> = join_all((0..existing).map(|ordinal| async move {
+        (ordinal, probe(ctx, namespace_ref, name_ref, ordinal, secured).await)
+    }))
     .await;
     for (ordinal, probed) in &probes {
         obs.addresses.insert(*ordinal, address(*ordinal));
@@ -166,8 +179,11 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
             to
         }
         ScaleStep::Down { leaving } => {
-            let leaving_address = address(leaving);
-            match ctx.admin.drain(&leaving_address, DRAIN_TIMEOUT).await {
+            let drained = match replica_target(leaving) {
+                Ok(leaving) => ctx.admin.drain(&leaving, DRAIN_TIMEOUT).await,
+                Err(why) => Err(why),
+            };
+            match drained {
                 Ok(()) => {
                     ctx.metrics.drains.fetch_add(1, Ordering::Relaxed);
                     ctx.event(
@@ -202,6 +218,16 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     apply(&ctx.client, &namespace, &desired.client).await?;
     apply(&ctx.client, &namespace, &desired.pdb).await?;
     apply(&ctx.client, &namespace, &desired.stateful_set).await?;
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    match &desired.network_policy {
+        Some(policy) => apply(&ctx.client, &namespace, policy).await?,
+        // Turned off: the one made earlier goes, or it would keep admitting only a few.
+        None => match policies.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
     if current.is_none() {
         ctx.event(
             &reference,
@@ -229,10 +255,12 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         .await;
     }
     for ordinal in &membership.send_to {
-        let result = ctx
-            .admin
-            .set_members(&address(*ordinal), membership.generation, membership.addresses.clone())
-            .await;
+        let result = match replica_target(*ordinal) {
+            Ok(replica) => {
+                ctx.admin.set_members(&replica, membership.generation, membership.addresses.clone()).await
+            }
+            Err(why) => Err(why),
+        };
         match result {
             Ok(generation) => {
                 ctx.metrics.member_updates.fetch_add(1, Ordering::Relaxed);
@@ -574,8 +602,18 @@ fn member_ordinal(pod: &str) -> i32 {
 }
 
 /// Probes the replica at `ordinal`, as `Probed`.
-pub(crate) async fn probe(ctx: &Context, namespace: &str, cluster: &str, ordinal: i32) -> Probed {
-    match ctx.admin.status(&ctx.resolver.address(namespace, cluster, ordinal)).await {
+pub(crate) async fn probe(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+    ordinal: i32,
+    secured: &Secured,
+) -> Probed {
+    let target = match secured.target(ctx, namespace, cluster, ordinal) {
+        Ok(target) => target,
+        Err(why) => return Probed::Unreachable(why),
+    };
+    match ctx.admin.status(&target).await {
         Ok(status) => Probed::Answered(status),
         Err(error) => Probed::Unreachable(error),
     }
@@ -587,10 +625,11 @@ pub(crate) async fn first_ready(
     namespace: &str,
     cluster: &str,
     replicas: i32,
+    secured: &Secured,
 ) -> Result<(i32, ReplicaStatus), String> {
     let mut problems = Vec::new();
     for ordinal in 0..replicas {
-        match probe(ctx, namespace, cluster, ordinal).await {
+        match probe(ctx, namespace, cluster, ordinal, secured).await {
             probed @ Probed::Answered(_) if probed.ready() => {
                 return Ok((ordinal, probed.status().cloned().expect("answered")));
             }

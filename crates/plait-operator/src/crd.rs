@@ -116,12 +116,18 @@ pub struct PlaitClusterSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("writerKeySecret cannot change after creation"))]
     pub writer_key_secret: Option<String>,
 
+    /// TLS, authentication and the NetworkPolicy. By default the operator runs a cluster
+    /// CA, gives every replica its own certificate, creates a client token Secret for
+    /// applications and admits only members, the operator and labelled clients.
+    #[serde(default)]
+    pub security: SecuritySpec,
+
     /// Extra plaitd settings as environment variables (`PLAIT_*`, see `plaitd --help`).
-    /// Settings the operator manages itself (listen address, data directory, keys) are
-    /// refused.
+    /// Settings the operator manages itself (listen address, data directory, keys,
+    /// TLS and authentication) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("self.all(k, k.startsWith('PLAIT_') && !(k in ['PLAIT_LISTEN', 'PLAIT_DATA_DIR', 'PLAIT_NODE_KEY_FILE', 'PLAIT_WRITER_KEY_FILE', 'PLAIT_METRICS_LISTEN', 'PLAIT_PEERS', 'PLAIT_DISCOVER_DNS', 'PLAIT_UPSTREAMS', 'PLAIT_RESTORE_FROM']))")
+    #[x_kube(validation = Rule::new("self.all(k, k.startsWith('PLAIT_') && !(k in ['PLAIT_LISTEN', 'PLAIT_DATA_DIR', 'PLAIT_NODE_KEY_FILE', 'PLAIT_WRITER_KEY_FILE', 'PLAIT_METRICS_LISTEN', 'PLAIT_PEERS', 'PLAIT_DISCOVER_DNS', 'PLAIT_UPSTREAMS', 'PLAIT_RESTORE_FROM', 'PLAIT_TLS_CERT', 'PLAIT_TLS_KEY', 'PLAIT_TLS_CLIENT_CA', 'PLAIT_PEER_TLS_CA', 'PLAIT_AUTH_FILE', 'PLAIT_PEER_TOKEN_FILE', 'PLAIT_INSECURE', 'PLAIT_BACKUP_DESTINATIONS']))")
         .message("settings must be PLAIT_* variables the operator does not manage itself"))]
     pub settings: BTreeMap<String, String>,
 }
@@ -144,9 +150,92 @@ impl PlaitClusterSpec {
             backup: None,
             bootstrap: None,
             writer_key_secret: None,
+            security: SecuritySpec::default(),
             settings: BTreeMap::new(),
         }
     }
+}
+
+/// How a cluster is secured.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.tls != 'CertManager' || has(self.issuerRef)")
+    .message("tls: CertManager needs an issuerRef"))]
+pub struct SecuritySpec {
+    /// Where replica certificates come from: `Operator` (the default: a cluster CA the
+    /// operator keeps in Secret `<cluster>-ca`, certificates renewed before a third of
+    /// their lifetime is left), `CertManager` (cert-manager `Certificate`s from
+    /// `issuerRef`), or `Disabled` (plaintext and no authentication: only for networks
+    /// where every pod is trusted).
+    #[serde(default)]
+    pub tls: TlsMode,
+
+    /// The cert-manager issuer of replica and operator certificates, with `tls: CertManager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+
+    /// Roles of the application token the operator puts in Secret `<cluster>-client`
+    /// (see docs/security.md for the role names).
+    #[serde(default = "default_client_roles")]
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(r, r in ['read', 'write', 'log-admin', 'cluster-admin', 'admin'] || r.startsWith('write:'))")
+        .message("roles are read, write, write:<pattern>, log-admin, cluster-admin or admin"))]
+    pub client_roles: Vec<String>,
+
+    /// A NetworkPolicy that admits to the gRPC port only the cluster's replicas, the
+    /// operator and pods labelled `plait.dev/client: <cluster>` (in any namespace), and
+    /// the metrics port from anywhere.
+    #[serde(default = "default_true")]
+    pub network_policy: bool,
+}
+
+fn default_client_roles() -> Vec<String> {
+    vec!["read".into(), "write".into(), "log-admin".into()]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        SecuritySpec {
+            tls: TlsMode::default(),
+            issuer_ref: None,
+            client_roles: default_client_roles(),
+            network_policy: true,
+        }
+    }
+}
+
+/// Where replica certificates come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum TlsMode {
+    #[default]
+    Operator,
+    CertManager,
+    Disabled,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (the default, in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    pub kind: String,
+    #[serde(default = "default_issuer_group")]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
 }
 
 /// Image pull policy.

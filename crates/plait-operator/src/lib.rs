@@ -13,6 +13,7 @@ mod operator;
 mod plan;
 mod replicas;
 mod schedule;
+mod security;
 #[cfg(test)]
 mod tests;
 
@@ -21,10 +22,10 @@ pub use backup::reconcile as reconcile_backup;
 pub use cluster::{CLUSTER_LABEL, Error, FIELD_MANAGER, SCHEDULED_LABEL, reconcile as reconcile_cluster};
 pub use context::{Clock, Context, Metrics, SystemClock};
 pub use crd::{
-    BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, MemberStatus, NamedDestination,
-    PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec, PlaitClusterStatus,
-    PullPolicy, REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, StorageSpec, TelemetrySpec, VERSION,
-    crds_yaml,
+    BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, IssuerRef, MemberStatus,
+    NamedDestination, PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec,
+    PlaitClusterStatus, PullPolicy, REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, SecuritySpec,
+    StorageSpec, TelemetrySpec, TlsMode, VERSION, crds_yaml,
 };
 pub use operator::{Scope, run};
 pub use plan::PlanContext;
@@ -33,6 +34,7 @@ pub use replicas::{
     ReplicaAdmin, ReplicaStatus, Resolve, StaticResolver,
 };
 pub use schedule::Schedule;
+pub use security::Credentials;
 
 /// Selects rustls' crypto provider (ring) for the process, once. Needed when a build
 /// enables more than one provider (feature unification across a workspace), where rustls

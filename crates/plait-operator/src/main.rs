@@ -89,7 +89,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(GrpcAdmin),
         Arc::new(DnsResolver),
         Arc::new(SystemClock),
-        PlanContext { replica_image: args.replica_image.clone() },
+        PlanContext {
+            replica_image: args.replica_image.clone(),
+            operator_namespace: std::env::var("POD_NAMESPACE").ok().filter(|ns| !ns.is_empty()),
+        },
     );
 
     // Ready once the API answers: the controllers then list and watch on their own.

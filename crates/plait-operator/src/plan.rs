@@ -10,10 +10,15 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, GRPCAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
+    EnvVarSource, GRPCAction, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    SeccompProfile, SecretEnvSource, SecretProjection, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,8 +26,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, O
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{MemberStatus, PlaitCluster, PlaitClusterSpec};
+use crate::crd::{MemberStatus, PlaitCluster, PlaitClusterSpec, TlsMode};
 use crate::replicas::{GRPC_PORT, METRICS_PORT, ReplicaStatus};
+use crate::security;
 
 /// Where a replica keeps its data inside its volume. A subdirectory, because a fresh
 /// filesystem's root may hold `lost+found`, and plaitd wants its own directory.
@@ -165,7 +171,16 @@ fn fingerprint(settings: &BTreeMap<String, String>) -> String {
 pub struct PlanContext {
     /// The plaitd image used when a cluster names none.
     pub replica_image: String,
+    /// The namespace the operator runs in, which NetworkPolicies admit it from; any
+    /// namespace when not known.
+    pub operator_namespace: Option<String>,
 }
+
+/// The label a pod carries, with the cluster's name as value, to be let through the
+/// cluster's NetworkPolicy.
+pub(crate) const CLIENT_LABEL: &str = "plait.dev/client";
+/// The label of the operator's pods, which NetworkPolicies admit.
+pub(crate) const OPERATOR_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "plait-operator");
 
 /// Every object a cluster owns, as it should be.
 #[derive(Clone, Debug)]
@@ -175,6 +190,8 @@ pub(crate) struct Desired {
     pub client: Service,
     pub pdb: PodDisruptionBudget,
     pub stateful_set: StatefulSet,
+    /// `None` when `spec.security.networkPolicy` is off.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 fn meta(cluster: &PlaitCluster, name: String) -> ObjectMeta {
@@ -297,7 +314,106 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
         ..StatefulSet::default()
     };
 
-    Desired { config_map, headless, client, pdb, stateful_set }
+    let network_policy = spec.security.network_policy.then(|| network_policy(cluster, ctx));
+    Desired { config_map, headless, client, pdb, stateful_set, network_policy }
+}
+
+/// Admits to the replicas' gRPC port only the cluster's own replicas, the operator and
+/// pods labelled [`CLIENT_LABEL`]`: <cluster>` in any namespace; the metrics port from
+/// anywhere (it serves counters, not data). Traffic out is not restricted: backups and
+/// telemetry go where the spec says.
+fn network_policy(cluster: &PlaitCluster, ctx: &PlanContext) -> NetworkPolicy {
+    let name = cluster.name_any();
+    let port = |name: &str| NetworkPolicyPort {
+        port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let pods = |labels: BTreeMap<String, String>| LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    };
+    let operator_namespace = LabelSelector {
+        match_labels: ctx
+            .operator_namespace
+            .as_ref()
+            .map(|ns| BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), ns.clone())])),
+        ..LabelSelector::default()
+    };
+    NetworkPolicy {
+        metadata: meta(cluster, name.clone()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pods(selector_labels(&name))),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![
+                        NetworkPolicyPeer {
+                            pod_selector: Some(pods(selector_labels(&name))),
+                            ..Default::default()
+                        },
+                        NetworkPolicyPeer {
+                            namespace_selector: Some(operator_namespace),
+                            pod_selector: Some(pods(BTreeMap::from([(
+                                OPERATOR_POD_LABEL.0.to_owned(),
+                                OPERATOR_POD_LABEL.1.to_owned(),
+                            )]))),
+                            ..Default::default()
+                        },
+                        NetworkPolicyPeer {
+                            namespace_selector: Some(LabelSelector::default()),
+                            pod_selector: Some(pods(BTreeMap::from([(
+                                CLIENT_LABEL.to_owned(),
+                                name.clone(),
+                            )]))),
+                            ..Default::default()
+                        },
+                    ]),
+                    ports: Some(vec![port("grpc")]),
+                },
+                NetworkPolicyIngressRule { from: None, ports: Some(vec![port("metrics")]) },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+/// The projected volume every replica of a secured cluster mounts at
+/// [`security::TLS_DIR`]: the auth file and CA, and each replica's certificate and key
+/// as `<pod>.crt` and `<pod>.key` (a StatefulSet gives every pod the same volumes, so a
+/// replica picks its own files by its pod name). Every ordinal up to the most a cluster
+/// may have is listed, optional, so scaling never changes the pod template.
+fn tls_volume(cluster: &str) -> Volume {
+    let item = |key: &str, path: String| KeyToPath { key: key.to_owned(), path, mode: None };
+    let mut sources = vec![VolumeProjection {
+        secret: Some(SecretProjection {
+            name: security::auth_secret_name(cluster),
+            items: Some(vec![
+                item(security::AUTH_FILE, security::AUTH_FILE.to_owned()),
+                item(security::CA_FILE, security::CA_FILE.to_owned()),
+            ]),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    }];
+    for ordinal in 0..crate::crd::REPLICAS_MAX {
+        sources.push(VolumeProjection {
+            secret: Some(SecretProjection {
+                name: security::replica_tls_secret_name(cluster, ordinal),
+                items: Some(vec![
+                    item("tls.crt", format!("{cluster}-{ordinal}.crt")),
+                    item("tls.key", format!("{cluster}-{ordinal}.key")),
+                ]),
+                optional: Some(true),
+            }),
+            ..VolumeProjection::default()
+        });
+    }
+    Volume {
+        name: "tls".into(),
+        projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o440) }),
+        ..Volume::default()
+    }
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -352,8 +468,62 @@ fn pod_template(
             ..VolumeMount::default()
         },
     ];
+    let tls = spec.security.tls != TlsMode::Disabled;
+    let mut replica_mounts = mounts.clone();
+    let mut volumes = vec![Volume {
+        name: "writer-key".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(writer_key_secret_name(cluster)),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut replica_env = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        env("PLAIT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
+        env("PLAIT_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
+        env("PLAIT_DATA_DIR", DATA_DIR),
+        env("PLAIT_WRITER_KEY_FILE", writer_key_file.clone()),
+    ];
+    if tls {
+        let dir = security::TLS_DIR;
+        replica_env.extend([
+            env("PLAIT_TLS_CERT", format!("{dir}/$(POD_NAME).crt")),
+            env("PLAIT_TLS_KEY", format!("{dir}/$(POD_NAME).key")),
+            env("PLAIT_TLS_CLIENT_CA", format!("{dir}/{}", security::CA_FILE)),
+            env("PLAIT_AUTH_FILE", format!("{dir}/{}", security::AUTH_FILE)),
+        ]);
+        replica_mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(tls_volume(&name));
+    } else {
+        // Plaintext on the pod network, by the spec's explicit choice.
+        replica_env.push(env("PLAIT_INSECURE", "true"));
+    }
+    // The kubelet's gRPC probe speaks plaintext only: a TLS replica is probed on its
+    // metrics port, which stops answering when the replica stops serving.
     let grpc_probe = |period: i32, failures: i32| Probe {
-        grpc: Some(GRPCAction { port: i32::from(GRPC_PORT), service: None }),
+        grpc: (!tls).then(|| GRPCAction { port: i32::from(GRPC_PORT), service: None }),
+        http_get: tls.then(|| HTTPGetAction {
+            path: Some("/healthz".into()),
+            port: IntOrString::String("metrics".into()),
+            ..HTTPGetAction::default()
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
         ..Probe::default()
@@ -364,12 +534,7 @@ fn pod_template(
         image: Some(image.clone()),
         image_pull_policy: pull_policy.clone(),
         args: Some(serve_args(spec)),
-        env: Some(vec![
-            env("PLAIT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
-            env("PLAIT_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
-            env("PLAIT_DATA_DIR", DATA_DIR),
-            env("PLAIT_WRITER_KEY_FILE", writer_key_file.clone()),
-        ]),
+        env: Some(replica_env),
         env_from: Some(env_from.clone()),
         ports: Some(vec![
             ContainerPort {
@@ -388,7 +553,7 @@ fn pod_template(
         startup_probe: Some(grpc_probe(2, 900)),
         resources: spec.resources.clone(),
         security_context: Some(restricted_security_context()),
-        volume_mounts: Some(mounts.clone()),
+        volume_mounts: Some(replica_mounts),
         ..Container::default()
     };
 
@@ -463,15 +628,7 @@ fn pod_template(
             }),
             // Replicas never call the Kubernetes API.
             automount_service_account_token: Some(false),
-            volumes: Some(vec![Volume {
-                name: "writer-key".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(writer_key_secret_name(cluster)),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
+            volumes: Some(volumes),
             node_selector: (!scheduling.node_selector.is_empty()).then_some(scheduling.node_selector),
             tolerations: (!scheduling.tolerations.is_empty()).then_some(scheduling.tolerations),
             affinity: scheduling.affinity,
@@ -801,7 +958,7 @@ mod tests {
     }
 
     fn ctx() -> PlanContext {
-        PlanContext { replica_image: "plait/plaitd:test".into() }
+        PlanContext { replica_image: "plait/plaitd:test".into(), operator_namespace: None }
     }
 
     fn answered(generation: u64) -> Probed {

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use plait_client::Client;
+use plait_client::{Client, ClientOptions};
 
 /// The gRPC port of every replica.
 pub const GRPC_PORT: u16 = 7070;
@@ -81,6 +81,21 @@ impl Resolve for StaticResolver {
     }
 }
 
+/// A replica as the operator calls it: its address, and the TLS options and client
+/// certificate to call it with (none for a cluster with `tls: Disabled`).
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub address: String,
+    pub options: Option<ClientOptions>,
+}
+
+impl Target {
+    /// A replica reached in plaintext.
+    pub fn plaintext(address: impl Into<String>) -> Target {
+        Target { address: address.into(), options: None }
+    }
+}
+
 /// What the operator learns from one replica's `Admin.Status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaStatus {
@@ -125,19 +140,25 @@ type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>
 
 /// The `Admin` calls the operator makes. Errors are messages for status and events.
 pub trait ReplicaAdmin: Send + Sync {
-    fn status<'a>(&'a self, address: &'a str) -> Reply<'a, ReplicaStatus>;
-    fn set_members<'a>(&'a self, address: &'a str, generation: u64, members: Vec<String>) -> Reply<'a, u64>;
-    fn drain<'a>(&'a self, address: &'a str, timeout: Duration) -> Reply<'a, ()>;
-    fn backup<'a>(&'a self, address: &'a str, request: BackupRequest) -> Reply<'a, BackupOutcome>;
+    fn status<'a>(&'a self, target: &'a Target) -> Reply<'a, ReplicaStatus>;
+    fn set_members<'a>(&'a self, target: &'a Target, generation: u64, members: Vec<String>)
+    -> Reply<'a, u64>;
+    fn drain<'a>(&'a self, target: &'a Target, timeout: Duration) -> Reply<'a, ()>;
+    fn backup<'a>(&'a self, target: &'a Target, request: BackupRequest) -> Reply<'a, BackupOutcome>;
 }
 
 /// The real thing: `Admin` over gRPC with `plait-client`.
 #[derive(Clone, Debug, Default)]
 pub struct GrpcAdmin;
 
-async fn connect(address: &str) -> Result<Client, String> {
-    let url = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
-    tokio::time::timeout(PROBE_TIMEOUT, Client::connect(url))
+async fn connect(target: &Target) -> Result<Client, String> {
+    let address = target.address.as_str();
+    let (url, options) = match &target.options {
+        Some(options) => (address.to_owned(), options.clone()),
+        None if address.contains("://") => (address.to_owned(), ClientOptions::new()),
+        None => (format!("http://{address}"), ClientOptions::new()),
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, Client::connect_with(url, &options))
         .await
         .map_err(|_| format!("{address}: no answer within {} s", PROBE_TIMEOUT.as_secs()))?
         .map_err(|e| format!("{address}: {e}"))
@@ -155,9 +176,10 @@ async fn within<T>(
 }
 
 impl ReplicaAdmin for GrpcAdmin {
-    fn status<'a>(&'a self, address: &'a str) -> Reply<'a, ReplicaStatus> {
+    fn status<'a>(&'a self, target: &'a Target) -> Reply<'a, ReplicaStatus> {
         Box::pin(async move {
-            let client = connect(address).await?;
+            let address = target.address.as_str();
+            let client = connect(target).await?;
             let status = within(address, PROBE_TIMEOUT, client.status()).await?;
             let lag = status
                 .peers
@@ -176,24 +198,32 @@ impl ReplicaAdmin for GrpcAdmin {
         })
     }
 
-    fn set_members<'a>(&'a self, address: &'a str, generation: u64, members: Vec<String>) -> Reply<'a, u64> {
+    fn set_members<'a>(
+        &'a self,
+        target: &'a Target,
+        generation: u64,
+        members: Vec<String>,
+    ) -> Reply<'a, u64> {
         Box::pin(async move {
-            let client = connect(address).await?;
+            let address = target.address.as_str();
+            let client = connect(target).await?;
             within(address, PROBE_TIMEOUT, client.set_members(generation, members)).await
         })
     }
 
-    fn drain<'a>(&'a self, address: &'a str, timeout: Duration) -> Reply<'a, ()> {
+    fn drain<'a>(&'a self, target: &'a Target, timeout: Duration) -> Reply<'a, ()> {
         Box::pin(async move {
-            let client = connect(address).await?;
+            let address = target.address.as_str();
+            let client = connect(target).await?;
             // The replica gives up after `timeout`; allow a little more for the answer.
             within(address, timeout + PROBE_TIMEOUT, client.drain(timeout)).await.map(|_| ())
         })
     }
 
-    fn backup<'a>(&'a self, address: &'a str, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+    fn backup<'a>(&'a self, target: &'a Target, request: BackupRequest) -> Reply<'a, BackupOutcome> {
         Box::pin(async move {
-            let client = connect(address).await?;
+            let address = target.address.as_str();
+            let client = connect(target).await?;
             let response = within(
                 address,
                 BACKUP_TIMEOUT,

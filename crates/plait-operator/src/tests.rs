@@ -33,7 +33,9 @@ use crate::crd::{
     PlaitClusterSpec, PlaitClusterStatus, RetentionSpec,
 };
 use crate::plan::PlanContext;
-use crate::replicas::{BackupObject, BackupOutcome, BackupRequest, ReplicaAdmin, ReplicaStatus, Resolve};
+use crate::replicas::{
+    BackupObject, BackupOutcome, BackupRequest, ReplicaAdmin, ReplicaStatus, Resolve, Target,
+};
 
 const NS: &str = "ns";
 const NAME: &str = "db";
@@ -72,13 +74,14 @@ fn stateful_set_path() -> String {
 
 /// The owned objects in the order the operator applies them: configuration and Services
 /// before the StatefulSet whose pods need them.
-fn owned_paths() -> [String; 5] {
+fn owned_paths() -> [String; 6] {
     [
         format!("{CONFIG_MAPS}/{NAME}-config"),
         format!("{SERVICES}/{NAME}-headless"),
         format!("{SERVICES}/{NAME}"),
         format!("{PDBS}/{NAME}"),
         stateful_set_path(),
+        format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{NAME}"),
     ]
 }
 
@@ -184,13 +187,20 @@ impl FakeAdmin {
 }
 
 impl ReplicaAdmin for FakeAdmin {
-    fn status<'a>(&'a self, address: &'a str) -> Reply<'a, ReplicaStatus> {
+    fn status<'a>(&'a self, target: &'a Target) -> Reply<'a, ReplicaStatus> {
+        let address = target.address.as_str();
         self.record(Call::Status(address.to_owned()));
         let answer = self.replica(address).and_then(|r| r.status);
         Box::pin(async move { answer })
     }
 
-    fn set_members<'a>(&'a self, address: &'a str, generation: u64, members: Vec<String>) -> Reply<'a, u64> {
+    fn set_members<'a>(
+        &'a self,
+        target: &'a Target,
+        generation: u64,
+        members: Vec<String>,
+    ) -> Reply<'a, u64> {
+        let address = target.address.as_str();
         self.record(Call::SetMembers { address: address.to_owned(), generation, members });
         let mut replicas = self.replicas.lock().unwrap();
         let answer = match replicas.get_mut(address).map(|r| &mut r.status) {
@@ -204,13 +214,15 @@ impl ReplicaAdmin for FakeAdmin {
         Box::pin(async move { answer })
     }
 
-    fn drain<'a>(&'a self, address: &'a str, _timeout: Duration) -> Reply<'a, ()> {
+    fn drain<'a>(&'a self, target: &'a Target, _timeout: Duration) -> Reply<'a, ()> {
+        let address = target.address.as_str();
         self.record(Call::Drain(address.to_owned()));
         let answer = self.replica(address).and_then(|r| r.drain);
         Box::pin(async move { answer })
     }
 
-    fn backup<'a>(&'a self, address: &'a str, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+    fn backup<'a>(&'a self, target: &'a Target, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+        let address = target.address.as_str();
         self.record(Call::Backup(address.to_owned(), request));
         let answer = self.replica(address).and_then(|r| r.backup);
         Box::pin(async move { answer })
@@ -436,7 +448,7 @@ impl Harness {
             admin.clone(),
             Arc::new(PodResolver),
             Arc::new(FixedClock),
-            PlanContext { replica_image: "plait/plaitd:test".into() },
+            PlanContext { replica_image: "plait/plaitd:test".into(), operator_namespace: None },
         );
         Harness { ctx, store, admin, server }
     }
@@ -495,8 +507,12 @@ impl Harness {
 // ---------------------------------------------------------------------------------------
 // Objects and readings.
 
+/// A cluster in plaintext (`tls: Disabled`): these tests are about scaling, membership
+/// and backups; its certificates are tested against the real API server.
 fn cluster(replicas: i32) -> PlaitCluster {
-    let mut cluster = PlaitCluster::new(NAME, PlaitClusterSpec::with_replicas(replicas));
+    let mut spec = PlaitClusterSpec::with_replicas(replicas);
+    spec.security.tls = crate::crd::TlsMode::Disabled;
+    let mut cluster = PlaitCluster::new(NAME, spec);
     cluster.metadata.namespace = Some(NS.into());
     cluster.metadata.uid = Some("uid-db".into());
     cluster.metadata.generation = Some(1);
