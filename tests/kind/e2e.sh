@@ -60,6 +60,9 @@ stop_forward() {
     fi
 }
 
+# Credentials taken from the clusters' Secrets (see `admin_pki`), removed on exit.
+pki_dir="$(mktemp -d)"
+
 # On failure: what the operator and the clusters looked like, before the cluster goes.
 diagnose() {
     log "---- diagnostics"
@@ -72,6 +75,7 @@ diagnose() {
 cleanup() {
     local status=$?
     stop_forward
+    rm -rf "$pki_dir"
     [[ $status -eq 0 ]] || diagnose
     if [[ "${KEEP_CLUSTER:-0}" == "1" ]]; then
         log "keeping kind cluster $kind_cluster (kubectl --context $context)"
@@ -109,8 +113,7 @@ wait_cluster() {
 
 # Clusters are secured (TLS and tokens, the operator's default): credentials come from
 # the Secrets the operator makes, into a scratch directory.
-pki_dir="$(mktemp -d)"
-trap 'rm -rf "$pki_dir"' EXIT
+# (Removed by `cleanup`.)
 secret_field() { kn get secret "$1" -o "jsonpath={.data.${2//./\\.}}" | base64 -d; }
 # An admin certificate for a cluster, issued once from its CA, for what needs
 # cluster-admin (checkpoints).

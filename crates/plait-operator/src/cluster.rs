@@ -320,7 +320,7 @@ fn has_condition_message(status: &PlaitClusterStatus, type_: &str, message: &str
 }
 
 /// Server-side apply of one owned object, forcing ownership of the fields we set.
-async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<(), Error>
+pub(crate) async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Serialize

@@ -37,7 +37,7 @@ use kube::{Api, Resource, ResourceExt};
 use plait_client::ClientOptions;
 use plait_pki::{Ca, CertSpec, Validity};
 
-use crate::cluster::{Error, FIELD_MANAGER};
+use crate::cluster::{Error, FIELD_MANAGER, apply};
 use crate::context::Context;
 use crate::crd::{IssuerRef, PlaitCluster, TlsMode};
 use crate::plan;
@@ -237,15 +237,6 @@ fn owned_secret(
     }
 }
 
-async fn apply_secret(secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
-    let name = secret.name_any();
-    let mut body = serde_json::to_value(secret).map_err(|e| Error::Invalid(e.to_string()))?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
-    secrets.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
-    Ok(())
-}
-
 /// Makes sure every Secret a secured cluster of `replicas` replicas needs exists and is
 /// current, and returns what the operator calls its replicas with.
 pub(crate) async fn ensure(
@@ -269,7 +260,8 @@ pub(crate) async fn ensure(
                 let spec = replica_dns_names(namespace, &name, ordinal).into_iter().fold(spec, CertSpec::dns);
                 ensure_certificate(
                     cluster,
-                    &secrets,
+                    ctx,
+                    namespace,
                     &ca,
                     replica_tls_secret_name(&name, ordinal),
                     spec,
@@ -281,7 +273,7 @@ pub(crate) async fn ensure(
                 .group(plait_pki::GROUP_ADMINS)
                 .client_only();
             let secret =
-                ensure_certificate(cluster, &secrets, &ca, operator_tls_secret_name(&name), spec, now)
+                ensure_certificate(cluster, ctx, namespace, &ca, operator_tls_secret_name(&name), spec, now)
                     .await?;
             let credentials = Credentials::from_secret(&secret)
                 .ok_or_else(|| Error::Invalid("the operator's certificate Secret is incomplete".into()))?;
@@ -342,7 +334,7 @@ pub(crate) async fn ensure(
             (credentials, ca_pem)
         }
     };
-    ensure_tokens(cluster, &secrets, namespace, &ca_pem).await?;
+    ensure_tokens(cluster, ctx, namespace, &ca_pem).await?;
     Ok(Secured::Tls(credentials))
 }
 
@@ -393,13 +385,15 @@ fn issued_for(spec: &CertSpec) -> String {
 /// issued by `ca` for the same names and is not due for renewal.
 async fn ensure_certificate(
     cluster: &PlaitCluster,
-    secrets: &Api<Secret>,
+    ctx: &Context,
+    namespace: &str,
     ca: &Ca,
     secret_name: String,
     spec: CertSpec,
     now: SystemTime,
 ) -> Result<Secret, Error> {
     let wanted = issued_for(&spec);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     if let Some(existing) = secrets.get_opt(&secret_name).await? {
         let current = existing.annotations().get(NAMES_ANNOTATION) == Some(&wanted)
             && field(&existing, CA_FILE).as_deref() == Some(ca.cert_pem().as_bytes())
@@ -426,7 +420,7 @@ async fn ensure_certificate(
         ]),
     );
     secret.metadata.annotations = Some(BTreeMap::from([(NAMES_ANNOTATION.to_owned(), wanted)]));
-    apply_secret(secrets, &secret).await?;
+    apply(&ctx.client, namespace, &secret).await?;
     tracing::info!(cluster = %cluster.name_any(), "issued the certificate in Secret {secret_name}");
     Ok(secret)
 }
@@ -435,11 +429,12 @@ async fn ensure_certificate(
 /// every pass, so a change of `clientRoles` or of the CA reaches the replicas).
 async fn ensure_tokens(
     cluster: &PlaitCluster,
-    secrets: &Api<Secret>,
+    ctx: &Context,
     namespace: &str,
     ca_pem: &[u8],
 ) -> Result<(), Error> {
     let name = cluster.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let client_name = client_secret_name(&name);
     let token = match secrets.get_opt(&client_name).await?.and_then(|s| field(&s, TOKEN_FIELD)) {
         Some(token) => token,
@@ -459,7 +454,7 @@ async fn ensure_tokens(
             ("address".to_owned(), client_address(namespace, &name).into_bytes()),
         ]),
     );
-    apply_secret(secrets, &client).await?;
+    apply(&ctx.client, namespace, &client).await?;
     let auth = owned_secret(
         cluster,
         auth_secret_name(&name),
@@ -472,7 +467,7 @@ async fn ensure_tokens(
             (CA_FILE.to_owned(), ca_pem.to_vec()),
         ]),
     );
-    apply_secret(secrets, &auth).await
+    apply(&ctx.client, namespace, &auth).await
 }
 
 /// The replicas' auth file: the application token, by its hash. Certificates need no
