@@ -1078,3 +1078,57 @@ async fn jwts_from_the_configured_issuer_authenticate() {
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
 }
+
+/// Log creation is bounded per principal (case 10, item 6): with --logs-per-principal 2
+/// the log-admin token creates two logs and its third is RESOURCE_EXHAUSTED naming it,
+/// storing nothing, while another principal still creates; ListLogs names each log's
+/// creator and Status counts the caller's logs against its quota; the count survives a
+/// SIGKILL and restart, and dropping one of its logs frees a place at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_creation_is_bounded_per_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let data = dir.path().join("n0");
+    let quota = ["--logs-per-principal", "2"];
+    let mut node = secured(&pki, &data, "n0", &quota);
+    let admin_pair = pki.client("operator", &["plait:admins"]);
+    let token = Some("tok-logadmin");
+    let channel = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
+    let mut logs = pb::logs_client::LogsClient::new(channel.clone());
+    for name in ["mine-0", "mine-1"] {
+        let info = logs.create_log(with_token(manifest_request(name), token)).await.unwrap().into_inner();
+        assert_eq!(info.creator, "token:logadmin");
+    }
+    let err = logs.create_log(with_token(manifest_request("mine-2"), token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("token:logadmin") && err.message().contains("2 logs"), "{err:?}");
+    // The same manifest again is the existing log, not a new one.
+    logs.create_log(with_token(manifest_request("mine-0"), token)).await.unwrap();
+
+    let admin = tls_channel(&https(&node), &pki.ca_pem(), Some(admin_pair.identity())).await.unwrap();
+    let mut admin_logs = pb::logs_client::LogsClient::new(admin.clone());
+    let other = admin_logs.create_log(manifest_request("theirs")).await.unwrap().into_inner();
+    assert_eq!(other.creator, "certificate:operator", "another principal has its own quota");
+    assert_eq!(log_names(&admin).await, ["mine-0", "mine-1", "theirs"], "the refused create stored nothing");
+    let status = pb::admin_client::AdminClient::new(channel.clone())
+        .status(with_token(pb::StatusRequest {}, token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((status.logs_created, status.logs_quota), (2, Some(2)), "{status:?}");
+
+    node.kill9();
+    let mut node = secured(&pki, &data, "n0", &quota);
+    let channel = tls_channel(&https(&node), &pki.ca_pem(), None).await.unwrap();
+    let mut logs = pb::logs_client::LogsClient::new(channel.clone());
+    let err = logs.create_log(with_token(manifest_request("mine-2"), token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "the count is durable: {err:?}");
+    logs.drop_log(with_token(pb::DropLogRequest { log: "mine-1".into() }, token)).await.unwrap();
+    logs.create_log(with_token(manifest_request("mine-2"), token)).await.unwrap();
+    let admin = tls_channel(&https(&node), &pki.ca_pem(), Some(admin_pair.identity())).await.unwrap();
+    let mut data_client = pb::data_client::DataClient::new(admin.clone());
+    data_client.put(put("mine-2", b"k")).await.unwrap();
+    node.terminate().unwrap();
+    let (clean, report) = check(&node.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

@@ -156,6 +156,7 @@ pub(crate) fn log_json(log: &LogInfo) -> Value {
         "open": matches!(log.writers, Writers::Open),
         "writers": writers,
         "created_by": log.created_by.to_hex(),
+        "creator": log.creator,
         "seq": log.seq,
         "heads": log.heads,
         "pending": log.pending,
@@ -165,12 +166,13 @@ pub(crate) fn log_json(log: &LogInfo) -> Value {
 
 pub(crate) fn log_human(log: &LogInfo) -> String {
     format!(
-        "name:     {}\nid:       {}\ntype:     {}\nwriters:  {}\ncreator:  {}\nseq:      {}\nheads:    {}\npending:  {}\nops:      {}\n",
+        "name:     {}\nid:       {}\ntype:     {}\nwriters:  {}\nsigner:   {}\ncreator:  {}\nseq:      {}\nheads:    {}\npending:  {}\nops:      {}\n",
         log.name,
         log.log_id,
         log.log_type,
         writers_text(&log.writers),
         log.created_by,
+        if log.creator.is_empty() { "-" } else { &log.creator },
         log.seq,
         log.heads,
         log.pending,
@@ -429,6 +431,8 @@ pub(crate) fn status_json(status: &Status) -> Value {
             "principal": status.caller.principal,
             "authenticated_by": status.caller.authenticated_by,
             "roles": status.caller.roles,
+            "logs_created": status.caller.logs_created,
+            "logs_quota": status.caller.logs_quota,
         },
         "backup_destinations": status.backup_destinations,
     }));
@@ -527,7 +531,11 @@ fn caller_text(caller: &Caller) -> String {
     } else {
         format!("roles {}", caller.roles.join(", "))
     };
-    format!("{} ({}; {roles})", caller.principal, caller.authenticated_by)
+    let quota = match caller.logs_quota {
+        Some(quota) => format!("; created {} of {quota} logs", caller.logs_created),
+        None => String::new(),
+    };
+    format!("{} ({}; {roles}{quota})", caller.principal, caller.authenticated_by)
 }
 
 pub(crate) fn status_human(status: &Status) -> String {
@@ -758,6 +766,7 @@ mod tests {
             heads: 1,
             pending: 0,
             ops: 40,
+            creator: "token:app".into(),
         }
     }
 
@@ -926,6 +935,8 @@ mod tests {
                 principal: "alice".into(),
                 authenticated_by: "token".into(),
                 roles: vec!["read".into()],
+                logs_created: 2,
+                logs_quota: Some(100),
             },
             backup_destinations: vec!["nightly".into(), "offsite".into()],
         }
@@ -941,7 +952,7 @@ mod tests {
         assert!(human.contains("uptime    4m 10s\n"), "{human}");
         assert!(
             human.contains(
-                "members   generation 3\ndraining  no\nyou       alice (token; roles read)\nbackups   nightly, offsite\n"
+                "members   generation 3\ndraining  no\nyou       alice (token; roles read; created 2 of 100 logs)\nbackups   nightly, offsite\n"
             ),
             "{human}"
         );

@@ -170,6 +170,9 @@ pub struct LogInfo {
     pub pending: u64,
     /// Operations stored over all entries.
     pub ops: u64,
+    /// The principal that created the log on this replica (`token:app`, ...); empty for
+    /// a log learned from peers or restored.
+    pub creator: String,
 }
 
 impl LogInfo {
@@ -209,6 +212,7 @@ impl TryFrom<pb::LogInfo> for LogInfo {
             heads: info.heads,
             pending: info.pending,
             ops: info.ops,
+            creator: info.creator,
         })
     }
 }
@@ -589,6 +593,10 @@ pub struct Caller {
     pub authenticated_by: String,
     /// Its roles: read, write:<log-name pattern>, log-admin, cluster-admin, peer.
     pub roles: Vec<String>,
+    /// Logs hosted on the replica that it created.
+    pub logs_created: u64,
+    /// How many it may create there; `None` with security off.
+    pub logs_quota: Option<u64>,
 }
 
 impl TryFrom<pb::StatusResponse> for Status {
@@ -616,6 +624,8 @@ impl TryFrom<pb::StatusResponse> for Status {
                 principal: status.principal,
                 authenticated_by: status.authenticated_by,
                 roles: status.roles,
+                logs_created: status.logs_created,
+                logs_quota: status.logs_quota,
             },
             backup_destinations: status.backup_destinations,
         })
@@ -998,6 +1008,7 @@ mod tests {
             heads: 1,
             pending: 0,
             ops: 9,
+            creator: "token:app".into(),
         }
     }
 

@@ -301,6 +301,7 @@ pub fn log_info(manifest: &SignedManifest) -> pb::LogInfo {
         heads: 0,
         pending: 0,
         ops: 0,
+        creator: String::new(),
     }
 }
 

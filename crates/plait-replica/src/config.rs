@@ -142,6 +142,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_LOGS_MAX", default_value_t = 1000)]
     pub logs_max: usize,
 
+    /// Logs each authenticated principal may create on this replica, unless its entry in
+    /// the auth file sets `logs_max`. Counts the logs it created that are still hosted
+    /// here; dropping one frees its place. Not applied with security off.
+    #[arg(long, env = "PLAIT_LOGS_PER_PRINCIPAL", default_value_t = 100)]
+    pub logs_per_principal: usize,
+
     /// Entries with missing parents one peer may leave pending before it is cut off.
     #[arg(long, env = "PLAIT_PEER_PENDING_MAX", default_value_t = 10_000)]
     pub peer_pending_max: u64,

@@ -147,6 +147,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         state: Arc::default(),
         data_dir: args.data_dir.clone(),
         logs_max: args.logs_max,
+        logs_per_principal: args.logs_per_principal,
         backups: Arc::new(backups),
         backup_clock: Arc::default(),
         proofs: Arc::new(ProofVerifier::new(node_public)),

@@ -20,6 +20,6 @@ pub use integrity::IntegrityReport;
 pub use reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit, StoredEntry};
 pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{
-    Cursor, DISK_FREE_MIN_BYTES, FORMAT_VERSION, FaultInjector, IngestSource, LogSummary, Members,
+    Creator, Cursor, DISK_FREE_MIN_BYTES, FORMAT_VERSION, FaultInjector, IngestSource, LogSummary, Members,
     NoopObserver, RestoreMark, Store, StoreConfig, StoreObserver, SubmitOutcome, WriteAck,
 };

@@ -107,6 +107,17 @@ pub struct LogSummary {
     pub heads: u32,
     pub pending: u64,
     pub ops: u64,
+    /// Who created the log on this replica (`token:app`, `certificate:alice`, ...); none
+    /// for logs learned from peers or restored from snapshots.
+    pub creator: Option<Arc<str>>,
+}
+
+/// Who asks for a log to be created, and how many logs created here they may hold at
+/// most (`None`: no limit).
+#[derive(Clone, Debug)]
+pub struct Creator {
+    pub identity: Arc<str>,
+    pub quota: Option<usize>,
 }
 
 /// The acknowledgement of one written op, sent after its batch is durable.
@@ -188,6 +199,9 @@ pub(crate) struct Keyspaces {
     pub(crate) peers: Keyspace,
     pub(crate) checkpoints: Keyspace,
     pub(crate) restores: Keyspace,
+    /// The principal that created each log here (log id -> identity), for per-principal
+    /// quotas. Local to this replica: never replicated, snapshotted or backed up.
+    pub(crate) creators: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -225,12 +239,13 @@ impl Keyspaces {
             peers: ks("peers")?,
             checkpoints: ks("checkpoints")?,
             restores: ks("restores")?,
+            creators: ks("creators")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 17] {
+    fn all(&self) -> [&Keyspace; 18] {
         [
             &self.meta,
             &self.logs,
@@ -249,6 +264,7 @@ impl Keyspaces {
             &self.peers,
             &self.checkpoints,
             &self.restores,
+            &self.creators,
         ]
     }
 
@@ -398,7 +414,30 @@ impl Store {
     /// Registers a log. Registering the same manifest again returns the existing log
     /// with `false`; a different log under a taken name is `AlreadyExists`.
     pub async fn create_log(&self, manifest: SignedManifest) -> StoreResult<(LogSummary, bool)> {
-        self.call(|reply| Command::CreateLog { manifest, reply }).await
+        self.call(|reply| Command::CreateLog { manifest, creator: None, reply }).await
+    }
+
+    /// Registers a log on behalf of `creator`, recorded with it. When the log is new and
+    /// `creator` already holds `quota` logs created here, nothing is stored and the call
+    /// is `ResourceExhausted`; the count and the record are in the writer, so concurrent
+    /// creations cannot pass the quota together.
+    pub async fn create_log_as(
+        &self,
+        manifest: SignedManifest,
+        creator: Creator,
+    ) -> StoreResult<(LogSummary, bool)> {
+        self.call(|reply| Command::CreateLog { manifest, creator: Some(creator), reply }).await
+    }
+
+    /// How many hosted logs `identity` created here.
+    pub fn logs_created_by(&self, identity: &str) -> usize {
+        self.shared
+            .logs
+            .read()
+            .expect("log summaries lock poisoned")
+            .values()
+            .filter(|s| s.creator.as_deref() == Some(identity))
+            .count()
     }
 
     /// Removes a log and everything stored for it.

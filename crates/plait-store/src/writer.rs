@@ -30,7 +30,8 @@ use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::keys;
 use crate::store::{
-    Cursor, FaultInjector, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome, WriteAck,
+    Creator, Cursor, FaultInjector, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome,
+    WriteAck,
 };
 
 /// Most commands folded into one batch.
@@ -48,6 +49,7 @@ const _: () = assert!(GROUP_BYTES_MAX >= ENTRY_BYTES_MAX);
 pub(crate) enum Command {
     CreateLog {
         manifest: SignedManifest,
+        creator: Option<Creator>,
         reply: oneshot::Sender<StoreResult<(LogSummary, bool)>>,
     },
     DropLog {
@@ -127,11 +129,13 @@ struct LogState {
     heads: BTreeMap<EntryHash, u64>,
     pending: u64,
     ops: u64,
+    /// Who created the log here, when a client did.
+    creator: Option<Arc<str>>,
 }
 
 impl LogState {
-    fn new(manifest: SignedManifest) -> LogState {
-        LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0 }
+    fn new(manifest: SignedManifest, creator: Option<Arc<str>>) -> LogState {
+        LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0, creator }
     }
 
     fn summary(&self) -> LogSummary {
@@ -142,6 +146,7 @@ impl LogState {
             heads: self.heads.len() as u32,
             pending: self.pending,
             ops: self.ops,
+            creator: self.creator.clone(),
         }
     }
 
@@ -313,7 +318,14 @@ impl Writer {
             }
             let pending = ks.pending.prefix(log.0).count() as u64;
             let ops = ks.counters.get(log.0)?.and_then(|v| keys::u64_at(&v, 0)).unwrap_or(0);
-            let state = LogState { manifest, next_seq: last_seq + 1, heads, pending, ops };
+            let creator = match ks.creators.get(log.0)? {
+                Some(v) => Some(Arc::from(
+                    std::str::from_utf8(&v)
+                        .map_err(|_| StoreError::Corrupt(format!("creator of log {log} is not UTF-8")))?,
+                )),
+                None => None,
+            };
+            let state = LogState { manifest, next_seq: last_seq + 1, heads, pending, ops, creator };
             shared.publish(state.summary());
             logs.insert(log, state);
         }
@@ -364,10 +376,12 @@ impl Writer {
                 continue;
             }
             match command {
-                Command::CreateLog { manifest, reply } => match self.create_log(&mut group, manifest) {
-                    Ok((log, created)) => group.replies.push(Reply::CreateLog(reply, log, created)),
-                    Err(e) => drop(reply.send(Err(e))),
-                },
+                Command::CreateLog { manifest, creator, reply } => {
+                    match self.create_log(&mut group, manifest, creator) {
+                        Ok((log, created)) => group.replies.push(Reply::CreateLog(reply, log, created)),
+                        Err(e) => drop(reply.send(Err(e))),
+                    }
+                }
                 Command::Write { ops, reply } => match self.check_local(&group, &ops) {
                     Ok(()) => {
                         let acks = vec![None; ops.len()];
@@ -562,10 +576,32 @@ impl Writer {
         }
     }
 
-    fn create_log(&self, group: &mut Group, manifest: SignedManifest) -> StoreResult<(LogId, bool)> {
+    fn create_log(
+        &self,
+        group: &mut Group,
+        manifest: SignedManifest,
+        creator: Option<Creator>,
+    ) -> StoreResult<(LogId, bool)> {
         let log = manifest.log_id();
         if self.state(group, &log).is_some() {
             return Ok((log, false));
+        }
+        if let Some(Creator { identity, quota: Some(quota) }) = &creator {
+            // A log the group touched is counted once, as staged.
+            let held = self
+                .logs
+                .iter()
+                .filter(|(id, _)| !group.staged.contains_key(*id))
+                .map(|(_, s)| s)
+                .chain(group.staged.values())
+                .filter(|s| s.creator.as_deref() == Some(&**identity))
+                .count();
+            if held >= *quota {
+                return Err(StoreError::ResourceExhausted(format!(
+                    "{identity} has created {held} of the {quota} logs it may create on this replica; \
+                     drop one of them or ask for a larger quota"
+                )));
+            }
         }
         let name = &manifest.manifest().name;
         if let Some(other) =
@@ -579,7 +615,11 @@ impl Writer {
         let ks = &self.shared.ks;
         group.batch.insert(&ks.logs, log.0, manifest.bytes().to_vec());
         group.batch.insert(&ks.names, name.as_bytes().to_vec(), log.0.to_vec());
-        group.staged.insert(log, LogState::new(manifest));
+        let creator = creator.map(|c| c.identity);
+        if let Some(identity) = &creator {
+            group.batch.insert(&ks.creators, log.0, identity.as_bytes().to_vec());
+        }
+        group.staged.insert(log, LogState::new(manifest, creator));
         Ok((log, true))
     }
 
@@ -651,6 +691,7 @@ impl Writer {
         }
         batch.remove(&ks.logs, log.0);
         batch.remove(&ks.counters, log.0);
+        batch.remove(&ks.creators, log.0);
         batch.remove(&ks.names, state.manifest.manifest().name.as_bytes().to_vec());
         let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
             Some(Err(e)) => Err(e),

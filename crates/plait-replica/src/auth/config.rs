@@ -6,6 +6,7 @@
 //!   - name: orders-app
 //!     hash: blake3:5f0c…          # `plaitctl token new` prints a token and this line
 //!     roles: [read, "write:orders-*"]
+//!     logs_max: 20                # logs it may create (default --logs-per-principal)
 //! certificates:
 //!   - common_name: alice          # the client certificate's subject CN
 //!     roles: [cluster-admin, read]
@@ -61,6 +62,8 @@ struct TokenRule {
     name: String,
     hash: String,
     roles: Vec<String>,
+    #[serde(default)]
+    logs_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +72,8 @@ struct CertRule {
     common_name: Option<String>,
     group: Option<String>,
     roles: Vec<String>,
+    #[serde(default)]
+    logs_max: Option<usize>,
 }
 
 /// Parses one role into the grants it adds.
@@ -177,7 +182,8 @@ impl Directory {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(hex, &mut digest)
                 .map_err(|_| format!("{at}: hash must be blake3:<64 hex digits>"))?;
-            let grants = grants_of(&rule.roles).map_err(|e| format!("{at}: {e}"))?;
+            let mut grants = grants_of(&rule.roles).map_err(|e| format!("{at}: {e}"))?;
+            grants.logs_max = rule.logs_max;
             let principal =
                 Principal { name: rule.name.as_str().into(), proof: Proof::Token, grants: Arc::new(grants) };
             if directory.tokens.insert(digest, principal).is_some() {
@@ -186,7 +192,8 @@ impl Directory {
         }
         for (i, rule) in file.certificates.iter().enumerate() {
             let at = format!("certificates[{i}]");
-            let grants = grants_of(&rule.roles).map_err(|e| format!("{at}: {e}"))?;
+            let mut grants = grants_of(&rule.roles).map_err(|e| format!("{at}: {e}"))?;
+            grants.logs_max = rule.logs_max;
             let target = match (&rule.common_name, &rule.group) {
                 (Some(cn), None) => directory.by_common_name.entry(cn.clone()),
                 (None, Some(group)) => directory.by_group.entry(group.clone()),
@@ -238,6 +245,11 @@ fn merge(into: &mut Grants, from: Grants) {
     into.cluster_admin |= from.cluster_admin;
     into.peer |= from.peer;
     into.write.extend(from.write);
+    // Each rule adds what it grants, so the larger quota of the rules that match holds.
+    into.logs_max = match (into.logs_max, from.logs_max) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
 }
 
 #[cfg(test)]
@@ -250,8 +262,9 @@ mod tests {
     fn directory_maps_tokens_and_certificates() {
         let hash = hex::encode(token_digest("s3cret"));
         let text = format!(
-            "tokens:\n  - name: app\n    hash: blake3:{hash}\n    roles: [read, \"write:orders-*\"]\n\
-             certificates:\n  - common_name: alice\n    roles: [cluster-admin]\n  - group: ops\n    roles: [read]\n"
+            "tokens:\n  - name: app\n    hash: blake3:{hash}\n    roles: [read, \"write:orders-*\"]\n    logs_max: 7\n\
+             certificates:\n  - common_name: alice\n    roles: [cluster-admin]\n    logs_max: 2\n\
+             \x20 - group: ops\n    roles: [read]\n    logs_max: 1\n"
         );
         let d = Directory::parse(&text).unwrap();
         let app = d.token("s3cret").unwrap();
@@ -262,6 +275,13 @@ mod tests {
 
         let alice = d.certificate(&CertIdentity { common_name: "alice".into(), groups: vec!["ops".into()] });
         assert!(alice.grants.cluster_admin && alice.grants.read && !alice.grants.peer);
+        assert_eq!(alice.identity(), "certificate:alice");
+        assert_eq!(app.identity(), "token:app");
+        assert_eq!(
+            (app.logs_quota(100), alice.logs_quota(100)),
+            (Some(7), Some(2)),
+            "the larger matching quota"
+        );
         let nobody = d.certificate(&CertIdentity { common_name: "mallory".into(), groups: vec![] });
         assert_eq!(*nobody.grants, Grants::default());
         let peer =

@@ -34,6 +34,9 @@ pub(crate) struct Grants {
     pub(crate) cluster_admin: bool,
     /// The Sync service: replication between members.
     pub(crate) peer: bool,
+    /// Logs this principal may create on a replica, when its entry in the auth file
+    /// says; otherwise `--logs-per-principal`.
+    pub(crate) logs_max: Option<usize>,
 }
 
 impl Grants {
@@ -56,7 +59,14 @@ impl Grants {
 
     /// Every grant: the trusted caller of a replica with security off.
     pub(crate) fn all() -> Grants {
-        Grants { read: true, write: vec!["*".to_owned()], log_admin: true, cluster_admin: true, peer: true }
+        Grants {
+            read: true,
+            write: vec!["*".to_owned()],
+            log_admin: true,
+            cluster_admin: true,
+            peer: true,
+            logs_max: None,
+        }
     }
 }
 
@@ -102,6 +112,25 @@ impl Principal {
     /// authentication: it holds nothing.
     pub(crate) fn anonymous_public() -> Principal {
         Principal { name: "anonymous".into(), proof: Proof::None, grants: Arc::new(Grants::default()) }
+    }
+
+    /// The principal as creator records name it: its proof and name (`token:app`,
+    /// `certificate:alice`, `jwt:<subject>`), so that a token and a certificate of the
+    /// same name are never one principal; `anonymous` with security off.
+    pub(crate) fn identity(&self) -> String {
+        match self.proof {
+            Proof::None => "anonymous".to_owned(),
+            proof => format!("{}:{}", proof.as_str(), self.name),
+        }
+    }
+
+    /// How many logs this principal may create on this replica; `None` with security
+    /// off, where the one trusted caller has only `--logs-max` to stay within.
+    pub(crate) fn logs_quota(&self, default: usize) -> Option<usize> {
+        match self.proof {
+            Proof::None => None,
+            _ => Some(self.grants.logs_max.unwrap_or(default)),
+        }
     }
 
     /// Whether this principal may write to the log called `log_name`.

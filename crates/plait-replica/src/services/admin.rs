@@ -98,6 +98,8 @@ impl AdminService {
             authenticated_by: principal.proof.as_str().to_owned(),
             roles: principal.grants.roles(),
             backup_destinations: if details { ctx.backups.names() } else { Vec::new() },
+            logs_created: ctx.store.logs_created_by(&principal.identity()) as u64,
+            logs_quota: principal.logs_quota(ctx.logs_per_principal).map(|q| q as u64),
         })
     }
 

@@ -4,7 +4,10 @@ use plait_core::{Manifest, SignedManifest, Writers, valid_log_name};
 use plait_proto::{convert, pb};
 use tonic::{Request, Response, Status};
 
+use plait_store::Creator;
+
 use super::{Ctx, log_info};
+use crate::auth::Principal;
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::status::reply;
 
@@ -56,7 +59,11 @@ impl LogsService {
         manifest.sign(self.ctx.store.writer_key()).map_err(|e| ReplicaError::from(e).context("manifest"))
     }
 
-    async fn create_log(&self, request: pb::CreateLogRequest) -> ReplicaResult<pb::LogInfo> {
+    async fn create_log(
+        &self,
+        principal: &Principal,
+        request: pb::CreateLogRequest,
+    ) -> ReplicaResult<pb::LogInfo> {
         let manifest = self.manifest_from_request(request)?;
         let client_max = client_logs_max(self.ctx.logs_max);
         if self.ctx.store.log(&manifest.log_id()).is_none() && self.ctx.store.log_count() >= client_max {
@@ -67,9 +74,18 @@ impl LogsService {
                 self.ctx.logs_max
             )));
         }
-        let (summary, created) = self.ctx.store.create_log(manifest).await?;
+        let creator = Creator {
+            identity: principal.identity().into(),
+            quota: principal.logs_quota(self.ctx.logs_per_principal),
+        };
+        let (summary, created) = self.ctx.store.create_log_as(manifest, creator).await?;
         if created {
-            tracing::info!(log = %summary.log_id, name = %summary.manifest.manifest().name, "log created");
+            tracing::info!(
+                log = %summary.log_id,
+                name = %summary.manifest.manifest().name,
+                creator = summary.creator.as_deref().unwrap_or(""),
+                "log created"
+            );
         }
         Ok(log_info(&summary))
     }
@@ -98,7 +114,8 @@ impl pb::logs_server::Logs for LogsService {
         &self,
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::LogInfo>, Status> {
-        reply(self.create_log(request.into_inner()).await)
+        let principal = Principal::of(&request);
+        reply(self.create_log(&principal, request.into_inner()).await)
     }
 
     async fn get_log(&self, request: Request<pb::GetLogRequest>) -> Result<Response<pb::LogInfo>, Status> {

@@ -49,6 +49,8 @@ pub(crate) struct Ctx {
     /// Keeps backup ids unique when backups start in the same millisecond.
     pub(crate) backup_clock: Arc<crate::backup::BackupClock>,
     pub(crate) logs_max: usize,
+    /// Logs an authenticated principal may create here, unless the auth file says.
+    pub(crate) logs_per_principal: usize,
     /// Checks the node proofs peers attach to their calls.
     pub(crate) proofs: Arc<crate::auth::ProofVerifier>,
 }
@@ -173,6 +175,7 @@ pub(crate) fn log_info(summary: &LogSummary) -> plait_proto::pb::LogInfo {
         heads: summary.heads,
         pending: summary.pending,
         ops: summary.ops,
+        creator: summary.creator.as_deref().unwrap_or_default().to_owned(),
         ..plait_proto::convert::log_info(&summary.manifest)
     }
 }

@@ -242,3 +242,48 @@ async fn pages_are_bounded_by_bytes_and_continue() {
     assert_eq!(store.scan_kv(&kv, b"", b"", b"", tiny).unwrap().0.len(), 1);
     assert_eq!(store.read_feed(&feed, None, tiny, false).unwrap().items.len(), 1);
 }
+
+/// A creator's quota counts the logs it created here, in the writer: concurrent
+/// creations cannot pass it together, a refused creation stores nothing, an existing
+/// log's manifest again costs nothing, dropping a log frees its slot, logs without a
+/// creator never count, and the records survive a reopen.
+#[tokio::test]
+async fn creation_quota_is_per_creator_and_durable() {
+    use plait_store::Creator;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = key(1);
+    let as_app = |quota| Creator { identity: "token:app".into(), quota: Some(quota) };
+    let store = open(dir.path(), &writer);
+    store.create_log(manifest("peer-learned", LogType::Kv, &[&writer])).await.unwrap();
+    let mut creations = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let store = store.clone();
+        let manifest = manifest(&format!("app-{i}"), LogType::Kv, &[&writer]);
+        creations.spawn(async move { store.create_log_as(manifest, as_app(3)).await });
+    }
+    let results = creations.join_all().await;
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 3, "exactly the quota is created: {results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(refused, StoreError::ResourceExhausted(m) if m.contains("token:app")), "{refused}");
+    }
+    assert_eq!(store.log_count(), 4);
+    assert_eq!(store.logs_created_by("token:app"), 3);
+    assert!(created.iter().all(|(s, _)| s.creator.as_deref() == Some("token:app")));
+    let again = store.create_log_as(created[0].0.manifest.clone(), as_app(3)).await.unwrap();
+    assert!(!again.1, "an existing log is returned, not counted again");
+    let other = Creator { identity: "certificate:alice".into(), quota: Some(1) };
+    store.create_log_as(manifest("alice", LogType::Kv, &[&writer]), other).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = open(dir.path(), &writer);
+    assert_eq!(store.logs_created_by("token:app"), 3, "the records are durable");
+    let refused = store.create_log_as(manifest("app-9", LogType::Kv, &[&writer]), as_app(3)).await;
+    assert!(matches!(refused, Err(StoreError::ResourceExhausted(_))));
+    let first = store.logs().into_iter().find(|s| s.creator.as_deref() == Some("token:app")).unwrap();
+    store.drop_log(first.log_id).await.unwrap();
+    store.create_log_as(manifest("app-9", LogType::Kv, &[&writer]), as_app(3)).await.unwrap();
+    assert!(store.check_integrity().unwrap().is_clean());
+    store.close().await.unwrap();
+}
