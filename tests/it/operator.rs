@@ -418,9 +418,125 @@ async fn versions(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<S
     ])
 }
 
+/// The certificate replica `addr` serves (DER), read in a TLS handshake trusting `ca_pem`.
+async fn served_certificate(addr: std::net::SocketAddr, ca_pem: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in plait_pki::certs_from_pem(ca_pem)? {
+        roots.add(cert)?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+    let served = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).context("no certificate")?;
+    Ok(served.to_vec())
+}
+
+/// Rotation through the operator: replica 0's certificate is replaced in its Secret by
+/// one of the same names with ten days of ninety left (as time would leave it), which
+/// the running replica picks up; the operator's next pass finds it in the last third of
+/// its life and issues a fresh one; the kubelet's rewrite of the projected volume reaches
+/// the replica, which serves the new certificate on new connections without a restart.
+async fn rotate_replica_certificate(
+    kubelet: &mut Kubelet,
+    clusters: &Api<PlaitCluster>,
+) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(kubelet.client.clone(), &kubelet.namespace);
+    let ca_data = secrets.get("db-ca").await?.data.unwrap_or_default();
+    let field = |data: &BTreeMap<String, k8s_openapi::ByteString>, key: &str| -> anyhow::Result<String> {
+        Ok(String::from_utf8(data.get(key).with_context(|| format!("no {key}"))?.0.clone())?)
+    };
+    let ca_pem = field(&ca_data, "ca.crt")?;
+    let ca = plait_pki::Ca::from_pem(&ca_pem, &field(&ca_data, "ca.key")?)?;
+    let mut secret = secrets.get("db-0-tls").await?;
+    // The names the operator issued for: "cn|groups|dns names|ip addresses".
+    let names =
+        secret.annotations().get("plait.dev/certificate-names").context("no names annotation")?.clone();
+    let parts: Vec<&str> = names.split('|').collect();
+    anyhow::ensure!(parts.len() == 4, "unexpected names annotation {names:?}");
+    let list = |i: usize| parts[i].split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>();
+    // Certificates are judged by the real clock of the plaitd processes.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    const DAY: Duration = Duration::from_secs(86_400);
+    let aging = plait_pki::Validity { not_before: now - 80 * DAY, not_after: now + 10 * DAY };
+    let mut spec = plait_pki::CertSpec::new(parts[0], aging);
+    spec = list(1).into_iter().fold(spec, plait_pki::CertSpec::group);
+    spec = list(2).into_iter().fold(spec, plait_pki::CertSpec::dns);
+    for ip in list(3) {
+        spec = spec.ip(ip.parse()?);
+    }
+    let issued = ca.issue(&spec)?;
+    let original_der = served_certificate(kubelet.replicas[&0].grpc, ca_pem.as_bytes()).await?;
+    let data = secret.data.get_or_insert_with(BTreeMap::new);
+    data.insert("tls.crt".into(), k8s_openapi::ByteString(issued.cert_pem().as_bytes().to_vec()));
+    data.insert("tls.key".into(), k8s_openapi::ByteString(issued.key_pem().as_bytes().to_vec()));
+    secrets.replace("db-0-tls", &PostParams::default(), &secret).await?;
+
+    let addr = kubelet.replicas[&0].grpc;
+    let pid = kubelet.replicas[&0].pid();
+    let aging_der = issued.cert_der().to_vec();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    // The kubelet writes the aging certificate; the replica reloads it. The operator may
+    // already have replaced it in the Secret by then: either is a state time can bring.
+    loop {
+        kubelet.sync().await?;
+        let served = served_certificate(addr, ca_pem.as_bytes()).await?;
+        let in_secret = secrets.get("db-0-tls").await?.data.unwrap_or_default();
+        let replaced = in_secret.get("tls.crt").map(|c| c.0.as_slice()) != Some(issued.cert_pem().as_bytes());
+        if served == aging_der || replaced {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the replica never served the aging certificate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Any change to the cluster starts a pass at once (the steady requeue would, later).
+    clusters
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"test.plait.dev/nudge": "rotation"}}}),
+            ),
+        )
+        .await?;
+    loop {
+        kubelet.sync().await?;
+        let served = served_certificate(addr, ca_pem.as_bytes()).await?;
+        let validity = plait_pki::validity_of(&served)?;
+        let in_secret = secrets.get("db-0-tls").await?.data.unwrap_or_default();
+        let renewed = in_secret
+            .get("tls.crt")
+            .and_then(|pem| plait_pki::certs_from_pem(&pem.0).ok())
+            .and_then(|certs| certs.first().map(|c| c.to_vec()));
+        // A third certificate, the one now in the Secret, fresh: not the original still
+        // served for want of a reload, nor the aging one.
+        if renewed.as_deref() == Some(served.as_slice())
+            && served != aging_der
+            && served != original_der
+            && validity.not_after > now + 80 * DAY
+        {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the operator did not renew the aging certificate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::ensure!(kubelet.replicas[&0].pid() == pid, "the replica was restarted to rotate");
+    let renewed = secrets.get("db-0-tls").await?;
+    anyhow::ensure!(
+        renewed.annotations().get("plait.dev/certificate-names") == Some(&names),
+        "names changed"
+    );
+    Ok(())
+}
+
 /// A cluster's whole life under the operator, with the chart's RBAC only: created and
 /// wired (every replica told its members), written to and replicated, reconciled again
-/// without any change, scaled 3→5→3 with each leaving replica drained first and no
+/// without any change, its certificate rotated by the operator without a restart, scaled 3→5→3 with each leaving replica drained first and no
 /// acknowledged write lost (with the operator restarted mid-way through the scale-down),
 /// a replica whose data directory was wiped coming back as a new epoch, and an
 /// unreachable replica showing up as Degraded.
@@ -488,6 +604,10 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     let fresh = clusters.get("db").await?;
     plait_operator::reconcile_cluster(Arc::new(fresh), operator.ctx.clone()).await?;
     assert_eq!(versions(&admin, ns, "db").await?, before, "a no-op reconcile wrote something");
+
+    rotate_replica_certificate(&mut kubelet, &clusters).await?;
+    writer.put("orders", "after-rotation", "1").await?;
+    wait_for_value(kubelet.endpoint(0), "orders", "after-rotation", "1").await?;
 
     // Scale up: the new replicas catch up from their peers.
     let started = Instant::now();
