@@ -500,3 +500,99 @@ async fn dns_discovery_finds_peers() {
     let peers = admin.status(pb::StatusRequest {}).await.unwrap().into_inner().peers;
     assert!(peers.iter().any(|p| p.source == "dns" && p.connected), "{peers:?}");
 }
+
+/// `(readiness, liveness)` as the kubelet's gRPC probes see them: the `plait.v1.Ready`
+/// health service and the overall one.
+async fn probes(endpoint: &str) -> (i32, i32) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(endpoint).await.unwrap());
+    let mut statuses = [0; 2];
+    for (status, service) in statuses.iter_mut().zip(["plait.v1.Ready", ""]) {
+        let request = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        *status = health.check(request).await.unwrap().into_inner().status;
+    }
+    (statuses[0], statuses[1])
+}
+
+async fn not_ready_reason(endpoint: &str) -> Option<String> {
+    let mut admin = pb::admin_client::AdminClient::new(channel(endpoint).await.unwrap());
+    let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.ready, status.not_ready_reason.is_empty(), "ready and its reason agree");
+    (!status.ready).then_some(status.not_ready_reason)
+}
+
+/// Readiness follows catch-up and draining, liveness does not: a wiped replica that
+/// rejoins over slow links is NOT_SERVING on `plait.v1.Ready` (and says it is catching up)
+/// until a full round with every member has finished, then SERVING; Drain makes it
+/// NOT_SERVING again; the overall health service stays SERVING throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_follows_catch_up_and_drain() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    const SERVING: i32 = ServingStatus::Serving as i32;
+    const NOT_SERVING: i32 = ServingStatus::NotServing as i32;
+
+    let mut cluster = Cluster::start(3, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    // A history big enough that catching up over a slow link takes many round trips.
+    let mut d = data(&cluster.endpoint(0)).await;
+    for b in 0..10 {
+        let ops = (0..500)
+            .map(|i| routed("feed", pb::op::Op::Append(pb::FeedAppend { value: vec![b; 200 + i % 7] })))
+            .collect();
+        d.write(pb::WriteRequest { ops, concern: None }).await.unwrap();
+    }
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    for i in 0..cluster.nodes.len() {
+        assert_eq!(probes(&cluster.endpoint(i)).await, (SERVING, SERVING), "replica {i} is caught up");
+        assert_eq!(not_ready_reason(&cluster.endpoint(i)).await, None);
+    }
+
+    // Replica 2 loses its data and comes back behind slow links to both members.
+    for proxy in cluster.links[2].iter().flatten() {
+        proxy.slow(Duration::from_millis(150));
+    }
+    cluster.wipe(2).unwrap();
+    let rejoined = cluster.endpoint(2);
+    plait_tests::wait_until(CONVERGE, "the rejoined replica to report it is catching up", || {
+        let e = rejoined.clone();
+        async move { not_ready_reason(&e).await.is_some_and(|r| r.contains("catching up with member")) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(probes(&rejoined).await, (NOT_SERVING, SERVING), "behind: out of the Service, yet alive");
+
+    for proxy in cluster.links[2].iter().flatten() {
+        proxy.heal();
+    }
+    plait_tests::wait_until(CONVERGE, "the rejoined replica to become ready", || {
+        let e = rejoined.clone();
+        async move { probes(&e).await.0 == SERVING }
+    })
+    .await
+    .unwrap();
+    // Ready means caught up: it already holds the whole history.
+    let state = plait_tests::cluster::state(&rejoined, &[]).await.unwrap();
+    assert_eq!(state["feed"].rows.len(), 5_000);
+    assert_eq!(not_ready_reason(&rejoined).await, None);
+
+    let mut admin = pb::admin_client::AdminClient::new(channel(&rejoined).await.unwrap());
+    admin.drain(pb::DrainRequest { timeout_ms: 60_000, ..Default::default() }).await.unwrap();
+    plait_tests::wait_until(CONVERGE, "the draining replica to leave readiness", || {
+        let e = rejoined.clone();
+        async move { probes(&e).await.0 == NOT_SERVING }
+    })
+    .await
+    .unwrap();
+    assert_eq!(probes(&rejoined).await.1, SERVING, "draining is not dead");
+    assert!(not_ready_reason(&rejoined).await.unwrap().contains("draining"));
+    // The others never wavered, and the next write through one of them succeeds.
+    assert_eq!(probes(&cluster.endpoint(0)).await, (SERVING, SERVING));
+    d.put(pb::PutRequest {
+        log: "kv".into(),
+        key: b"after".to_vec(),
+        value: b"drain".to_vec(),
+        concern: None,
+    })
+    .await
+    .unwrap();
+    assert_clean(&mut cluster).await;
+}

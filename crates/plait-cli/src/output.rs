@@ -427,6 +427,8 @@ pub(crate) fn status_json(status: &Status) -> Value {
         "writable": status.writable,
         "members_generation": status.members_generation,
         "draining": status.draining,
+        "ready": status.not_ready.is_none(),
+        "not_ready_reason": status.not_ready,
         "caller": {
             "principal": status.caller.principal,
             "authenticated_by": status.caller.authenticated_by,
@@ -541,6 +543,10 @@ fn caller_text(caller: &Caller) -> String {
 pub(crate) fn status_human(status: &Status) -> String {
     let writable = if status.writable { "yes" } else { "NO: a durability error stopped writes" };
     let draining = if status.draining { "YES: local writes are refused before removal" } else { "no" };
+    let ready = match &status.not_ready {
+        None => "yes".to_owned(),
+        Some(reason) => format!("NO: {reason}"),
+    };
     let members = match status.members_generation {
         0 => "generation 0 (never set)".to_owned(),
         generation => format!("generation {generation}"),
@@ -561,6 +567,7 @@ pub(crate) fn status_human(status: &Status) -> String {
             vec!["writable".into(), writable.into()],
             vec!["members".into(), members],
             vec!["draining".into(), draining.into()],
+            vec!["ready".into(), ready],
             vec!["you".into(), caller_text(&status.caller)],
             vec!["backups".into(), backups],
         ],
@@ -931,6 +938,7 @@ mod tests {
             peers,
             members_generation: 3,
             draining: false,
+            not_ready: None,
             caller: Caller {
                 principal: "alice".into(),
                 authenticated_by: "token".into(),
@@ -952,7 +960,7 @@ mod tests {
         assert!(human.contains("uptime    4m 10s\n"), "{human}");
         assert!(
             human.contains(
-                "members   generation 3\ndraining  no\nyou       alice (token; roles read; created 2 of 100 logs)\nbackups   nightly, offsite\n"
+                "members   generation 3\ndraining  no\nready     yes\nyou       alice (token; roles read; created 2 of 100 logs)\nbackups   nightly, offsite\n"
             ),
             "{human}"
         );

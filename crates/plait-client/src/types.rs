@@ -577,6 +577,9 @@ pub struct Status {
     /// True once [`Client::drain`](crate::Client::drain) was called: local writes are
     /// refused.
     pub draining: bool,
+    /// `None` when the replica is ready for clients (what its readiness probe reports),
+    /// else why not: draining, poisoned, or catching up with a reachable member.
+    pub not_ready: Option<String>,
     /// Who this client is to the replica (`anonymous` with security off).
     pub caller: Caller,
     /// The names of the backup destinations [`Client::backup`](crate::Client::backup)
@@ -620,6 +623,13 @@ impl TryFrom<pb::StatusResponse> for Status {
                 .collect::<Result<_, _>>()?,
             members_generation: status.members_generation,
             draining: status.draining,
+            not_ready: (!status.ready).then(|| {
+                if status.not_ready_reason.is_empty() {
+                    "not ready".to_owned()
+                } else {
+                    status.not_ready_reason
+                }
+            }),
             caller: Caller {
                 principal: status.principal,
                 authenticated_by: status.authenticated_by,
@@ -1214,6 +1224,8 @@ mod tests {
             peers,
             members_generation: 4,
             draining: true,
+            ready: false,
+            not_ready_reason: "draining before removal".into(),
             ..Default::default()
         }
     }
@@ -1225,6 +1237,7 @@ mod tests {
         let status = Status::try_from(pb_status(vec![pb_peer()])).unwrap();
         assert_eq!(status.members_generation, 4);
         assert!(status.draining);
+        assert_eq!(status.not_ready.as_deref(), Some("draining before removal"));
         let expected = PeerStatus {
             address: "10.0.0.2:7070".into(),
             node_id: Some(PublicKey([8; 32])),

@@ -30,6 +30,9 @@ use crate::crd::{MemberStatus, PlaitCluster, PlaitClusterSpec, TlsMode};
 use crate::replicas::{GRPC_PORT, METRICS_PORT, ReplicaStatus};
 use crate::security;
 
+/// The health service plaitd drives from its readiness (draining, poisoned, catching
+/// up); the overall service "" only says the process serves.
+pub(crate) const READY_SERVICE: &str = "plait.v1.Ready";
 /// Where a replica keeps its data inside its volume. A subdirectory, because a fresh
 /// filesystem's root may hold `lost+found`, and plaitd wants its own directory.
 pub(crate) const DATA_DIR: &str = "/data/plait";
@@ -515,12 +518,18 @@ fn pod_template(
         // Plaintext on the pod network, by the spec's explicit choice.
         replica_env.push(env("PLAIT_INSECURE", "true"));
     }
-    // The kubelet's gRPC probe speaks plaintext only: a TLS replica is probed on its
-    // metrics port, which stops answering when the replica stops serving.
-    let grpc_probe = |period: i32, failures: i32| Probe {
-        grpc: (!tls).then(|| GRPCAction { port: i32::from(GRPC_PORT), service: None }),
+    // Liveness asks whether the process serves at all (the overall health service, or
+    // /healthz); readiness asks whether the replica is ready for clients: not draining,
+    // not poisoned, caught up with the members it can reach (`plait.v1.Ready`, or
+    // /readyz). The kubelet's gRPC probe speaks plaintext only, so a TLS replica is
+    // probed over HTTP on its metrics port instead.
+    let probe = |ready: bool, period: i32, failures: i32| Probe {
+        grpc: (!tls).then(|| GRPCAction {
+            port: i32::from(GRPC_PORT),
+            service: ready.then(|| READY_SERVICE.to_owned()),
+        }),
         http_get: tls.then(|| HTTPGetAction {
-            path: Some("/healthz".into()),
+            path: Some(if ready { "/readyz" } else { "/healthz" }.into()),
             port: IntOrString::String("metrics".into()),
             ..HTTPGetAction::default()
         }),
@@ -548,9 +557,9 @@ fn pod_template(
                 ..ContainerPort::default()
             },
         ]),
-        readiness_probe: Some(grpc_probe(5, 3)),
-        liveness_probe: Some(grpc_probe(10, 6)),
-        startup_probe: Some(grpc_probe(2, 900)),
+        readiness_probe: Some(probe(true, 5, 3)),
+        liveness_probe: Some(probe(false, 10, 6)),
+        startup_probe: Some(probe(false, 2, 900)),
         resources: spec.resources.clone(),
         security_context: Some(restricted_security_context()),
         volume_mounts: Some(replica_mounts),
@@ -654,9 +663,16 @@ impl Probed {
         }
     }
 
-    /// Ready to take part: answering, writable, not draining.
+    /// Able to serve: answering, writable, not draining. Enough to take a backup from
+    /// or to read a cluster's logs through.
     pub(crate) fn ready(&self) -> bool {
         self.status().is_some_and(|s| s.writable && !s.draining)
+    }
+
+    /// Ready for clients as the replica itself reports it: serving and caught up with
+    /// the members it reaches. What the member list and the Ready condition count.
+    pub(crate) fn caught_up(&self) -> bool {
+        self.ready() && self.status().is_some_and(|s| s.not_ready.is_none())
     }
 }
 
@@ -751,7 +767,7 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String) -> (String, b
 /// status.
 pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) -> (String, Vec<Condition>) {
     let members: Vec<&(i32, Probed)> = obs.probes.iter().filter(|(o, _)| *o < obs.replicas).collect();
-    let ready = members.iter().filter(|(_, p)| p.ready()).count() as i32;
+    let ready = members.iter().filter(|(_, p)| p.caught_up()).count() as i32;
     let unreachable: Vec<String> = members
         .iter()
         .filter_map(|(o, p)| match p {
@@ -916,7 +932,7 @@ pub(crate) fn member_statuses(
                     address,
                     epoch: s.epoch.clone(),
                     node_id: s.node_id.clone(),
-                    ready: probe.ready(),
+                    ready: probe.caught_up(),
                     lag: i64::try_from(s.lag).unwrap_or(i64::MAX),
                     members_generation: i64::try_from(s.members_generation).unwrap_or(i64::MAX),
                     draining: s.draining,
@@ -924,6 +940,8 @@ pub(crate) fn member_statuses(
                         "draining: refuses local writes".into()
                     } else if !s.writable {
                         "not writable".into()
+                    } else if let Some(reason) = &s.not_ready {
+                        format!("not ready: {reason}")
                     } else {
                         String::new()
                     },
@@ -1001,6 +1019,57 @@ mod tests {
         assert!(pod.init_containers.is_none(), "no restore without bootstrap");
         assert_eq!(d.headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
         assert_eq!(d.pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    /// Readiness asks the service plaitd drives from draining, poisoning and catch-up
+    /// (`plait.v1.Ready`, or `/readyz` with TLS); liveness and startup ask only whether the
+    /// process serves (the overall service, or `/healthz`).
+    #[test]
+    fn probes_ask_readiness_and_liveness_apart() {
+        let probes = |c: &PlaitCluster| {
+            let pod = desired(c, &ctx(), 3).stateful_set.spec.unwrap().template.spec.unwrap();
+            let container = pod.containers[0].clone();
+            [
+                container.readiness_probe.unwrap(),
+                container.liveness_probe.unwrap(),
+                container.startup_probe.unwrap(),
+            ]
+        };
+        let grpc = |p: &Probe| p.grpc.as_ref().map(|g| g.service.clone());
+        let http = |p: &Probe| p.http_get.as_ref().and_then(|h| h.path.clone());
+
+        let mut c = cluster(3);
+        c.spec.security.tls = TlsMode::Disabled;
+        let [ready, live, startup] = probes(&c);
+        assert_eq!(grpc(&ready), Some(Some(READY_SERVICE.to_owned())));
+        assert_eq!(grpc(&live), Some(None));
+        assert_eq!(grpc(&startup), Some(None));
+        assert!(ready.http_get.is_none() && live.http_get.is_none());
+
+        let [ready, live, startup] = probes(&cluster(3));
+        assert_eq!(http(&ready).as_deref(), Some("/readyz"));
+        assert_eq!(http(&live).as_deref(), Some("/healthz"));
+        assert_eq!(http(&startup).as_deref(), Some("/healthz"));
+        assert!(ready.grpc.is_none(), "the kubelet's gRPC probe cannot speak TLS");
+    }
+
+    /// A replica that answers but reports itself not ready (catching up) is not counted
+    /// ready in the member list or the Ready condition, and says why.
+    #[test]
+    fn a_catching_up_replica_is_not_counted_ready() {
+        let mut behind = ReplicaStatus { writable: true, members_generation: 1, ..ReplicaStatus::default() };
+        behind.not_ready = Some("catching up with member x: first round not finished".into());
+        let obs = Observation {
+            generation: Some(2),
+            desired_replicas: 2,
+            replicas: 2,
+            probes: vec![(0, answered(1)), (1, Probed::Answered(behind))],
+            members_generation: 1,
+            ..Observation::default()
+        };
+        let (_, conditions) = conditions(&obs, &[], &Time(jiff::Timestamp::from_second(1_000).unwrap()));
+        let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "False");
     }
 
     /// A cluster bootstrapped from a backup restores in an init container that skips

@@ -107,6 +107,9 @@ pub struct ReplicaStatus {
     /// Entries its peers hold that it has not pulled yet, summed over logs and taking the
     /// largest over peers.
     pub lag: u64,
+    /// `None` when the replica reports itself ready for clients (caught up with the
+    /// members it reaches), else its reason.
+    pub not_ready: Option<String>,
 }
 
 /// A backup request as the operator makes it.
@@ -194,6 +197,7 @@ impl ReplicaAdmin for GrpcAdmin {
                 draining: status.draining,
                 members_generation: status.members_generation,
                 lag,
+                not_ready: status.not_ready,
             })
         })
     }

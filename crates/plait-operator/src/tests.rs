@@ -147,6 +147,7 @@ fn ready(generation: u64) -> FakeReplica {
             draining: false,
             members_generation: generation,
             lag: 0,
+            not_ready: None,
         }),
         drain: Ok(()),
         backup: Err("no backup scripted".into()),

@@ -148,6 +148,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_LOGS_PER_PRINCIPAL", default_value_t = 100)]
     pub logs_per_principal: usize,
 
+    /// Entries a replica may be behind a reachable member, on any log, and still report
+    /// ready on the `plait.v1.Ready` health service and `/readyz`. A replica that has not
+    /// finished its first round with every reachable member is not ready either.
+    #[arg(long, env = "PLAIT_READY_LAG_MAX", default_value_t = 10_000)]
+    pub ready_lag_max: u64,
+
     /// Entries with missing parents one peer may leave pending before it is cut off.
     #[arg(long, env = "PLAIT_PEER_PENDING_MAX", default_value_t = 10_000)]
     pub peer_pending_max: u64,

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod keyfile;
 mod net;
+mod readiness;
 mod reload;
 mod replication;
 mod server;

@@ -174,6 +174,9 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     health.set_serving::<pb::data_server::DataServer<DataService>>().await;
     health.set_serving::<pb::admin_server::AdminServer<AdminService>>().await;
     health.set_serving::<pb::sync_server::SyncServer<SyncService>>().await;
+    // Readiness starts NOT_SERVING and follows the replica's state from here on.
+    health.set_service_status(crate::readiness::READY_SERVICE, tonic_health::ServingStatus::NotServing).await;
+    crate::readiness::spawn(ctx.clone(), args.ready_lag_max, health.clone(), ctx.shutdown.clone());
     // Both reflection versions: grpc.reflection.v1 for current grpcurl and grpc-java,
     // v1alpha for Python's grpcio-reflection, older grpcurl and Postman, which only
     // speak that one.
@@ -225,7 +228,9 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             let listener = telemetry::bind_metrics(addr).await?;
             let local = listener.local_addr()?;
             let mut stop = ctx.shutdown.clone();
-            tokio::spawn(listener.serve(telemetry.prometheus_source(), async move {
+            let state = ctx.state.clone();
+            let not_ready = move || state.readiness.not_ready();
+            tokio::spawn(listener.serve(telemetry.prometheus_source(), not_ready, async move {
                 let _ = stop.wait_for(|s| *s).await;
             }));
             Some(local)
@@ -268,8 +273,9 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
                 Stop::Signal(name) => tracing::info!(signal = name, "stopping: draining in-flight calls"),
                 Stop::Poisoned => tracing::error!("the store is poisoned; refusing all calls and exiting"),
             }
-            set_not_serving(&health).await;
+            // Stop the readiness task first, so it cannot turn readiness back on.
             let _ = shutdown_tx.send(true);
+            set_not_serving(&health).await;
             let _ = stop_tx.send(stop);
         }
     };
@@ -356,6 +362,7 @@ async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
     health.set_not_serving::<pb::data_server::DataServer<DataService>>().await;
     health.set_not_serving::<pb::admin_server::AdminServer<AdminService>>().await;
     health.set_not_serving::<pb::sync_server::SyncServer<SyncService>>().await;
+    health.set_service_status(crate::readiness::READY_SERVICE, tonic_health::ServingStatus::NotServing).await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
 }
 

@@ -622,16 +622,20 @@ impl MetricsListener {
         self.listener.local_addr().context("reading the metrics listener's address")
     }
 
-    /// Serves `GET /metrics` (the text `prometheus_text` returns) and `GET /healthz`
-    /// until `shutdown` completes, then lets open requests finish.
+    /// Serves `GET /metrics` (the text `prometheus_text` returns), `GET /healthz` (200
+    /// while the process serves) and `GET /readyz` (200 when `not_ready` says `None`,
+    /// else 503 with the reason) until `shutdown` completes, then lets open requests
+    /// finish.
     pub(crate) async fn serve(
         self,
         prometheus_text: impl Fn() -> String + Send + Sync + 'static,
+        not_ready: impl Fn() -> Option<String> + Send + Sync + 'static,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         use axum::routing::get;
 
         let prometheus_text = Arc::new(prometheus_text);
+        let not_ready = Arc::new(not_ready);
         let router = axum::Router::new()
             .route(
                 "/metrics",
@@ -640,7 +644,19 @@ impl MetricsListener {
                     async move { ([(http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text) }
                 }),
             )
-            .route("/healthz", get(|| async { "ok\n" }));
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let reply = match not_ready() {
+                        None => (http::StatusCode::OK, "ready\n".to_owned()),
+                        Some(reason) => {
+                            (http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
+                        }
+                    };
+                    async move { reply }
+                }),
+            );
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.context("serving metrics")
     }
 }

@@ -20,6 +20,9 @@ pub(crate) struct PeerInfo {
     pub(crate) node_id: Option<PublicKey>,
     pub(crate) epoch: Option<[u8; 16]>,
     pub(crate) connected: bool,
+    /// A full round (every log the peer hosts pulled up to the seq it reported) has
+    /// finished since the session last connected.
+    pub(crate) synced: bool,
     pub(crate) last_contact: Option<Instant>,
     pub(crate) last_error: String,
     /// The address turned out to be this replica itself.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub(crate) use client::PeerClientConfig;
 pub(crate) use holds::Holds;
-pub(crate) use membership::{EngineCtx, Membership, PeerTable};
+pub(crate) use membership::{EngineCtx, Membership, PeerInfo, PeerTable};
 
 /// Settings of the replication engine.
 #[derive(Clone, Debug)]
@@ -49,6 +49,8 @@ pub(crate) const RECONCILE_PAST_MAX: usize = 1_000_000;
 pub(crate) struct ReplicaState {
     /// Set by Admin.Drain: local writes are refused from then on.
     pub(crate) draining: AtomicBool,
+    /// The last readiness evaluation (see `crate::readiness`).
+    pub(crate) readiness: crate::readiness::ReadinessCell,
 }
 
 pub(crate) type SharedState = Arc<ReplicaState>;

@@ -162,6 +162,7 @@ impl Session {
                     self.ctx.metrics.record_replication_error();
                     self.ctx.table.update(&self.address, |info| {
                         info.connected = false;
+                        info.synced = false;
                         info.last_error = message;
                     });
                 }
@@ -226,6 +227,7 @@ impl Session {
             info.node_id = Some(peer.node_id);
             info.epoch = Some(peer.epoch);
             info.connected = true;
+            info.synced = false;
             info.last_contact = Some(Instant::now());
             info.last_error.clear();
         });
@@ -266,6 +268,9 @@ impl Session {
                 if due.is_none() {
                     self.check_heads(peer, log_id, log).await?;
                 }
+            }
+            if due.is_none() {
+                self.ctx.table.update(&self.address, |info| info.synced = true);
             }
             if self.push {
                 self.push_all(peer, &hello.logs).await?;

@@ -82,6 +82,7 @@ impl AdminService {
         let details = principal.grants.read || principal.grants.cluster_admin;
         let disk_bytes = ctx.blocking(|store| Ok::<_, ReplicaError>(store.disk_bytes())).await?;
         let members_generation = ctx.blocking(|store| store.members()).await?.generation;
+        let not_ready = ctx.state.readiness.not_ready();
         Ok(pb::StatusResponse {
             node_id: ctx.node_key.public().0.to_vec(),
             writer: ctx.store.writer_key().public().0.to_vec(),
@@ -94,6 +95,8 @@ impl AdminService {
             peers: if details { self.peers() } else { Vec::new() },
             members_generation,
             draining: ctx.state.draining.load(Ordering::SeqCst),
+            ready: not_ready.is_none(),
+            not_ready_reason: not_ready.unwrap_or_default(),
             principal: principal.name.to_string(),
             authenticated_by: principal.proof.as_str().to_owned(),
             roles: principal.grants.roles(),

@@ -340,7 +340,8 @@ async fn http_get(address: SocketAddr, path: &str) -> String {
 }
 
 /// `/metrics` answers over real TCP with the Prometheus content type and the current
-/// values, `/healthz` answers ok, and the server stops when told to.
+/// values, `/healthz` answers ok, `/readyz` follows the readiness it is given (503 with
+/// the reason when not ready), and the server stops when told to.
 #[tokio::test]
 async fn metrics_endpoint_serves_prometheus_text_and_health() {
     let telemetry = Telemetry::detached("plait-test").expect("telemetry");
@@ -348,7 +349,12 @@ async fn metrics_endpoint_serves_prometheus_text_and_health() {
     let listener = bind_metrics("127.0.0.1:0".parse().expect("address")).await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(listener.serve(telemetry.prometheus_source(), async {
+    let readiness = Arc::new(std::sync::Mutex::new(Some("catching up".to_owned())));
+    let not_ready = {
+        let readiness = readiness.clone();
+        move || readiness.lock().expect("lock").clone()
+    };
+    let server = tokio::spawn(listener.serve(telemetry.prometheus_source(), not_ready, async {
         let _ = stopped.await;
     }));
 
@@ -361,6 +367,13 @@ async fn metrics_endpoint_serves_prometheus_text_and_health() {
     let reply = http_get(address, "/healthz").await;
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
     assert!(reply.ends_with("\r\n\r\nok\n"), "{reply}");
+
+    let reply = http_get(address, "/readyz").await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nnot ready: catching up\n"), "{reply}");
+    *readiness.lock().expect("lock") = None;
+    let reply = http_get(address, "/readyz").await;
+    assert!(reply.starts_with("HTTP/1.1 200 OK") && reply.ends_with("\r\n\r\nready\n"), "{reply}");
 
     let reply = http_get(address, "/nothing-here").await;
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
