@@ -395,6 +395,35 @@ fn schema_refuses_bad_values() {
     assert_eq!(container["imagePullPolicy"], "Always");
 }
 
+/// A tag that is a digest renders as `repository@sha256:…` (with or without the `@` in
+/// the value), never as the invalid `repository:@sha256:…`; a plain tag as `repository:tag`.
+#[test]
+fn image_digests_render_as_references() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let image = |set: &[&str]| {
+        let documents = template(set);
+        let container = only(&documents, "Deployment")["spec"]["template"]["spec"]["containers"][0].clone();
+        let replica = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "PLAIT_OPERATOR_REPLICA_IMAGE")
+            .unwrap()["value"]
+            .clone();
+        (container["image"].as_str().unwrap().to_owned(), replica.as_str().unwrap().to_owned())
+    };
+    let operator_tag = format!("operator.image.tag={digest}");
+    let replica_tag = format!("replicaImage.tag=@{digest}");
+    assert_eq!(
+        image(&["--set-string", &operator_tag, "--set-string", &replica_tag]),
+        (format!("plait/plait-operator@{digest}"), format!("plait/plaitd@{digest}"))
+    );
+    assert_eq!(
+        image(&["--set-string", "operator.image.tag=v2", "--set-string", "replicaImage.tag=v3"]),
+        ("plait/plait-operator:v2".to_owned(), "plait/plaitd:v3".to_owned())
+    );
+}
+
 /// The chart's appVersion is the workspace's version, so the default image tags name
 /// the binaries built from this tree.
 #[test]

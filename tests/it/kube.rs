@@ -101,7 +101,8 @@ async fn crds_install_and_are_established() {
 
 /// The API server refuses cluster specs the schema forbids (replicas out of 1..=15, a
 /// storage size that is not a quantity, a backup destination that is neither s3:// nor
-/// file://, a setting the operator manages itself), each with 422 naming the field; and it
+/// file://, a setting the operator manages itself, a name that is not a DNS-1035 label of at
+/// most 45 characters), each with 422 naming the field or the rule; and it
 /// accepts a minimal one, filling in the defaults itself (replicas 3, storage 10Gi).
 #[tokio::test]
 async fn invalid_cluster_specs_are_refused_and_defaults_filled_in() {
@@ -123,6 +124,16 @@ async fn invalid_cluster_specs_are_refused_and_defaults_filled_in() {
         let result = clusters.create(&post, &PlaitCluster::new(name, cluster_spec(spec))).await;
         assert_invalid(result, &mentions);
     }
+    // The name becomes the Services' and, with suffixes, the pods', volumes' and Secrets'.
+    for (name, mentions) in [
+        ("1db", ["must be a DNS-1035 label"]),
+        ("db.example", ["must be a DNS-1035 label"]),
+        (&"d".repeat(46)[..], ["is at most 45 characters"]),
+    ] {
+        let result = clusters.create(&post, &PlaitCluster::new(name, cluster_spec(json!({})))).await;
+        assert_invalid(result, &mentions);
+    }
+    clusters.create(&post, &PlaitCluster::new(&"d".repeat(45), cluster_spec(json!({})))).await.unwrap();
     // A setting the operator does not manage is fine.
     let tuned = PlaitCluster::new("tuned", cluster_spec(json!({ "settings": { "PLAIT_LOG": "debug" } })));
     clusters.create(&post, &tuned).await.unwrap();

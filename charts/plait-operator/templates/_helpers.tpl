@@ -55,12 +55,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The operator's image; the tag defaults to the chart's appVersion. */}}
-{{- define "plait-operator.image" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{/*
+An image reference from a repository and a tag that may be a digest: "v1" gives
+repo:v1, "sha256:<hex>" and "@sha256:<hex>" give repo@sha256:<hex>.
+*/}}
+{{- define "plait-operator.imageRef" -}}
+{{- $repository := index . 0 }}
+{{- $tag := index . 1 }}
+{{- if hasPrefix "@" $tag }}
+{{- printf "%s%s" $repository $tag }}
+{{- else if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" $repository $tag }}
+{{- else }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
 {{- end }}
 
-{{/* The plaitd image replicas run; the tag defaults to the chart's appVersion. */}}
+{{/* The operator's image; the tag (or digest) defaults to the chart's appVersion. */}}
+{{- define "plait-operator.image" -}}
+{{- include "plait-operator.imageRef" (list .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag)) }}
+{{- end }}
+
+{{/* The plaitd image replicas run; the tag (or digest) defaults to the chart's appVersion. */}}
 {{- define "plait-operator.replicaImage" -}}
-{{- printf "%s:%s" .Values.replicaImage.repository (default .Chart.AppVersion .Values.replicaImage.tag) }}
+{{- include "plait-operator.imageRef" (list .Values.replicaImage.repository (default .Chart.AppVersion .Values.replicaImage.tag)) }}
 {{- end }}

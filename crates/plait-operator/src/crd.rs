@@ -59,7 +59,15 @@ pub const REPLICAS_MAX: i32 = 15;
         priority = "1"
     ),
     printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackupTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // The name becomes a Service's (a DNS-1035 label) and, with a suffix, pods', PVCs',
+    // Secrets' and the StatefulSet's controller-revision label (at most 63 characters).
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "a PlaitCluster's name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter): it names the cluster's Services"
+    ),
+    validation = Rule::new("self.metadata.name.size() <= 45").message(
+        "a PlaitCluster's name is at most 45 characters: its pods, volumes, Secrets and Services add suffixes to it"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)")
     .message("bootstrap is chosen at creation: it cannot be added or removed later"))]
