@@ -123,6 +123,7 @@ fn expected_rules() -> Value {
           "verbs": ["get", "create", "patch", "delete"] },
         { "apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["get", "create", "patch"] },
         { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] },
+        { "apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "patch"] },
         { "apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": all },
         { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
         { "apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"] },
@@ -274,7 +275,12 @@ fn cluster_role_is_least_privilege() {
     assert!(of_kind(&documents, "Role").is_empty() && of_kind(&documents, "RoleBinding").is_empty());
     let role = only(&documents, "ClusterRole");
     let rules = &role["rules"];
-    assert_eq!(rules, &expected_rules(), "the ClusterRole's rules changed");
+    let mut expected = expected_rules();
+    // Cluster-wide only: StorageClasses are cluster-scoped.
+    expected.as_array_mut().unwrap().push(
+        json!({ "apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list"] }),
+    );
+    assert_eq!(rules, &expected, "the ClusterRole's rules changed");
 
     for rule in rules.as_array().unwrap() {
         for field in ["apiGroups", "resources", "verbs"] {

@@ -157,8 +157,9 @@ async fn invalid_cluster_specs_are_refused_and_defaults_filled_in() {
 }
 
 /// What is fixed at creation cannot change: the storage class, whether the cluster
-/// bootstraps from a backup, and a backup's spec; each refused with 422 and the rule's
-/// message. Fields that may change (replicas) still can.
+/// bootstraps from a backup, and a backup's spec; the storage size may only grow (compared
+/// as quantities, whatever the notation). Each refusal is a 422 with the rule's message.
+/// Fields that may change (replicas, a larger size) still can.
 #[tokio::test]
 async fn fields_fixed_at_creation_cannot_change() {
     let (_plane, admin) = start_with_crds("fixed").await;
@@ -171,7 +172,21 @@ async fn fields_fixed_at_creation_cannot_change() {
 
     let change_class = json!({ "spec": { "storage": { "storageClassName": "slow" } } });
     let result = clusters.patch("c", &patch, &Patch::Merge(&change_class)).await;
-    assert_invalid(result, &["spec.storage", "storage cannot change after creation"]);
+    assert_invalid(result, &["spec.storage", "storage.storageClassName cannot change after creation"]);
+    let drop_class = json!({ "spec": { "storage": { "storageClassName": null } } });
+    let result = clusters.patch("c", &patch, &Patch::Merge(&drop_class)).await;
+    assert_invalid(result, &["spec.storage", "storage.storageClassName cannot change after creation"]);
+    // The size may grow, in any notation, but never shrink.
+    for smaller in ["1023Mi", "1G", "512Mi"] {
+        let shrink = json!({ "spec": { "storage": { "size": smaller } } });
+        let result = clusters.patch("c", &patch, &Patch::Merge(&shrink)).await;
+        assert_invalid(result, &["spec.storage.size", "storage.size may grow but never shrink"]);
+    }
+    let grown = json!({ "spec": { "storage": { "size": "1536Mi" } } });
+    let grown = clusters.patch("c", &patch, &Patch::Merge(&grown)).await.unwrap();
+    assert_eq!(grown.spec.storage.size, "1536Mi");
+    let same = json!({ "spec": { "storage": { "size": "1.5Gi" } } });
+    clusters.patch("c", &patch, &Patch::Merge(&same)).await.unwrap();
 
     let add_bootstrap = json!({ "spec": { "bootstrap": { "from": "s3://backups/c" } } });
     let result = clusters.patch("c", &patch, &Patch::Merge(&add_bootstrap)).await;

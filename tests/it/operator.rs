@@ -24,7 +24,7 @@ use plait_core::LogType;
 use plait_operator::{
     BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, NamedDestination, PlaitBackup,
     PlaitBackupSpec, PlaitCluster, PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver,
-    SystemClock,
+    StorageSpec, SystemClock,
 };
 use plait_tests::Plaitd;
 use plait_tests::kube::{ControlPlane, create_namespace, install_crds};
@@ -835,6 +835,177 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
     }
     // The restored logs accept writes: the writer key came along.
     replica_client(copy.endpoint(1)).await.put("orders", "after-restore", "yes").await?;
+    operator.stop().await;
+    Ok(())
+}
+
+/// Growing `spec.storage.size` grows every replica's claim when its storage class allows
+/// expansion, and shows the claims in `status.resizingVolumes` until their capacity has
+/// caught up; the StatefulSet's claim template keeps its size (the API server refuses a
+/// change); a replica added later has its claim grown too. A class that does not allow
+/// expansion leaves the claims alone, with a Warning event and the reason in `Degraded`.
+/// The volumes are static PersistentVolumes bound by the real PV controller; the storage
+/// system finishing a resize is played by patching the claims' capacity. No replica
+/// runs: volume growth does not depend on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_grows_volumes_the_storage_class_allows() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use plait_tests::kube::Options;
+    use serde_json::json;
+
+    // The controller manager's StatefulSet controller makes the claims, its PV controller
+    // binds them.
+    let cp = ControlPlane::start_with(Options { controller_manager: true }).await?;
+    let admin = cp.admin_client();
+    install_crds(&admin).await?;
+    grant_chart_rbac(&admin).await?;
+    let ns = "volumes";
+    create_namespace(&admin, ns).await?;
+    let operator = Operator::start(cp.operator_client(), Arc::new(StaticResolver::new()), ns);
+    let post = PostParams::default();
+    let clusters: Api<PlaitCluster> = Api::namespaced(admin.clone(), ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+
+    for (name, expand) in [("expandable", true), ("fixed", false)] {
+        let class: StorageClass = serde_json::from_value(json!({
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": { "name": name },
+            "provisioner": "kubernetes.io/no-provisioner",
+            "allowVolumeExpansion": expand,
+            "volumeBindingMode": "Immediate",
+        }))?;
+        Api::<StorageClass>::all(admin.clone()).create(&post, &class).await?;
+    }
+    // A static volume pre-bound to the claim the StatefulSet makes for `cluster`'s replica.
+    let volume = |cluster: &str, class: &str, ordinal: i32| -> anyhow::Result<PersistentVolume> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": { "name": format!("{cluster}-{ordinal}") },
+            "spec": {
+                "capacity": { "storage": "1Gi" },
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": class,
+                "hostPath": { "path": format!("/var/lib/plait-test/{cluster}-{ordinal}") },
+                "claimRef": { "namespace": ns, "name": format!("data-{cluster}-{ordinal}") },
+            },
+        }))?)
+    };
+    let volumes: Api<PersistentVolume> = Api::all(admin.clone());
+    for (cluster, class) in [("grow", "expandable"), ("stuck", "fixed")] {
+        for ordinal in 0..2 {
+            volumes.create(&post, &volume(cluster, class, ordinal)?).await?;
+        }
+        let mut spec = PlaitClusterSpec::with_replicas(2);
+        spec.storage = StorageSpec { size: "1Gi".into(), storage_class_name: Some(class.into()) };
+        clusters.create(&post, &PlaitCluster::new(cluster, spec)).await?;
+    }
+    let request = |claim: &PersistentVolumeClaim| {
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .map(|r| r["storage"].0.clone())
+    };
+    let bound = |claim: &PersistentVolumeClaim| {
+        claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    };
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the four claims made and bound", || {
+        let claims = claims.clone();
+        async move {
+            let list = claims.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+            list.len() == 4 && list.iter().all(bound)
+        }
+    })
+    .await?;
+
+    let grow = json!({ "spec": { "storage": { "size": "2Gi" } } });
+    for cluster in ["grow", "stuck"] {
+        clusters.patch(cluster, &PatchParams::default(), &Patch::Merge(&grow)).await?;
+    }
+    let resizing = |cluster: &PlaitCluster| {
+        cluster.status.as_ref().map(|s| s.resizing_volumes.clone()).unwrap_or_default()
+    };
+    plait_tests::wait_until(
+        CONVERGE_TIMEOUT,
+        "both claims of grow asking for 2Gi and shown resizing",
+        || {
+            let (claims, clusters) = (claims.clone(), clusters.clone());
+            async move {
+                let mut grown = 0;
+                for ordinal in 0..2 {
+                    if let Ok(claim) = claims.get(&format!("data-grow-{ordinal}")).await
+                        && request(&claim).as_deref() == Some("2Gi")
+                    {
+                        grown += 1;
+                    }
+                }
+                grown == 2 && clusters.get("grow").await.is_ok_and(|c| resizing(&c).len() == 2)
+            }
+        },
+    )
+    .await?;
+    let cluster = clusters.get("grow").await?;
+    for volume in resizing(&cluster) {
+        assert_eq!((volume.requested.as_str(), volume.capacity.as_str()), ("2Gi", "1Gi"), "{volume:?}");
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
+    let template = sets.get("grow").await?.spec.unwrap().volume_claim_templates.unwrap()[0].clone();
+    assert_eq!(
+        request(&PersistentVolumeClaim { spec: template.spec, ..Default::default() }).as_deref(),
+        Some("1Gi")
+    );
+    assert_eq!(reasons(&admin, ns, "grow").await?.iter().filter(|r| *r == "VolumeExpansion").count(), 2);
+
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "stuck to say its class does not allow expansion", || {
+        let clusters = clusters.clone();
+        async move {
+            clusters.get("stuck").await.is_ok_and(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "Degraded"
+                            && c.status == "True"
+                            && c.message.contains("storage class fixed does not allow volume expansion")
+                    })
+                })
+            })
+        }
+    })
+    .await?;
+    for ordinal in 0..2 {
+        let claim = claims.get(&format!("data-stuck-{ordinal}")).await?;
+        assert_eq!(request(&claim).as_deref(), Some("1Gi"), "a claim of a fixed class is left alone");
+    }
+    assert!(reasons(&admin, ns, "stuck").await?.iter().any(|r| r == "VolumeExpansionFailed"));
+
+    // The storage system finishes: the claims' capacity reaches their request.
+    let finished = json!({ "status": { "capacity": { "storage": "2Gi" } } });
+    for ordinal in 0..2 {
+        claims
+            .patch_status(&format!("data-grow-{ordinal}"), &PatchParams::default(), &Patch::Merge(&finished))
+            .await?;
+    }
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "grow to show no volume resizing", || {
+        let clusters = clusters.clone();
+        async move { clusters.get("grow").await.is_ok_and(|c| resizing(&c).is_empty()) }
+    })
+    .await?;
+
+    // A replica added now gets a claim of the template's size, grown on a later pass.
+    volumes.create(&post, &volume("grow", "expandable", 2)?).await?;
+    clusters
+        .patch("grow", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 3 } })))
+        .await?;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the new replica's claim grown to 2Gi", || {
+        let claims = claims.clone();
+        async move {
+            claims.get("data-grow-2").await.is_ok_and(|c| bound(&c) && request(&c).as_deref() == Some("2Gi"))
+        }
+    })
+    .await?;
     operator.stop().await;
     Ok(())
 }

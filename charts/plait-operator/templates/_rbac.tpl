@@ -15,6 +15,8 @@ Least privilege, and why each rule is there:
 - NetworkPolicies: applied per cluster, deleted when a cluster turns its policy off;
 - cert-manager Certificates: applied per replica with `tls: CertManager`;
 - Pods are only read, to see which replicas are ready and what they report;
+- PersistentVolumeClaims are read and patched by name, to grow a replica's volume when
+  spec.storage.size grows; never created, listed or deleted (the StatefulSet owns them);
 - Events, in both APIs, to say what it did.
 */}}
 {{- define "plait-operator.rules" -}}
@@ -45,6 +47,9 @@ Least privilege, and why each rule is there:
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]

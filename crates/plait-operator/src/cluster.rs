@@ -29,6 +29,7 @@ use crate::plan::{self, Observation, Probed, ScaleStep};
 use crate::replicas::{DRAIN_TIMEOUT, ReplicaStatus};
 use crate::schedule::{self, Schedule};
 use crate::security::{self, Secured};
+use crate::storage;
 
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "plait-operator";
@@ -120,7 +121,8 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     }
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let current = statefulsets.get_opt(&name).await?.and_then(|s| s.spec).and_then(|s| s.replicas);
+    let existing_set = statefulsets.get_opt(&name).await?;
+    let current = existing_set.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
     let address = |ordinal: i32| ctx.resolver.address(&namespace, &name, ordinal);
 
     // Certificates for every replica that exists or is about to, before any of them is
@@ -212,7 +214,10 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
 
     // The owned objects, applied whole every pass: server-side apply makes an unchanged
     // object a no-op and repairs anything edited or deleted by hand.
-    let desired = plan::desired(cluster, &ctx.plan, target);
+    let mut desired = plan::desired(cluster, &ctx.plan, target);
+    if let Some(existing) = &existing_set {
+        plan::keep_claim_template_size(&mut desired.stateful_set, existing);
+    }
     apply(&ctx.client, &namespace, &desired.config_map).await?;
     apply(&ctx.client, &namespace, &desired.headless).await?;
     apply(&ctx.client, &namespace, &desired.client).await?;
@@ -285,6 +290,10 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         obs.probes.push((*leaving, probe.clone()));
     }
 
+    // Volumes: grow the claims to the spec's size.
+    let degraded = previous.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| c.message.as_str());
+    obs.storage = storage::grow(cluster, ctx, &namespace, target, degraded.unwrap_or_default()).await?;
+
     // Backups: the schedule, retention of its records, and what the newest one says.
     let (backups, next_run) = scheduled_backups(cluster, ctx, &namespace, &previous, &obs, now).await?;
     obs.latest_backup = backups.latest.clone();
@@ -296,8 +305,10 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         ctx.event(&reference, false, "Ready", "Reconcile", format!("all {target} replicas are ready")).await;
     }
 
-    let mut requeue =
-        if ready && obs.membership_errors.is_empty() { STEADY_REQUEUE } else { CONVERGING_REQUEUE };
+    // Volumes growing are watched closely: nothing else wakes the reconcile when the
+    // storage system finishes.
+    let settled = ready && obs.membership_errors.is_empty() && obs.storage.resizing.is_empty();
+    let mut requeue = if settled { STEADY_REQUEUE } else { CONVERGING_REQUEUE };
     if obs.drain_blocked.is_some() || !obs.membership_errors.is_empty() {
         requeue = ctx.backoff(&key(cluster));
     } else {
@@ -582,6 +593,7 @@ async fn write_status(
         runs_since_full: backups.runs_since_full,
         last_backup: backups.last_completed.as_ref().map(|(n, _)| n.clone()),
         last_backup_time: backups.last_completed.and_then(|(_, t)| t),
+        resizing_volumes: obs.storage.resizing.clone(),
     };
     if cluster.status.as_ref() != Some(&status) {
         let api: Api<PlaitCluster> =

@@ -90,9 +90,9 @@ pub struct PlaitClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
 
-    /// Persistent storage of each replica. Fixed at creation.
+    /// Persistent storage of each replica. The size may grow (the operator grows each
+    /// replica's claim), never shrink; the class is fixed at creation.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("storage cannot change after creation"))]
     pub storage: StorageSpec,
 
     /// CPU and memory of each replica.
@@ -266,11 +266,19 @@ impl PullPolicy {
 
 /// A persistent volume per replica.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
+).message("storage.storageClassName cannot change after creation"))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each replica's volume, as a Kubernetes quantity.
+    /// Size of each replica's volume, as a Kubernetes quantity. May grow, never shrink:
+    /// the operator then grows each replica's PersistentVolumeClaim, which needs a storage
+    /// class with `allowVolumeExpansion: true`.
     #[serde(default = "default_storage_size")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    #[x_kube(validation = Rule::new(
+        "!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0"
+    ).message("storage.size may grow but never shrink"))]
     pub size: String,
 
     /// Storage class of the volumes; the cluster's default class when not set.
@@ -476,6 +484,24 @@ pub struct PlaitClusterStatus {
     pub last_backup: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_time: Option<Time>,
+    /// Volumes whose capacity has not reached what their claim asks for yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resizing_volumes: Vec<VolumeStatus>,
+}
+
+/// A PersistentVolumeClaim that is growing.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    /// The claim's name (`data-<cluster>-<ordinal>`).
+    pub name: String,
+    /// The size the claim asks for.
+    pub requested: String,
+    /// The size the volume has now.
+    pub capacity: String,
+    /// The claim's condition (`Resizing`, `FileSystemResizePending`, ...), or `Pending`
+    /// while the storage system has not started.
+    pub state: String,
 }
 
 /// One replica as the operator last saw it.
@@ -492,7 +518,7 @@ pub struct MemberStatus {
     /// Its node id (hex).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node_id: String,
-    /// Answering, writable and not draining.
+    /// Answering, writable, not draining and caught up with the other members.
     pub ready: bool,
     /// Entries its peers hold that it has not pulled yet, summed over logs.
     #[serde(default)]

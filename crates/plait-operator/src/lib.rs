@@ -14,6 +14,7 @@ mod plan;
 mod replicas;
 mod schedule;
 mod security;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +26,7 @@ pub use crd::{
     BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, IssuerRef, MemberStatus,
     NamedDestination, PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec,
     PlaitClusterStatus, PullPolicy, REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, SecuritySpec,
-    StorageSpec, TelemetrySpec, TlsMode, VERSION, crds_yaml,
+    StorageSpec, TelemetrySpec, TlsMode, VERSION, VolumeStatus, crds_yaml,
 };
 pub use operator::{Scope, run};
 pub use plan::PlanContext;

@@ -33,6 +33,8 @@ use crate::security;
 /// The health service plaitd drives from its readiness (draining, poisoned, catching
 /// up); the overall service "" only says the process serves.
 pub(crate) const READY_SERVICE: &str = "plait.v1.Ready";
+/// The name of each replica's volume claim template: its claims are `data-<cluster>-<n>`.
+pub(crate) const DATA_VOLUME: &str = "data";
 /// Where a replica keeps its data inside its volume. A subdirectory, because a fresh
 /// filesystem's root may hold `lost+found`, and plaitd wants its own directory.
 pub(crate) const DATA_DIR: &str = "/data/plait";
@@ -294,7 +296,7 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
             template: pod_template(cluster, ctx, &settings),
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
-                    name: Some("data".into()),
+                    name: Some(DATA_VOLUME.into()),
                     labels: Some(selector_labels(&name)),
                     ..ObjectMeta::default()
                 },
@@ -463,7 +465,7 @@ fn pod_template(
         });
     }
     let mounts = vec![
-        VolumeMount { name: "data".into(), mount_path: "/data".into(), ..VolumeMount::default() },
+        VolumeMount { name: DATA_VOLUME.into(), mount_path: "/data".into(), ..VolumeMount::default() },
         VolumeMount {
             name: "writer-key".into(),
             mount_path: WRITER_KEY_DIR.into(),
@@ -676,6 +678,35 @@ impl Probed {
     }
 }
 
+/// Keeps the volume claim template of the StatefulSet that exists: the API server
+/// refuses changes to it, so a grown `spec.storage.size` reaches the claims by patching
+/// them (`storage.rs`), and the template keeps the size the cluster was created with.
+pub(crate) fn keep_claim_template_size(desired: &mut StatefulSet, existing: &StatefulSet) {
+    let storage = |sts: &StatefulSet| {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .and_then(|t| t.first())
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .cloned()
+    };
+    let Some(size) = storage(existing) else { return };
+    if let Some(requests) = desired
+        .spec
+        .as_mut()
+        .and_then(|s| s.volume_claim_templates.as_mut())
+        .and_then(|t| t.first_mut())
+        .and_then(|t| t.spec.as_mut())
+        .and_then(|s| s.resources.as_mut())
+        .and_then(|r| r.requests.as_mut())
+    {
+        requests.insert("storage".to_owned(), size);
+    }
+}
+
 /// The next scaling step, from the desired replica count and the StatefulSet's current
 /// one (`None`: no StatefulSet yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -756,6 +787,41 @@ pub(crate) struct Observation {
     /// The newest backup of the cluster: (name, phase, error).
     pub latest_backup: Option<(String, String, Option<String>)>,
     pub backup_configured: bool,
+    /// Volumes still growing, and volumes that should grow but cannot.
+    pub storage: crate::storage::StorageObservation,
+}
+
+/// A Kubernetes quantity in bytes (or units), for the forms `spec.storage.size` and
+/// claims use: digits with an optional fraction, then an optional binary (`Ki`..`Ei`) or
+/// decimal (`k`..`E`) suffix. `None` for anything else (exponents, milli-units).
+pub(crate) fn quantity_bytes(quantity: &str) -> Option<u128> {
+    let split = quantity.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || whole.len() > 20 || fraction.len() > 9 || fraction.contains('.') {
+        return None;
+    }
+    let scale = 10u128.pow(fraction.len() as u32);
+    let whole: u128 = whole.parse().ok()?;
+    let fraction: u128 = if fraction.is_empty() { 0 } else { fraction.parse().ok()? };
+    // Rounded up, as Kubernetes rounds a fractional byte count.
+    Some((whole * scale + fraction).checked_mul(multiplier)?.div_ceil(scale))
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String) -> (String, bool, String, String) {
@@ -817,12 +883,21 @@ pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) 
             )
         } else if !all_ready {
             condition("Progressing", true, "WaitingForReplicas", format!("{ready} of {} ready", obs.replicas))
+        } else if !obs.storage.resizing.is_empty() {
+            let names: Vec<&str> = obs.storage.resizing.iter().map(|v| v.name.as_str()).collect();
+            condition(
+                "Progressing",
+                true,
+                "ResizingVolumes",
+                format!("volumes growing: {}", names.join(", ")),
+            )
         } else {
             condition("Progressing", false, "Reconciled", "the cluster matches its spec".into())
         });
         let mut problems = unreachable.clone();
         problems.extend(obs.drain_blocked.iter().filter(|b| b.contains("failed")).cloned());
         problems.extend(obs.membership_errors.iter().cloned());
+        problems.extend(obs.storage.problems.iter().cloned());
         if let Some((name, phase, error)) = &obs.latest_backup
             && phase == "Failed"
         {
@@ -1070,6 +1145,49 @@ mod tests {
         let (_, conditions) = conditions(&obs, &[], &Time(jiff::Timestamp::from_second(1_000).unwrap()));
         let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "False");
+    }
+
+    /// Quantities compare by value whatever their notation; what the CRD's pattern does
+    /// not admit is not a size.
+    #[test]
+    fn quantities_are_read_as_bytes() {
+        assert_eq!(quantity_bytes("10Gi"), Some(10 << 30));
+        assert_eq!(quantity_bytes("1.5Gi"), quantity_bytes("1536Mi"));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("512"), Some(512));
+        assert_eq!(quantity_bytes("0.5k"), Some(500));
+        assert!(quantity_bytes("1G") < quantity_bytes("1Gi"));
+        for bad in ["", "Gi", "1.2.3Gi", "1e3", "100m", "ten", "1 Gi", "-1Gi"] {
+            assert_eq!(quantity_bytes(bad), None, "{bad:?}");
+        }
+    }
+
+    /// The StatefulSet keeps the claim size it was created with (the API server refuses a
+    /// changed volume claim template); a new one takes the spec's.
+    #[test]
+    fn claim_template_keeps_the_size_it_was_created_with() {
+        let size = |sts: &StatefulSet| {
+            sts.spec.as_ref().unwrap().volume_claim_templates.as_ref().unwrap()[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0
+                .clone()
+        };
+        let mut c = cluster(3);
+        c.spec.storage.size = "1Gi".into();
+        let existing = desired(&c, &ctx(), 3).stateful_set;
+        c.spec.storage.size = "5Gi".into();
+        let mut grown = desired(&c, &ctx(), 3).stateful_set;
+        assert_eq!(size(&grown), "5Gi");
+        keep_claim_template_size(&mut grown, &existing);
+        assert_eq!(size(&grown), "1Gi");
     }
 
     /// A cluster bootstrapped from a backup restores in an init container that skips

@@ -709,7 +709,7 @@ async fn new_cluster_creates_its_objects() {
 
 /// A steady cluster: once its status records what the replicas report, a pass with
 /// the same clock writes no status, sends no members and publishes nothing; it only
-/// reads and re-applies the owned objects.
+/// reads and re-applies the owned objects and reads the replicas' claims.
 #[tokio::test]
 async fn steady_cluster_is_a_no_op() {
     let admin = FakeAdmin::with((0..3).map(|o| (o, ready(1))));
@@ -738,6 +738,12 @@ async fn steady_cluster_is_a_no_op() {
         (Method::GET, stateful_set_path()),
     ];
     expected.extend(owned_paths().into_iter().map(|p| (Method::PATCH, p)));
+    // Each replica's claim is read, to see whether it must grow; none is patched.
+    expected.extend(
+        (0..3).map(|o| {
+            (Method::GET, format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/data-{NAME}-{o}"))
+        }),
+    );
     expected.push((Method::GET, BACKUPS.to_owned()));
     assert_eq!(requests(seen), expected);
     assert_eq!(second, Action::requeue(STEADY_REQUEUE));
