@@ -239,6 +239,15 @@ async fn printer_columns_and_scale_subresource() {
     assert_eq!(headers, ["Name", "Replicas", "Ready", "Phase", "Members", "Last Backup", "Age"]);
     let cells = &table["rows"][0]["cells"];
     assert_eq!((&cells[0], &cells[1]), (&json!("c"), &json!(3)), "{table}");
+    // Members is ready/total, from the status.
+    let status = json!({ "status": { "membersReady": "2/3", "replicas": 3 } });
+    clusters.patch_status("c", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let table = http::Request::get("/apis/plait.dev/v1alpha1/namespaces/columns/plaitclusters")
+        .header(http::header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = serde_json::from_str(&admin.request_text(table).await.unwrap()).unwrap();
+    assert_eq!(table["rows"][0]["cells"][4], json!("2/3"), "{table}");
 
     let scale = clusters.get_scale("c").await.unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(3));

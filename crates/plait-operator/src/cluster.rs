@@ -585,6 +585,7 @@ async fn write_status(
         ready_replicas,
         selector: Some(plan::selector_string(&name)),
         members,
+        members_ready: Some(format!("{ready_replicas}/{}", obs.desired_replicas)),
         members_generation: i64::try_from(obs.members_generation).unwrap_or(i64::MAX),
         member_addresses: obs.member_addresses.clone(),
         conditions,

@@ -53,10 +53,9 @@ pub const REPLICAS_MAX: i32 = 15;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Members",
-        type_ = "integer",
-        json_path = ".status.membersGeneration",
-        description = "Generation of the member set last sent to the replicas",
-        priority = "1"
+        type_ = "string",
+        json_path = ".status.membersReady",
+        description = "Members ready (caught up) of the replicas wanted"
     ),
     printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackupTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -461,15 +460,23 @@ pub struct PlaitClusterStatus {
     /// Label selector of the replica pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Each replica, by pod name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub members: Vec<MemberStatus>,
+    /// Ready members of the replicas wanted, as `ready/total` (the Members column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_ready: Option<String>,
     /// Generation of the member set last sent with `Admin.SetMembers`.
     #[serde(default)]
     pub members_generation: i64,
     /// The addresses that generation carried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_addresses: Vec<String>,
+    /// `Available`, `Ready`, `Progressing`, `Degraded`, `MembershipConsistent`,
+    /// `BackupReady`, by type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

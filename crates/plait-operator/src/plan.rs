@@ -851,7 +851,20 @@ pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) 
             .iter()
             .all(|(_, p)| p.status().is_some_and(|s| s.members_generation == obs.members_generation));
 
+    // Serving writes: some member answers, is writable and not draining, whether or not
+    // every replica is ready.
+    let serving = members.iter().filter(|(_, p)| p.ready()).count();
     let mut list = Vec::new();
+    list.push(if serving > 0 {
+        condition(
+            "Available",
+            true,
+            "ReplicasServing",
+            format!("{serving} of {} replicas serve writes", obs.replicas),
+        )
+    } else {
+        condition("Available", false, "NoReplicaServing", "no replica serves writes".into())
+    });
     if let Some(invalid) = &obs.invalid_spec {
         list.push(condition("Ready", false, "InvalidSpec", invalid.clone()));
         list.push(condition("Progressing", false, "InvalidSpec", "the spec must be fixed first".into()));
@@ -1145,6 +1158,8 @@ mod tests {
         let (_, conditions) = conditions(&obs, &[], &Time(jiff::Timestamp::from_second(1_000).unwrap()));
         let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "False");
+        let available = conditions.iter().find(|c| c.type_ == "Available").unwrap();
+        assert_eq!(available.status, "True", "both replicas serve writes: available, not all ready");
     }
 
     /// Quantities compare by value whatever their notation; what the CRD's pattern does
@@ -1311,6 +1326,7 @@ mod tests {
         assert_eq!(get(&first, "MembershipConsistent"), "True");
         assert_eq!(get(&first, "Degraded"), "False");
         assert_eq!(get(&first, "BackupReady"), "False");
+        assert_eq!(get(&first, "Available"), "True");
         let (_, second) = conditions(&obs, &first, &t2);
         assert_eq!(first, second, "nothing changed, nothing written");
 
