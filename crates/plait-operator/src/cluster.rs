@@ -94,6 +94,32 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     let now = now_seconds(ctx.clock.as_ref());
     let desired_replicas = cluster.spec.replicas;
 
+    // Paused: say so, and touch nothing else until the annotation goes (its removal is a
+    // change to the cluster, which wakes this reconcile).
+    if plan::paused(cluster) {
+        let mut status = previous.clone();
+        let message = format!(
+            "paused by the {} annotation: nothing is applied, scaled, drained, sent to replicas or \
+             backed up on schedule until it is removed",
+            plan::PAUSED_ANNOTATION
+        );
+        let conditions = plan::paused_conditions(
+            &previous.conditions,
+            cluster.metadata.generation,
+            message.clone(),
+            &Time(now),
+        );
+        if conditions != previous.conditions {
+            if !has_condition_status(&previous, "Paused", "True") {
+                ctx.event(&reference, false, "Paused", "Pause", message.clone()).await;
+            }
+            status.conditions = conditions;
+            patch_status(cluster, ctx, &status).await?;
+        }
+        ctx.succeeded(&key(cluster));
+        return Ok(Action::await_change());
+    }
+
     let mut obs = Observation {
         generation: cluster.metadata.generation,
         desired_replicas,
@@ -597,17 +623,28 @@ async fn write_status(
         resizing_volumes: obs.storage.resizing.clone(),
     };
     if cluster.status.as_ref() != Some(&status) {
-        let api: Api<PlaitCluster> =
-            Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-        let body = serde_json::json!({
-            "apiVersion": PlaitCluster::api_version(&()),
-            "kind": PlaitCluster::kind(&()),
-            "metadata": { "name": name },
-            "status": status,
-        });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+        patch_status(cluster, ctx, &status).await?;
     }
     Ok(status)
+}
+
+/// Writes the whole status by server-side apply.
+async fn patch_status(
+    cluster: &PlaitCluster,
+    ctx: &Context,
+    status: &PlaitClusterStatus,
+) -> Result<(), Error> {
+    let name = cluster.name_any();
+    let api: Api<PlaitCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": PlaitCluster::api_version(&()),
+        "kind": PlaitCluster::kind(&()),
+        "metadata": { "name": name },
+        "status": status,
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    Ok(())
 }
 
 fn member_ordinal(pod: &str) -> i32 {

@@ -828,6 +828,39 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String) -> (String, b
     (type_.to_owned(), ok, reason.to_owned(), message)
 }
 
+/// The annotation that pauses reconciling a cluster, when `"true"`.
+pub(crate) const PAUSED_ANNOTATION: &str = "plait.dev/paused";
+
+/// Whether the cluster is paused by its annotation.
+pub(crate) fn paused(cluster: &PlaitCluster) -> bool {
+    cluster.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true")
+}
+
+/// A paused cluster's conditions: the ones it had, with `Paused` True (its transition
+/// time kept while it stays paused).
+pub(crate) fn paused_conditions(
+    previous: &[Condition],
+    generation: Option<i64>,
+    message: String,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut list: Vec<Condition> = previous.iter().filter(|c| c.type_ != "Paused").cloned().collect();
+    let before = previous.iter().find(|c| c.type_ == "Paused");
+    let last_transition_time = match before {
+        Some(c) if c.status == "True" => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    list.push(Condition {
+        type_: "Paused".into(),
+        status: "True".into(),
+        reason: "PausedByAnnotation".into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+    list
+}
+
 /// The conditions and phase of an observation. Transition times are kept from `previous`
 /// when a condition's status did not change, so an unchanged cluster gets an unchanged
 /// status.
@@ -945,6 +978,12 @@ pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) 
             format!("want generation {}: {}", obs.members_generation, behind.join(", ")),
         )
     });
+    list.push(condition(
+        "Paused",
+        false,
+        "Reconciling",
+        format!("the operator reconciles; {PAUSED_ANNOTATION}: \"true\" pauses it"),
+    ));
     list.push(match (&obs.latest_backup, obs.backup_configured) {
         (Some((name, phase, _)), _) if phase == "Completed" => {
             condition("BackupReady", true, "BackupCompleted", format!("latest backup {name} completed"))

@@ -1203,3 +1203,43 @@ async fn completed_backup_is_left_alone() {
     assert_eq!(action, Action::await_change());
     h.finish().await;
 }
+
+/// `plait.dev/paused: "true"` stops reconciling: the pass only reads the cluster and
+/// writes a `Paused` condition (once, with an event), calls no replica and applies
+/// nothing; removing the annotation resumes, and `Paused` turns False.
+#[tokio::test]
+async fn paused_cluster_is_left_alone_until_resumed() {
+    let admin = FakeAdmin::with((0..3).map(|o| (o, ready(1))));
+    let mut paused = cluster(3);
+    paused.metadata.annotations = Some(BTreeMap::from([("plait.dev/paused".to_owned(), "true".to_owned())]));
+    let h = Harness::start(existing(&paused, 3), admin);
+    let first = h.reconcile_cluster().await;
+    let seen = h.seen();
+    assert_eq!(requests(&seen), vec![(Method::GET, cluster_path()), (Method::PATCH, cluster_status_path())]);
+    let status = cluster_status(&seen);
+    let condition_paused = condition(&status, "Paused");
+    assert_eq!(
+        (condition_paused.status.as_str(), condition_paused.reason.as_str()),
+        ("True", "PausedByAnnotation")
+    );
+    assert!(has_event(&seen, "Normal", "Paused"));
+    assert!(h.calls().is_empty(), "no replica is called while paused");
+    assert_eq!(first, Action::await_change());
+
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert_eq!(requests(seen), vec![(Method::GET, cluster_path())], "still paused: nothing written");
+    assert!(events(seen).is_empty());
+
+    // Resumed.
+    h.store.lock().unwrap().objects.get_mut(&cluster_path()).unwrap()["metadata"]["annotations"] = json!({});
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert!(seen.iter().any(|s| s.is(&Method::PATCH, &stateful_set_path())), "reconciling again");
+    let status = cluster_status(seen);
+    assert_eq!(condition(&status, "Paused").status, "False");
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    h.finish().await;
+}
