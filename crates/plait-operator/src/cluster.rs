@@ -206,6 +206,21 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
             .await;
             to
         }
+        ScaleStep::Down { leaving } if plan::skip_drain(cluster, &format!("{name}-{leaving}")) => {
+            ctx.event(
+                &reference,
+                true,
+                "DrainSkipped",
+                "Scale",
+                format!(
+                    "removing replica {name}-{leaving} without a drain, as the {} annotation asks: entries \
+                     that only it held (written through it and not yet pulled by another replica) are lost",
+                    plan::SKIP_DRAIN_ANNOTATION
+                ),
+            )
+            .await;
+            leaving
+        }
         ScaleStep::Down { leaving } => {
             let drained = match replica_target(leaving) {
                 Ok(leaving) => ctx.admin.drain(&leaving, DRAIN_TIMEOUT).await,

@@ -129,6 +129,11 @@ pub struct PlaitClusterSpec {
     #[serde(default)]
     pub security: SecuritySpec,
 
+    /// The PodDisruptionBudget: how many replicas voluntary disruptions (node drains,
+    /// evictions) may take down at once.
+    #[serde(default)]
+    pub pod_disruption_budget: DisruptionSpec,
+
     /// Extra plaitd settings as environment variables (`PLAIT_*`, see `plaitd --help`).
     /// Settings the operator manages itself (listen address, data directory, keys,
     /// TLS and authentication) are refused.
@@ -158,8 +163,31 @@ impl PlaitClusterSpec {
             bootstrap: None,
             writer_key_secret: None,
             security: SecuritySpec::default(),
+            pod_disruption_budget: DisruptionSpec::default(),
             settings: BTreeMap::new(),
         }
+    }
+}
+
+/// The cluster's PodDisruptionBudget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionSpec {
+    /// Replicas voluntary disruptions may take down at once (default 1; 0 forbids
+    /// them). Never more than all but one: the only pod of a one-replica cluster is never
+    /// evicted, so draining its node waits until you scale up or delete the pod yourself.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 0, max = 14))]
+    pub max_unavailable: i32,
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+impl Default for DisruptionSpec {
+    fn default() -> Self {
+        DisruptionSpec { max_unavailable: default_max_unavailable() }
     }
 }
 

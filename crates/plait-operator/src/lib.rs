@@ -23,7 +23,7 @@ pub use backup::reconcile as reconcile_backup;
 pub use cluster::{CLUSTER_LABEL, Error, FIELD_MANAGER, SCHEDULED_LABEL, reconcile as reconcile_cluster};
 pub use context::{Clock, Context, Metrics, SystemClock};
 pub use crd::{
-    BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, GROUP, IssuerRef, MemberStatus,
+    BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, DisruptionSpec, GROUP, IssuerRef, MemberStatus,
     NamedDestination, PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec,
     PlaitClusterStatus, PullPolicy, REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, SecuritySpec,
     StorageSpec, TelemetrySpec, TlsMode, VERSION, VolumeStatus, crds_yaml,

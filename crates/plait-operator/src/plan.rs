@@ -261,8 +261,12 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
     let pdb = PodDisruptionBudget {
         metadata: meta(cluster, name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
-            // One replica at a time: the others keep serving and hold its entries.
-            max_unavailable: Some(IntOrString::Int(1)),
+            // Some replicas keep serving and hold the others' entries: never all at once,
+            // so a one-replica cluster's only pod is never evicted.
+            max_unavailable: Some(IntOrString::Int(disruptions_allowed(
+                spec.pod_disruption_budget.max_unavailable,
+                replicas,
+            ))),
             selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(&name)),
                 ..LabelSelector::default()
@@ -828,6 +832,21 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String) -> (String, b
     (type_.to_owned(), ok, reason.to_owned(), message)
 }
 
+/// Replicas the PodDisruptionBudget lets voluntary disruptions take at once: what the
+/// spec asks, but never all of them.
+pub(crate) fn disruptions_allowed(max_unavailable: i32, replicas: i32) -> i32 {
+    max_unavailable.clamp(0, (replicas - 1).max(0))
+}
+
+/// The annotation naming replica pods (comma-separated) that may be removed on scale-down
+/// without a drain: for a pod that is gone for good, whose drain can never succeed.
+pub(crate) const SKIP_DRAIN_ANNOTATION: &str = "plait.dev/skip-drain";
+
+/// Whether the annotation lets pod `pod` leave without a drain.
+pub(crate) fn skip_drain(cluster: &PlaitCluster, pod: &str) -> bool {
+    cluster.annotations().get(SKIP_DRAIN_ANNOTATION).is_some_and(|v| v.split(',').any(|p| p.trim() == pod))
+}
+
 /// The annotation that pauses reconciling a cluster, when `"true"`.
 pub(crate) const PAUSED_ANNOTATION: &str = "plait.dev/paused";
 
@@ -1146,6 +1165,23 @@ mod tests {
         assert!(pod.init_containers.is_none(), "no restore without bootstrap");
         assert_eq!(d.headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
         assert_eq!(d.pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    /// The budget is what the spec asks, but never every replica: a one-replica
+    /// cluster's only pod is never evicted, whatever the spec says.
+    #[test]
+    fn disruption_budget_never_allows_all_replicas() {
+        let budget = |max: i32, replicas: i32| {
+            let mut c = cluster(replicas);
+            c.spec.pod_disruption_budget.max_unavailable = max;
+            desired(&c, &ctx(), replicas).pdb.spec.unwrap().max_unavailable
+        };
+        assert_eq!(budget(1, 1), Some(IntOrString::Int(0)));
+        assert_eq!(budget(5, 1), Some(IntOrString::Int(0)));
+        assert_eq!(budget(1, 3), Some(IntOrString::Int(1)));
+        assert_eq!(budget(2, 5), Some(IntOrString::Int(2)));
+        assert_eq!(budget(9, 5), Some(IntOrString::Int(4)));
+        assert_eq!(budget(0, 5), Some(IntOrString::Int(0)));
     }
 
     /// Readiness asks the service plaitd drives from draining, poisoning and catch-up

@@ -1243,3 +1243,27 @@ async fn paused_cluster_is_left_alone_until_resumed() {
     assert_eq!(status.phase.as_deref(), Some("Running"));
     h.finish().await;
 }
+
+/// A replica whose pod is gone for good cannot be drained; the `plait.dev/skip-drain`
+/// annotation naming it removes it without a drain call, with a Warning `DrainSkipped`
+/// saying what may be lost. Other pods named there change nothing.
+#[tokio::test]
+async fn skip_drain_annotation_removes_a_lost_replica() {
+    let admin = FakeAdmin::with((0..4).map(|o| (o, ready(0))).chain([(4, unreachable("no route to host"))]));
+    let mut lost = cluster(3);
+    lost.metadata.annotations =
+        Some(BTreeMap::from([("plait.dev/skip-drain".to_owned(), format!("{NAME}-9, {NAME}-4"))]));
+    let h = Harness::start(existing(&lost, 5), admin);
+    h.reconcile_cluster().await;
+    let seen = h.seen();
+    assert!(drains(&h.calls()).is_empty(), "no drain is tried");
+    assert_eq!(applied_replicas(&seen), Some(4));
+    assert!(has_event(&seen, "Warning", "DrainSkipped"));
+    // The next ordinal is not named: it is drained as usual.
+    let (from, calls_from) = h.mark();
+    h.store.lock().unwrap().objects.insert(stateful_set_path(), stored_stateful_set(4).1);
+    h.reconcile_cluster().await;
+    assert_eq!(drains(&h.calls()[calls_from..]), vec![address(3)]);
+    assert!(!has_event(&h.seen()[from..], "Warning", "DrainSkipped"));
+    h.finish().await;
+}
