@@ -16,6 +16,7 @@
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
@@ -41,35 +42,23 @@ pub(crate) fn claim_name(cluster: &str, ordinal: i32) -> String {
     format!("{}-{cluster}-{ordinal}", plan::DATA_VOLUME)
 }
 
-/// A claim's storage request and capacity, in bytes.
-fn sizes(claim: &PersistentVolumeClaim) -> (Option<u128>, Option<u128>) {
-    let requested = claim
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| plan::quantity_bytes(&q.0));
-    let capacity = claim
-        .status
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| plan::quantity_bytes(&q.0));
-    (requested, capacity)
+/// What a claim asks for.
+fn requested(claim: &PersistentVolumeClaim) -> Option<&Quantity> {
+    claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage")
 }
 
-/// The claim's own text for a quantity, or the bytes.
-fn shown(claim: &PersistentVolumeClaim, field: &str) -> String {
-    let quantity = match field {
-        "requested" => claim
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage")),
-        _ => claim.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")),
-    };
+/// What the claim's volume has now.
+fn capacity(claim: &PersistentVolumeClaim) -> Option<&Quantity> {
+    claim.status.as_ref()?.capacity.as_ref()?.get("storage")
+}
+
+/// A quantity in bytes.
+fn bytes(quantity: Option<&Quantity>) -> Option<u128> {
+    quantity.and_then(|q| plan::quantity_bytes(&q.0))
+}
+
+/// A quantity as the claim wrote it.
+fn shown(quantity: Option<&Quantity>) -> String {
     quantity.map(|q| q.0.clone()).unwrap_or_default()
 }
 
@@ -125,8 +114,7 @@ pub(crate) async fn grow(
         if claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
             continue;
         }
-        let (requested, capacity) = sizes(&claim);
-        if requested.is_some_and(|r| r < wanted) {
+        if bytes(requested(&claim)).is_some_and(|r| r < wanted) {
             let class = claim.spec.as_ref().and_then(|s| s.storage_class_name.clone());
             let refused = match class_allows_expansion(ctx, class.as_deref()).await {
                 Err(why) => Some(why),
@@ -143,7 +131,7 @@ pub(crate) async fn grow(
                                 "Resize",
                                 format!(
                                     "growing PersistentVolumeClaim {claim_name} from {} to {}",
-                                    shown(&claim, "requested"),
+                                    shown(requested(&claim)),
                                     cluster.spec.storage.size
                                 ),
                             )
@@ -168,17 +156,17 @@ pub(crate) async fn grow(
                 continue;
             }
         }
-        let (requested, _) = sizes(&claim);
         let condition = claim
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.status == "True").map(|c| c.type_.clone()));
-        if requested.zip(capacity).is_some_and(|(r, c)| c < r) || condition.is_some() {
+        let (wants, has) = (bytes(requested(&claim)), bytes(capacity(&claim)));
+        if wants.zip(has).is_some_and(|(r, c)| c < r) || condition.is_some() {
             obs.resizing.push(VolumeStatus {
                 name: claim_name,
-                requested: shown(&claim, "requested"),
-                capacity: shown(&claim, "capacity"),
+                requested: shown(requested(&claim)),
+                capacity: shown(capacity(&claim)),
                 state: condition.unwrap_or_else(|| "Pending".into()),
             });
         }
