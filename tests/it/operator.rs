@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -41,6 +41,8 @@ struct Kubelet {
     resolver: Arc<StaticResolver>,
     root: PathBuf,
     replicas: BTreeMap<i32, Plaitd>,
+    /// The pod each replica runs for, by uid (`sync_pods` only).
+    pod_uids: BTreeMap<i32, String>,
     /// How applications call the replicas: TLS and the token from `<cluster>-client`,
     /// once the operator has made it (plaintext for `tls: Disabled`).
     client_options: Option<plait_client::ClientOptions>,
@@ -73,6 +75,7 @@ impl Kubelet {
             resolver,
             root: root.join(cluster),
             replicas: BTreeMap::new(),
+            pod_uids: BTreeMap::new(),
             client_options: None,
             admin_options: None,
         }
@@ -191,7 +194,66 @@ impl Kubelet {
             if self.replicas.contains_key(&ordinal) {
                 continue;
             }
-            let key_file = self.writer_key(&pod).await?;
+            self.start_replica(ordinal, &pod, &tls).await?;
+        }
+        Ok(())
+    }
+
+    /// Plays the kubelet for pods the StatefulSet controller makes: runs a replica for
+    /// each pod, and when a pod is replaced (a roll) restarts its replica on the same
+    /// volume from the new pod's spec. A naive kubelet: it marks each pod Running and
+    /// Ready as soon as its process starts, so whatever waits for a replica to catch up
+    /// is the operator. Before restarting a replica it records, in `gate_violations`,
+    /// any replica of a higher ordinal that is not ready and caught up, which a roll
+    /// gated on catch-up never leaves behind. Returns the ordinals restarted, in order.
+    async fn sync_pods(&mut self, gate_violations: &mut Vec<String>) -> anyhow::Result<Vec<i32>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("app.kubernetes.io/instance={}", self.cluster);
+        let mut listed = pods.list(&ListParams::default().labels(&selector)).await?.items;
+        listed.sort_by_key(|p| std::cmp::Reverse(p.name_any()));
+        let prefix = format!("{}-", self.cluster);
+        let mut restarted = Vec::new();
+        for pod in listed.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            let name = pod.name_any();
+            let Some(ordinal) = name.strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok()) else {
+                continue;
+            };
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if self.pod_uids.get(&ordinal) == Some(&uid) {
+                continue;
+            }
+            let spec = pod.spec.clone().context("pod spec")?;
+            let tls = self.tls_files(&spec).await?;
+            if self.replicas.contains_key(&ordinal) {
+                for (higher, _) in self.replicas.range(ordinal + 1..) {
+                    let status = replica_client(self.endpoint(*higher)).await.status().await?;
+                    if let Some(why) = status.not_ready {
+                        gate_violations
+                            .push(format!("replica {ordinal} restarted while {higher} was not ready: {why}"));
+                    }
+                }
+                drop(self.replicas.remove(&ordinal));
+                restarted.push(ordinal);
+            }
+            self.start_replica(ordinal, &spec, &tls).await?;
+            self.pod_uids.insert(ordinal, uid);
+            let ready = serde_json::json!({
+                "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }] },
+            });
+            pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&ready)).await?;
+        }
+        Ok(restarted)
+    }
+
+    /// Starts replica `ordinal` from a pod spec on its volume.
+    async fn start_replica(
+        &mut self,
+        ordinal: i32,
+        pod: &k8s_openapi::api::core::v1::PodSpec,
+        tls: &[(&'static str, String)],
+    ) -> anyhow::Result<()> {
+        {
+            let key_file = self.writer_key(pod).await?;
             let pod_name = format!("{}-{ordinal}", self.cluster);
             let tls_flags: Vec<String> = tls
                 .iter()
@@ -281,12 +343,22 @@ struct Operator {
 
 impl Operator {
     fn start(client: Client, resolver: Arc<StaticResolver>, namespace: &str) -> Operator {
+        Operator::start_with_image(client, resolver, namespace, "plait/plaitd:test")
+    }
+
+    /// An operator whose default replica image is `image`.
+    fn start_with_image(
+        client: Client,
+        resolver: Arc<StaticResolver>,
+        namespace: &str,
+        image: &str,
+    ) -> Operator {
         let ctx = Context::new(
             client,
             Arc::new(GrpcAdmin),
             resolver,
             Arc::new(SystemClock),
-            PlanContext { replica_image: "plait/plaitd:test".into(), operator_namespace: None },
+            PlanContext { replica_image: image.into(), operator_namespace: None },
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(plait_operator::run(
@@ -676,7 +748,10 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
         let cluster = cluster.clone();
         async move {
             cluster.get("db").await.is_ok_and(|c| {
+                // Still serving writes through the other two: Available, not Ready.
                 condition(&c, "Degraded").as_deref() == Some("True")
+                    && condition(&c, "Available").as_deref() == Some("True")
+                    && condition(&c, "Ready").as_deref() == Some("False")
                     && c.status
                         .as_ref()
                         .is_some_and(|s| !s.members[2].ready && !s.members[2].message.is_empty())
@@ -1016,6 +1091,128 @@ async fn operator_grows_volumes_the_storage_class_allows() -> anyhow::Result<()>
         }
     })
     .await?;
+    operator.stop().await;
+    Ok(())
+}
+
+/// The partition of a StatefulSet's rolling update.
+fn partition(set: &StatefulSet) -> Option<i32> {
+    set.spec.as_ref()?.update_strategy.as_ref()?.rolling_update.as_ref()?.partition
+}
+
+/// The replica container's image in a StatefulSet's pod template.
+fn template_image(set: &StatefulSet) -> Option<String> {
+    set.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.image.clone()
+}
+
+/// Controlled upgrades against the real API server and its StatefulSet controller (the
+/// test plays a naive kubelet, which marks a pod Ready the moment its process starts):
+/// the image is recorded at creation, so an operator with a new default image rolls
+/// nothing; a `spec.image` change rolls the replicas one at a time, highest ordinal
+/// first, never restarting one while a higher one is not yet caught up; a
+/// `plait.dev/paused` cluster is not rolled (its Paused condition says so) until the
+/// annotation goes; every write survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_rolls_a_new_image_one_caught_up_replica_at_a_time() -> anyhow::Result<()> {
+    use plait_tests::kube::Options;
+
+    let cp = ControlPlane::start_with(Options { controller_manager: true }).await?;
+    let admin = cp.admin_client();
+    install_crds(&admin).await?;
+    grant_chart_rbac(&admin).await?;
+    let ns = "roll";
+    create_namespace(&admin, ns).await?;
+    let dir = tempfile::tempdir()?;
+    let resolver = Arc::new(StaticResolver::new());
+    let mut operator =
+        Operator::start_with_image(cp.operator_client(), resolver.clone(), ns, "plait/plaitd:one");
+    let clusters: Api<PlaitCluster> = Api::namespaced(admin.clone(), ns);
+    let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), ns);
+    let mut kubelet = Kubelet::new(admin.clone(), ns, "db", resolver.clone(), dir.path());
+    clusters
+        .create(&PostParams::default(), &PlaitCluster::new("db", PlaitClusterSpec::with_replicas(3)))
+        .await?;
+
+    let mut violations = Vec::new();
+    let mut restarts = Vec::new();
+    // Syncs the pods until `check` holds, collecting restarts.
+    macro_rules! roll_until {
+        ($what:expr, $check:expr) => {{
+            let deadline = Instant::now() + CONVERGE_TIMEOUT;
+            loop {
+                restarts.extend(kubelet.sync_pods(&mut violations).await?);
+                let cluster = clusters.get("db").await?;
+                let set = sets.get_opt("db").await?;
+                if $check(&cluster, set.as_ref()) {
+                    break cluster;
+                }
+                if Instant::now() > deadline {
+                    bail!("timed out waiting for {}; status: {:#?}", $what, cluster.status);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }};
+    }
+    let cluster = roll_until!("3 ready replicas", |c: &PlaitCluster, _: Option<&StatefulSet>| settled(3)(c));
+    assert_eq!(cluster.status.unwrap().image.as_deref(), Some("plait/plaitd:one"));
+    let writer = replica_client(kubelet.endpoint(0)).await;
+    writer.create_log(&CreateLogOptions::new("orders", LogType::Kv)).await?;
+    for i in 0..20 {
+        writer.put("orders", format!("k{i}").as_str(), "before").await?;
+    }
+
+    // An operator upgrade (a new default image) rolls nothing: a pass keeps the recorded
+    // image, and the StatefulSet's template with it.
+    operator.stop().await;
+    operator = Operator::start_with_image(cp.operator_client(), resolver.clone(), ns, "plait/plaitd:two");
+    plait_operator::reconcile_cluster(Arc::new(clusters.get("db").await?), operator.ctx.clone()).await?;
+    let set = sets.get("db").await?;
+    assert_eq!(
+        template_image(&set).as_deref(),
+        Some("plait/plaitd:one"),
+        "the operator upgrade rolled the cluster"
+    );
+    assert_eq!(partition(&set), Some(0));
+    assert!(kubelet.sync_pods(&mut violations).await?.is_empty(), "no pod was replaced");
+
+    // Paused: a new image changes nothing, not even the StatefulSet's template.
+    let pause = serde_json::json!({ "metadata": { "annotations": { "plait.dev/paused": "true" } } });
+    clusters.patch("db", &PatchParams::default(), &Patch::Merge(&pause)).await?;
+    let image = serde_json::json!({ "spec": { "image": "plait/plaitd:two" } });
+    clusters.patch("db", &PatchParams::default(), &Patch::Merge(&image)).await?;
+    roll_until!("the Paused condition", |c: &PlaitCluster, _: Option<&StatefulSet>| {
+        condition(c, "Paused").as_deref() == Some("True")
+    });
+    plait_operator::reconcile_cluster(Arc::new(clusters.get("db").await?), operator.ctx.clone()).await?;
+    let set = sets.get("db").await?;
+    assert_eq!(template_image(&set).as_deref(), Some("plait/plaitd:one"), "a paused cluster was rolled");
+    assert!(kubelet.sync_pods(&mut violations).await?.is_empty(), "a paused cluster's pod was replaced");
+
+    // Unpaused: the roll goes, one caught-up replica at a time, highest ordinal first.
+    let resume = serde_json::json!({ "metadata": { "annotations": { "plait.dev/paused": null } } });
+    clusters.patch("db", &PatchParams::default(), &Patch::Merge(&resume)).await?;
+    let cluster =
+        roll_until!("every replica on the new image", |c: &PlaitCluster, s: Option<&StatefulSet>| {
+            settled(3)(c)
+                && restarts.len() == 3
+                && s.and_then(partition) == Some(0)
+                && condition(c, "Progressing").as_deref() == Some("False")
+        });
+    assert_eq!(restarts, vec![2, 1, 0], "highest ordinal first, each once");
+    assert!(violations.is_empty(), "a replica restarted before the one above it caught up: {violations:?}");
+    let status = cluster.status.unwrap();
+    assert_eq!(status.image.as_deref(), Some("plait/plaitd:two"));
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    for ordinal in 0..3 {
+        let pod = pods.get(&format!("db-{ordinal}")).await?;
+        let image = pod.spec.and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
+        assert_eq!(image.as_deref(), Some("plait/plaitd:two"), "pod {ordinal}");
+        wait_for_value(kubelet.endpoint(ordinal), "orders", "k19", "before").await?;
+    }
+    let seen = reasons(&admin, ns, "db").await?;
+    for reason in ["RollingUpdate", "UpdatingReplica", "RolloutComplete", "Paused"] {
+        assert!(seen.iter().any(|r| r == reason), "no {reason} event: {seen:?}");
+    }
     operator.stop().await;
     Ok(())
 }

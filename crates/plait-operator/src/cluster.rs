@@ -14,7 +14,7 @@ use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -126,6 +126,7 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         members_generation: u64::try_from(previous.members_generation).unwrap_or(0),
         member_addresses: previous.member_addresses.clone(),
         backup_configured: cluster.spec.backup.is_some(),
+        image: previous.image.clone(),
         ..Observation::default()
     };
 
@@ -148,6 +149,18 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing_set = statefulsets.get_opt(&name).await?;
+    // A cluster made before its image was recorded keeps the image its replicas run.
+    let with_image;
+    let cluster = match existing_set.as_ref().and_then(plan::running_image) {
+        Some(running) if previous.image.is_none() => {
+            let mut copy = cluster.clone();
+            copy.status.get_or_insert_with(PlaitClusterStatus::default).image = Some(running);
+            with_image = copy;
+            &with_image
+        }
+        _ => cluster,
+    };
+    obs.image = Some(plan::replica_image(cluster, &ctx.plan));
     let current = existing_set.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
     let address = |ordinal: i32| ctx.resolver.address(&namespace, &name, ordinal);
 
@@ -259,6 +272,10 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     if let Some(existing) = &existing_set {
         plan::keep_claim_template_size(&mut desired.stateful_set, existing);
     }
+    obs.rollout =
+        rollout(cluster, ctx, &namespace, existing_set.as_ref(), &desired.stateful_set, target, &probes)
+            .await?;
+    plan::set_partition(&mut desired.stateful_set, obs.rollout.partition);
     apply(&ctx.client, &namespace, &desired.config_map).await?;
     apply(&ctx.client, &namespace, &desired.headless).await?;
     apply(&ctx.client, &namespace, &desired.client).await?;
@@ -348,7 +365,10 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
 
     // Volumes growing are watched closely: nothing else wakes the reconcile when the
     // storage system finishes.
-    let settled = ready && obs.membership_errors.is_empty() && obs.storage.resizing.is_empty();
+    let settled = ready
+        && obs.membership_errors.is_empty()
+        && obs.storage.resizing.is_empty()
+        && obs.rollout.progress.is_none();
     let mut requeue = if settled { STEADY_REQUEUE } else { CONVERGING_REQUEUE };
     if obs.drain_blocked.is_some() || !obs.membership_errors.is_empty() {
         requeue = ctx.backoff(&key(cluster));
@@ -361,6 +381,77 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         requeue = requeue.min(until);
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Observes the StatefulSet's pods and decides the next step of a roll of its template
+/// (see [`plan::rollout`]); says so in events as a roll starts, moves to the next replica
+/// and ends.
+async fn rollout(
+    cluster: &PlaitCluster,
+    ctx: &Context,
+    namespace: &str,
+    existing: Option<&StatefulSet>,
+    desired: &StatefulSet,
+    replicas: i32,
+    probes: &[(i32, Probed)],
+) -> Result<plan::Rollout, Error> {
+    let name = cluster.name_any();
+    let hash = |set: &StatefulSet| set.annotations().get(plan::TEMPLATE_HASH_ANNOTATION).cloned();
+    let mut input = plan::RolloutInput {
+        replicas,
+        exists: existing.is_some(),
+        template_changed: existing.is_some_and(|e| hash(e) != hash(desired)),
+        caught_up: probes.iter().filter(|(_, p)| p.caught_up()).map(|(o, _)| *o).collect(),
+        ..plan::RolloutInput::default()
+    };
+    if let Some(existing) = existing {
+        input.partition = existing
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0);
+        input.update_revision = existing
+            .status
+            .as_ref()
+            .filter(|s| {
+                s.observed_generation.is_some() && s.observed_generation >= existing.metadata.generation
+            })
+            .and_then(|s| s.update_revision.clone());
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        let listed = pods.list(&ListParams::default().labels(&plan::selector_string(&name))).await?;
+        let prefix = format!("{name}-");
+        for pod in listed.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            let ordinal = pod.name_any().strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok());
+            if let (Some(ordinal), Some(revision)) = (ordinal, pod.labels().get(plan::REVISION_LABEL)) {
+                input.pod_revisions.insert(ordinal, revision.clone());
+            }
+        }
+    }
+    let decided = plan::rollout(&input);
+    debug_assert!((0..=replicas).contains(&decided.partition), "a partition outside the StatefulSet");
+
+    let reference = cluster.object_ref(&());
+    let image = plan::replica_image(cluster, &ctx.plan);
+    let rolling_before = cluster.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == "Progressing" && c.reason == "RollingUpdate")
+    });
+    if input.template_changed && decided.progress.is_some() {
+        let message = format!(
+            "the pod template changed (image {image}): rolling {replicas} replicas one at a time, highest \
+             ordinal first, each once the others are caught up"
+        );
+        ctx.event(&reference, false, "RollingUpdate", "Roll", message).await;
+    } else if decided.progress.is_some() && decided.partition < input.partition.min(replicas) {
+        let message =
+            format!("updating replica {name}-{} to the new pod template (image {image})", decided.partition);
+        ctx.event(&reference, false, "UpdatingReplica", "Roll", message).await;
+    } else if rolling_before && decided.progress.is_none() && !input.pod_revisions.is_empty() {
+        let message = format!("every replica runs the new pod template (image {image})");
+        ctx.event(&reference, false, "RolloutComplete", "Roll", message).await;
+    }
+    Ok(decided)
 }
 
 fn has_condition_status(status: &PlaitClusterStatus, type_: &str, value: &str) -> bool {
@@ -636,6 +727,8 @@ async fn write_status(
         last_backup: backups.last_completed.as_ref().map(|(n, _)| n.clone()),
         last_backup_time: backups.last_completed.and_then(|(_, t)| t),
         resizing_volumes: obs.storage.resizing.clone(),
+        image: obs.image.clone(),
+        updated_replicas: if obs.rollout.progress.is_some() { obs.rollout.updated } else { None },
     };
     if cluster.status.as_ref() != Some(&status) {
         patch_status(cluster, ctx, &status).await?;

@@ -80,7 +80,9 @@ pub struct PlaitClusterSpec {
     #[schemars(range(min = 1, max = 15))]
     pub replicas: i32,
 
-    /// The plaitd image. Defaults to the image the operator was installed with.
+    /// The plaitd image. Defaults to the image the operator had when the cluster was
+    /// created (kept in `status.image`). A change rolls the replicas one at a time,
+    /// highest ordinal first, each once the one before it is ready and caught up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
@@ -522,6 +524,14 @@ pub struct PlaitClusterStatus {
     /// Volumes whose capacity has not reached what their claim asks for yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resizing_volumes: Vec<VolumeStatus>,
+    /// The plaitd image the replicas run, or are rolling to. Recorded when the cluster is
+    /// created (from `spec.image`, else the operator's default), so upgrading the operator
+    /// does not roll existing clusters: name an image in `spec.image` to move one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Replicas that run the StatefulSet's newest pod template, while a roll is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
 }
 
 /// A PersistentVolumeClaim that is growing.

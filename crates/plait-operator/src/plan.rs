@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
@@ -181,6 +182,141 @@ pub struct PlanContext {
     pub operator_namespace: Option<String>,
 }
 
+/// The plaitd image of a cluster's replicas: `spec.image`, else the one recorded in its
+/// status when it was created, else the operator's default (a new cluster).
+pub(crate) fn replica_image(cluster: &PlaitCluster, ctx: &PlanContext) -> String {
+    cluster
+        .spec
+        .image
+        .clone()
+        .or_else(|| cluster.status.as_ref().and_then(|s| s.image.clone()))
+        .unwrap_or_else(|| ctx.replica_image.clone())
+}
+
+/// The image the StatefulSet's replica container runs now, for a cluster made before its
+/// image was recorded in its status.
+pub(crate) fn running_image(stateful_set: &StatefulSet) -> Option<String> {
+    let pod = stateful_set.spec.as_ref()?.template.spec.as_ref()?;
+    pod.containers.iter().find(|c| c.name == "plaitd").and_then(|c| c.image.clone())
+}
+
+/// The StatefulSet annotation holding a hash of the pod template last applied, so a pass
+/// knows whether it changes the template, which starts a roll.
+pub(crate) const TEMPLATE_HASH_ANNOTATION: &str = "plait.dev/template-hash";
+/// The label the StatefulSet controller puts on each pod: the revision of the template
+/// the pod was made from.
+pub(crate) const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// A stable hash of a pod template.
+pub(crate) fn template_hash(template: &PodTemplateSpec) -> String {
+    let text = serde_json::to_string(template).expect("a pod template serializes");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// What a pass knows of a roll of the pod template.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RolloutInput {
+    /// The StatefulSet's replicas after this pass.
+    pub replicas: i32,
+    /// The StatefulSet exists.
+    pub exists: bool,
+    /// This pass applies a template different from the one applied last.
+    pub template_changed: bool,
+    /// The partition applied last.
+    pub partition: i32,
+    /// The StatefulSet controller's newest revision, once it has seen the newest spec.
+    pub update_revision: Option<String>,
+    /// Each existing, not terminating pod's revision, by ordinal.
+    pub pod_revisions: BTreeMap<i32, String>,
+    /// The ordinals whose replica answers ready and caught up.
+    pub caught_up: std::collections::BTreeSet<i32>,
+}
+
+/// Where a roll stands, and the StatefulSet partition that carries out the next step:
+/// pods at or above the partition get the newest template, the others keep theirs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Rollout {
+    pub partition: i32,
+    /// Replicas at the newest template, when known.
+    pub updated: Option<i32>,
+    /// While a roll is under way: what it waits for or does now.
+    pub progress: Option<String>,
+}
+
+/// The next step of a roll. Replicas move to a new template one at a time, highest ordinal
+/// first: the next one only once every replica above it runs the new template and is
+/// caught up, and only while every other replica is caught up, so a roll never takes a
+/// second replica away while one is still catching up. A changed template first holds
+/// every pod back (until the StatefulSet controller has a revision for it); pods not made
+/// yet, or a StatefulSet no pod of which runs, have nothing to roll.
+pub(crate) fn rollout(input: &RolloutInput) -> Rollout {
+    let n = input.replicas;
+    if !input.exists || input.pod_revisions.is_empty() {
+        return Rollout { partition: 0, updated: None, progress: None };
+    }
+    if input.template_changed {
+        return Rollout {
+            partition: n,
+            updated: Some(0),
+            progress: Some(format!(
+                "the pod template changed: rolling {n} replicas one at a time, highest ordinal first"
+            )),
+        };
+    }
+    let Some(revision) = &input.update_revision else {
+        return Rollout {
+            partition: input.partition.min(n),
+            updated: None,
+            progress: (input.partition > 0)
+                .then(|| "waiting for the StatefulSet controller to see the new template".to_owned()),
+        };
+    };
+    let updated = |o: i32| input.pod_revisions.get(&o) == Some(revision);
+    let count = (0..n).filter(|o| updated(*o)).count() as i32;
+    if count == n {
+        return Rollout { partition: 0, updated: Some(n), progress: None };
+    }
+    let caught_up = |o: i32| input.caught_up.contains(&o);
+    for o in (0..n).rev() {
+        if updated(o) && caught_up(o) {
+            continue;
+        }
+        let progress = if updated(o) {
+            Some(format!("{count} of {n} replicas updated; waiting for replica {o} to catch up"))
+        } else {
+            let behind: Vec<String> =
+                (0..n).filter(|p| *p != o && !caught_up(*p)).map(|p| p.to_string()).collect();
+            if !behind.is_empty() {
+                return Rollout {
+                    partition: o + 1,
+                    updated: Some(count),
+                    progress: Some(format!(
+                        "{count} of {n} replicas updated; replica {o} is next, once replicas {} are caught up",
+                        behind.join(", ")
+                    )),
+                };
+            }
+            Some(format!("{count} of {n} replicas updated; updating replica {o}"))
+        };
+        return Rollout { partition: o, updated: Some(count), progress };
+    }
+    // Every replica is caught up but some pod above 0 is not at the revision: cannot
+    // happen (the loop returns at it), kept total for the type.
+    Rollout { partition: 0, updated: Some(count), progress: None }
+}
+
+/// Sets the partition a rollout decided on the StatefulSet.
+pub(crate) fn set_partition(stateful_set: &mut StatefulSet, partition: i32) {
+    if let Some(strategy) = stateful_set.spec.as_mut().and_then(|s| s.update_strategy.as_mut()) {
+        strategy.rolling_update = Some(RollingUpdateStatefulSetStrategy {
+            partition: Some(partition),
+            ..RollingUpdateStatefulSetStrategy::default()
+        });
+    }
+}
+
 /// The label a pod carries, with the cluster's name as value, to be let through the
 /// cluster's NetworkPolicy.
 pub(crate) const CLIENT_LABEL: &str = "plait.dev/client";
@@ -276,8 +412,12 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
         ..PodDisruptionBudget::default()
     };
 
+    let template = pod_template(cluster, ctx, &settings);
+    let mut set_meta = meta(cluster, name.clone());
+    set_meta.annotations =
+        Some(BTreeMap::from([(TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash(&template))]));
     let stateful_set = StatefulSet {
-        metadata: meta(cluster, name.clone()),
+        metadata: set_meta,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(headless_name(&name)),
@@ -287,9 +427,14 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
                 match_labels: Some(selector_labels(&name)),
                 ..LabelSelector::default()
             },
+            // The operator rolls a new template itself, one replica at a time, by
+            // lowering the partition (`rollout`); nothing rolls until it does.
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
-                ..StatefulSetUpdateStrategy::default()
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
             }),
             // A removed replica was drained first, so its volume holds nothing that is not
             // elsewhere; a replica added later starts clean as a new epoch.
@@ -297,7 +442,7 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
                 when_scaled: Some("Delete".into()),
                 when_deleted: Some("Retain".into()),
             }),
-            template: pod_template(cluster, ctx, &settings),
+            template,
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some(DATA_VOLUME.into()),
@@ -446,7 +591,7 @@ fn pod_template(
 ) -> PodTemplateSpec {
     let name = cluster.name_any();
     let spec = &cluster.spec;
-    let image = spec.image.clone().unwrap_or_else(|| ctx.replica_image.clone());
+    let image = replica_image(cluster, ctx);
     let pull_policy = spec.image_pull_policy.map(|p| p.as_str().to_owned());
     let writer_key_file = format!("{WRITER_KEY_DIR}/{WRITER_KEY_FIELD}");
 
@@ -793,6 +938,10 @@ pub(crate) struct Observation {
     pub backup_configured: bool,
     /// Volumes still growing, and volumes that should grow but cannot.
     pub storage: crate::storage::StorageObservation,
+    /// The image recorded in the status.
+    pub image: Option<String>,
+    /// Where a roll of the pod template stands.
+    pub rollout: Rollout,
 }
 
 /// A Kubernetes quantity in bytes (or units), for the forms `spec.storage.size` and
@@ -946,6 +1095,8 @@ pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) 
                 "Scaling",
                 format!("scaling from {} to {} replicas", obs.replicas, obs.desired_replicas),
             )
+        } else if let Some(progress) = &obs.rollout.progress {
+            condition("Progressing", true, "RollingUpdate", progress.clone())
         } else if !all_ready {
             condition("Progressing", true, "WaitingForReplicas", format!("{ready} of {} ready", obs.replicas))
         } else if !obs.storage.resizing.is_empty() {
@@ -1437,5 +1588,72 @@ mod tests {
             list.iter().any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "InvalidSpec")
         );
         let _ = StorageSpec::default();
+    }
+
+    /// A roll's next step, from where it stands: nothing to roll without pods or with
+    /// every pod at the newest revision (even one catching up); a changed template holds
+    /// every pod; then the highest pod not at the revision is released only while the
+    /// others are caught up, and one at the revision holds the roll until it is caught up.
+    #[test]
+    fn a_roll_releases_one_caught_up_replica_at_a_time() {
+        let input = |revisions: &[&str], caught_up: &[i32]| RolloutInput {
+            replicas: revisions.len() as i32,
+            exists: true,
+            template_changed: false,
+            partition: 3,
+            update_revision: Some("new".into()),
+            pod_revisions: revisions.iter().enumerate().map(|(o, r)| (o as i32, (*r).to_owned())).collect(),
+            caught_up: caught_up.iter().copied().collect(),
+        };
+        let all = [0, 1, 2];
+        let partition = |i: &RolloutInput| rollout(i).partition;
+
+        assert_eq!(rollout(&RolloutInput { pod_revisions: BTreeMap::new(), ..input(&[], &[]) }).partition, 0);
+        let done = rollout(&input(&["new", "new", "new"], &[0, 2]));
+        assert_eq!((done.partition, done.progress), (0, None), "every pod updated: no roll");
+        let changed = RolloutInput { template_changed: true, ..input(&["old", "old", "old"], &all) };
+        assert_eq!(partition(&changed), 3);
+        let unseen =
+            RolloutInput { update_revision: None, partition: 2, ..input(&["old", "old", "old"], &all) };
+        assert_eq!(partition(&unseen), 2, "the controller has not seen the template: hold");
+
+        assert_eq!(partition(&input(&["old", "old", "old"], &all)), 2, "highest first");
+        let waiting = rollout(&input(&["old", "old", "new"], &[0, 1]));
+        assert_eq!(waiting.partition, 2, "replica 2 catches up first");
+        assert_eq!(waiting.updated, Some(1));
+        assert!(waiting.progress.unwrap().contains("waiting for replica 2"));
+        assert_eq!(partition(&input(&["old", "old", "new"], &all)), 1);
+        let behind = rollout(&input(&["old", "old", "new"], &[1, 2]));
+        assert_eq!(behind.partition, 2, "replica 0 is behind: replica 1 waits");
+        assert!(behind.progress.unwrap().contains("once replicas 0 are caught up"));
+        assert_eq!(partition(&input(&["old", "new", "new"], &all)), 0);
+        // A pod not made yet is released (the controller makes it at the new revision).
+        let missing = RolloutInput {
+            pod_revisions: BTreeMap::from([(0, "old".to_owned()), (2, "new".to_owned())]),
+            ..input(&["old", "old", "old"], &[0, 2])
+        };
+        assert_eq!(partition(&missing), 1);
+    }
+
+    /// The image: `spec.image`, else the recorded one, else the operator's default; the
+    /// template carries a hash of itself, which moves with the image.
+    #[test]
+    fn the_image_is_recorded_and_the_template_hashed() {
+        let mut c = cluster(3);
+        assert_eq!(replica_image(&c, &ctx()), "plait/plaitd:test");
+        c.status = Some(crate::crd::PlaitClusterStatus {
+            image: Some("plait/plaitd:old".into()),
+            ..Default::default()
+        });
+        assert_eq!(replica_image(&c, &ctx()), "plait/plaitd:old", "an operator upgrade rolls nothing");
+        let hash = |c: &PlaitCluster| {
+            desired(c, &ctx(), 3).stateful_set.metadata.annotations.unwrap()[TEMPLATE_HASH_ANNOTATION].clone()
+        };
+        let before = hash(&c);
+        assert_eq!(before, hash(&c), "stable");
+        c.spec.image = Some("plait/plaitd:new".into());
+        assert_eq!(replica_image(&c, &ctx()), "plait/plaitd:new");
+        assert_ne!(before, hash(&c));
+        assert_eq!(running_image(&desired(&c, &ctx(), 3).stateful_set).as_deref(), Some("plait/plaitd:new"));
     }
 }

@@ -736,6 +736,8 @@ async fn steady_cluster_is_a_no_op() {
         (Method::GET, cluster_path()),
         (Method::GET, format!("{SECRETS}/{NAME}-writer-key")),
         (Method::GET, stateful_set_path()),
+        // The pods, for the revision each runs (a roll of the template).
+        (Method::GET, format!("/api/v1/namespaces/{NS}/pods")),
     ];
     expected.extend(owned_paths().into_iter().map(|p| (Method::PATCH, p)));
     // Each replica's claim is read, to see whether it must grow; none is patched.
@@ -1265,5 +1267,137 @@ async fn skip_drain_annotation_removes_a_lost_replica() {
     h.reconcile_cluster().await;
     assert_eq!(drains(&h.calls()[calls_from..]), vec![address(3)]);
     assert!(!has_event(&h.seen()[from..], "Warning", "DrainSkipped"));
+    h.finish().await;
+}
+
+/// A pod of the cluster's StatefulSet at template revision `revision`.
+fn stored_pod(ordinal: i32, revision: &str) -> (String, Value) {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": format!("{NAME}-{ordinal}"),
+            "namespace": NS,
+            "labels": {
+                "app.kubernetes.io/name": "plaitd",
+                "app.kubernetes.io/instance": NAME,
+                "controller-revision-hash": revision,
+            },
+        },
+    });
+    (format!("/api/v1/namespaces/{NS}/pods/{NAME}-{ordinal}"), pod)
+}
+
+/// The partition of the StatefulSet as last applied in `seen`.
+fn applied_partition(seen: &[Seen]) -> Option<i64> {
+    seen.iter()
+        .rev()
+        .find(|s| s.is(&Method::PATCH, &stateful_set_path()))
+        .and_then(|s| s.body["spec"]["updateStrategy"]["rollingUpdate"]["partition"].as_i64())
+}
+
+/// An image change rolls one replica at a time, highest ordinal first, each only once
+/// the one before it runs the new template and is caught up: the operator holds every
+/// pod back when the template changes, releases replica 2 once the StatefulSet controller
+/// has a revision for it, holds while replica 2 catches up, then releases replica 1.
+/// A cluster whose StatefulSet was made before its image was recorded keeps the image
+/// its replicas run, whatever the operator's default, and records it.
+#[tokio::test]
+async fn an_image_change_rolls_one_caught_up_replica_at_a_time() {
+    let admin = FakeAdmin::with((0..3).map(|o| (o, ready(1))));
+    let mut objects = existing(&cluster(3), 3);
+    let (path, mut set) = stored_stateful_set(3);
+    set["spec"]["template"] =
+        json!({ "spec": { "containers": [{ "name": "plaitd", "image": "plait/plaitd:old" }] } });
+    objects.push((path, set));
+    objects.extend((0..3).map(|o| stored_pod(o, "r1")));
+    let h = Harness::start(objects, admin);
+    let set_status = |h: &Harness, revision: &str| {
+        let mut store = h.store.lock().unwrap();
+        let set = store.objects.get_mut(&stateful_set_path()).unwrap();
+        set["status"] = json!({ "observedGeneration": 1, "replicas": 3, "updateRevision": revision });
+    };
+
+    // Recorded from what runs; the template gains its hash and this operator's shape: a
+    // changed template, every pod held back.
+    h.reconcile_cluster().await;
+    assert_eq!(applied_partition(&h.seen()), Some(3));
+    assert!(has_event(&h.seen(), "Normal", "RollingUpdate"), "{:?}", events(&h.seen()));
+    let status = cluster_status(&h.seen());
+    assert_eq!(status.image.as_deref(), Some("plait/plaitd:old"), "not the operator's default");
+    // The controller reports the same revision every pod runs: nothing to roll.
+    set_status(&h, "r1");
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    assert_eq!(applied_partition(&h.seen()[from..]), Some(0));
+    assert!(has_event(&h.seen()[from..], "Normal", "RolloutComplete"));
+    let status = cluster_status(&h.seen()[from..]);
+    assert_eq!(condition(&status, "Progressing").reason, "Reconciled");
+
+    // A new image: every pod is held back until the controller has the new revision.
+    {
+        let mut store = h.store.lock().unwrap();
+        let stored = store.objects.get_mut(&cluster_path()).unwrap();
+        stored["spec"]["image"] = json!("plait/plaitd:new");
+    }
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert_eq!(applied_partition(seen), Some(3));
+    let status = cluster_status(seen);
+    assert_eq!(status.image.as_deref(), Some("plait/plaitd:new"));
+    assert_eq!(condition(&status, "Progressing").reason, "RollingUpdate");
+
+    // The controller has it: the highest replica goes first.
+    set_status(&h, "r2");
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert_eq!(applied_partition(seen), Some(2));
+    assert!(has_event(seen, "Normal", "UpdatingReplica"));
+
+    // Replica 2 runs the new template but is catching up: nothing else moves.
+    {
+        let mut store = h.store.lock().unwrap();
+        let (path, pod) = stored_pod(2, "r2");
+        store.objects.insert(path, pod);
+    }
+    let mut catching_up = ready(1);
+    catching_up.status.as_mut().unwrap().not_ready = Some("catching up".into());
+    h.admin.replicas.lock().unwrap().insert(address(2), catching_up);
+    set_status(&h, "r2");
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert_eq!(applied_partition(seen), Some(2));
+    let status = cluster_status(seen);
+    let progressing = condition(&status, "Progressing");
+    assert!(progressing.message.contains("waiting for replica 2 to catch up"), "{progressing:?}");
+    assert_eq!(status.updated_replicas, Some(1));
+
+    // Caught up: replica 1 is next.
+    h.admin.replicas.lock().unwrap().insert(address(2), ready(1));
+    set_status(&h, "r2");
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    assert_eq!(applied_partition(&h.seen()[from..]), Some(1));
+
+    // Every pod at the new revision: the roll is over, the partition back at 0.
+    {
+        let mut store = h.store.lock().unwrap();
+        for o in 0..3 {
+            let (path, pod) = stored_pod(o, "r2");
+            store.objects.insert(path, pod);
+        }
+    }
+    // (The fake store's apply replaces the whole object, status too.)
+    set_status(&h, "r2");
+    let (from, _) = h.mark();
+    h.reconcile_cluster().await;
+    let seen = &h.seen()[from..];
+    assert_eq!(applied_partition(seen), Some(0));
+    let status = cluster_status(seen);
+    assert_eq!(condition(&status, "Progressing").reason, "Reconciled");
+    assert_eq!(status.updated_replicas, None);
     h.finish().await;
 }
