@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the committed Kubernetes files that are derived from code, in one command:
 #
-#   charts/plait-operator/crds/plait.dev.yaml  the CRDs, printed by `plait-operator crd`
-#   manifests/crds.yaml                        the same bytes
-#   manifests/install.yaml                     a Namespace, then the chart rendered with its
-#                                              defaults (`helm template --include-crds`)
+#   charts/plait-operator/files/crds.yaml  the CRDs, printed by `plait-operator crd` (the
+#                                          chart's templates/crds.yaml renders them)
+#   manifests/crds.yaml                    the same bytes
+#   manifests/install.yaml                 a Namespace, then the chart rendered with its
+#                                          defaults (`helm template`)
 #
 # The chart tests (tests/it/chart.rs) fail when any of them drifts from a fresh render.
 #
@@ -41,7 +42,7 @@ metadata:
     # The operator's pod meets the restricted Pod Security Standard.
     pod-security.kubernetes.io/enforce: restricted
 EOF
-    "$helm" template plait-operator "$chart" --namespace "$namespace" --include-crds
+    "$helm" template plait-operator "$chart" --namespace "$namespace"
 }
 
 if [[ "${1:-}" == "--install" ]]; then
@@ -56,7 +57,7 @@ trap 'rm -rf "$work"' EXIT
 
 echo "render-manifests: CRDs from plait-operator crd" >&2
 cargo run --quiet --locked -p plait-operator -- crd >"$work/crds.yaml"
-cp "$work/crds.yaml" charts/plait-operator/crds/plait.dev.yaml
+cp "$work/crds.yaml" charts/plait-operator/files/crds.yaml
 cp "$work/crds.yaml" manifests/crds.yaml
 
 echo "render-manifests: manifests/install.yaml from charts/plait-operator" >&2

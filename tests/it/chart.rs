@@ -108,26 +108,15 @@ fn app_version() -> String {
 
 /// The operator's permissions, exactly: what it reconciles into and reads, nothing more.
 fn expected_rules() -> Value {
-    let all = ["get", "list", "watch", "create", "patch", "update", "delete"];
-    json!([
-        { "apiGroups": ["plait.dev"], "resources": ["plaitclusters", "plaitbackups"],
-          "verbs": ["get", "list", "watch", "create", "delete", "patch", "update"] },
-        { "apiGroups": ["plait.dev"], "resources": ["plaitclusters/status", "plaitbackups/status"],
-          "verbs": ["get", "patch", "update"] },
-        { "apiGroups": ["plait.dev"], "resources": ["plaitclusters/finalizers", "plaitbackups/finalizers"],
-          "verbs": ["update"] },
-        { "apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": all },
-        { "apiGroups": [""], "resources": ["services", "configmaps"], "verbs": all },
-        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"] },
-        { "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-          "verbs": ["get", "create", "patch", "delete"] },
-        { "apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["get", "create", "patch"] },
-        { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] },
-        { "apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "patch"] },
-        { "apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": all },
-        { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
-        { "apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"] },
-    ])
+    rules_json(plait_operator::rbac::RULES)
+}
+
+/// Rules as the chart writes them.
+fn rules_json(rules: &[plait_operator::rbac::Rule]) -> Value {
+    rules
+        .iter()
+        .map(|r| json!({ "apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs }))
+        .collect()
 }
 
 /// The verbs the rules grant on one resource of one API group.
@@ -275,12 +264,15 @@ fn cluster_role_is_least_privilege() {
     assert!(of_kind(&documents, "Role").is_empty() && of_kind(&documents, "RoleBinding").is_empty());
     let role = only(&documents, "ClusterRole");
     let rules = &role["rules"];
+    // Exactly the calls the operator makes (`plait_operator::rbac`, which the reconcile
+    // tests check every request against), plus the cluster-scoped reads of a
+    // cluster-wide install.
     let mut expected = expected_rules();
-    // Cluster-wide only: StorageClasses are cluster-scoped.
-    expected.as_array_mut().unwrap().push(
-        json!({ "apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list"] }),
-    );
-    assert_eq!(rules, &expected, "the ClusterRole's rules changed");
+    expected
+        .as_array_mut()
+        .unwrap()
+        .extend(rules_json(plait_operator::rbac::CLUSTER_RULES).as_array().unwrap().clone());
+    assert_eq!(rules, &expected, "the ClusterRole's rules are not the operator's calls");
 
     for rule in rules.as_array().unwrap() {
         for field in ["apiGroups", "resources", "verbs"] {
@@ -293,10 +285,8 @@ fn cluster_role_is_least_privilege() {
     for forbidden in ["delete", "deletecollection", "update", "list", "watch"] {
         assert!(!secrets.contains(&forbidden), "Secrets: {forbidden} granted");
     }
-    assert_eq!(verbs_on(rules, "", "pods"), ["get", "list", "watch"]);
-    for group in ["", "events.k8s.io"] {
-        assert_eq!(verbs_on(rules, group, "events"), ["create", "patch"], "events in group {group:?}");
-    }
+    assert_eq!(verbs_on(rules, "", "pods"), ["list"]);
+    assert_eq!(verbs_on(rules, "events.k8s.io", "events"), ["create", "patch"]);
 
     let binding = only(&documents, "ClusterRoleBinding");
     let account = only(&documents, "ServiceAccount");
@@ -442,8 +432,51 @@ fn chart_app_version_is_the_workspace_version() {
 #[test]
 fn committed_crds_match_the_types() {
     let generated = plait_operator::crds_yaml();
-    for path in ["manifests/crds.yaml", "charts/plait-operator/crds/plait.dev.yaml"] {
+    for path in ["manifests/crds.yaml", "charts/plait-operator/files/crds.yaml"] {
         assert!(read(path) == generated, "{path} differs from `plait-operator crd`: {REGENERATE}");
+    }
+}
+
+/// The chart renders the CRDs from `templates/`, so `helm upgrade` upgrades them: the
+/// generated ones, unchanged but for the chart's labels and `helm.sh/resource-policy:
+/// keep` (an uninstall must not delete every PlaitCluster); `crds.create=false` renders
+/// none.
+#[test]
+fn crds_are_templates_helm_upgrades_and_keeps() {
+    let generated: Vec<Value> = serde_yaml::Deserializer::from_str(&plait_operator::crds_yaml())
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|d| !d.is_null())
+        .collect();
+    let documents = template(&[]);
+    let rendered = of_kind(&documents, "CustomResourceDefinition");
+    assert_eq!(rendered.len(), 2);
+    for (rendered, generated) in rendered.into_iter().zip(&generated) {
+        assert_eq!(rendered["metadata"]["annotations"], json!({ "helm.sh/resource-policy": "keep" }));
+        assert_eq!(rendered["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+        let mut bare = rendered.clone();
+        let meta = bare["metadata"].as_object_mut().unwrap();
+        meta.remove("annotations");
+        meta.remove("labels");
+        // Helm's YAML round trip writes `1000.0` as `1000`: the same JSON number.
+        assert_eq!(
+            as_floats(&bare),
+            as_floats(generated),
+            "a rendered CRD differs from `plait-operator crd`"
+        );
+    }
+    let off = template(&["--set", "crds.create=false"]);
+    assert!(of_kind(&off, "CustomResourceDefinition").is_empty());
+    assert!(!of_kind(&off, "Deployment").is_empty());
+    assert!(!repo_root().join(CHART).join("crds").exists(), "crds/ is never upgraded");
+}
+
+/// `value` with every number as a float.
+fn as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(items) => items.iter().map(as_floats).collect(),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), as_floats(v))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -455,7 +488,7 @@ fn install_manifest_matches_a_fresh_render() {
     let scratch = tempfile::tempdir().unwrap();
     let chart = scratch.path().join("plait-operator");
     copy_dir(&repo_root().join(CHART), &chart);
-    std::fs::write(chart.join("crds/plait.dev.yaml"), plait_operator::crds_yaml()).unwrap();
+    std::fs::write(chart.join("files/crds.yaml"), plait_operator::crds_yaml()).unwrap();
 
     let out = Command::new(repo_root().join("scripts/render-manifests.sh"))
         .arg("--install")
@@ -475,10 +508,14 @@ fn install_manifest_matches_a_fresh_render() {
         panic!("manifests/install.yaml differs from a fresh render from line {line} on: {REGENERATE}");
     }
 
-    // What install.yaml holds: the namespace first, then the CRDs, then the operator.
+    // What install.yaml holds: the namespace first, the CRDs before the operator.
     let documents = documents(&fresh);
     let kinds = kinds(&documents);
-    assert_eq!(kinds[..3], ["Namespace", "CustomResourceDefinition", "CustomResourceDefinition"]);
+    assert_eq!(kinds[0], "Namespace");
+    let crds: Vec<usize> =
+        kinds.iter().enumerate().filter(|(_, k)| **k == "CustomResourceDefinition").map(|(i, _)| i).collect();
+    let deployment = kinds.iter().position(|k| *k == "Deployment").unwrap();
+    assert!(crds.len() == 2 && crds.iter().all(|i| *i < deployment), "{kinds:?}");
     assert_eq!(documents[0]["metadata"]["name"], NAMESPACE);
     for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"] {
         assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind} in {kinds:?}");
@@ -648,25 +685,28 @@ async fn manifests_apply_to_a_real_api_server() {
     }
 
     let tenant = "plait-examples";
-    for (verb, group, resource) in [
-        ("watch", "plait.dev", "plaitclusters"),
-        ("patch", "plait.dev", "plaitclusters/status"),
-        ("update", "plait.dev", "plaitbackups/finalizers"),
-        ("create", "apps", "statefulsets"),
-        ("delete", "policy", "poddisruptionbudgets"),
-        ("create", "", "secrets"),
-        ("get", "", "secrets"),
-        ("patch", "networking.k8s.io", "networkpolicies"),
-        ("create", "cert-manager.io", "certificates"),
-        ("list", "", "pods"),
-        ("create", "events.k8s.io", "events"),
-    ] {
-        assert!(
-            operator_may(&plane, verb, group, resource, tenant).await,
-            "the operator may not {verb} {resource}"
-        );
+    // Every call the operator makes is allowed ...
+    for rule in plait_operator::rbac::RULES.iter().chain(plait_operator::rbac::CLUSTER_RULES) {
+        for resource in rule.resources {
+            for verb in rule.verbs {
+                assert!(
+                    operator_may(&plane, verb, rule.group, resource, tenant).await,
+                    "the operator may not {verb} {resource}"
+                );
+            }
+        }
     }
+    // ... and nothing it does not make.
     for (verb, group, resource) in [
+        ("update", "plait.dev", "plaitclusters"),
+        ("delete", "plait.dev", "plaitclusters"),
+        ("update", "plait.dev", "plaitbackups/finalizers"),
+        ("delete", "apps", "statefulsets"),
+        ("update", "apps", "statefulsets"),
+        ("delete", "policy", "poddisruptionbudgets"),
+        ("get", "", "pods"),
+        ("watch", "", "pods"),
+        ("create", "", "events"),
         ("delete", "", "secrets"),
         ("update", "", "secrets"),
         ("list", "", "secrets"),

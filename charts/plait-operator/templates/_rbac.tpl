@@ -2,11 +2,14 @@
 The operator's permissions: one list, rendered into the ClusterRole (all namespaces) or
 the Role (watchNamespace), so both forms always grant exactly the same thing.
 
-Least privilege, and why each rule is there:
-- its own resources, their status and their finalizers (owner references with
-  blockOwnerDeletion need update on finalizers);
-- what a PlaitCluster is made of: the StatefulSet, the client and headless Services, the
-  ConfigMap, the PodDisruptionBudget;
+Exactly the calls the operator makes (crates/plait-operator/src/rbac.rs lists them, and
+a test compares this list with it), and why each is there:
+- its own resources: PlaitClusters are listed, watched and read; PlaitBackups also
+  created (scheduled runs) and deleted (retention); status written by server-side
+  apply; finalizers of a cluster updated (owner references with blockOwnerDeletion);
+- what a PlaitCluster is made of, applied by server-side apply (`patch`, and `create`
+  for the apply that makes the object): the StatefulSet (also read and watched), the client and headless Services
+  (watched), the ConfigMap, the PodDisruptionBudget;
 - Secrets: read by name (writer keys, the cluster CA, certificates, the client token),
   created (a generated writer key, the CA) and patched (certificates, the token and
   auth file, by server-side apply); never listed or watched, never updated whole or
@@ -14,49 +17,52 @@ Least privilege, and why each rule is there:
   writes through a restored cluster;
 - NetworkPolicies: applied per cluster, deleted when a cluster turns its policy off;
 - cert-manager Certificates: applied per replica with `tls: CertManager`;
-- Pods are only read, to see which replicas are ready and what they report;
+- Pods are only listed, by a cluster's selector, for the template revision each runs;
 - PersistentVolumeClaims are read and patched by name, to grow a replica's volume when
   spec.storage.size grows; never created, listed or deleted (the StatefulSet owns them);
-- Events, in both APIs, to say what it did.
+- Events (events.k8s.io), to say what it did.
 */}}
 {{- define "plait-operator.rules" -}}
 - apiGroups: ["plait.dev"]
-  resources: ["plaitclusters", "plaitbackups"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch", "update"]
+  resources: ["plaitclusters"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["plait.dev"]
+  resources: ["plaitbackups"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: ["plait.dev"]
   resources: ["plaitclusters/status", "plaitbackups/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["plait.dev"]
-  resources: ["plaitclusters/finalizers", "plaitbackups/finalizers"]
+  resources: ["plaitclusters/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["services"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["create", "patch", "delete"]
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "patch"]
-- apiGroups: ["policy"]
-  resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}

@@ -11,6 +11,7 @@ mod context;
 mod crd;
 mod operator;
 mod plan;
+pub mod rbac;
 mod replicas;
 mod schedule;
 mod security;

@@ -361,6 +361,39 @@ impl Store {
     }
 }
 
+/// The RBAC `(group, resource, verb)` a request needs: `resource` is `plural` or
+/// `plural/subresource`.
+fn rbac_request(seen: &Seen) -> (String, String, &'static str) {
+    let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
+    // `api/v1/...` is the core group; `apis/<group>/<version>/...` the others.
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, rest @ ..] => (String::new(), rest),
+        ["apis", group, _, rest @ ..] => ((*group).to_owned(), rest),
+        _ => panic!("not an API path: {}", seen.path),
+    };
+    let rest = match rest {
+        ["namespaces", _, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [plural] => ((*plural).to_owned(), false),
+        [plural, _name] => ((*plural).to_owned(), true),
+        [plural, _name, sub] => (format!("{plural}/{sub}"), true),
+        _ => panic!("unexpected API path: {}", seen.path),
+    };
+    let verb = match (&seen.method, named) {
+        (&Method::GET, false) if seen.query.get("watch").is_some_and(|w| w == "true") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::GET, true) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, _) => "delete",
+        (method, _) => panic!("unexpected method {method} on {}", seen.path),
+    };
+    (group, resource, verb)
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -493,9 +526,20 @@ impl Harness {
             .expect("the reconcile succeeds")
     }
 
-    /// Drops the client (the context holds it, and so does its event recorder), which
-    /// ends the fake API server's loop.
+    /// Checks that RBAC grants every request seen (`crate::rbac`), then drops the client
+    /// (the context holds it, and so does its event recorder), which ends the fake API
+    /// server's loop.
     async fn finish(self) {
+        for seen in self.seen() {
+            let (group, resource, verb) = rbac_request(&seen);
+            let rules = [crate::rbac::RULES, crate::rbac::CLUSTER_RULES].concat();
+            assert!(
+                crate::rbac::permits(&rules, &group, &resource, verb),
+                "{} {} needs {verb} on {group:?}/{resource}, which crate::rbac does not grant",
+                seen.method,
+                seen.path
+            );
+        }
         let Harness { ctx, server, .. } = self;
         drop(ctx);
         tokio::time::timeout(DEADLINE, server)
