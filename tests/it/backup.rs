@@ -571,3 +571,84 @@ async fn wrong_credentials_are_named() {
     );
     assert!(!dir.path().join("restored").exists(), "nothing was created");
 }
+
+/// Every file under `dir` with its bytes, sorted: what a refused request must not change.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A restored cluster cannot write into its source's backups: the source's replica
+/// (`--backup-owner shop/orders`) claims the destination with its first backup; a
+/// replica restored from it and started with another owner on the same destination is
+/// refused with FAILED_PRECONDITION naming both owners, and the destination is byte for
+/// byte as it was; that replica keeps serving (a write goes through), backs up to a
+/// destination of its own, and its data directory checks clean; the source's next
+/// backup goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_cluster_cannot_back_up_into_its_sources_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let url = format!("file://{}", backups.display());
+    let owned = |owner: &str, extra: &[String]| {
+        [
+            vec!["--backup-owner".to_owned(), owner.to_owned()],
+            destination_flag("default", &url).to_vec(),
+            extra.to_vec(),
+        ]
+        .concat()
+    };
+    let source = Plaitd::start(&dir.path().join("source"), &flags(&owned("shop/orders", &[]))).unwrap();
+    create_logs(&source.endpoint()).await;
+    write(&source.endpoint(), "a", 5).await;
+    backup(&source.endpoint(), "default", false).await;
+    let catalog = std::fs::read_to_string(backups.join("catalog.json")).unwrap();
+    assert!(catalog.contains("\"owner\": \"shop/orders\""), "{catalog}");
+
+    let restored_dir = dir.path().join("restored");
+    let out = restore(&url, &restored_dir, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let own = format!("file://{}", dir.path().join("own").display());
+    let mut restored =
+        Plaitd::start(&restored_dir, &flags(&owned("shop/restored", &destination_flag("own", &own))))
+            .unwrap();
+    let before = tree(&backups);
+    let err = admin(&restored.endpoint())
+        .await
+        .backup(pb::BackupRequest { destination: "default".into(), retain_full: 1, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("holds the backups of shop/orders") && err.message().contains("shop/restored"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(tree(&backups), before, "the refused backup left a trace in the source's destination");
+
+    // The next valid write (to a log of its own: the restored logs trust the source's
+    // writer key, which this test does not give it) and backup go through.
+    let mut logs = pb::logs_client::LogsClient::new(channel(&restored.endpoint()).await.unwrap());
+    let request =
+        pb::CreateLogRequest { name: "fresh".into(), r#type: pb::LogType::Kv as i32, ..Default::default() };
+    logs.create_log(request).await.unwrap();
+    let mut data = pb::data_client::DataClient::new(channel(&restored.endpoint()).await.unwrap());
+    data.write(pb::WriteRequest { ops: vec![put_op("fresh", "k", "v")], concern: None }).await.unwrap();
+    assert_eq!(backup(&restored.endpoint(), "own", false).await.objects.len(), 3);
+    assert_eq!(backup(&source.endpoint(), "default", true).await.objects.len(), 2);
+    restored.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&restored.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

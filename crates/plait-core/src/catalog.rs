@@ -95,7 +95,32 @@ pub struct CatalogEntry {
 /// Every backup at a destination, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
+    /// Who backs up here (a replica's `--backup-owner`; the operator gives each cluster
+    /// `<namespace>/<name>`), claimed by the first backup that has one. A replica with
+    /// another owner refuses to write here, so a cluster restored from these backups
+    /// cannot add to them or apply its retention to them.
+    pub owner: Option<String>,
     pub backups: Vec<CatalogEntry>,
+}
+
+/// Longest catalog owner, in bytes.
+pub const OWNER_BYTES_MAX: usize = 253;
+
+/// An owner is 1 to [`OWNER_BYTES_MAX`] letters, digits, '.', '-', '_' and '/'.
+pub fn valid_owner(owner: &str) -> bool {
+    !owner.is_empty()
+        && owner.len() <= OWNER_BYTES_MAX
+        && owner.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+}
+
+fn check_owner(owner: Option<&str>) -> Result<(), CatalogError> {
+    match owner {
+        Some(owner) if !valid_owner(owner) => Err(CatalogError::Malformed(format!(
+            "owner {:?} must be 1 to {OWNER_BYTES_MAX} letters, digits, '.', '-', '_' and '/'",
+            short(owner)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The JSON shape. Ids stay strings here so that a bad one is reported with the index
@@ -103,6 +128,8 @@ pub struct Catalog {
 #[derive(Serialize, Deserialize)]
 struct Wire {
     format: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     backups: Vec<WireEntry>,
 }
 
@@ -150,19 +177,21 @@ impl Catalog {
         }
         let wire: Wire = serde_json::from_slice(bytes).map_err(malformed)?;
         check_count(wire.backups.len(), entries_max)?;
+        check_owner(wire.owner.as_deref())?;
         let backups = wire
             .backups
             .into_iter()
             .enumerate()
             .map(|(index, e)| CatalogEntry::from_wire(index, e))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Catalog { backups })
+        Ok(Catalog { owner: wire.owner, backups })
     }
 
     /// Encodes the catalog (pretty-printed, for people reading a bucket). Refuses a
     /// catalog that [`Catalog::decode`] would refuse.
     pub fn encode(&self) -> Result<Vec<u8>, CatalogError> {
         check_count(self.backups.len(), CATALOG_ENTRIES_MAX)?;
+        check_owner(self.owner.as_deref())?;
         let backups = self
             .backups
             .iter()
@@ -172,8 +201,9 @@ impl Catalog {
                 Ok(e.to_wire())
             })
             .collect::<Result<Vec<_>, CatalogError>>()?;
-        let bytes = serde_json::to_vec_pretty(&Wire { format: CATALOG_FORMAT, backups })
-            .map_err(|e| CatalogError::Malformed(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&Wire { format: CATALOG_FORMAT, owner: self.owner.clone(), backups })
+                .map_err(|e| CatalogError::Malformed(e.to_string()))?;
         if bytes.len() > CATALOG_BYTES_MAX {
             return Err(CatalogError::TooLarge { len: bytes.len(), max: CATALOG_BYTES_MAX });
         }
@@ -346,8 +376,18 @@ mod tests {
         assert_eq!(catalog.backups[0], first);
         assert_eq!(String::from_utf8(catalog.encode().unwrap()).unwrap(), written);
 
-        let many = Catalog { backups: (1..50).map(entry).collect() };
+        let many = Catalog { owner: None, backups: (1..50).map(entry).collect() };
         assert_eq!(Catalog::decode(&many.encode().unwrap()).unwrap(), many);
+        // An owner round-trips; a catalog without one (as older replicas wrote) has none.
+        let owned = Catalog { owner: Some("shop/orders".into()), backups: vec![entry(1)] };
+        assert_eq!(Catalog::decode(&owned.encode().unwrap()).unwrap(), owned);
+        assert!(!String::from_utf8(many.encode().unwrap()).unwrap().contains("owner"));
+        for bad in ["", "a b", "x\n", &"o".repeat(OWNER_BYTES_MAX + 1)] {
+            let catalog = Catalog { owner: Some(bad.to_owned()), backups: Vec::new() };
+            assert!(matches!(catalog.encode(), Err(CatalogError::Malformed(_))), "{bad:?}");
+            let bytes = format!("{{\"format\": 1, \"owner\": {bad:?}, \"backups\": []}}");
+            assert!(matches!(Catalog::decode(bytes.as_bytes()), Err(CatalogError::Malformed(_))), "{bad:?}");
+        }
         assert_eq!(Catalog::decode(&Catalog::new().encode().unwrap()).unwrap(), Catalog::new());
     }
 
@@ -355,7 +395,7 @@ mod tests {
     /// nothing that could climb out of a directory gets through.
     #[test]
     fn malformed_catalogs_are_refused() {
-        let good = Catalog { backups: vec![entry(1)] }.encode().unwrap();
+        let good = Catalog { owner: None, backups: vec![entry(1)] }.encode().unwrap();
         let good = String::from_utf8(good).unwrap();
         let replace = |from: &str, to: &str| {
             assert!(good.contains(from), "{from}");
@@ -388,7 +428,7 @@ mod tests {
     /// and encoding refuses a catalog that decoding would refuse.
     #[test]
     fn bounds_are_enforced() {
-        let three = Catalog { backups: (1..4).map(entry).collect() }.encode().unwrap();
+        let three = Catalog { owner: None, backups: (1..4).map(entry).collect() }.encode().unwrap();
         assert_eq!(
             Catalog::decode_bounded(&three, three.len() - 1, 10),
             Err(CatalogError::TooLarge { len: three.len(), max: three.len() - 1 })
@@ -398,7 +438,7 @@ mod tests {
             Err(CatalogError::TooManyEntries { len: 3, max: 2 })
         );
         assert_eq!(Catalog::decode_bounded(&three, three.len(), 3).unwrap().backups.len(), 3);
-        let too_many = Catalog { backups: vec![entry(2); CATALOG_ENTRIES_MAX + 1] };
+        let too_many = Catalog { owner: None, backups: vec![entry(2); CATALOG_ENTRIES_MAX + 1] };
         assert!(matches!(too_many.encode(), Err(CatalogError::TooManyEntries { .. })));
         // The largest entry the checks allow, times the most entries, fits the byte bound:
         // a catalog encode accepts by count is never refused by size.
@@ -408,12 +448,12 @@ mod tests {
         largest.key = "k".repeat(CATALOG_KEY_BYTES_MAX);
         (largest.bytes, largest.seq, largest.base_seq, largest.n_ops) =
             (u64::MAX, u64::MAX, u64::MAX, u64::MAX);
-        let one = Catalog { backups: vec![largest] }.encode().unwrap().len();
+        let one = Catalog { owner: None, backups: vec![largest] }.encode().unwrap().len();
         assert!(one * CATALOG_ENTRIES_MAX < CATALOG_BYTES_MAX, "{one} bytes per entry");
         let mut bad = entry(1);
         bad.backup_id = "a/b".into();
         assert!(matches!(
-            Catalog { backups: vec![entry(1), bad] }.encode(),
+            Catalog { owner: None, backups: vec![entry(1), bad] }.encode(),
             Err(CatalogError::Entry { index: 1, field: "backup_id", .. })
         ));
     }

@@ -141,7 +141,7 @@ pub struct PlaitClusterSpec {
     /// TLS and authentication) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("self.all(k, k.startsWith('PLAIT_') && !(k in ['PLAIT_LISTEN', 'PLAIT_DATA_DIR', 'PLAIT_NODE_KEY_FILE', 'PLAIT_WRITER_KEY_FILE', 'PLAIT_METRICS_LISTEN', 'PLAIT_PEERS', 'PLAIT_DISCOVER_DNS', 'PLAIT_UPSTREAMS', 'PLAIT_RESTORE_FROM', 'PLAIT_TLS_CERT', 'PLAIT_TLS_KEY', 'PLAIT_TLS_CLIENT_CA', 'PLAIT_PEER_TLS_CA', 'PLAIT_AUTH_FILE', 'PLAIT_PEER_TOKEN_FILE', 'PLAIT_INSECURE', 'PLAIT_BACKUP_DESTINATIONS']))")
+    #[x_kube(validation = Rule::new("self.all(k, k.startsWith('PLAIT_') && !(k in ['PLAIT_LISTEN', 'PLAIT_DATA_DIR', 'PLAIT_NODE_KEY_FILE', 'PLAIT_WRITER_KEY_FILE', 'PLAIT_METRICS_LISTEN', 'PLAIT_PEERS', 'PLAIT_DISCOVER_DNS', 'PLAIT_UPSTREAMS', 'PLAIT_RESTORE_FROM', 'PLAIT_TLS_CERT', 'PLAIT_TLS_KEY', 'PLAIT_TLS_CLIENT_CA', 'PLAIT_PEER_TLS_CA', 'PLAIT_AUTH_FILE', 'PLAIT_PEER_TOKEN_FILE', 'PLAIT_INSECURE', 'PLAIT_BACKUP_DESTINATIONS', 'PLAIT_BACKUP_OWNER']))")
         .message("settings must be PLAIT_* variables the operator does not manage itself"))]
     pub settings: BTreeMap<String, String>,
 }

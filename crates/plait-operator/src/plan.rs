@@ -101,6 +101,19 @@ pub(crate) fn validate(spec: &PlaitClusterSpec) -> Result<(), String> {
             return Err(format!("spec.backup.extraDestinations names {:?} twice", d.name));
         }
     }
+    // A restored cluster backing up where it restored from would add to the source's
+    // catalog and apply its retention there (the replicas refuse it too, by owner).
+    if let Some(from) = spec.bootstrap.as_ref().map(|b| b.from.trim_end_matches('/')) {
+        for (name, url) in backup_destinations(spec) {
+            if url.trim_end_matches('/') == from {
+                return Err(format!(
+                    "backup destination {name:?} ({url}) is spec.bootstrap.from: a cluster restored from \
+                     backups must back up to a destination of its own, or its retention would delete the \
+                     source cluster's backups"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -151,16 +164,30 @@ pub(crate) fn replica_settings(spec: &PlaitClusterSpec) -> BTreeMap<String, Stri
     env
 }
 
-/// The replica container's arguments: `serve` and one `--backup-destination NAME=URL`
-/// per destination of the cluster. Flags, not the ConfigMap: a flag wins over an
-/// environment variable, so `spec.settings` cannot redirect backups.
-fn serve_args(spec: &PlaitClusterSpec) -> Vec<String> {
+/// The replica container's arguments: `serve`, one `--backup-destination NAME=URL` per
+/// destination of the cluster, and with any destination `--backup-owner
+/// <namespace>/<name>`, which the replicas claim each destination's catalog for and refuse
+/// a catalog another cluster claimed (a cluster restored from another's backups must not
+/// add to them or apply its retention to them). Flags, not the ConfigMap: a flag wins
+/// over an environment variable, so `spec.settings` cannot redirect backups.
+fn serve_args(cluster: &PlaitCluster) -> Vec<String> {
     let mut args = vec!["serve".to_owned()];
-    for (name, url) in backup_destinations(spec) {
+    let destinations = backup_destinations(&cluster.spec);
+    if !destinations.is_empty() {
+        args.push("--backup-owner".to_owned());
+        args.push(backup_owner(cluster));
+    }
+    for (name, url) in destinations {
         args.push("--backup-destination".to_owned());
         args.push(format!("{name}={url}"));
     }
     args
+}
+
+/// Who a cluster's replicas back up as: `<namespace>/<name>`, so a cluster deleted and
+/// made again under its name goes on with its own backups.
+pub(crate) fn backup_owner(cluster: &PlaitCluster) -> String {
+    format!("{}/{}", cluster.namespace().unwrap_or_default(), cluster.name_any())
 }
 
 /// A stable fingerprint of the settings: put on the pod template so a settings change
@@ -693,7 +720,7 @@ fn pod_template(
         name: "plaitd".into(),
         image: Some(image.clone()),
         image_pull_policy: pull_policy.clone(),
-        args: Some(serve_args(spec)),
+        args: Some(serve_args(cluster)),
         env: Some(replica_env),
         env_from: Some(env_from.clone()),
         ports: Some(vec![
@@ -1472,6 +1499,8 @@ mod tests {
             args(&c),
             [
                 "serve",
+                "--backup-owner",
+                "ns/db",
                 "--backup-destination",
                 "default=s3://bucket/db",
                 "--backup-destination",
@@ -1485,6 +1514,14 @@ mod tests {
         let backup = c.spec.backup.as_mut().unwrap();
         backup.extra_destinations = vec![NamedDestination { name: "default".into(), url: "s3://x/y".into() }];
         assert!(validate(&c.spec).unwrap_err().contains("another name"));
+        // A restored cluster never backs up where it restored from.
+        let backup = c.spec.backup.as_mut().unwrap();
+        backup.extra_destinations =
+            vec![NamedDestination { name: "offsite".into(), url: "s3://far/db/".into() }];
+        c.spec.bootstrap = Some(BootstrapSpec { from: "s3://far/db".into(), logs: Vec::new(), s3: None });
+        assert!(validate(&c.spec).unwrap_err().contains("a destination of its own"));
+        c.spec.bootstrap.as_mut().unwrap().from = "s3://far/other".into();
+        assert!(validate(&c.spec).is_ok());
     }
 
     /// A settings change changes the pod template (so replicas roll); the same settings

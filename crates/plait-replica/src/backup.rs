@@ -63,6 +63,8 @@ pub(crate) struct Destination {
     /// The directory of a `file://` destination: catalog updates there are serialized
     /// by a lock file in it, since its object store cannot put conditionally.
     local_dir: Option<PathBuf>,
+    /// This replica's `--backup-owner`: a catalog another owner claimed is not written.
+    owner: Option<String>,
 }
 
 /// The backup destinations this replica was configured with, by name. `Backup` calls
@@ -77,7 +79,22 @@ impl Destinations {
     /// Parses `NAME=URL` settings (`--backup-destination`), each URL with
     /// [`Destination::parse`]. A malformed setting, a bad name or URL, or a name given
     /// twice is `Invalid`, naming the setting: plaitd then refuses to start.
-    pub(crate) fn parse(settings: &[String], options: &S3Options) -> ReplicaResult<Destinations> {
+    /// `owner` (`--backup-owner`) is claimed in, and checked against, each destination's
+    /// catalog.
+    pub(crate) fn parse(
+        settings: &[String],
+        options: &S3Options,
+        owner: Option<&str>,
+    ) -> ReplicaResult<Destinations> {
+        if let Some(owner) = owner
+            && !plait_core::catalog::valid_owner(owner)
+        {
+            return Err(ReplicaError::Invalid(format!(
+                "backup owner {owner:?} is not valid: use 1 to {} letters, digits, '.', '-', '_' and '/', for \
+                 example shop/orders",
+                plait_core::catalog::OWNER_BYTES_MAX
+            )));
+        }
         // Every name first, so that a bad setting anywhere stops the start before any
         // URL is acted on (parsing a file:// URL creates its directory).
         let mut named: Vec<(&str, &str)> = Vec::new();
@@ -104,8 +121,9 @@ impl Destinations {
         }
         let mut by_name = BTreeMap::new();
         for (name, url) in named {
-            let destination = Destination::parse(url, options)
+            let mut destination = Destination::parse(url, options)
                 .map_err(|e| e.context(format!("backup destination {name:?}")))?;
+            destination.owner = owner.map(str::to_owned);
             by_name.insert(name.to_owned(), Arc::new(destination));
         }
         Ok(Destinations { by_name })
@@ -222,6 +240,7 @@ impl Destination {
                 prefix: ObjectPath::default(),
                 url: url.to_owned(),
                 local_dir: Some(PathBuf::from(path)),
+                owner: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -248,6 +267,7 @@ impl Destination {
                 prefix: ObjectPath::from(prefix),
                 url: url.to_owned(),
                 local_dir: None,
+                owner: None,
             });
         }
         Err(invalid(format!(
@@ -344,6 +364,29 @@ impl Destination {
              backup",
             self.url
         )))
+    }
+
+    /// Refuses a catalog whose owner is not this replica's (when both have one): another
+    /// cluster's backups, which this one's entries and retention must not touch.
+    fn check_owner(&self, catalog: &Catalog) -> ReplicaResult<()> {
+        match (&self.owner, &catalog.owner) {
+            (Some(ours), Some(theirs)) if ours != theirs => Err(ReplicaError::FailedPrecondition(format!(
+                "backup destination {} holds the backups of {theirs}, and this replica backs up as {ours}: it \
+                 does not write there, since its retention would delete {theirs}'s backups (a cluster restored \
+                 from them needs a destination of its own)",
+                self.url
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Claims an unowned catalog for this replica's owner, after [`Self::check_owner`].
+    fn claim(&self, catalog: &mut Catalog) -> ReplicaResult<()> {
+        self.check_owner(catalog)?;
+        if catalog.owner.is_none() {
+            catalog.owner.clone_from(&self.owner);
+        }
+        Ok(())
     }
 
     fn encode_catalog(&self, catalog: &Catalog) -> ReplicaResult<Vec<u8>> {
@@ -615,8 +658,10 @@ pub(crate) async fn backup(
     now_ms: u64,
     work_dir: &Path,
 ) -> ReplicaResult<BackupRun> {
-    // Read only to choose delta bases; the update below works on a fresh read.
+    // Read to choose delta bases and to refuse another owner's destination before
+    // anything is uploaded; the update below works on a fresh read and checks again.
     let catalog = dest.catalog().await?.unwrap_or_default();
+    dest.check_owner(&catalog)?;
     let epoch = store.epoch();
     let backup_id = format!("{now_ms:015}-{}", &hex::encode(epoch)[..8]);
     std::fs::create_dir_all(work_dir)
@@ -659,7 +704,12 @@ pub(crate) async fn backup(
         written.push((entry, checkpoint));
     }
     let entries: Vec<CatalogEntry> = written.iter().map(|(e, _)| e.clone()).collect();
-    let deleted = dest.update_catalog(|catalog| add_to_catalog(catalog, &entries, retain_full)).await?;
+    let deleted = dest
+        .update_catalog(|catalog| {
+            dest.claim(catalog)?;
+            add_to_catalog(catalog, &entries, retain_full)
+        })
+        .await?;
     for key in &deleted {
         dest.delete(key).await?;
     }
@@ -950,6 +1000,73 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// The first backup with an owner claims an unowned catalog; a replica with another
+    /// owner is refused (FAILED_PRECONDITION, naming both) before anything is uploaded,
+    /// so the catalog and the objects stay as they were; the owner's next backup goes on;
+    /// a replica without an owner is not checked. An invalid owner stops the start.
+    #[tokio::test]
+    async fn another_owners_destination_is_refused_before_any_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, summary) = store_with_log(dir.path(), 5).await;
+        let backups = dir.path().join("backups");
+        let setting = format!("default=file://{}", backups.display());
+        let as_owner = |owner: Option<&str>| {
+            Destinations::parse(std::slice::from_ref(&setting), &S3Options::default(), owner)
+                .unwrap()
+                .resolve("default")
+                .unwrap()
+        };
+        let work = dir.path().join("tmp");
+        let source = as_owner(Some("shop/orders"));
+        backup(&store, &source, vec![summary.clone()], false, 0, 1, &work).await.unwrap();
+        let claimed = source.catalog().await.unwrap().unwrap();
+        assert_eq!(claimed.owner.as_deref(), Some("shop/orders"));
+        let objects = || walk(&backups);
+        let before = (std::fs::read(backups.join(CATALOG_KEY)).unwrap(), objects());
+
+        let restored = as_owner(Some("shop/orders-restored"));
+        let err = backup(&store, &restored, vec![summary.clone()], false, 1, 2, &work)
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ReplicaError::FailedPrecondition(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("shop/orders-restored") && message.contains("holds the backups of shop/orders")
+        );
+        assert_eq!(
+            (std::fs::read(backups.join(CATALOG_KEY)).unwrap(), objects()),
+            before,
+            "a trace was left"
+        );
+
+        backup(&store, &source, vec![summary.clone()], false, 0, 3, &work).await.unwrap();
+        backup(&store, &as_owner(None), vec![summary], false, 0, 4, &work).await.unwrap();
+        assert_eq!(source.catalog().await.unwrap().unwrap().backups.len(), 3);
+        assert!(
+            Destinations::parse(std::slice::from_ref(&setting), &S3Options::default(), Some("a b")).is_err()
+        );
+        store.close().await.unwrap();
+    }
+
+    /// Every file under `dir`, relative, sorted.
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(next) = stack.pop() {
+            for entry in std::fs::read_dir(&next).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path.strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// A catalog refused by the core decoder surfaces as a precondition of the
     /// destination, naming it, rather than as a transient failure to retry.
     #[tokio::test]
@@ -988,6 +1105,7 @@ mod tests {
             prefix: ObjectPath::from("prefix"),
             url: "memory://test/prefix".into(),
             local_dir: None,
+            owner: None,
         };
         (store, dest)
     }
@@ -1110,7 +1228,7 @@ mod tests {
         assert!(matches!(none.resolve("x"), Err(ReplicaError::FailedPrecondition(_))));
         assert!(matches!(none.resolve(""), Err(ReplicaError::FailedPrecondition(_))));
         assert!(matches!(none.resolve("s3://b/p"), Err(ReplicaError::Invalid(_))));
-        let one = Destinations::parse(&[url("local")], &S3Options::default()).unwrap();
+        let one = Destinations::parse(&[url("local")], &S3Options::default(), None).unwrap();
         assert_eq!(one.names(), ["local"]);
         assert!(one.resolve("").is_ok() && one.resolve("local").is_ok());
         assert!(
@@ -1122,7 +1240,8 @@ mod tests {
                 "{url}"
             );
         }
-        let two = Destinations::parse(&[url("b"), url("a"), String::new()], &S3Options::default()).unwrap();
+        let two =
+            Destinations::parse(&[url("b"), url("a"), String::new()], &S3Options::default(), None).unwrap();
         assert_eq!(two.names(), ["a", "b"]);
         assert!(matches!(two.resolve(""), Err(ReplicaError::Invalid(m)) if m.contains("several")));
         for bad in ["", "-a", "A", "a_b", &"a".repeat(64)] {

@@ -113,6 +113,15 @@ pub struct ServeArgs {
     )]
     pub backup_destinations: Vec<String>,
 
+    /// Who this replica backs up as, claimed in each destination's catalog by the first
+    /// backup there (1 to 253 letters, digits, '.', '-', '_' and '/'; the operator gives
+    /// each cluster `<namespace>/<name>`). A destination whose catalog another owner
+    /// claimed is refused (FAILED_PRECONDITION) before anything is uploaded, so a
+    /// cluster restored from another's backups cannot add to them or apply its
+    /// retention to them. Unset: no check, and nothing claimed.
+    #[arg(long, env = "PLAIT_BACKUP_OWNER", value_name = "OWNER")]
+    pub backup_owner: Option<String>,
+
     /// Edge mode: before serving, restore from this backup destination whatever this
     /// node does not hold yet (everything on first start; the rest after an interrupted
     /// restore).

@@ -61,8 +61,9 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let metrics = telemetry.metrics();
     check_exposure(&args)?;
     // Before anything is opened: a bad destination stops the start with its reason.
-    let backups = Destinations::parse(&args.backup_destinations, &args.s3.options())
-        .context("invalid --backup-destination (PLAIT_BACKUP_DESTINATIONS)")?;
+    let backups =
+        Destinations::parse(&args.backup_destinations, &args.s3.options(), args.backup_owner.as_deref())
+            .context("invalid --backup-destination (PLAIT_BACKUP_DESTINATIONS)")?;
     if !backups.names().is_empty() {
         tracing::info!(destinations = %backups.names().join(","), "backup destinations configured");
     }
