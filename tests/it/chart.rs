@@ -137,7 +137,14 @@ fn verbs_on<'a>(rules: &'a Value, group: &str, resource: &str) -> Vec<&'a str> {
 fn chart_lints_strictly() {
     for extra in [
         &[][..],
-        &["--set", "serviceMonitor.enabled=true", "--set", "watchNamespace=plait-apps"],
+        &[
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "replicaPodMonitor.enabled=true",
+            "--set",
+            "watchNamespace=plait-apps",
+        ],
         &["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=existing"],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
@@ -351,6 +358,31 @@ fn service_monitor_is_optional() {
     let service = only(&documents, "Service");
     assert_eq!(monitor["spec"]["selector"]["matchLabels"], service["spec"]["selector"]);
     assert_eq!(monitor["spec"]["namespaceSelector"]["matchNames"], json!([NAMESPACE]));
+}
+
+/// The replicas' PodMonitor is optional: off by default; on, it selects replica pods
+/// (the labels the operator gives them) on their `metrics` port in every namespace, or
+/// only in `watchNamespace`, and labels series with the cluster's name.
+#[test]
+fn replica_pod_monitor_is_optional() {
+    assert!(of_kind(&template(&[]), "PodMonitor").is_empty(), "a PodMonitor by default");
+    let documents =
+        template(&["--set", "replicaPodMonitor.enabled=true", "--set", "replicaPodMonitor.labels.release=p"]);
+    let monitor = only(&documents, "PodMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "p");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        json!({ "app.kubernetes.io/name": "plaitd", "app.kubernetes.io/component": "replica" })
+    );
+    assert_eq!(monitor["spec"]["namespaceSelector"], json!({ "any": true }));
+    assert_eq!(monitor["spec"]["podTargetLabels"], json!(["app.kubernetes.io/instance"]));
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"],
+        json!([{ "port": "metrics", "path": "/metrics", "interval": "30s" }])
+    );
+    let one = template(&["--set", "replicaPodMonitor.enabled=true", "--set", "watchNamespace=apps"]);
+    assert_eq!(only(&one, "PodMonitor")["spec"]["namespaceSelector"], json!({ "matchNames": ["apps"] }));
 }
 
 /// values.schema.json refuses misspelled keys (at the top and nested) and values of the

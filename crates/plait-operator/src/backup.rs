@@ -28,7 +28,9 @@ fn key(backup: &PlaitBackup) -> String {
 /// One reconcile pass of a backup.
 pub async fn reconcile(backup: Arc<PlaitBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
     let result = reconcile_inner(&backup, &ctx).await;
+    ctx.metrics.observe_reconcile("backup", started.elapsed());
     match &result {
         Ok(_) => ctx.succeeded(&key(&backup)),
         Err(_) => {

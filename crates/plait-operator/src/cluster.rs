@@ -60,7 +60,9 @@ fn key(cluster: &PlaitCluster) -> String {
 /// One reconcile pass of a cluster.
 pub async fn reconcile(cluster: Arc<PlaitCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
     let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics.observe_reconcile("cluster", started.elapsed());
     // A pass that returns `Ok` may still have backed off (an invalid spec, a blocked
     // drain, a failed member update): it forgets the failures itself when it ends clean.
     if result.is_err() {
@@ -84,6 +86,7 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     // above all): read the cluster fresh.
     let clusters: Api<PlaitCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(cluster) = clusters.get_opt(&cached.name_any()).await? else {
+        ctx.metrics.set_cluster(&namespace, &cached.name_any(), None);
         ctx.succeeded(&key(cached));
         return Ok(Action::await_change());
     };
@@ -733,6 +736,14 @@ async fn write_status(
     if cluster.status.as_ref() != Some(&status) {
         patch_status(cluster, ctx, &status).await?;
     }
+    let condition = |type_: &str| has_condition_status(&status, type_, "True");
+    let gauges = crate::context::ClusterGauges {
+        replicas: status.replicas,
+        ready_replicas: status.ready_replicas,
+        ready: condition("Ready"),
+        available: condition("Available"),
+    };
+    ctx.metrics.set_cluster(&cluster.namespace().unwrap_or_default(), &name, Some(gauges));
     Ok(status)
 }
 

@@ -33,7 +33,55 @@ impl Clock for SystemClock {
 pub(crate) const RETRY_MIN: Duration = Duration::from_secs(2);
 pub(crate) const RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// Counters served on `/metrics`.
+/// Upper bounds, in seconds, of the reconcile-duration histogram's buckets.
+const DURATION_BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A Prometheus histogram of durations.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Observations at or under each bound of [`DURATION_BUCKETS`] (not cumulative).
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, n) in DURATION_BUCKETS.iter().zip(self.buckets) {
+            cumulative += n;
+            out.push_str(&format!("{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}\n"));
+        }
+        out.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {}\n", self.count));
+        out.push_str(&format!(
+            "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}\n",
+            self.sum, self.count
+        ));
+    }
+}
+
+/// What the last pass saw of one cluster, for its gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterGauges {
+    /// Replicas the StatefulSet has.
+    pub replicas: i32,
+    /// Replicas ready and caught up.
+    pub ready_replicas: i32,
+    /// The `Ready` condition is True.
+    pub ready: bool,
+    /// The `Available` condition is True.
+    pub available: bool,
+}
+
+/// Counters, reconcile-duration histograms and per-cluster gauges served on `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub reconciles: AtomicU64,
@@ -42,9 +90,42 @@ pub struct Metrics {
     pub backups_failed: AtomicU64,
     pub drains: AtomicU64,
     pub member_updates: AtomicU64,
+    /// Reconcile durations, by controller (`cluster`, `backup`).
+    durations: Mutex<std::collections::BTreeMap<&'static str, Histogram>>,
+    /// Each cluster's gauges, by (namespace, name); a deleted cluster's go.
+    clusters: Mutex<std::collections::BTreeMap<(String, String), ClusterGauges>>,
+}
+
+/// A label value, escaped for the text format.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
+    /// Records how long one reconcile of `controller` took.
+    pub fn observe_reconcile(&self, controller: &'static str, took: Duration) {
+        self.durations
+            .lock()
+            .expect("metrics lock")
+            .entry(controller)
+            .or_default()
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets a cluster's gauges, or with `None` removes them (the cluster is gone).
+    pub fn set_cluster(&self, namespace: &str, name: &str, gauges: Option<ClusterGauges>) {
+        let mut clusters = self.clusters.lock().expect("metrics lock");
+        let key = (namespace.to_owned(), name.to_owned());
+        match gauges {
+            Some(gauges) => {
+                clusters.insert(key, gauges);
+            }
+            None => {
+                clusters.remove(&key);
+            }
+        }
+    }
+
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -61,7 +142,79 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             ));
         }
+        let name = "plait_operator_reconcile_duration_seconds";
+        out.push_str(&format!(
+            "# HELP {name} How long reconcile passes take, by controller.\n# TYPE {name} histogram\n"
+        ));
+        for (controller, histogram) in self.durations.lock().expect("metrics lock").iter() {
+            histogram.render(&mut out, name, &format!("controller=\"{controller}\""));
+        }
+        let clusters = self.clusters.lock().expect("metrics lock");
+        type Read = fn(&ClusterGauges) -> i64;
+        let gauges: [(&str, &str, Read); 4] = [
+            ("plait_operator_cluster_replicas", "Replicas a cluster's StatefulSet has.", |g| {
+                i64::from(g.replicas)
+            }),
+            ("plait_operator_cluster_ready_replicas", "Replicas ready and caught up.", |g| {
+                i64::from(g.ready_replicas)
+            }),
+            ("plait_operator_cluster_ready", "1 while a cluster's Ready condition is True.", |g| {
+                i64::from(g.ready)
+            }),
+            (
+                "plait_operator_cluster_available",
+                "1 while a cluster serves writes (its Available condition).",
+                |g| i64::from(g.available),
+            ),
+        ];
+        for (name, help, read) in gauges {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for ((namespace, cluster), g) in clusters.iter() {
+                out.push_str(&format!(
+                    "{name}{{namespace=\"{}\",cluster=\"{}\"}} {}\n",
+                    label(namespace),
+                    label(cluster),
+                    read(g)
+                ));
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    /// The histogram's buckets are cumulative and end at `+Inf` with the count; each
+    /// cluster has its gauges until it is removed; label values are escaped.
+    #[test]
+    fn durations_and_cluster_gauges_render() {
+        let metrics = Metrics::default();
+        metrics.observe_reconcile("cluster", Duration::from_millis(30));
+        metrics.observe_reconcile("cluster", Duration::from_secs(2));
+        metrics.observe_reconcile("cluster", Duration::from_secs(120));
+        let gauges = ClusterGauges { replicas: 3, ready_replicas: 2, ready: false, available: true };
+        metrics.set_cluster("shop", "orders", Some(gauges));
+        metrics.set_cluster("shop", "gone", Some(gauges));
+        metrics.set_cluster("shop", "gone", None);
+        let text = metrics.render();
+        for line in [
+            "plait_operator_reconcile_duration_seconds_bucket{controller=\"cluster\",le=\"0.01\"} 0",
+            "plait_operator_reconcile_duration_seconds_bucket{controller=\"cluster\",le=\"0.05\"} 1",
+            "plait_operator_reconcile_duration_seconds_bucket{controller=\"cluster\",le=\"2.5\"} 2",
+            "plait_operator_reconcile_duration_seconds_bucket{controller=\"cluster\",le=\"60\"} 2",
+            "plait_operator_reconcile_duration_seconds_bucket{controller=\"cluster\",le=\"+Inf\"} 3",
+            "plait_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 3",
+            "plait_operator_cluster_replicas{namespace=\"shop\",cluster=\"orders\"} 3",
+            "plait_operator_cluster_ready_replicas{namespace=\"shop\",cluster=\"orders\"} 2",
+            "plait_operator_cluster_ready{namespace=\"shop\",cluster=\"orders\"} 0",
+            "plait_operator_cluster_available{namespace=\"shop\",cluster=\"orders\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("gone"), "{text}");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
 

@@ -22,7 +22,7 @@ mod tests;
 pub use backup::ATTEMPTS_MAX;
 pub use backup::reconcile as reconcile_backup;
 pub use cluster::{CLUSTER_LABEL, Error, FIELD_MANAGER, SCHEDULED_LABEL, reconcile as reconcile_cluster};
-pub use context::{Clock, Context, Metrics, SystemClock};
+pub use context::{Clock, ClusterGauges, Context, Metrics, SystemClock};
 pub use crd::{
     BackupCheckpoint, BackupKind, BackupSpec, BootstrapSpec, DisruptionSpec, GROUP, IssuerRef, MemberStatus,
     NamedDestination, PlaitBackup, PlaitBackupSpec, PlaitBackupStatus, PlaitCluster, PlaitClusterSpec,

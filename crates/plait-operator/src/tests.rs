@@ -793,6 +793,15 @@ async fn steady_cluster_is_a_no_op() {
     expected.push((Method::GET, BACKUPS.to_owned()));
     assert_eq!(requests(seen), expected);
     assert_eq!(second, Action::requeue(STEADY_REQUEUE));
+    // The cluster's gauges and the passes' durations are on /metrics.
+    let metrics = h.ctx.metrics.render();
+    for line in [
+        "plait_operator_cluster_ready{namespace=\"ns\",cluster=\"db\"} 1",
+        "plait_operator_cluster_ready_replicas{namespace=\"ns\",cluster=\"db\"} 3",
+        "plait_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
     h.finish().await;
 }
 
