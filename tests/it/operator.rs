@@ -610,8 +610,9 @@ async fn rotate_replica_certificate(
 /// wired (every replica told its members), written to and replicated, reconciled again
 /// without any change, its certificate rotated by the operator without a restart, scaled 3→5→3 with each leaving replica drained first and no
 /// acknowledged write lost (with the operator restarted mid-way through the scale-down),
-/// a replica whose data directory was wiped coming back as a new epoch, and an
-/// unreachable replica showing up as Degraded.
+/// a replica whose data directory was wiped coming back as a new epoch, an unreachable
+/// replica showing up as Degraded (still Available, not Ready), and that lost replica
+/// removed by a scale-down only once `plait.dev/skip-drain` names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
@@ -759,6 +760,29 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
         }
     })
     .await?;
+
+    // Its pod is gone for good: a scale-down cannot drain it and waits ...
+    let failed = |r: Vec<String>| r.iter().filter(|r| *r == "DrainFailed").count();
+    let failed_before = failed(reasons(&admin, ns, "db").await?);
+    let two = serde_json::json!({ "spec": { "replicas": 2 } });
+    clusters.patch("db", &PatchParams::default(), &Patch::Merge(&two)).await?;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "a failed drain of the lost replica", || {
+        let admin = admin.clone();
+        async move { reasons(&admin, ns, "db").await.is_ok_and(|r| failed(r) > failed_before) }
+    })
+    .await?;
+    assert_eq!(sts_api.get("db").await?.spec.and_then(|s| s.replicas), Some(3), "removed without a drain");
+    // ... until plait.dev/skip-drain names it: removed without a drain, with a warning.
+    let skip = serde_json::json!({ "metadata": { "annotations": { "plait.dev/skip-drain": "db-2" } } });
+    clusters.patch("db", &PatchParams::default(), &Patch::Merge(&skip)).await?;
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "the StatefulSet to lose the lost replica", || {
+        let sts_api = sts_api.clone();
+        async move { sts_api.get("db").await.is_ok_and(|s| s.spec.and_then(|s| s.replicas) == Some(2)) }
+    })
+    .await?;
+    converge(&mut kubelet, "2 ready replicas after the skipped drain", settled(2)).await?;
+    assert!(reasons(&admin, ns, "db").await?.iter().any(|r| r == "DrainSkipped"));
+    wait_for_value(kubelet.endpoint(1), "orders", "on-four", "4").await?;
     operator.stop().await;
     Ok(())
 }
