@@ -793,6 +793,30 @@ async fn manifests_apply_to_a_real_api_server() {
     assert!(refused.to_string().contains("destination"), "{refused}");
 }
 
+/// What of the kind run can be checked here: the script parses (`bash -n`) and uses no
+/// bash-4-only construct (macOS ships bash 3.2), and its kind cluster has the three
+/// workers the drain step needs.
+#[test]
+fn kind_script_parses_and_suits_bash_3_2() {
+    let script = repo_root().join("tests/kind/e2e.sh");
+    let out = Command::new("bash").arg("-n").arg(&script).output().expect("bash runs");
+    assert!(out.status.success(), "bash -n tests/kind/e2e.sh: {}", stderr(&out));
+    let text = read("tests/kind/e2e.sh");
+    for construct in ["declare -A", "local -A", "mapfile", "readarray", ",,}", "^^}", "&>>", "|&", "coproc"] {
+        let found: Vec<&str> =
+            text.lines().filter(|l| !l.trim_start().starts_with('#') && l.contains(construct)).collect();
+        assert!(found.is_empty(), "{construct:?} needs bash 4: {found:?}");
+    }
+    let config = read("tests/kind/cluster.yaml");
+    assert_eq!(config.matches("role: worker").count(), 3, "{config}");
+    let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    assert!(code.iter().any(|l| l.contains("kind load image-archive")), "images are loaded as archives");
+    assert!(
+        !code.iter().any(|l| l.contains("kind load docker-image")),
+        "fails under containerd's image store"
+    );
+}
+
 /// The whole operator on a real Kubernetes (kind), as `tests/kind/e2e.sh` runs it (its
 /// header lists every step). Needs docker, kind, kubectl and helm, which this test
 /// suite does not install.
