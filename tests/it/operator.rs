@@ -232,8 +232,19 @@ impl Kubelet {
                             .push(format!("replica {ordinal} restarted while {higher} was not ready: {why}"));
                     }
                 }
-                drop(self.replicas.remove(&ordinal));
+                let old = self.replicas.remove(&ordinal).expect("running");
+                let listen = old.grpc.to_string();
+                drop(old);
                 restarted.push(ordinal);
+                // On the same address, as a replaced pod keeps its DNS name: the member set
+                // does not change during a roll.
+                self.start_replica_at(ordinal, &spec, &tls, &listen).await?;
+                self.pod_uids.insert(ordinal, uid);
+                let ready = serde_json::json!({
+                    "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }] },
+                });
+                pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&ready)).await?;
+                continue;
             }
             self.start_replica(ordinal, &spec, &tls).await?;
             self.pod_uids.insert(ordinal, uid);
@@ -252,6 +263,18 @@ impl Kubelet {
         pod: &k8s_openapi::api::core::v1::PodSpec,
         tls: &[(&'static str, String)],
     ) -> anyhow::Result<()> {
+        self.start_replica_at(ordinal, pod, tls, "127.0.0.1:0").await
+    }
+
+    /// [`Self::start_replica`], listening on `listen`.
+    async fn start_replica_at(
+        &mut self,
+        ordinal: i32,
+        pod: &k8s_openapi::api::core::v1::PodSpec,
+        tls: &[(&'static str, String)],
+        listen: &str,
+    ) -> anyhow::Result<()> {
+        let listen = listen.to_owned();
         {
             let key_file = self.writer_key(pod).await?;
             let pod_name = format!("{}-{ordinal}", self.cluster);
@@ -295,7 +318,7 @@ impl Kubelet {
                 let mut flags = vec!["--writer-key-file", &key, "--anti-entropy-ms", "1000"];
                 flags.extend(serve_flags.iter().map(String::as_str));
                 flags.extend(tls_flags.iter().map(String::as_str));
-                Plaitd::start(&data_dir, &flags)
+                Plaitd::start_at(&data_dir, &listen, &flags, Vec::new())
             })
             .await??;
             self.resolver.set(&self.namespace, &self.cluster, ordinal, replica.grpc.to_string());

@@ -61,8 +61,19 @@ impl Plaitd {
         extra: &[&str],
         env: Vec<(&'static str, String)>,
     ) -> anyhow::Result<Plaitd> {
+        Plaitd::start_at(data_dir, "127.0.0.1:0", extra, env)
+    }
+
+    /// Like `start_with_env`, listening on `listen` (a replica restarted where it was,
+    /// as a pod keeps its DNS name).
+    pub fn start_at(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Plaitd> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, grpc, metrics) = spawn(data_dir, &extra, &env)?;
+        let (child, grpc, metrics) = spawn_at(data_dir, listen, &extra, &env)?;
         Ok(Plaitd { child: Some(child), grpc, metrics, data_dir: data_dir.to_path_buf(), extra, env })
     }
 
@@ -132,10 +143,19 @@ fn spawn(
     extra: &[String],
     env: &[(&'static str, String)],
 ) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+    spawn_at(data_dir, "127.0.0.1:0", extra, env)
+}
+
+fn spawn_at(
+    data_dir: &Path,
+    listen: &str,
+    extra: &[String],
+    env: &[(&'static str, String)],
+) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
     let log_path = data_dir.with_extension("log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut child = Command::new(binary("plaitd")?)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .env("PLAIT_LOG", std::env::var("PLAIT_LOG").unwrap_or_else(|_| "warn".into()))

@@ -275,9 +275,24 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     if let Some(existing) = &existing_set {
         plan::keep_claim_template_size(&mut desired.stateful_set, existing);
     }
-    obs.rollout =
-        rollout(cluster, ctx, &namespace, existing_set.as_ref(), &desired.stateful_set, target, &probes)
-            .await?;
+    // A pass that is about to send members holds the roll: the replicas' readiness it
+    // probed predates the member set they are about to get (and must then catch up with).
+    let members_pending = {
+        let member_probes: Vec<(i32, Probed)> = probes.iter().filter(|(o, _)| *o < target).cloned().collect();
+        let addresses: Vec<String> = (0..target).map(address).collect();
+        let plan = plan::membership(obs.members_generation, &obs.member_addresses, addresses, &member_probes);
+        plan.generation != obs.members_generation || !plan.send_to.is_empty()
+    };
+    obs.rollout = rollout(
+        cluster,
+        ctx,
+        &namespace,
+        existing_set.as_ref(),
+        &desired.stateful_set,
+        target,
+        if members_pending { &[] } else { &probes },
+    )
+    .await?;
     plan::set_partition(&mut desired.stateful_set, obs.rollout.partition);
     apply(&ctx.client, &namespace, &desired.config_map).await?;
     apply(&ctx.client, &namespace, &desired.headless).await?;
@@ -425,12 +440,24 @@ async fn rollout(
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
         let listed = pods.list(&ListParams::default().labels(&plan::selector_string(&name))).await?;
         let prefix = format!("{name}-");
+        let mut pods_ready = std::collections::BTreeSet::new();
         for pod in listed.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let ordinal = pod.name_any().strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok());
             if let (Some(ordinal), Some(revision)) = (ordinal, pod.labels().get(plan::REVISION_LABEL)) {
                 input.pod_revisions.insert(ordinal, revision.clone());
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if ready {
+                    pods_ready.insert(ordinal);
+                }
             }
         }
+        // Caught up counts only for a pod whose current container passed its readiness
+        // probe: until then the replica that answers may still be the one it replaces.
+        input.caught_up.retain(|o| pods_ready.contains(o));
     }
     let decided = plan::rollout(&input);
     debug_assert!((0..=replicas).contains(&decided.partition), "a partition outside the StatefulSet");

@@ -1337,6 +1337,7 @@ fn stored_pod(ordinal: i32, revision: &str) -> (String, Value) {
                 "controller-revision-hash": revision,
             },
         },
+        "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }] },
     });
     (format!("/api/v1/namespaces/{NS}/pods/{NAME}-{ordinal}"), pod)
 }
@@ -1415,9 +1416,13 @@ async fn an_image_change_rolls_one_caught_up_replica_at_a_time() {
         let (path, pod) = stored_pod(2, "r2");
         store.objects.insert(path, pod);
     }
-    let mut catching_up = ready(1);
-    catching_up.status.as_mut().unwrap().not_ready = Some("catching up".into());
-    h.admin.replicas.lock().unwrap().insert(address(2), catching_up);
+    // (Edited in place: the replica keeps the member generation it was sent.)
+    let set_not_ready = |h: &Harness, why: Option<&str>| {
+        let mut replicas = h.admin.replicas.lock().unwrap();
+        let replica = replicas.get_mut(&address(2)).unwrap();
+        replica.status.as_mut().unwrap().not_ready = why.map(str::to_owned);
+    };
+    set_not_ready(&h, Some("catching up"));
     set_status(&h, "r2");
     let (from, _) = h.mark();
     h.reconcile_cluster().await;
@@ -1429,7 +1434,7 @@ async fn an_image_change_rolls_one_caught_up_replica_at_a_time() {
     assert_eq!(status.updated_replicas, Some(1));
 
     // Caught up: replica 1 is next.
-    h.admin.replicas.lock().unwrap().insert(address(2), ready(1));
+    set_not_ready(&h, None);
     set_status(&h, "r2");
     let (from, _) = h.mark();
     h.reconcile_cluster().await;
