@@ -275,14 +275,14 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     if let Some(existing) = &existing_set {
         plan::keep_claim_template_size(&mut desired.stateful_set, existing);
     }
-    // A pass that is about to send members holds the roll: the replicas' readiness it
-    // probed predates the member set they are about to get (and must then catch up with).
-    let members_pending = {
-        let member_probes: Vec<(i32, Probed)> = probes.iter().filter(|(o, _)| *o < target).cloned().collect();
-        let addresses: Vec<String> = (0..target).map(address).collect();
-        let plan = plan::membership(obs.members_generation, &obs.member_addresses, addresses, &member_probes);
-        plan.generation != obs.members_generation || !plan.send_to.is_empty()
-    };
+    // Membership: the replicas that remain after this step. A pass that is about to send
+    // members holds the roll: the replicas' readiness it probed predates the member set
+    // they are about to get (and must then catch up with).
+    let mut member_probes: Vec<(i32, Probed)> = probes.iter().filter(|(o, _)| *o < target).cloned().collect();
+    let addresses: Vec<String> = (0..target).map(address).collect();
+    let membership =
+        plan::membership(obs.members_generation, &obs.member_addresses, addresses, &member_probes);
+    let members_pending = membership.generation != obs.members_generation || !membership.send_to.is_empty();
     obs.rollout = rollout(
         cluster,
         ctx,
@@ -320,11 +320,7 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         .await;
     }
 
-    // Membership: the replicas that remain after this step.
-    let mut member_probes: Vec<(i32, Probed)> = probes.iter().filter(|(o, _)| *o < target).cloned().collect();
-    let addresses: Vec<String> = (0..target).map(address).collect();
-    let membership =
-        plan::membership(obs.members_generation, &obs.member_addresses, addresses, &member_probes);
+    // Membership, as decided above.
     if membership.generation != obs.members_generation {
         ctx.event(
             &reference,

@@ -190,12 +190,12 @@ pub(crate) fn backup_owner(cluster: &PlaitCluster) -> String {
     format!("{}/{}", cluster.namespace().unwrap_or_default(), cluster.name_any())
 }
 
-/// A stable fingerprint of the settings: put on the pod template so a settings change
-/// rolls the replicas.
-fn fingerprint(settings: &BTreeMap<String, String>) -> String {
+/// A stable fingerprint of a value: of the settings, put on the pod template so a
+/// settings change rolls the replicas; of a pod template, to tell it changed.
+fn fingerprint(value: &impl Hash) -> String {
     // SipHash with fixed keys: stable across runs, which is all a change detector needs.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    settings.hash(&mut hasher);
+    value.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
 }
 
@@ -236,10 +236,7 @@ pub(crate) const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// A stable hash of a pod template.
 pub(crate) fn template_hash(template: &PodTemplateSpec) -> String {
-    let text = serde_json::to_string(template).expect("a pod template serializes");
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    fingerprint(&serde_json::to_string(template).expect("a pod template serializes"))
 }
 
 /// What a pass knows of a roll of the pod template.
