@@ -652,3 +652,129 @@ async fn a_restored_cluster_cannot_back_up_into_its_sources_destination() {
     let (clean, report) = plait_tests::check(&restored.data_dir).unwrap();
     assert!(clean, "{report}");
 }
+
+/// Starts backup job `id` to `destination` (all logs, full).
+async fn start_job(
+    a: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    id: &str,
+    destination: &str,
+    logs: Vec<String>,
+) -> Result<pb::BackupJob, tonic::Status> {
+    let backup = pb::BackupRequest { destination: destination.into(), logs, delta: false, retain_full: 0 };
+    a.start_backup(pb::StartBackupRequest { job_id: id.into(), backup: Some(backup) })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls job `id` until it has ended.
+async fn ended(a: &pb::admin_client::AdminClient<tonic::transport::Channel>, id: &str) -> pb::BackupJob {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let job = a
+            .clone()
+            .get_backup_job(pb::GetBackupJobRequest { job_id: id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if job.state != pb::BackupJobState::Running as i32 {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "backup job {id} still running: {job:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Backups in the background: `StartBackup` answers at once with a job the caller named,
+/// `GetBackupJob` follows it to the same result `Backup` gives (every log written,
+/// progress at its total), and asking again for the same job returns it and writes
+/// nothing more. Bad job ids, URLs, unknown destinations and logs are refused with the
+/// right code and leave no job behind; the same id with another request is
+/// ALREADY_EXISTS; a job whose destination cannot be written ends FAILED with the code
+/// and message `Backup` would have given, and the replica keeps serving. A restart
+/// forgets the jobs (NOT_FOUND), the data directory checks clean and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn background_backup_jobs_are_named_followed_and_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let broken = dir.path().join("broken");
+    let destinations = [
+        destination_flag("local", &format!("file://{}", backups.display())),
+        destination_flag("broken", &format!("file://{}", broken.display())),
+    ]
+    .concat();
+    let mut replica = Plaitd::start(&dir.path().join("replica"), &flags(&destinations)).unwrap();
+    let endpoint = replica.endpoint();
+    create_logs(&endpoint).await;
+    write(&endpoint, "a", 20).await;
+    let mut a = admin(&endpoint).await;
+
+    // Refused before anything starts, and nothing remembered.
+    let long = "j".repeat(129);
+    for (id, destination, logs, code) in [
+        ("", "local", vec![], Code::InvalidArgument),
+        ("a/b", "local", vec![], Code::InvalidArgument),
+        (long.as_str(), "local", vec![], Code::InvalidArgument),
+        ("url", "file:///var/elsewhere", vec![], Code::InvalidArgument),
+        ("unknown-destination", "nightly", vec![], Code::NotFound),
+        ("unknown-log", "local", vec!["no-such-log".to_owned()], Code::NotFound),
+    ] {
+        let err = start_job(&mut a, id, destination, logs).await.unwrap_err();
+        assert_eq!(err.code(), code, "{id:?}: {}", err.message());
+        if !id.is_empty() && id.len() <= 128 && !id.contains('/') {
+            let err = a.get_backup_job(pb::GetBackupJobRequest { job_id: id.into() }).await.unwrap_err();
+            assert_eq!(err.code(), Code::NotFound, "a refused job {id} was remembered");
+        }
+    }
+    assert!(!backups.join("catalog.json").exists(), "a refused job wrote something");
+    let err = a.get_backup_job(pb::GetBackupJobRequest { job_id: "never".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = a.get_backup_job(pb::GetBackupJobRequest { job_id: "a b".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Started, followed to the end.
+    let job = start_job(&mut a, "nightly-1", "local", vec![]).await.unwrap();
+    assert_eq!(job.job_id, "nightly-1");
+    let done = ended(&a, "nightly-1").await;
+    assert_eq!(done.state, pb::BackupJobState::Completed as i32, "{done:?}");
+    let result = done.result.clone().expect("a completed job has its result");
+    assert_eq!(result.objects.len(), 2);
+    assert_eq!((done.logs_done, done.logs_total), (2, 2));
+    assert_eq!(done.bytes_written, result.objects.iter().map(|o| o.bytes).sum::<u64>());
+    let catalog = std::fs::read(backups.join("catalog.json")).unwrap();
+
+    // Asked again: the same job, nothing written.
+    let again = start_job(&mut a, "nightly-1", "local", vec![]).await.unwrap();
+    assert_eq!(again.result.map(|r| r.backup_id), Some(result.backup_id.clone()));
+    assert_eq!(std::fs::read(backups.join("catalog.json")).unwrap(), catalog, "a second run was written");
+    let err = start_job(&mut a, "nightly-1", "local", vec!["kv".into()]).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
+
+    // A destination that cannot be written: the job fails, the replica serves on.
+    if broken.exists() {
+        std::fs::remove_dir_all(&broken).unwrap();
+    }
+    std::fs::write(&broken, b"a file where the destination's directory should be").unwrap();
+    start_job(&mut a, "broken-1", "broken", vec![]).await.unwrap();
+    let failed = ended(&a, "broken-1").await;
+    assert_eq!(failed.state, pb::BackupJobState::Failed as i32, "{failed:?}");
+    assert_ne!(failed.error_code, Code::Ok as i32);
+    assert!(!failed.error_message.is_empty());
+    assert!(failed.result.is_none());
+    write(&endpoint, "b", 5).await;
+
+    // A restart forgets every job (with the destination mended: a replica refuses to
+    // start with a destination it cannot create).
+    std::fs::remove_file(&broken).unwrap();
+    drop(a);
+    replica.restart().unwrap();
+    let a = admin(&replica.endpoint()).await;
+    let err =
+        a.clone().get_backup_job(pb::GetBackupJobRequest { job_id: "nightly-1".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    drop(a);
+    replica.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+    let replica = Plaitd::start(&dir.path().join("replica"), &flags(&destinations)).unwrap();
+    write(&replica.endpoint(), "c", 1).await;
+}

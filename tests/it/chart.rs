@@ -159,8 +159,9 @@ fn chart_lints_strictly() {
     }
 }
 
-/// With default values the Deployment runs one operator (Recreate: there is no leader
-/// election, so two must never overlap) as a non-root user with a read-only root file
+/// With default values the Deployment runs two operators under leader election (a
+/// rolling update that starts a new pod before stopping an old one, the pods preferring
+/// different nodes) as a non-root user with a read-only root file
 /// system, no capabilities and no privilege escalation, wired to its settings (watching
 /// every namespace: no `PLAIT_OPERATOR_NAMESPACE`), probes and ServiceAccount; the
 /// images default to the chart's appVersion.
@@ -169,9 +170,18 @@ fn deployment_is_locked_down() {
     let documents = template(&[]);
     let deployment = only(&documents, "Deployment");
     assert_eq!(deployment["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(deployment["spec"]["replicas"], 1);
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({ "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } })
+    );
     let pod = &deployment["spec"]["template"]["spec"];
+    let spread = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        spread["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 
     let pod_security = &pod["securityContext"];
     assert_eq!(pod_security["runAsNonRoot"], true, "{pod_security}");
@@ -219,6 +229,11 @@ fn deployment_is_locked_down() {
             ("PLAIT_OPERATOR_LISTEN", "0.0.0.0:8080"),
             ("PLAIT_OPERATOR_LOG", "info,kube=warn"),
             ("PLAIT_OPERATOR_LOG_JSON", "false"),
+            ("PLAIT_OPERATOR_LEADER_ELECT", "true"),
+            ("PLAIT_OPERATOR_LEASE_NAME", RELEASE),
+            ("PLAIT_OPERATOR_LEASE_DURATION_SECONDS", "15"),
+            ("PLAIT_OPERATOR_RENEW_DEADLINE_SECONDS", "10"),
+            ("PLAIT_OPERATOR_RETRY_PERIOD_SECONDS", "2"),
         ]
     );
     assert_eq!(container["ports"], json!([{ "name": "http", "containerPort": 8080, "protocol": "TCP" }]));
@@ -264,11 +279,16 @@ fn deployment_is_locked_down() {
 
 /// Watching all namespaces, the ClusterRole grants exactly the listed rules: no
 /// wildcard, Secrets never deleted or updated whole, Pods only read, Events created and
-/// patched. It is bound to the operator's ServiceAccount, and no namespaced Role exists.
+/// patched. It is bound to the operator's ServiceAccount, and no namespaced Role exists
+/// but leader election's.
 #[test]
 fn cluster_role_is_least_privilege() {
     let documents = template(&[]);
-    assert!(of_kind(&documents, "Role").is_empty() && of_kind(&documents, "RoleBinding").is_empty());
+    let roles = of_kind(&documents, "Role");
+    assert!(
+        roles.len() == 1 && roles[0]["metadata"]["name"] == format!("{RELEASE}-leader-election"),
+        "{roles:?}"
+    );
     let role = only(&documents, "ClusterRole");
     let rules = &role["rules"];
     // Exactly the calls the operator makes (`plait_operator::rbac`, which the reconcile
@@ -318,12 +338,17 @@ fn watch_namespace_uses_a_role() {
         "cluster-wide RBAC with watchNamespace set: {:?}",
         kinds(&documents)
     );
-    let role = only(&documents, "Role");
-    assert_eq!(role["metadata"]["namespace"], "foo");
+    let in_foo = |kind: &str| -> Vec<&Value> {
+        of_kind(&documents, kind).into_iter().filter(|d| d["metadata"]["namespace"] == "foo").collect()
+    };
+    let roles = in_foo("Role");
+    assert_eq!(roles.len(), 1, "{roles:?}");
+    let role = roles[0];
     assert_eq!(role["rules"], expected_rules());
 
-    let binding = only(&documents, "RoleBinding");
-    assert_eq!(binding["metadata"]["namespace"], "foo");
+    let bindings = in_foo("RoleBinding");
+    assert_eq!(bindings.len(), 1, "{bindings:?}");
+    let binding = bindings[0];
     assert_eq!(binding["roleRef"]["kind"], "Role");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
@@ -332,6 +357,48 @@ fn watch_namespace_uses_a_role() {
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     let namespace = env.as_array().unwrap().iter().find(|e| e["name"] == "PLAIT_OPERATOR_NAMESPACE").unwrap();
     assert_eq!(namespace["value"], "foo");
+}
+
+/// Leader election's Role, in the release namespace, grants exactly what the election
+/// calls (`plait_operator::rbac::ELECTION_RULES`: read, create and replace Leases) and is
+/// bound to the operator's ServiceAccount. With election off there is no such Role, one
+/// pod, Recreate (two never overlap) and no election settings; more than one pod
+/// without election is refused with the reason.
+#[test]
+fn leader_election_is_on_by_default_and_least_privilege() {
+    let documents = template(&[]);
+    let name = format!("{RELEASE}-leader-election");
+    let role = of_kind(&documents, "Role").into_iter().find(|r| r["metadata"]["name"] == name).unwrap();
+    assert_eq!(role["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(role["rules"], rules_json(plait_operator::rbac::ELECTION_RULES));
+    let binding =
+        of_kind(&documents, "RoleBinding").into_iter().find(|b| b["metadata"]["name"] == name).unwrap();
+    assert_eq!(binding["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        binding["roleRef"],
+        json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name })
+    );
+    let account = only(&documents, "ServiceAccount");
+    assert_eq!(
+        binding["subjects"],
+        json!([{ "kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE }])
+    );
+
+    let single = template(&["--set", "leaderElection.enabled=false", "--set", "replicaCount=1"]);
+    assert!(of_kind(&single, "Role").is_empty() && of_kind(&single, "RoleBinding").is_empty());
+    let deployment = only(&single, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"], json!({ "type": "Recreate" }));
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        !env.iter()
+            .any(|e| e["name"].as_str().unwrap().contains("LEASE")
+                || e["name"] == "PLAIT_OPERATOR_LEADER_ELECT")
+    );
+
+    let out = run_helm(&["template", RELEASE, CHART, "--set", "leaderElection.enabled=false"]);
+    assert!(!out.status.success(), "two operators without leader election rendered");
+    assert!(stderr(&out).contains("needs leaderElection.enabled"), "{}", stderr(&out));
 }
 
 /// No ServiceMonitor by default (its CRD may not exist); when enabled, one scrapes
@@ -549,7 +616,15 @@ fn install_manifest_matches_a_fresh_render() {
     let deployment = kinds.iter().position(|k| *k == "Deployment").unwrap();
     assert!(crds.len() == 2 && crds.iter().all(|i| *i < deployment), "{kinds:?}");
     assert_eq!(documents[0]["metadata"]["name"], NAMESPACE);
-    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"] {
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+    ] {
         assert_eq!(kinds.iter().filter(|k| **k == kind).count(), 1, "{kind} in {kinds:?}");
     }
 }
@@ -728,6 +803,19 @@ async fn manifests_apply_to_a_real_api_server() {
             }
         }
     }
+    // ... and the election's, in its own namespace only ...
+    for rule in plait_operator::rbac::ELECTION_RULES {
+        for resource in rule.resources {
+            for verb in rule.verbs {
+                assert!(
+                    operator_may(&plane, verb, rule.group, resource, NAMESPACE).await,
+                    "the operator may not {verb} {resource} in {NAMESPACE}"
+                );
+            }
+        }
+    }
+    assert!(!operator_may(&plane, "update", "coordination.k8s.io", "leases", tenant).await);
+    assert!(!operator_may(&plane, "delete", "coordination.k8s.io", "leases", NAMESPACE).await);
     // ... and nothing it does not make.
     for (verb, group, resource) in [
         ("update", "plait.dev", "plaitclusters"),

@@ -345,3 +345,103 @@ async fn controller_manager_creates_pods_and_collects_garbage() {
     .await
     .unwrap();
 }
+
+/// Leader election against the real API server, with the operator's identity and only
+/// the chart's leader-election Role: the first candidate takes the Lease and renews it;
+/// another follows while it is renewed, takes it once it has not been for a lease
+/// duration (one transition), and the old leader then follows; a released Lease is taken
+/// at the next attempt; of two candidates racing for a new Lease exactly one wins.
+#[tokio::test]
+async fn leader_election_hands_over_on_expiry_and_release() {
+    use plait_operator::leader::{Attempt, Elector};
+    let plane = ControlPlane::start().await.unwrap();
+    let admin = plane.admin_client();
+    harness::create_namespace(&admin, OPERATOR_NAMESPACE).await.unwrap();
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": { "name": "leader-election", "namespace": OPERATOR_NAMESPACE },
+        "rules": plait_operator::rbac::ELECTION_RULES.iter().map(|r| json!({
+            "apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), OPERATOR_NAMESPACE)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "leader-election", "namespace": OPERATOR_NAMESPACE },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election" },
+        "subjects": [{ "kind": "User", "name": OPERATOR_USER }],
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), OPERATOR_NAMESPACE)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let elector = |name: &str, identity: &str| {
+        let settings = plait_operator::LeaseSettings {
+            namespace: OPERATOR_NAMESPACE.into(),
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_millis(1500),
+            retry_period: Duration::from_millis(200),
+        };
+        settings.validate().unwrap();
+        Elector::new(plane.operator_client(), settings, std::sync::Arc::new(plait_operator::SystemClock))
+    };
+    let lease = |name: &'static str| {
+        let admin = admin.clone();
+        async move {
+            Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin, OPERATOR_NAMESPACE)
+                .get(name)
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+        }
+    };
+
+    let (mut a, mut b) = (elector("lock", "a"), elector("lock", "b"));
+    assert_eq!(a.try_acquire_or_renew().await.unwrap(), Attempt::Leading);
+    assert_eq!(b.try_acquire_or_renew().await.unwrap(), Attempt::Following(Some("a".into())));
+    let first = lease("lock").await;
+    assert_eq!(a.try_acquire_or_renew().await.unwrap(), Attempt::Leading, "renewed");
+    let renewed = lease("lock").await;
+    assert_eq!(renewed.acquire_time, first.acquire_time, "a renewal keeps the acquire time");
+    assert!(renewed.renew_time > first.renew_time);
+    assert_eq!(b.try_acquire_or_renew().await.unwrap(), Attempt::Following(Some("a".into())));
+
+    // a stops renewing: b takes over once a lease duration has passed on its own clock.
+    let mut attempts = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        attempts += 1;
+        if b.try_acquire_or_renew().await.unwrap() == Attempt::Leading {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never took the expired lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(attempts > 1, "b took a lease that was still being renewed");
+    let taken = lease("lock").await;
+    assert_eq!((taken.holder_identity.as_deref(), taken.lease_transitions), (Some("b"), Some(1)));
+    assert_eq!(a.try_acquire_or_renew().await.unwrap(), Attempt::Following(Some("b".into())));
+
+    // b releases: a takes it at its next attempt, without waiting out the duration.
+    b.release().await.unwrap();
+    assert_eq!(lease("lock").await.holder_identity, None);
+    assert_eq!(a.try_acquire_or_renew().await.unwrap(), Attempt::Leading);
+    assert_eq!(lease("lock").await.lease_transitions, Some(2));
+    // Releasing a Lease one does not hold changes nothing.
+    let before = lease("lock").await;
+    b.release().await.unwrap();
+    assert_eq!(lease("lock").await, before);
+
+    // A race for a new Lease: exactly one winner.
+    let (mut c, mut d) = (elector("race", "c"), elector("race", "d"));
+    let (c_got, d_got) = tokio::join!(c.try_acquire_or_renew(), d.try_acquire_or_renew());
+    let leaders = [c_got.unwrap(), d_got.unwrap()].iter().filter(|a| **a == Attempt::Leading).count();
+    assert_eq!(leaders, 1, "two candidates both took one Lease");
+}

@@ -12,22 +12,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use plait_client::CreateLogOptions;
 use plait_core::LogType;
 use plait_operator::{
-    BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, NamedDestination, PlaitBackup,
+    BackupKind, BackupSpec, BootstrapSpec, Context, GrpcAdmin, LeaseSettings, NamedDestination, PlaitBackup,
     PlaitBackupSpec, PlaitCluster, PlaitClusterSpec, PlanContext, RetentionSpec, Scope, StaticResolver,
     StorageSpec, SystemClock,
 };
 use plait_tests::Plaitd;
-use plait_tests::kube::{ControlPlane, create_namespace, install_crds};
+use plait_tests::kube::{ControlPlane, OPERATOR_NAMESPACE, create_namespace, install_crds};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -369,6 +370,16 @@ impl Operator {
         Operator::start_with_image(client, resolver, namespace, "plait/plaitd:test")
     }
 
+    fn context(client: Client, resolver: Arc<StaticResolver>, image: &str) -> Arc<Context> {
+        Context::new(
+            client,
+            Arc::new(GrpcAdmin),
+            resolver,
+            Arc::new(SystemClock),
+            PlanContext { replica_image: image.into(), operator_namespace: None },
+        )
+    }
+
     /// An operator whose default replica image is `image`.
     fn start_with_image(
         client: Client,
@@ -376,13 +387,7 @@ impl Operator {
         namespace: &str,
         image: &str,
     ) -> Operator {
-        let ctx = Context::new(
-            client,
-            Arc::new(GrpcAdmin),
-            resolver,
-            Arc::new(SystemClock),
-            PlanContext { replica_image: image.into(), operator_namespace: None },
-        );
+        let ctx = Operator::context(client, resolver, image);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(plait_operator::run(
             ctx.clone(),
@@ -395,6 +400,46 @@ impl Operator {
         Operator { stop: Some(stop), task, ctx }
     }
 
+    /// An operator under leader election, as the chart runs two: candidate `identity`
+    /// for the Lease `plait-operator` in [`OPERATOR_NAMESPACE`], with short durations.
+    fn start_elected(
+        client: Client,
+        resolver: Arc<StaticResolver>,
+        namespace: &str,
+        identity: &str,
+    ) -> Operator {
+        let ctx = Operator::context(client, resolver, "plait/plaitd:test");
+        let settings = LeaseSettings {
+            namespace: OPERATOR_NAMESPACE.into(),
+            name: "plait-operator".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry_period: Duration::from_millis(500),
+        };
+        settings.validate().expect("valid election settings");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let scope = Scope { namespace: Some(namespace.to_owned()) };
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            let identity = identity.to_owned();
+            async move {
+                let stopped = async move {
+                    let _ = stopped.await;
+                };
+                if let Err(lost) = plait_operator::run_leading(ctx, scope, settings, stopped).await {
+                    eprintln!("operator {identity}: {lost}");
+                }
+            }
+        });
+        Operator { stop: Some(stop), task, ctx }
+    }
+
+    /// Whether this operator reconciles (leads, or runs without election).
+    fn leading(&self) -> bool {
+        self.ctx.metrics.leading()
+    }
+
     async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -402,11 +447,31 @@ impl Operator {
         let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
         self.task.abort();
     }
+
+    /// Dies at once, as a process killed with SIGKILL would: nothing finishes, nothing is
+    /// released (the Lease stays held until it expires).
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
-/// Grants the operator's service account exactly the chart's ClusterRole, as rendered in
-/// `manifests/install.yaml`.
+/// The leader Lease of the operators, as the API server has it.
+async fn lease(client: &Client) -> anyhow::Result<k8s_openapi::api::coordination::v1::LeaseSpec> {
+    let lease = Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE).get("plait-operator").await?;
+    lease.spec.context("a Lease without a spec")
+}
+
+/// Grants the operator's service account exactly the chart's ClusterRole and its leader
+/// election Role (in [`OPERATOR_NAMESPACE`]), as rendered in `manifests/install.yaml`.
 async fn grant_chart_rbac(admin: &Client) -> anyhow::Result<()> {
+    if Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .get_opt(OPERATOR_NAMESPACE)
+        .await?
+        .is_none()
+    {
+        create_namespace(admin, OPERATOR_NAMESPACE).await?;
+    }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/install.yaml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let params = PatchParams::apply("plait-tests").force();
@@ -428,10 +493,27 @@ async fn grant_chart_rbac(admin: &Client) -> anyhow::Result<()> {
                     .await?;
                 granted += 1;
             }
+            Some("Role") => {
+                let role: Role = serde_yaml::from_value(value)?;
+                Api::<Role>::namespaced(admin.clone(), OPERATOR_NAMESPACE)
+                    .patch(&role.name_any(), &params, &Patch::Apply(&role))
+                    .await?;
+                granted += 1;
+            }
+            Some("RoleBinding") => {
+                let binding: RoleBinding = serde_yaml::from_value(value)?;
+                Api::<RoleBinding>::namespaced(admin.clone(), OPERATOR_NAMESPACE)
+                    .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
+                    .await?;
+                granted += 1;
+            }
             _ => {}
         }
     }
-    anyhow::ensure!(granted == 2, "manifests/install.yaml should hold one ClusterRole and one binding");
+    anyhow::ensure!(
+        granted == 4,
+        "manifests/install.yaml should hold one ClusterRole, one Role (leader election) and their bindings"
+    );
     Ok(())
 }
 
@@ -629,13 +711,17 @@ async fn rotate_replica_certificate(
     Ok(())
 }
 
-/// A cluster's whole life under the operator, with the chart's RBAC only: created and
-/// wired (every replica told its members), written to and replicated, reconciled again
-/// without any change, its certificate rotated by the operator without a restart, scaled 3→5→3 with each leaving replica drained first and no
-/// acknowledged write lost (with the operator restarted mid-way through the scale-down),
+/// A cluster's whole life under two operators under leader election (one leads, the
+/// other stands by), with the chart's RBAC only: created and wired (every replica told
+/// its members), written to and replicated, reconciled again without any change, its
+/// certificate rotated by the operator without a restart, scaled 3→5→3 with each
+/// leaving replica drained first and no acknowledged write lost (the leader killed
+/// mid-way through the scale-down, holding the Lease: the standby takes over and
+/// finishes it),
 /// a replica whose data directory was wiped coming back as a new epoch, an unreachable
 /// replica showing up as Degraded (still Available, not Ready), and that lost replica
-/// removed by a scale-down only once `plait.dev/skip-drain` names it.
+/// removed by a scale-down only once `plait.dev/skip-drain` names it; the last leader,
+/// stopped gracefully, releases the Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
@@ -646,7 +732,11 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     create_namespace(&admin, ns).await?;
     let dir = tempfile::tempdir()?;
     let resolver = Arc::new(StaticResolver::new());
-    let mut operator = Operator::start(cp.operator_client(), resolver.clone(), ns);
+    // Two operators, as the chart runs them: the first to take the Lease reconciles, the
+    // other stands by.
+    let operator = Operator::start_elected(cp.operator_client(), resolver.clone(), ns, "operator-a");
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "operator-a to lead", || async { operator.leading() }).await?;
+    let standby = Operator::start_elected(cp.operator_client(), resolver.clone(), ns, "operator-b");
     let clusters: Api<PlaitCluster> = Api::namespaced(admin.clone(), ns);
     let mut kubelet = Kubelet::new(admin.clone(), ns, "db", resolver.clone(), dir.path());
 
@@ -657,6 +747,8 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
         .await?;
     let cluster = converge(&mut kubelet, "3 ready replicas", settled(3)).await?;
     eprintln!("created and wired 3 replicas in {:?}", started.elapsed());
+    assert!(operator.leading() && !standby.leading(), "exactly one operator reconciles");
+    assert_eq!(lease(&admin).await?.holder_identity.as_deref(), Some("operator-a"));
     let status = cluster.status.clone().unwrap();
     assert!(status.members_generation >= 1);
     assert_eq!(status.member_addresses.len(), 3);
@@ -736,12 +828,25 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
         async move { sts_api.get("db").await.is_ok_and(|s| s.spec.and_then(|s| s.replicas) == Some(4)) }
     })
     .await?;
-    // The operator restarts in the middle of the scale-down; the new one finishes it.
-    operator.stop().await;
+    // The leader dies in the middle of the scale-down, holding the Lease; the standby
+    // takes the Lease once it expires, and finishes the scale-down.
+    assert!(!standby.leading(), "the standby leads while the leader holds the Lease");
+    assert_eq!(
+        standby.ctx.metrics.reconciles.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the standby reconciled while the leader held the Lease"
+    );
+    let transitions = lease(&admin).await?.lease_transitions.unwrap_or(0);
+    operator.kill().await;
     kubelet.sync().await?;
-    operator = Operator::start(cp.operator_client(), resolver.clone(), ns);
+    plait_tests::wait_until(CONVERGE_TIMEOUT, "operator-b to take over", || async { standby.leading() })
+        .await?;
+    let taken = lease(&admin).await?;
+    assert_eq!(taken.holder_identity.as_deref(), Some("operator-b"));
+    assert_eq!(taken.lease_transitions, Some(transitions + 1), "one change of leader");
+    let operator = standby;
     converge(&mut kubelet, "3 ready replicas after the scale-down", settled(3)).await?;
-    eprintln!("scaled 5 to 3 (two drains, one operator restart) in {:?}", started.elapsed());
+    eprintln!("scaled 5 to 3 (two drains, a leader killed mid-way) in {:?}", started.elapsed());
     let seen = reasons(&admin, ns, "db").await?;
     // At least one drain per removed replica (an operator restarted mid-way may drain a
     // replica it finds draining once more; the recorder may fold repeats into a series).
@@ -806,12 +911,14 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     converge(&mut kubelet, "2 ready replicas after the skipped drain", settled(2)).await?;
     assert!(reasons(&admin, ns, "db").await?.iter().any(|r| r == "DrainSkipped"));
     wait_for_value(kubelet.endpoint(1), "orders", "on-four", "4").await?;
+    // A leader that stops gracefully releases the Lease, for a standby to take at once.
     operator.stop().await;
+    assert_eq!(lease(&admin).await?.holder_identity, None, "the stopped leader still holds the Lease");
     Ok(())
 }
 
-/// Backups and restore through the operator: an on-demand `PlaitBackup` completes through
-/// a ready replica and records its checkpoints; one that cannot be written is retried
+/// Backups and restore through the operator: an on-demand `PlaitBackup` completes as a
+/// background job on a ready replica, followed to its end, and records its checkpoints; one that cannot be written is retried
 /// with its error in the status and a Warning event; a new cluster bootstrapped from the
 /// backup restores it in every replica's init container and reaches the same state root.
 /// An invalid spec is reported and nothing of it is applied.
@@ -899,7 +1006,12 @@ async fn operator_backs_up_and_bootstraps_from_backups() -> anyhow::Result<()> {
         }
     })
     .await?;
-    let done = backups.get("src-now").await?.status.unwrap();
+    let completed = backups.get("src-now").await?;
+    let done = completed.status.clone().unwrap();
+    // Run as a background job on the replica, named after the backup and the attempt.
+    let uid = completed.metadata.uid.clone().unwrap_or_default();
+    assert_eq!(done.job, Some(format!("{uid}-1")));
+    assert_eq!(done.progress, None, "a finished backup shows no progress");
     assert!(done.size_bytes > 0);
     assert_eq!(done.checkpoints.len(), 1);
     assert_eq!(done.checkpoints[0].log, "orders");

@@ -13,7 +13,8 @@
 #      the first cluster does not see them (after a restore they are separate clusters);
 #   6. with the operator stopped, the cluster keeps serving and a scale to 4 made
 #      meanwhile is not acted on; once the operator is back it is (4 ready replicas, every
-#      write on each, a new write), and the cluster scales back to 3;
+#      write on each, a new write), and the cluster scales back to 3 while the leading
+#      operator pod is killed (the standby takes the Lease and finishes);
 #   7. the cluster's PodDisruptionBudget (named after the cluster, maxUnavailable 1) lets
 #      `kubectl drain` of a worker running one of its replicas succeed, writes go on while
 #      that replica is away, a drain of a second replica is refused meanwhile, and the
@@ -751,7 +752,7 @@ kn scale "plaitcluster/$cluster" --replicas=4
 generations="$(kn get "plaitcluster/$cluster" -o jsonpath='{.metadata.generation} {.status.observedGeneration}')"
 [[ "${generations% *}" != "${generations#* }" ]] || fail "$cluster's status is for generation ${generations#* } with no operator running"
 log "starting the operator again"
-k --namespace "$operator_namespace" scale "deployment/$operator_deployment" --replicas=1 >/dev/null
+k --namespace "$operator_namespace" scale "deployment/$operator_deployment" --replicas=2 >/dev/null
 k --namespace "$operator_namespace" rollout status "deployment/$operator_deployment" --timeout="${timeout_s}s"
 wait_cluster "$cluster" 4
 check_data "$cluster" 4
@@ -759,9 +760,17 @@ forward_client "$cluster"
 put_checked after-operator-restart yes 4
 remember after-operator-restart yes
 stop_forward
-log "scaling $cluster back to 3"
+# The leading operator (the Lease's holder) is killed as the scale-down starts; the
+# standby takes the Lease once it expires and finishes the scale-down.
+leader="$(k --namespace "$operator_namespace" get "lease/$operator_deployment" -o jsonpath='{.spec.holderIdentity}')"
+[[ -n "$leader" ]] || fail "no operator holds the Lease $operator_namespace/$operator_deployment"
+log "scaling $cluster back to 3, killing the leading operator $leader"
 kn scale "plaitcluster/$cluster" --replicas=3
+k --namespace "$operator_namespace" delete pod "$leader" --grace-period=0 --force >/dev/null 2>&1
 wait_cluster "$cluster" 3
+successor="$(k --namespace "$operator_namespace" get "lease/$operator_deployment" -o jsonpath='{.spec.holderIdentity}')"
+[[ -n "$successor" && "$successor" != "$leader" ]] || fail "the Lease is held by '$successor' after $leader was killed"
+log "$successor took over from $leader and finished the scale-down"
 check_data "$cluster" 3
 # The drains below pick replicas by their pods: the removed one must be gone.
 eventually "pod $cluster-3 gone" pod_gone "$cluster-3"

@@ -20,9 +20,9 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::ClientError;
 use crate::options::{ClientOptions, Credentials};
 use crate::types::{
-    AppliedOp, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge, EdgePage,
-    EdgesOptions, FeedItem, FeedPage, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions, RoutedOp,
-    ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned, WriteAck,
+    AppliedOp, BackupJobReport, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge,
+    EdgePage, EdgesOptions, FeedItem, FeedPage, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions,
+    RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned, WriteAck,
 };
 
 /// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
@@ -596,6 +596,34 @@ impl Client {
         let request = pb::BackupRequest { destination: destination.to_owned(), logs, delta, retain_full };
         let reply = self.admin.clone().backup(request).await?;
         BackupReport::try_from(reply.into_inner())
+    }
+
+    /// Starts the backup [`Client::backup`] takes, in the background on the replica,
+    /// under `job_id` (1 to 128 characters of `[A-Za-z0-9._:-]`, the caller's choice), and
+    /// returns at once; [`Client::backup_job`] follows it. Asking again with the same id
+    /// and request returns the same job and starts nothing; the same id with another
+    /// request is [`ClientError::AlreadyExists`]. Jobs are forgotten when the replica
+    /// restarts.
+    pub async fn start_backup(
+        &self,
+        job_id: &str,
+        destination: &str,
+        logs: Vec<String>,
+        delta: bool,
+        retain_full: u32,
+    ) -> Result<BackupJobReport, ClientError> {
+        let backup = pb::BackupRequest { destination: destination.to_owned(), logs, delta, retain_full };
+        let request = pb::StartBackupRequest { job_id: job_id.to_owned(), backup: Some(backup) };
+        let reply = self.admin.clone().start_backup(request).await?;
+        BackupJobReport::try_from(reply.into_inner())
+    }
+
+    /// A backup job started with [`Client::start_backup`]: [`ClientError::NotFound`] when
+    /// the replica does not know it (it restarted, or never had it).
+    pub async fn backup_job(&self, job_id: &str) -> Result<BackupJobReport, ClientError> {
+        let request = pb::GetBackupJobRequest { job_id: job_id.to_owned() };
+        let reply = self.admin.clone().get_backup_job(request).await?;
+        BackupJobReport::try_from(reply.into_inner())
     }
 
     /// The replica's overall health from the standard gRPC health service.

@@ -978,6 +978,65 @@ impl TryFrom<pb::BackupResponse> for BackupReport {
     }
 }
 
+/// Where a backup job started with [`Client::start_backup`](crate::Client::start_backup)
+/// stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupJobState {
+    Running,
+    /// Done: what [`Client::backup`](crate::Client::backup) would have answered.
+    Completed(BackupReport),
+    /// Failed, with the error [`Client::backup`](crate::Client::backup) would have
+    /// returned.
+    Failed(ClientError),
+}
+
+/// A backup job and its progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupJobReport {
+    pub job_id: String,
+    pub state: BackupJobState,
+    /// Logs the job backs up, and how many are written so far.
+    pub logs_total: u32,
+    pub logs_done: u32,
+    /// Bytes uploaded so far.
+    pub bytes_written: u64,
+    /// Since the job started (to its end, once it ended).
+    pub elapsed: std::time::Duration,
+}
+
+impl TryFrom<pb::BackupJob> for BackupJobReport {
+    type Error = ClientError;
+
+    fn try_from(reply: pb::BackupJob) -> Result<Self, Self::Error> {
+        let state = match pb::BackupJobState::try_from(reply.state) {
+            Ok(pb::BackupJobState::Running) => BackupJobState::Running,
+            Ok(pb::BackupJobState::Completed) => {
+                let Some(result) = reply.result else {
+                    return Err(ClientError::corrupt_reply("backup job", "completed without a result"));
+                };
+                BackupJobState::Completed(BackupReport::try_from(result)?)
+            }
+            Ok(pb::BackupJobState::Failed) => BackupJobState::Failed(ClientError::from_status(
+                &tonic::Status::new(tonic::Code::from(reply.error_code), reply.error_message),
+            )),
+            _ => {
+                return Err(ClientError::corrupt_reply(
+                    "backup job",
+                    format_args!("unknown job state {}", reply.state),
+                ));
+            }
+        };
+        Ok(BackupJobReport {
+            job_id: reply.job_id,
+            state,
+            logs_total: reply.logs_total,
+            logs_done: reply.logs_done,
+            bytes_written: reply.bytes_written,
+            elapsed: std::time::Duration::from_millis(reply.elapsed_ms),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use plait_core::{Manifest, WriterKey};

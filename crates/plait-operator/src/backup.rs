@@ -1,7 +1,14 @@
-//! The `PlaitBackup` reconciler: runs one backup through the first ready replica of the
-//! cluster and records the outcome. A failed attempt is recorded (status and a Warning
-//! event) and retried with backoff, up to [`ATTEMPTS_MAX`] attempts; a backup that
-//! completed or failed for good is never run again.
+//! The `PlaitBackup` reconciler: starts one backup job (`Admin.StartBackup`) on the first
+//! ready replica of the cluster, records it, and polls it (`Admin.GetBackupJob`) until it
+//! ends; no pass waits for a backup to finish. A failed attempt is recorded (status and a
+//! Warning event) and retried with backoff, up to [`ATTEMPTS_MAX`] attempts; a backup
+//! that completed or failed for good is never run again.
+//!
+//! The job is recorded (replica and job id) before it is started, so an operator that
+//! dies in between, or a new leader, polls the same replica: it never starts a second
+//! run of one attempt elsewhere. A job the replica no longer knows (it restarted) is a
+//! failed attempt; a replica that cannot be reached to poll is waited for up to
+//! [`UNPOLLED_MAX`], then that too is a failed attempt.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,10 +23,21 @@ use crate::cluster::{Error, FIELD_MANAGER, first_ready};
 use crate::context::{Context, now_seconds, retry_delay, truncate};
 use crate::crd::{BackupCheckpoint, BackupKind, PlaitBackup, PlaitBackupStatus, PlaitCluster};
 use crate::plan::{DEFAULT_DESTINATION, backup_destinations};
-use crate::replicas::BackupRequest;
+use crate::replicas::{BackupJob, BackupOutcome, BackupRequest};
 
 /// Attempts before a backup is marked `Failed` for good.
 pub const ATTEMPTS_MAX: i32 = 5;
+/// How long a running job's replica may go unanswering to polls before the attempt
+/// counts as failed.
+pub(crate) const UNPOLLED_MAX: Duration = Duration::from_secs(120);
+/// Bounds of the wait between polls of a running job: a tenth of its age, within these.
+const POLL_MIN: Duration = Duration::from_secs(1);
+const POLL_MAX: Duration = Duration::from_secs(15);
+
+/// The wait before the next poll of a job running for `age`.
+pub(crate) fn poll_after(age: Duration) -> Duration {
+    (age / 10).clamp(POLL_MIN, POLL_MAX)
+}
 
 fn key(backup: &PlaitBackup) -> String {
     format!("PlaitBackup/{}/{}", backup.namespace().unwrap_or_default(), backup.name_any())
@@ -71,8 +89,15 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
     let reference = backup.object_ref(&());
     let clusters: Api<PlaitCluster> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // A run interrupted while `Running` (the operator restarted) counts as an attempt and
-    // is simply run again: a backup run is idempotent up to taking one more snapshot.
+    if status.phase.as_deref() == Some("Running")
+        && let (Some(job), Some(replica)) = (status.job.clone(), status.replica.clone())
+    {
+        return poll(backup, ctx, &clusters, status, &job, &replica).await;
+    }
+
+    // A new attempt. (A run left `Running` with no job recorded, by an operator of
+    // before background jobs, counts as an attempt and is run again: a backup run is
+    // idempotent up to taking one more snapshot.)
     status.attempts += 1;
     status.observed_generation = backup.metadata.generation;
     let Some(cluster) = clusters.get_opt(&backup.spec.cluster).await? else {
@@ -117,13 +142,19 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         .filter(|_| name == DEFAULT_DESTINATION)
         .map(|b| u32::try_from(b.retention.full_chains).unwrap_or(0))
         .unwrap_or(0);
+    // One job per attempt: asking again for the same job is answered with it.
+    let uid = backup.metadata.uid.clone().unwrap_or_else(|| backup.name_any());
+    let job = format!("{uid}-{}", status.attempts);
 
     status.phase = Some("Running".into());
     status.replica = Some(replica.clone());
+    status.job = Some(job.clone());
+    status.progress = None;
     status.location = Some(url.clone());
     status.started_at = Some(Time(now_seconds(ctx.clock.as_ref())));
     status.error = None;
     status.next_attempt_at = None;
+    // Recorded before it starts: whoever reconciles next polls this replica for this job.
     write(backup, ctx, &status).await?;
     ctx.event(
         &reference,
@@ -131,7 +162,7 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         "BackupStarted",
         "Backup",
         format!(
-            "{:?} backup of {} through {replica} to {name} ({url})",
+            "{:?} backup of {} through {replica} to {name} ({url}), job {job}",
             backup.spec.kind, backup.spec.cluster
         ),
     )
@@ -143,50 +174,163 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         delta: backup.spec.kind == BackupKind::Delta,
         retain_full,
     };
-    let outcome = match secured.target(ctx, &namespace, &backup.spec.cluster, ordinal) {
-        Ok(target) => ctx.admin.backup(&target, request).await,
+    let started = match secured.target(ctx, &namespace, &backup.spec.cluster, ordinal) {
+        Ok(target) => ctx.admin.start_backup(&target, &job, request).await,
         Err(why) => Err(why),
     };
-    match outcome {
-        Ok(outcome) => {
-            ctx.metrics.backups_completed.fetch_add(1, Ordering::Relaxed);
-            status.phase = Some("Completed".into());
-            status.backup_id = Some(outcome.backup_id.clone());
-            status.size_bytes =
-                outcome.objects.iter().map(|o| i64::try_from(o.bytes).unwrap_or(i64::MAX)).sum();
-            status.checkpoints = outcome
-                .objects
-                .iter()
-                .map(|o| BackupCheckpoint {
-                    log: o.name.clone(),
-                    kind: o.kind.clone(),
-                    seq: i64::try_from(o.seq).unwrap_or(i64::MAX),
-                    state_root: o.state_root.clone(),
-                    bytes: i64::try_from(o.bytes).unwrap_or(i64::MAX),
-                    key: o.key.clone(),
-                })
-                .collect();
-            status.completed_at = Some(Time(now_seconds(ctx.clock.as_ref())));
-            write(backup, ctx, &status).await?;
-            ctx.event(
-                &reference,
-                false,
-                "BackupCompleted",
-                "Backup",
-                format!(
-                    "backup {} completed: {} log(s), {} bytes",
-                    outcome.backup_id,
-                    outcome.objects.len(),
-                    status.size_bytes
-                ),
+    match started {
+        Ok(state) => follow(backup, ctx, status, &job, &replica, state).await,
+        Err(error) => {
+            failed_attempt(
+                backup,
+                ctx,
+                status,
+                format!("starting the backup through {replica} failed: {error}"),
             )
-            .await;
-            Ok(Action::await_change())
+            .await
+        }
+    }
+}
+
+/// One poll of the job a running backup recorded.
+async fn poll(
+    backup: &PlaitBackup,
+    ctx: &Context,
+    clusters: &Api<PlaitCluster>,
+    mut status: PlaitBackupStatus,
+    job: &str,
+    replica: &str,
+) -> Result<Action, Error> {
+    let namespace = backup.namespace().unwrap_or_default();
+    let ordinal = replica
+        .strip_prefix(&format!("{}-", backup.spec.cluster))
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n >= 0);
+    let Some(ordinal) = ordinal else {
+        let message =
+            format!("the recorded replica {replica} is not one of PlaitCluster {}", backup.spec.cluster);
+        return failed_attempt(backup, ctx, status, message).await;
+    };
+    let Some(cluster) = clusters.get_opt(&backup.spec.cluster).await? else {
+        let message = format!("PlaitCluster {} not found in namespace {namespace}", backup.spec.cluster);
+        ctx.polled(job);
+        return failed_attempt(backup, ctx, status, message).await;
+    };
+    let secured = crate::security::access(&cluster, ctx, &namespace).await?;
+    let answer = match secured.target(ctx, &namespace, &backup.spec.cluster, ordinal) {
+        Ok(target) => ctx.admin.backup_job(&target, job).await,
+        Err(why) => Err(why),
+    };
+    match answer {
+        Ok(Some(state)) => follow(backup, ctx, status, job, replica, state).await,
+        Ok(None) => {
+            ctx.polled(job);
+            let message = format!(
+                "{replica} no longer knows backup job {job} (it restarted); nothing of that run was recorded"
+            );
+            failed_attempt(backup, ctx, status, message).await
         }
         Err(error) => {
+            let now = now_seconds(ctx.clock.as_ref());
+            let since = ctx.unpolled_since(job, now);
+            let unpolled = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
+            if unpolled >= UNPOLLED_MAX {
+                ctx.polled(job);
+                let message = format!(
+                    "cannot reach {replica} to follow backup job {job} for {} s: {error}",
+                    unpolled.as_secs()
+                );
+                return failed_attempt(backup, ctx, status, message).await;
+            }
+            let note = format!("cannot reach {replica} to follow backup job {job}; waiting: {error}");
+            if status.error.as_deref() != Some(note.as_str()) {
+                status.error = Some(truncate(note, 4000));
+                write(backup, ctx, &status).await?;
+            }
+            Ok(Action::requeue(POLL_MAX))
+        }
+    }
+}
+
+/// Acts on what the replica says of the job: records progress and polls again later,
+/// or records how it ended.
+async fn follow(
+    backup: &PlaitBackup,
+    ctx: &Context,
+    mut status: PlaitBackupStatus,
+    job: &str,
+    replica: &str,
+    state: BackupJob,
+) -> Result<Action, Error> {
+    match state {
+        BackupJob::Running { logs_done, logs_total, .. } => {
+            ctx.polled(job);
+            let progress = Some(format!("{logs_done}/{logs_total} logs"));
+            if status.progress != progress || status.error.is_some() {
+                status.progress = progress;
+                status.error = None;
+                write(backup, ctx, &status).await?;
+            }
+            let now = now_seconds(ctx.clock.as_ref());
+            let age = status
+                .started_at
+                .as_ref()
+                .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok())
+                .unwrap_or(Duration::ZERO);
+            Ok(Action::requeue(poll_after(age)))
+        }
+        BackupJob::Completed(outcome) => {
+            ctx.polled(job);
+            completed(backup, ctx, status, outcome).await
+        }
+        BackupJob::Failed(error) => {
+            ctx.polled(job);
             failed_attempt(backup, ctx, status, format!("backup through {replica} failed: {error}")).await
         }
     }
+}
+
+/// Records a completed backup: its id, size and each log's checkpoint.
+async fn completed(
+    backup: &PlaitBackup,
+    ctx: &Context,
+    mut status: PlaitBackupStatus,
+    outcome: BackupOutcome,
+) -> Result<Action, Error> {
+    ctx.metrics.backups_completed.fetch_add(1, Ordering::Relaxed);
+    status.phase = Some("Completed".into());
+    status.progress = None;
+    status.error = None;
+    status.backup_id = Some(outcome.backup_id.clone());
+    status.size_bytes = outcome.objects.iter().map(|o| i64::try_from(o.bytes).unwrap_or(i64::MAX)).sum();
+    status.checkpoints = outcome
+        .objects
+        .iter()
+        .map(|o| BackupCheckpoint {
+            log: o.name.clone(),
+            kind: o.kind.clone(),
+            seq: i64::try_from(o.seq).unwrap_or(i64::MAX),
+            state_root: o.state_root.clone(),
+            bytes: i64::try_from(o.bytes).unwrap_or(i64::MAX),
+            key: o.key.clone(),
+        })
+        .collect();
+    status.completed_at = Some(Time(now_seconds(ctx.clock.as_ref())));
+    write(backup, ctx, &status).await?;
+    ctx.event(
+        &backup.object_ref(&()),
+        false,
+        "BackupCompleted",
+        "Backup",
+        format!(
+            "backup {} completed: {} log(s), {} bytes",
+            outcome.backup_id,
+            outcome.objects.len(),
+            status.size_bytes
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
 }
 
 /// Records a failed attempt: `Pending` with the error and a retry after backoff, or
@@ -201,6 +345,7 @@ async fn failed_attempt(
     let last = status.attempts >= ATTEMPTS_MAX;
     status.phase = Some(if last { "Failed" } else { "Pending" }.into());
     status.error = Some(truncate(message.clone(), 4000));
+    status.progress = None;
     let delay = backoff(status.attempts);
     status.next_attempt_at = (!last).then(|| {
         let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);

@@ -2,7 +2,7 @@
 //! clock, the event recorder, and retry bookkeeping.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,8 @@ pub struct Metrics {
     pub backups_failed: AtomicU64,
     pub drains: AtomicU64,
     pub member_updates: AtomicU64,
+    /// This operator holds the leader Lease (or runs without election) and reconciles.
+    leader: AtomicBool,
     /// Reconcile durations, by controller (`cluster`, `backup`).
     durations: Mutex<std::collections::BTreeMap<&'static str, Histogram>>,
     /// Each cluster's gauges, by (namespace, name); a deleted cluster's go.
@@ -110,6 +112,16 @@ impl Metrics {
             .entry(controller)
             .or_default()
             .observe(took.as_secs_f64());
+    }
+
+    /// Whether this operator reconciles now: it leads, or runs without election.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Ordering::Relaxed);
+    }
+
+    /// Whether this operator reconciles now.
+    pub fn leading(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
     }
 
     /// Sets a cluster's gauges, or with `None` removes them (the cluster is gone).
@@ -142,6 +154,11 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             ));
         }
+        let name = "plait_operator_leader";
+        out.push_str(&format!(
+            "# HELP {name} 1 while this operator reconciles (it holds the leader Lease, or runs without election).\n# TYPE {name} gauge\n{name} {}\n",
+            u8::from(self.leading())
+        ));
         let name = "plait_operator_reconcile_duration_seconds";
         out.push_str(&format!(
             "# HELP {name} How long reconcile passes take, by controller.\n# TYPE {name} histogram\n"
@@ -198,6 +215,7 @@ mod metrics_tests {
         metrics.set_cluster("shop", "orders", Some(gauges));
         metrics.set_cluster("shop", "gone", Some(gauges));
         metrics.set_cluster("shop", "gone", None);
+        metrics.set_leader(true);
         let text = metrics.render();
         for line in [
             "plait_operator_reconcile_duration_seconds_bucket{controller=\"cluster\",le=\"0.01\"} 0",
@@ -210,6 +228,7 @@ mod metrics_tests {
             "plait_operator_cluster_ready_replicas{namespace=\"shop\",cluster=\"orders\"} 2",
             "plait_operator_cluster_ready{namespace=\"shop\",cluster=\"orders\"} 0",
             "plait_operator_cluster_available{namespace=\"shop\",cluster=\"orders\"} 1",
+            "plait_operator_leader 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
@@ -229,6 +248,9 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per object (`namespace/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Since when each backup job (by id) could not be polled, while it cannot. Kept in
+    /// memory only: an operator that takes over starts counting afresh.
+    unpolled: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Context {
@@ -251,6 +273,7 @@ impl Context {
             metrics: Metrics::default(),
             recorder,
             failures: Mutex::new(HashMap::new()),
+            unpolled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -289,6 +312,19 @@ impl Context {
         let n = failures.entry(key.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         retry_delay(*n)
+    }
+
+    /// Notes that backup job `job` could not be polled at `now`; returns since when it
+    /// has not been (the first failure of the current run of failures).
+    pub(crate) fn unpolled_since(&self, job: &str, now: Timestamp) -> Timestamp {
+        let mut unpolled = self.unpolled.lock().expect("unpolled table lock");
+        // Bounded by the backups in flight: entries go when a job is polled or ends.
+        *unpolled.entry(job.to_owned()).or_insert(now)
+    }
+
+    /// Forgets the poll failures of backup job `job` (it answered, or it ended).
+    pub(crate) fn polled(&self, job: &str) {
+        self.unpolled.lock().expect("unpolled table lock").remove(job);
     }
 
     /// Forgets the failures of `key` after a success.

@@ -595,6 +595,7 @@ pub struct MemberStatus {
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
     printcolumn(name = "Bytes", type_ = "integer", json_path = ".status.sizeBytes"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -640,9 +641,16 @@ pub struct PlaitBackupStatus {
     pub phase: Option<String>,
     #[serde(default)]
     pub attempts: i32,
-    /// The replica (pod) that took it.
+    /// The replica (pod) that takes or took it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// The backup job running it on that replica (`Admin.StartBackup`), polled until it
+    /// ends; named after this backup's uid and the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// While running: logs written of those it backs up, e.g. `2/5 logs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// The destination written to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,

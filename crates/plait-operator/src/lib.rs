@@ -3,12 +3,14 @@
 //! and runs `PlaitBackup`s on demand and on a schedule.
 //!
 //! `plan` decides (pure functions); `cluster` and `backup` carry the decisions out;
-//! `replicas` is the seam to the replicas' gRPC API; `operator` runs the controllers.
+//! `replicas` is the seam to the replicas' gRPC API; `operator` runs the controllers,
+//! under `leader` election when more than one operator runs.
 
 mod backup;
 mod cluster;
 mod context;
 mod crd;
+pub mod leader;
 mod operator;
 mod plan;
 pub mod rbac;
@@ -29,10 +31,11 @@ pub use crd::{
     PlaitClusterStatus, PullPolicy, REPLICAS_MAX, RetentionSpec, S3Spec, SchedulingSpec, SecuritySpec,
     StorageSpec, TelemetrySpec, TlsMode, VERSION, VolumeStatus, crds_yaml,
 };
-pub use operator::{Scope, run};
+pub use leader::LeaseSettings;
+pub use operator::{Scope, run, run_leading};
 pub use plan::PlanContext;
 pub use replicas::{
-    BackupObject, BackupOutcome, BackupRequest, DnsResolver, GRPC_PORT, GrpcAdmin, METRICS_PORT,
+    BackupJob, BackupObject, BackupOutcome, BackupRequest, DnsResolver, GRPC_PORT, GrpcAdmin, METRICS_PORT,
     ReplicaAdmin, ReplicaStatus, Resolve, StaticResolver,
 };
 pub use schedule::Schedule;

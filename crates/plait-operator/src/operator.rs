@@ -1,5 +1,6 @@
 //! Runs the controllers: `PlaitCluster` (owning StatefulSets and Services, and woken by
-//! the `PlaitBackup`s of a cluster) and `PlaitBackup`.
+//! the `PlaitBackup`s of a cluster) and `PlaitBackup`; with leader election, only while
+//! this operator holds the Lease.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use kube::{Api, ResourceExt};
 
 use crate::context::Context;
 use crate::crd::{PlaitBackup, PlaitCluster};
+use crate::leader::{Elector, LeaseSettings, LostLease};
 
 /// Where the operator looks.
 #[derive(Clone, Debug, Default)]
@@ -72,4 +74,46 @@ pub async fn run(
         },
     );
     futures::join!(clusters, backups);
+}
+
+/// Runs the controllers only while this operator leads (see [`crate::leader`]): stands
+/// by until it takes the Lease, reconciles while it holds it, and on `shutdown` stops the
+/// controllers and releases the Lease. Returns an error, having stopped reconciling at
+/// once (in-flight passes are dropped, not finished), when leadership is lost: the
+/// process should then exit, and start over as a candidate.
+pub async fn run_leading(
+    ctx: Arc<Context>,
+    scope: Scope,
+    settings: LeaseSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LostLease> {
+    let mut stop = futures::FutureExt::shared(Box::pin(shutdown));
+    let mut elector = Elector::new(ctx.client.clone(), settings, ctx.clock.clone());
+    ctx.metrics.set_leader(false);
+    if !elector.acquire(&mut stop).await {
+        return Ok(());
+    }
+    tracing::info!(
+        lease = %elector.settings().name,
+        identity = %elector.settings().identity,
+        "leading: reconciling"
+    );
+    ctx.metrics.set_leader(true);
+    let outcome = {
+        let controllers = run(ctx.clone(), scope, false, stop);
+        tokio::select! {
+            () = controllers => None,
+            lost = elector.keep() => Some(lost),
+        }
+    };
+    ctx.metrics.set_leader(false);
+    match outcome {
+        None => {
+            if let Err(error) = elector.release().await {
+                tracing::warn!("releasing the lease failed (a standby takes over once it expires): {error}");
+            }
+            Ok(())
+        }
+        Some(lost) => Err(lost),
+    }
 }

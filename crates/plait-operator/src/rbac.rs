@@ -60,6 +60,12 @@ pub const RULES: &[Rule] = &[
 pub const CLUSTER_RULES: &[Rule] =
     &[Rule { group: "storage.k8s.io", resources: &["storageclasses"], verbs: &["get", "list"] }];
 
+/// The rules of leader election, granted by a Role in the operator's own namespace (the
+/// Lease lives there): read the Lease, create it the first time, renew and take it over
+/// by replacing it at the version read.
+pub const ELECTION_RULES: &[Rule] =
+    &[Rule { group: "coordination.k8s.io", resources: &["leases"], verbs: &["get", "create", "update"] }];
+
 /// Whether the rules grant `verb` on `resource` (`name/subresource` for a subresource)
 /// of `group`.
 pub fn permits(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {

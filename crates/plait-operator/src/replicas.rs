@@ -21,8 +21,6 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the operator waits for a leaving replica to confirm that its entries are held
 /// elsewhere, per attempt. Failed attempts are retried with backoff.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a backup may take.
-pub(crate) const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Turns replica `ordinal` of a cluster into the gRPC address (`host:port`) both the
 /// operator and the other replicas use to reach it.
@@ -139,6 +137,19 @@ pub struct BackupOutcome {
     pub objects: Vec<BackupObject>,
 }
 
+/// A backup job as the replica running it reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupJob {
+    Running {
+        logs_done: u32,
+        logs_total: u32,
+        bytes_written: u64,
+    },
+    Completed(BackupOutcome),
+    /// The error the backup failed with.
+    Failed(String),
+}
+
 type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// The `Admin` calls the operator makes. Errors are messages for status and events.
@@ -147,7 +158,16 @@ pub trait ReplicaAdmin: Send + Sync {
     fn set_members<'a>(&'a self, target: &'a Target, generation: u64, members: Vec<String>)
     -> Reply<'a, u64>;
     fn drain<'a>(&'a self, target: &'a Target, timeout: Duration) -> Reply<'a, ()>;
-    fn backup<'a>(&'a self, target: &'a Target, request: BackupRequest) -> Reply<'a, BackupOutcome>;
+    /// Starts backup job `job` on the replica (or finds it, started before) and answers
+    /// at once.
+    fn start_backup<'a>(
+        &'a self,
+        target: &'a Target,
+        job: &'a str,
+        request: BackupRequest,
+    ) -> Reply<'a, BackupJob>;
+    /// Backup job `job`, or `None` when the replica does not know it (it restarted).
+    fn backup_job<'a>(&'a self, target: &'a Target, job: &'a str) -> Reply<'a, Option<BackupJob>>;
 }
 
 /// The real thing: `Admin` over gRPC with `plait-client`.
@@ -224,31 +244,68 @@ impl ReplicaAdmin for GrpcAdmin {
         })
     }
 
-    fn backup<'a>(&'a self, target: &'a Target, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+    fn start_backup<'a>(
+        &'a self,
+        target: &'a Target,
+        job: &'a str,
+        request: BackupRequest,
+    ) -> Reply<'a, BackupJob> {
         Box::pin(async move {
             let address = target.address.as_str();
             let client = connect(target).await?;
-            let response = within(
+            let report = within(
                 address,
-                BACKUP_TIMEOUT,
-                client.backup(&request.destination, request.logs, request.delta, request.retain_full),
+                PROBE_TIMEOUT,
+                client.start_backup(
+                    job,
+                    &request.destination,
+                    request.logs,
+                    request.delta,
+                    request.retain_full,
+                ),
             )
             .await?;
-            Ok(BackupOutcome {
-                backup_id: response.backup_id,
-                objects: response
-                    .objects
-                    .into_iter()
-                    .map(|o| BackupObject {
-                        kind: o.kind.name().to_owned(),
-                        name: o.name,
-                        key: o.key,
-                        bytes: o.bytes,
-                        seq: o.checkpoint.seq,
-                        state_root: hex::encode(o.checkpoint.state_root),
-                    })
-                    .collect(),
-            })
+            Ok(job_of(report))
         })
+    }
+
+    fn backup_job<'a>(&'a self, target: &'a Target, job: &'a str) -> Reply<'a, Option<BackupJob>> {
+        Box::pin(async move {
+            let address = target.address.as_str();
+            let client = connect(target).await?;
+            match tokio::time::timeout(PROBE_TIMEOUT, client.backup_job(job)).await {
+                Err(_) => Err(format!("{address}: no answer within {} s", PROBE_TIMEOUT.as_secs())),
+                Ok(Err(plait_client::ClientError::NotFound(_))) => Ok(None),
+                Ok(Err(e)) => Err(format!("{address}: {e}")),
+                Ok(Ok(report)) => Ok(Some(job_of(report))),
+            }
+        })
+    }
+}
+
+/// A job as the client reports it, as the operator records it.
+fn job_of(report: plait_client::BackupJobReport) -> BackupJob {
+    match report.state {
+        plait_client::BackupJobState::Running => BackupJob::Running {
+            logs_done: report.logs_done,
+            logs_total: report.logs_total,
+            bytes_written: report.bytes_written,
+        },
+        plait_client::BackupJobState::Failed(error) => BackupJob::Failed(error.to_string()),
+        plait_client::BackupJobState::Completed(response) => BackupJob::Completed(BackupOutcome {
+            backup_id: response.backup_id,
+            objects: response
+                .objects
+                .into_iter()
+                .map(|o| BackupObject {
+                    kind: o.kind.name().to_owned(),
+                    name: o.name,
+                    key: o.key,
+                    bytes: o.bytes,
+                    seq: o.checkpoint.seq,
+                    state_root: hex::encode(o.checkpoint.state_root),
+                })
+                .collect(),
+        }),
     }
 }

@@ -34,7 +34,7 @@ use crate::crd::{
 };
 use crate::plan::PlanContext;
 use crate::replicas::{
-    BackupObject, BackupOutcome, BackupRequest, ReplicaAdmin, ReplicaStatus, Resolve, Target,
+    BackupJob, BackupObject, BackupOutcome, BackupRequest, ReplicaAdmin, ReplicaStatus, Resolve, Target,
 };
 
 const NS: &str = "ns";
@@ -126,7 +126,8 @@ enum Call {
     Status(String),
     SetMembers { address: String, generation: u64, members: Vec<String> },
     Drain(String),
-    Backup(String, BackupRequest),
+    StartBackup(String, String, BackupRequest),
+    BackupJob(String, String),
 }
 
 /// How one fake replica answers.
@@ -134,7 +135,10 @@ enum Call {
 struct FakeReplica {
     status: Result<ReplicaStatus, String>,
     drain: Result<(), String>,
-    backup: Result<BackupOutcome, String>,
+    /// What `StartBackup` answers.
+    start_backup: Result<BackupJob, String>,
+    /// What `GetBackupJob` answers (`None`: the job is unknown).
+    backup_job: Result<Option<BackupJob>, String>,
 }
 
 /// A writable, not draining replica at member generation `generation`.
@@ -150,12 +154,18 @@ fn ready(generation: u64) -> FakeReplica {
             not_ready: None,
         }),
         drain: Ok(()),
-        backup: Err("no backup scripted".into()),
+        start_backup: Err("no backup scripted".into()),
+        backup_job: Err("no backup scripted".into()),
     }
 }
 
 fn unreachable(error: &str) -> FakeReplica {
-    FakeReplica { status: Err(error.into()), drain: Err(error.into()), backup: Err(error.into()) }
+    FakeReplica {
+        status: Err(error.into()),
+        drain: Err(error.into()),
+        start_backup: Err(error.into()),
+        backup_job: Err(error.into()),
+    }
 }
 
 /// Replicas by address, answering from a table and recording every call. `SetMembers`
@@ -222,10 +232,22 @@ impl ReplicaAdmin for FakeAdmin {
         Box::pin(async move { answer })
     }
 
-    fn backup<'a>(&'a self, target: &'a Target, request: BackupRequest) -> Reply<'a, BackupOutcome> {
+    fn start_backup<'a>(
+        &'a self,
+        target: &'a Target,
+        job: &'a str,
+        request: BackupRequest,
+    ) -> Reply<'a, BackupJob> {
         let address = target.address.as_str();
-        self.record(Call::Backup(address.to_owned(), request));
-        let answer = self.replica(address).and_then(|r| r.backup);
+        self.record(Call::StartBackup(address.to_owned(), job.to_owned(), request));
+        let answer = self.replica(address).and_then(|r| r.start_backup);
+        Box::pin(async move { answer })
+    }
+
+    fn backup_job<'a>(&'a self, target: &'a Target, job: &'a str) -> Reply<'a, Option<BackupJob>> {
+        let address = target.address.as_str();
+        self.record(Call::BackupJob(address.to_owned(), job.to_owned()));
+        let answer = self.replica(address).and_then(|r| r.backup_job);
         Box::pin(async move { answer })
     }
 }
@@ -1071,10 +1093,17 @@ fn backup_world(status: Option<PlaitBackupStatus>) -> Vec<(String, Value)> {
     vec![stored_cluster(&cluster), (path, backup)]
 }
 
-fn backup_admin(result: Result<BackupOutcome, String>) -> FakeAdmin {
+/// Replica 0 answers `StartBackup` with `start` and `GetBackupJob` with `job`.
+fn backup_admin(start: Result<BackupJob, String>, job: Result<Option<BackupJob>, String>) -> FakeAdmin {
     let mut first = ready(1);
-    first.backup = result;
+    first.start_backup = start;
+    first.backup_job = job;
     FakeAdmin::with([(0, first), (1, ready(1)), (2, ready(1))])
+}
+
+/// A job just started: nothing written yet of two logs.
+fn started() -> Result<BackupJob, String> {
+    Ok(BackupJob::Running { logs_done: 0, logs_total: 2, bytes_written: 0 })
 }
 
 fn outcome() -> BackupOutcome {
@@ -1092,36 +1121,80 @@ fn outcome() -> BackupOutcome {
     }
 }
 
-/// A successful backup: taken through the first ready replica with the cluster's
-/// destination and full-chain retention, recorded as Running and then Completed with the
-/// size and each log's checkpoint; `BackupCompleted` is published and nothing is requeued.
+/// The job of the first attempt (the stored backup has no uid: its name stands in).
+const JOB: &str = "db-manual-1";
+
+/// A backup whose first attempt runs as [`JOB`] on db-0, started `age` ago.
+fn running(age: jiff::SignedDuration) -> PlaitBackupStatus {
+    PlaitBackupStatus {
+        phase: Some("Running".into()),
+        attempts: 1,
+        replica: Some("db-0".into()),
+        job: Some(JOB.into()),
+        location: Some("s3://backups/db".into()),
+        started_at: Some(Time(now() - age)),
+        ..PlaitBackupStatus::default()
+    }
+}
+
+/// A new backup starts a job on the first ready replica with the cluster's destination
+/// and full-chain retention, and returns at once: the job (named after the backup and
+/// the attempt) and its replica are recorded before the job is started, then its
+/// progress; `BackupStarted` is published and the pass polls again soon.
 #[tokio::test]
-async fn backup_completes() {
-    let h = Harness::start(backup_world(None), backup_admin(Ok(outcome())));
+async fn backup_starts_a_job_and_records_it_first() {
+    let h = Harness::start(backup_world(None), backup_admin(started(), Ok(None)));
     let action = h.reconcile_backup(BACKUP).await;
     let seen = h.seen();
-    let calls = h.calls();
-    assert_eq!(
-        calls,
-        vec![
-            Call::Status(address(0)),
-            Call::Backup(
-                address(0),
-                BackupRequest {
-                    destination: "default".into(),
-                    logs: Vec::new(),
-                    delta: false,
-                    retain_full: 7,
-                }
-            ),
-        ]
-    );
+    let request =
+        BackupRequest { destination: "default".into(), logs: Vec::new(), delta: false, retain_full: 7 };
+    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::StartBackup(address(0), JOB.into(), request)]);
     let written = backup_statuses(&seen, BACKUP);
-    let phases: Vec<Option<&str>> = written.iter().map(|s| s.phase.as_deref()).collect();
-    assert_eq!(phases, [Some("Running"), Some("Completed")]);
-    assert_eq!(written[0].replica.as_deref(), Some("db-0"));
-    assert_eq!(written[0].started_at, Some(Time(now())));
-    let done = &written[1];
+    let recorded = &written[0];
+    assert_eq!(
+        (recorded.phase.as_deref(), recorded.replica.as_deref(), recorded.job.as_deref(), recorded.attempts),
+        (Some("Running"), Some("db-0"), Some(JOB), 1)
+    );
+    assert_eq!(recorded.started_at, Some(Time(now())));
+    assert_eq!(written[1].progress.as_deref(), Some("0/2 logs"));
+    assert_eq!(written.len(), 2);
+    assert!(has_event(&seen, "Normal", "BackupStarted"));
+    assert_eq!(action, Action::requeue(crate::backup::poll_after(Duration::ZERO)));
+    h.finish().await;
+}
+
+/// A running job is polled on the replica recorded for it (no replica is probed, no
+/// new job started); its progress is recorded, and the next poll comes after a tenth of
+/// its age.
+#[tokio::test]
+async fn running_job_is_polled_and_its_progress_recorded() {
+    let world = backup_world(Some(running(jiff::SignedDuration::from_secs(100))));
+    let progress = BackupJob::Running { logs_done: 1, logs_total: 2, bytes_written: 1000 };
+    let h = Harness::start(world, backup_admin(started(), Ok(Some(progress))));
+    let action = h.reconcile_backup(BACKUP).await;
+    assert_eq!(h.calls(), vec![Call::BackupJob(address(0), JOB.into())]);
+    let written = backup_statuses(&h.seen(), BACKUP);
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        (written[0].phase.as_deref(), written[0].progress.as_deref()),
+        (Some("Running"), Some("1/2 logs"))
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    h.finish().await;
+}
+
+/// A job that completed is recorded as Completed with the size and each log's
+/// checkpoint; `BackupCompleted` is published and nothing is requeued.
+#[tokio::test]
+async fn completed_job_completes_the_backup() {
+    let world = backup_world(Some(running(jiff::SignedDuration::from_secs(30))));
+    let h = Harness::start(world, backup_admin(started(), Ok(Some(BackupJob::Completed(outcome())))));
+    let action = h.reconcile_backup(BACKUP).await;
+    let seen = h.seen();
+    assert_eq!(h.calls(), vec![Call::BackupJob(address(0), JOB.into())]);
+    let written = backup_statuses(&seen, BACKUP);
+    let done = written.last().expect("a status write");
+    assert_eq!(done.phase.as_deref(), Some("Completed"));
     assert_eq!((done.attempts, done.size_bytes, done.backup_id.as_deref()), (1, 1024, Some("b-1")));
     assert_eq!(
         done.checkpoints[0],
@@ -1136,17 +1209,74 @@ async fn backup_completes() {
     );
     assert_eq!(done.checkpoints.len(), 2);
     assert_eq!(done.completed_at, Some(Time(now())));
-    assert!(has_event(&seen, "Normal", "BackupStarted"));
+    assert_eq!(done.progress, None);
     assert!(has_event(&seen, "Normal", "BackupCompleted"));
     assert_eq!(action, Action::await_change());
     h.finish().await;
 }
 
-/// A failed attempt goes back to Pending with the error and one attempt counted, a
-/// Warning `BackupAttemptFailed` is published, and the backup is retried after backoff.
+/// A job that failed on the replica goes back to Pending with the replica's error, one
+/// attempt counted, a Warning `BackupAttemptFailed`, and a retry after backoff.
+#[tokio::test]
+async fn failed_job_is_a_failed_attempt() {
+    let world = backup_world(Some(running(jiff::SignedDuration::from_secs(30))));
+    let failed = BackupJob::Failed("permission denied: bucket refuses".into());
+    let h = Harness::start(world, backup_admin(started(), Ok(Some(failed))));
+    let action = h.reconcile_backup(BACKUP).await;
+    let seen = h.seen();
+    let last = backup_statuses(&seen, BACKUP).pop().expect("a status write");
+    assert_eq!((last.phase.as_deref(), last.attempts), (Some("Pending"), 1));
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("bucket refuses")), "{last:?}");
+    assert!(has_event(&seen, "Warning", "BackupAttemptFailed"));
+    assert_eq!(action, Action::requeue(backoff(1)));
+    h.finish().await;
+}
+
+/// A job its replica no longer knows (the replica restarted) is a failed attempt, with
+/// the reason; the next attempt is a new job.
+#[tokio::test]
+async fn lost_job_is_a_failed_attempt() {
+    let world = backup_world(Some(running(jiff::SignedDuration::from_secs(30))));
+    let h = Harness::start(world, backup_admin(started(), Ok(None)));
+    let action = h.reconcile_backup(BACKUP).await;
+    let last = backup_statuses(&h.seen(), BACKUP).pop().expect("a status write");
+    assert_eq!((last.phase.as_deref(), last.attempts), (Some("Pending"), 1));
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("no longer knows backup job")), "{last:?}");
+    assert_eq!(action, Action::requeue(backoff(1)));
+    h.finish().await;
+}
+
+/// A replica that does not answer a poll is waited for: the pass notes why in the
+/// status (still Running, no attempt counted) and polls again; once it has not answered
+/// for `UNPOLLED_MAX`, the attempt fails.
+#[tokio::test]
+async fn unanswered_polls_wait_then_fail_the_attempt() {
+    let world = backup_world(Some(running(jiff::SignedDuration::from_secs(30))));
+    let h = Harness::start(world, backup_admin(started(), Err("connection refused".into())));
+    let action = h.reconcile_backup(BACKUP).await;
+    let waiting = backup_statuses(&h.seen(), BACKUP).pop().expect("a status write");
+    assert_eq!((waiting.phase.as_deref(), waiting.attempts), (Some("Running"), 1));
+    assert!(waiting.error.as_deref().is_some_and(|e| e.contains("waiting")), "{waiting:?}");
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+
+    // The first failure was UNPOLLED_MAX ago.
+    let long_ago = now() - jiff::SignedDuration::try_from(crate::backup::UNPOLLED_MAX).unwrap();
+    h.ctx.polled(JOB);
+    assert_eq!(h.ctx.unpolled_since(JOB, long_ago), long_ago);
+    let action = h.reconcile_backup(BACKUP).await;
+    let last = backup_statuses(&h.seen(), BACKUP).pop().expect("a status write");
+    assert_eq!((last.phase.as_deref(), last.attempts), (Some("Pending"), 1));
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("cannot reach db-0")), "{last:?}");
+    assert_eq!(action, Action::requeue(backoff(1)));
+    h.finish().await;
+}
+
+/// A job that cannot be started goes back to Pending with the error and one attempt
+/// counted, a Warning `BackupAttemptFailed` is published, and the backup is retried
+/// after backoff.
 #[tokio::test]
 async fn failed_backup_attempt_is_retried() {
-    let h = Harness::start(backup_world(None), backup_admin(Err("bucket unreachable".into())));
+    let h = Harness::start(backup_world(None), backup_admin(Err("bucket unreachable".into()), Ok(None)));
     let action = h.reconcile_backup(BACKUP).await;
     let seen = h.seen();
     let written = backup_statuses(&seen, BACKUP);
@@ -1174,7 +1304,8 @@ async fn backoff_holds_across_wake_ups() {
         next_attempt_at: Some(Time(now() + jiff::SignedDuration::from_secs(3))),
         ..PlaitBackupStatus::default()
     };
-    let h = Harness::start(backup_world(Some(before)), backup_admin(Err("bucket unreachable".into())));
+    let h =
+        Harness::start(backup_world(Some(before)), backup_admin(Err("bucket unreachable".into()), Ok(None)));
     let action = h.reconcile_backup(BACKUP).await;
     assert_eq!(requests(&h.seen()), vec![(Method::GET, format!("{BACKUPS}/{BACKUP}"))]);
     assert!(h.calls().is_empty(), "no replica is called before the backoff ends");
@@ -1192,7 +1323,8 @@ async fn last_failed_attempt_fails_the_backup() {
         error: Some("bucket unreachable".into()),
         ..PlaitBackupStatus::default()
     };
-    let h = Harness::start(backup_world(Some(before)), backup_admin(Err("bucket unreachable".into())));
+    let h =
+        Harness::start(backup_world(Some(before)), backup_admin(Err("bucket unreachable".into()), Ok(None)));
     let action = h.reconcile_backup(BACKUP).await;
     let seen = h.seen();
     let last = backup_statuses(&seen, BACKUP).pop().expect("a status write");
@@ -1215,11 +1347,11 @@ async fn backup_to_an_extra_destination_names_it() {
         vec![crate::crd::NamedDestination { name: "offsite".into(), url: "s3://far/db".into() }];
     world[0] = stored_cluster(&cluster);
     world[1].1["spec"]["destination"] = json!("offsite");
-    let h = Harness::start(world, backup_admin(Ok(outcome())));
+    let h = Harness::start(world, backup_admin(started(), Ok(None)));
     h.reconcile_backup(BACKUP).await;
     let request =
         BackupRequest { destination: "offsite".into(), logs: Vec::new(), delta: false, retain_full: 0 };
-    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::Backup(address(0), request)]);
+    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::StartBackup(address(0), JOB.into(), request)]);
     let written = backup_statuses(&h.seen(), BACKUP);
     assert_eq!(written[0].location.as_deref(), Some("s3://far/db"));
     h.finish().await;
@@ -1231,7 +1363,7 @@ async fn backup_to_an_extra_destination_names_it() {
 async fn backup_to_an_unknown_destination_fails() {
     let mut world = backup_world(None);
     world[1].1["spec"]["destination"] = json!("elsewhere");
-    let h = Harness::start(world, backup_admin(Ok(outcome())));
+    let h = Harness::start(world, backup_admin(started(), Ok(None)));
     let action = h.reconcile_backup(BACKUP).await;
     assert!(h.calls().is_empty(), "{:?}", h.calls());
     let last = backup_statuses(&h.seen(), BACKUP).pop().expect("a status write");
@@ -1250,7 +1382,7 @@ async fn backup_to_an_unknown_destination_fails() {
 async fn completed_backup_is_left_alone() {
     let before =
         PlaitBackupStatus { phase: Some("Completed".into()), attempts: 1, ..PlaitBackupStatus::default() };
-    let h = Harness::start(backup_world(Some(before)), backup_admin(Ok(outcome())));
+    let h = Harness::start(backup_world(Some(before)), backup_admin(started(), Ok(None)));
     let action = h.reconcile_backup(BACKUP).await;
     assert_eq!(requests(&h.seen()), vec![(Method::GET, format!("{BACKUPS}/{BACKUP}"))]);
     assert!(events(&h.seen()).is_empty());

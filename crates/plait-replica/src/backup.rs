@@ -537,6 +537,14 @@ async fn lock_catalog(dir: &Path) -> ReplicaResult<std::fs::File> {
 }
 
 /// What a backup run wrote.
+/// What one backup run takes: which logs, full or delta, and how many full chains
+/// retention keeps (0: all).
+pub(crate) struct BackupPlan {
+    pub(crate) logs: Vec<LogSummary>,
+    pub(crate) delta: bool,
+    pub(crate) retain_full: usize,
+}
+
 pub(crate) struct BackupRun {
     pub(crate) backup_id: String,
     pub(crate) written: Vec<(CatalogEntry, Checkpoint)>,
@@ -652,12 +660,14 @@ fn verify_snapshot_file(file: &Path, checkpoint: &Checkpoint, base_seq: Option<u
 pub(crate) async fn backup(
     store: &Store,
     dest: &Destination,
-    logs: Vec<LogSummary>,
-    delta: bool,
-    retain_full: usize,
+    plan: BackupPlan,
     now_ms: u64,
     work_dir: &Path,
+    progress: &crate::backup_jobs::BackupProgress,
 ) -> ReplicaResult<BackupRun> {
+    let BackupPlan { logs, delta, retain_full } = plan;
+    use std::sync::atomic::Ordering;
+    progress.logs_total.store(u32::try_from(logs.len()).unwrap_or(u32::MAX), Ordering::Relaxed);
     // Read to choose delta bases and to refuse another owner's destination before
     // anything is uploaded; the update below works on a fresh read and checks again.
     let catalog = dest.catalog().await?.unwrap_or_default();
@@ -688,6 +698,8 @@ pub(crate) async fn backup(
         let key = format!("logs/{log_id}/{backup_id}.snap");
         let bytes = dest.upload(&key, &file.0).await?;
         drop(file);
+        progress.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        progress.logs_done.fetch_add(1, Ordering::Relaxed);
         let entry = CatalogEntry {
             backup_id: backup_id.clone(),
             log_id,
@@ -905,6 +917,19 @@ mod tests {
 
     use super::*;
 
+    /// A full backup of `logs` (no progress followed).
+    async fn full_backup(
+        store: &Store,
+        dest: &Destination,
+        logs: Vec<LogSummary>,
+        retain_full: usize,
+        now_ms: u64,
+        work_dir: &Path,
+    ) -> ReplicaResult<BackupRun> {
+        let plan = BackupPlan { logs, delta: false, retain_full };
+        backup(store, dest, plan, now_ms, work_dir, &Default::default()).await
+    }
+
     /// A store in a temporary directory with one kv log holding `writes` entries.
     async fn store_with_log(dir: &Path, writes: usize) -> (Store, LogSummary) {
         let key = WriterKey::from_secret([5; 32]);
@@ -983,7 +1008,7 @@ mod tests {
             Destination::parse(&format!("file://{}", backups.display()), &S3Options::default()).unwrap();
         let not_a_dir = dir.path().join("file");
         std::fs::write(&not_a_dir, b"x").unwrap();
-        let err = backup(&store, &dest, vec![summary.clone()], false, 0, 1, &not_a_dir.join("tmp"))
+        let err = full_backup(&store, &dest, vec![summary.clone()], 0, 1, &not_a_dir.join("tmp"))
             .await
             .err()
             .expect("the backup fails");
@@ -992,7 +1017,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 0, "nothing was uploaded");
 
         let work = dir.path().join("tmp");
-        let run = backup(&store, &dest, vec![summary], false, 0, 2, &work).await.unwrap();
+        let run = full_backup(&store, &dest, vec![summary], 0, 2, &work).await.unwrap();
         let catalog = dest.catalog().await.unwrap().unwrap();
         assert_eq!(catalog.backups, run.written.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
         assert_eq!(catalog.backups[0].seq, 5);
@@ -1018,17 +1043,15 @@ mod tests {
         };
         let work = dir.path().join("tmp");
         let source = as_owner(Some("shop/orders"));
-        backup(&store, &source, vec![summary.clone()], false, 0, 1, &work).await.unwrap();
+        full_backup(&store, &source, vec![summary.clone()], 0, 1, &work).await.unwrap();
         let claimed = source.catalog().await.unwrap().unwrap();
         assert_eq!(claimed.owner.as_deref(), Some("shop/orders"));
         let objects = || walk(&backups);
         let before = (std::fs::read(backups.join(CATALOG_KEY)).unwrap(), objects());
 
         let restored = as_owner(Some("shop/orders-restored"));
-        let err = backup(&store, &restored, vec![summary.clone()], false, 1, 2, &work)
-            .await
-            .err()
-            .expect("refused");
+        let err =
+            full_backup(&store, &restored, vec![summary.clone()], 1, 2, &work).await.err().expect("refused");
         assert!(matches!(err, ReplicaError::FailedPrecondition(_)), "{err:?}");
         let message = err.to_string();
         assert!(
@@ -1040,8 +1063,8 @@ mod tests {
             "a trace was left"
         );
 
-        backup(&store, &source, vec![summary.clone()], false, 0, 3, &work).await.unwrap();
-        backup(&store, &as_owner(None), vec![summary], false, 0, 4, &work).await.unwrap();
+        full_backup(&store, &source, vec![summary.clone()], 0, 3, &work).await.unwrap();
+        full_backup(&store, &as_owner(None), vec![summary], 0, 4, &work).await.unwrap();
         assert_eq!(source.catalog().await.unwrap().unwrap().backups.len(), 3);
         assert!(
             Destinations::parse(std::slice::from_ref(&setting), &S3Options::default(), Some("a b")).is_err()

@@ -3,6 +3,7 @@
 
 mod auth;
 mod backup;
+mod backup_jobs;
 mod config;
 mod error;
 mod keyfile;

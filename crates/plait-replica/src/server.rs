@@ -151,6 +151,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         logs_per_principal: args.logs_per_principal,
         backups: Arc::new(backups),
         backup_clock: Arc::default(),
+        backup_jobs: Arc::default(),
         proofs: Arc::new(ProofVerifier::new(node_public)),
     };
     let reload_every = Duration::from_millis(args.security.security_reload_ms.max(100));

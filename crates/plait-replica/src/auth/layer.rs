@@ -72,6 +72,9 @@ const RULES: &[(&str, Need, bool)] = &[
     ("/plait.v1.Admin/ExportSnapshot", Need::ClusterAdmin, false),
     ("/plait.v1.Admin/ImportSnapshot", Need::ClusterAdmin, false),
     ("/plait.v1.Admin/Backup", Need::ClusterAdmin, false),
+    // The background form answers at once.
+    ("/plait.v1.Admin/StartBackup", Need::ClusterAdmin, true),
+    ("/plait.v1.Admin/GetBackupJob", Need::ClusterAdmin, true),
     ("/plait.v1.Sync/Hello", Need::Peer, true),
     ("/plait.v1.Sync/Fetch", Need::Peer, true),
     ("/plait.v1.Sync/Pull", Need::Peer, false),
@@ -401,6 +404,8 @@ mod tests {
             ("/plait.v1.Admin/ExportSnapshot", Need::ClusterAdmin),
             ("/plait.v1.Admin/ImportSnapshot", Need::ClusterAdmin),
             ("/plait.v1.Admin/Backup", Need::ClusterAdmin),
+            ("/plait.v1.Admin/StartBackup", Need::ClusterAdmin),
+            ("/plait.v1.Admin/GetBackupJob", Need::ClusterAdmin),
             ("/plait.v1.Sync/Hello", Need::Peer),
             ("/plait.v1.Sync/Pull", Need::Peer),
             ("/plait.v1.Sync/Reconcile", Need::Peer),

@@ -1,6 +1,7 @@
 //! `plait.v1.Admin`: the replica's view of itself and its peers, membership updates from
 //! the operator, and drain before removal.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -270,54 +271,64 @@ impl AdminService {
         out.flush().await.map_err(io)
     }
 
-    async fn backup(&self, r: pb::BackupRequest) -> ReplicaResult<pb::BackupResponse> {
-        // Only a configured destination: a caller never chooses where the replica writes.
+    /// Checks a backup request and picks what it backs up: the destination (by name only:
+    /// a caller never chooses where the replica writes) and the logs.
+    fn prepare_backup(
+        &self,
+        r: &pb::BackupRequest,
+    ) -> ReplicaResult<(Arc<crate::backup::Destination>, Vec<plait_store::LogSummary>)> {
         let dest = self.ctx.backups.resolve(&r.destination)?;
         let logs = if r.logs.is_empty() {
             self.ctx.store.logs()
         } else {
             r.logs.iter().map(|l| self.ctx.resolve(l)).collect::<Result<Vec<_>, _>>()?
         };
-        // Backup ids sort by time; wall time is fine here, it decides nothing.
-        #[allow(clippy::disallowed_methods)]
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let now_ms = self.ctx.backup_clock.next_ms(now_ms);
-        let run = crate::backup::backup(
-            &self.ctx.store,
-            &dest,
-            logs,
-            r.delta,
-            r.retain_full as usize,
-            now_ms,
-            &self.ctx.data_dir.join("tmp"),
-        )
-        .await?;
-        tracing::info!(
-            backup = %run.backup_id,
-            objects = run.written.len(),
-            destination = %r.destination,
-            url = %dest.url,
-            "backup written"
-        );
-        Ok(pb::BackupResponse {
-            backup_id: run.backup_id,
-            objects: run
-                .written
-                .iter()
-                .map(|(e, c)| pb::BackupObject {
-                    log_id: c.log.0.to_vec(),
-                    name: e.name.clone(),
-                    kind: e.kind.as_str().to_owned(),
-                    key: e.key.clone(),
-                    bytes: e.bytes,
-                    checkpoint: Some(checkpoint_to_pb(c)),
-                    base_seq: e.base_seq,
-                })
-                .collect(),
-            deleted: run.deleted,
-        })
+        Ok((dest, logs))
+    }
+
+    async fn backup(&self, r: pb::BackupRequest) -> ReplicaResult<pb::BackupResponse> {
+        let (dest, logs) = self.prepare_backup(&r)?;
+        run_backup(&self.ctx, &r, &dest, logs, &crate::backup_jobs::BackupProgress::default()).await
+    }
+
+    /// Admits the job and, when it is new, runs it in a task of its own; answers at once.
+    /// A request that names no known destination or log is refused here, and nothing is
+    /// remembered of it.
+    async fn start_backup(&self, r: pb::StartBackupRequest) -> ReplicaResult<pb::BackupJob> {
+        let request = r.backup.unwrap_or_default();
+        crate::backup_jobs::check_job_id(&r.job_id)?;
+        let (dest, logs) = self.prepare_backup(&request)?;
+        let job = match self.ctx.backup_jobs.admit(&r.job_id, &request)? {
+            crate::backup_jobs::Admitted::Existing(job) => return Ok(job.report()),
+            crate::backup_jobs::Admitted::New(job) => job,
+        };
+        tracing::info!(job = %r.job_id, destination = %request.destination, logs = logs.len(), "backup job started");
+        let ctx = self.ctx.clone();
+        let running = job.clone();
+        let id = r.job_id;
+        tokio::spawn(async move {
+            let outcome = run_backup(&ctx, &request, &dest, logs, &running.progress).await;
+            let ending = match outcome {
+                Ok(response) => {
+                    tracing::info!(job = %id, backup = %response.backup_id, "backup job completed");
+                    crate::backup_jobs::Ending::Completed(response)
+                }
+                Err(e) => {
+                    let status = crate::status::to_status(e);
+                    tracing::warn!(job = %id, "backup job failed: {}", status.message());
+                    crate::backup_jobs::Ending::Failed {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }
+                }
+            };
+            running.end(ending);
+        });
+        Ok(job.report())
+    }
+
+    async fn get_backup_job(&self, r: pb::GetBackupJobRequest) -> ReplicaResult<pb::BackupJob> {
+        Ok(self.ctx.backup_jobs.get(&r.job_id)?.report())
     }
 
     async fn drain(&self, r: pb::DrainRequest) -> ReplicaResult<pb::DrainResponse> {
@@ -440,7 +451,71 @@ impl pb::admin_server::Admin for AdminService {
         reply(self.backup(request.into_inner()).await)
     }
 
+    async fn start_backup(
+        &self,
+        request: Request<pb::StartBackupRequest>,
+    ) -> Result<Response<pb::BackupJob>, Status> {
+        reply(self.start_backup(request.into_inner()).await)
+    }
+
+    async fn get_backup_job(
+        &self,
+        request: Request<pb::GetBackupJobRequest>,
+    ) -> Result<Response<pb::BackupJob>, Status> {
+        reply(self.get_backup_job(request.into_inner()).await)
+    }
+
     async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {
         reply(self.drain(request.into_inner()).await)
     }
+}
+
+/// Writes the backup `r` asks for (its destination and logs already resolved) and
+/// reports it as `Backup` answers.
+async fn run_backup(
+    ctx: &Ctx,
+    r: &pb::BackupRequest,
+    dest: &crate::backup::Destination,
+    logs: Vec<plait_store::LogSummary>,
+    progress: &crate::backup_jobs::BackupProgress,
+) -> ReplicaResult<pb::BackupResponse> {
+    // Backup ids sort by time; wall time is fine here, it decides nothing.
+    #[allow(clippy::disallowed_methods)]
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = ctx.backup_clock.next_ms(now_ms);
+    let run = crate::backup::backup(
+        &ctx.store,
+        dest,
+        crate::backup::BackupPlan { logs, delta: r.delta, retain_full: r.retain_full as usize },
+        now_ms,
+        &ctx.data_dir.join("tmp"),
+        progress,
+    )
+    .await?;
+    tracing::info!(
+        backup = %run.backup_id,
+        objects = run.written.len(),
+        destination = %r.destination,
+        url = %dest.url,
+        "backup written"
+    );
+    Ok(pb::BackupResponse {
+        backup_id: run.backup_id,
+        objects: run
+            .written
+            .iter()
+            .map(|(e, c)| pb::BackupObject {
+                log_id: c.log.0.to_vec(),
+                name: e.name.clone(),
+                kind: e.kind.as_str().to_owned(),
+                key: e.key.clone(),
+                bytes: e.bytes,
+                checkpoint: Some(checkpoint_to_pb(c)),
+                base_seq: e.base_seq,
+            })
+            .collect(),
+        deleted: run.deleted,
+    })
 }

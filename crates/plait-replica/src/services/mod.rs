@@ -48,6 +48,8 @@ pub(crate) struct Ctx {
     pub(crate) backups: Arc<crate::backup::Destinations>,
     /// Keeps backup ids unique when backups start in the same millisecond.
     pub(crate) backup_clock: Arc<crate::backup::BackupClock>,
+    /// Backups running in the background (`StartBackup`), and the last ones that ended.
+    pub(crate) backup_jobs: Arc<crate::backup_jobs::BackupJobs>,
     pub(crate) logs_max: usize,
     /// Logs an authenticated principal may create here, unless the auth file says.
     pub(crate) logs_per_principal: usize,
