@@ -350,7 +350,8 @@ async fn controller_manager_creates_pods_and_collects_garbage() {
 /// the chart's leader-election Role: the first candidate takes the Lease and renews it;
 /// another follows while it is renewed, takes it once it has not been for a lease
 /// duration (one transition), and the old leader then follows; a released Lease is taken
-/// at the next attempt; of two candidates racing for a new Lease exactly one wins.
+/// at the next attempt; a leader whose Lease was taken stops leading at its next
+/// renewal; of two candidates racing for a new Lease exactly one wins.
 #[tokio::test]
 async fn leader_election_hands_over_on_expiry_and_release() {
     use plait_operator::leader::{Attempt, Elector};
@@ -438,6 +439,14 @@ async fn leader_election_hands_over_on_expiry_and_release() {
     let before = lease("lock").await;
     b.release().await.unwrap();
     assert_eq!(lease("lock").await, before);
+
+    // A leader that finds the Lease taken from it stops leading at its next renewal.
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), OPERATOR_NAMESPACE);
+    let intruder = json!({ "spec": { "holderIdentity": "intruder" } });
+    leases.patch("lock", &PatchParams::default(), &Patch::Merge(&intruder)).await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(10), a.keep()).await.expect("keep returns");
+    assert!(lost.to_string().contains("taken by intruder"), "{lost}");
 
     // A race for a new Lease: exactly one winner.
     let (mut c, mut d) = (elector("race", "c"), elector("race", "d"));

@@ -838,9 +838,11 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     );
     let transitions = lease(&admin).await?.lease_transitions.unwrap_or(0);
     operator.kill().await;
+    let killed = Instant::now();
     kubelet.sync().await?;
     plait_tests::wait_until(CONVERGE_TIMEOUT, "operator-b to take over", || async { standby.leading() })
         .await?;
+    eprintln!("operator-b took the Lease {:?} after the leader was killed (lease: 4 s)", killed.elapsed());
     let taken = lease(&admin).await?;
     assert_eq!(taken.holder_identity.as_deref(), Some("operator-b"));
     assert_eq!(taken.lease_transitions, Some(transitions + 1), "one change of leader");

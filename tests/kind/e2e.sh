@@ -167,7 +167,9 @@ diagnose() {
     k get plaitclusters,plaitbackups,statefulsets,pods,pvc,services,pdb -A -o wide || true
     kn describe plaitclusters || true
     kn get events --sort-by=.lastTimestamp | tail -n 50 || true
-    k --namespace "$operator_namespace" logs "deployment/$operator_deployment" --tail=300 || true
+    # Every operator pod: the leader, and the standby that may have taken over.
+    k --namespace "$operator_namespace" get "lease/$operator_deployment" -o wide || true
+    k --namespace "$operator_namespace" logs -l "$operator_selector" --prefix --tail=300 || true
     if [[ -s "$forward_log" ]]; then
         log "last port-forward ($forward_target):"
         tail -n 20 "$forward_log" >&2 || true
