@@ -99,9 +99,15 @@ impl Kubelet {
         }
     }
 
-    /// Replica `ordinal`, called with the operator's admin certificate.
+    /// Replica `ordinal`'s admin address, called with the operator's admin certificate.
     fn admin_endpoint(&self, ordinal: i32) -> Endpoint {
         let mut endpoint = self.endpoint(ordinal);
+        if let Some(admin) = self.replicas[&ordinal].admin {
+            endpoint.address = match &self.client_options {
+                Some(_) => admin.to_string(),
+                None => format!("http://{admin}"),
+            };
+        }
         if let Some(options) = &self.admin_options {
             endpoint.options = options.clone();
         }
@@ -296,6 +302,12 @@ impl Kubelet {
                 .into_iter()
                 .skip_while(|a| a == "serve")
                 .collect();
+            // The pod's admin port (PLAIT_ADMIN_LISTEN), mapped onto a free loopback port.
+            let admin_port = pod
+                .containers
+                .first()
+                .and_then(|c| c.env.as_ref())
+                .is_some_and(|env| env.iter().any(|e| e.name == "PLAIT_ADMIN_LISTEN"));
             let init_args = pod
                 .init_containers
                 .as_ref()
@@ -319,10 +331,16 @@ impl Kubelet {
                 let mut flags = vec!["--writer-key-file", &key, "--anti-entropy-ms", "1000"];
                 flags.extend(serve_flags.iter().map(String::as_str));
                 flags.extend(tls_flags.iter().map(String::as_str));
+                if admin_port {
+                    flags.extend(["--admin-listen", "127.0.0.1:0"]);
+                }
                 Plaitd::start_at(&data_dir, &listen, &flags, Vec::new())
             })
             .await??;
             self.resolver.set(&self.namespace, &self.cluster, ordinal, replica.grpc.to_string());
+            if let Some(admin) = replica.admin {
+                self.resolver.set_admin(&self.namespace, &self.cluster, ordinal, admin.to_string());
+            }
             self.replicas.insert(ordinal, replica);
         }
         Ok(())
@@ -775,7 +793,25 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     );
     let policy = Api::<NetworkPolicy>::namespaced(admin.clone(), ns).get("db").await?;
     let rules = policy.spec.and_then(|s| s.ingress).unwrap_or_default();
-    assert_eq!(rules.len(), 2, "gRPC from members, the operator and clients; metrics: {rules:?}");
+    assert_eq!(rules.len(), 3, "gRPC from members, the operator and clients; admin; metrics: {rules:?}");
+    // The admin port admits the operator alone, and the API port refuses what it serves,
+    // even to the operator's own certificate.
+    let admin_rule = &rules[1];
+    let admin_from = admin_rule.from.clone().unwrap_or_default();
+    assert_eq!(admin_from.len(), 1, "{admin_rule:?}");
+    assert!(
+        admin_from[0]
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .is_some_and(|l| l.get("app.kubernetes.io/name").map(String::as_str) == Some("plait-operator"))
+    );
+    let mut on_api = kubelet.admin_endpoint(0);
+    on_api.address = kubelet.endpoint(0).address;
+    match replica_client(on_api).await.checkpoint("none").await {
+        Err(plait_client::ClientError::Unauthorized(m)) => assert!(m.contains("--admin-listen"), "{m}"),
+        other => panic!("the API port served a cluster-admin call: {other:?}"),
+    }
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
     for name in ["db-ca", "db-0-tls", "db-2-tls", "db-operator-tls", "db-client", "db-auth"] {
         assert!(secrets.get_opt(name).await?.is_some(), "Secret {name} missing");
@@ -1375,5 +1411,23 @@ async fn operator_rolls_a_new_image_one_caught_up_replica_at_a_time() -> anyhow:
         assert!(seen.iter().any(|r| r == reason), "no {reason} event: {seen:?}");
     }
     operator.stop().await;
+    Ok(())
+}
+
+/// A replica started before admin addresses existed (no `--admin-listen`) is still
+/// managed while a roll brings the admin port to its pod: the operator's call to its
+/// admin address, refused, falls back to the API address, which such a replica serves
+/// everything on. Without the fallback the call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_fall_back_to_the_api_address_of_an_older_replica() -> anyhow::Result<()> {
+    use plait_operator::{ReplicaAdmin, Target};
+    let dir = tempfile::tempdir()?;
+    let replica = Plaitd::start(&dir.path().join("old"), &[])?;
+    let target =
+        Target { address: "127.0.0.1:1".into(), options: None, fallback: Some(replica.grpc.to_string()) };
+    let generation = GrpcAdmin.set_members(&target, 1, vec![replica.grpc.to_string()]).await;
+    assert_eq!(generation, Ok(1));
+    let without = Target { fallback: None, ..target };
+    assert!(GrpcAdmin.set_members(&without, 2, Vec::new()).await.is_err());
     Ok(())
 }

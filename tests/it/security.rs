@@ -1132,3 +1132,79 @@ async fn log_creation_is_bounded_per_principal() {
     let (clean, report) = check(&node.data_dir).unwrap();
     assert!(clean, "{report}");
 }
+
+/// With `--admin-listen`, the cluster-admin methods are served on the admin address
+/// only: on the API address they are refused with PERMISSION_DENIED naming the admin
+/// port (nothing done: no checkpoint recorded, no drain begun, no members set), while
+/// reads, writes, `Status` and health go on there; the admin address serves every method.
+/// A non-loopback admin address needs TLS and authentication like the API address. The
+/// data directory checks clean afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_methods_are_served_on_the_admin_address_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut replica = Plaitd::start(&dir.path().join("d"), &["--admin-listen", "127.0.0.1:0"]).unwrap();
+    let admin_addr = replica.admin.expect("the ready line names the admin address");
+    assert_ne!(admin_addr, replica.grpc);
+    let api = Channel::from_shared(replica.endpoint()).unwrap().connect().await.unwrap();
+    let admin = Channel::from_shared(replica.admin_endpoint()).unwrap().connect().await.unwrap();
+    let mut logs = pb::logs_client::LogsClient::new(api.clone());
+    logs.create_log(pb::CreateLogRequest {
+        name: "kv".into(),
+        r#type: pb::LogType::Kv as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut data = pb::data_client::DataClient::new(api.clone());
+    let put = |key: &str| pb::PutRequest {
+        log: "kv".into(),
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    data.put(put("before")).await.unwrap();
+
+    let mut on_api = pb::admin_client::AdminClient::new(api.clone());
+    let refused = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+        assert!(
+            status.message().contains("--admin-listen")
+                && status.message().contains(&admin_addr.port().to_string()),
+            "{}",
+            status.message()
+        );
+    };
+    refused(on_api.checkpoint(pb::CheckpointRequest { log: "kv".into() }).await.unwrap_err());
+    refused(on_api.drain(pb::DrainRequest { timeout_ms: 1, cancel: false }).await.unwrap_err());
+    refused(
+        on_api
+            .set_members(pb::SetMembersRequest { generation: 1, members: vec!["127.0.0.1:1".into()] })
+            .await
+            .unwrap_err(),
+    );
+    let status = on_api.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(!status.draining, "a refused drain began");
+    assert_eq!(status.members_generation, 0, "a refused member update landed");
+    data.put(put("after-refusals")).await.unwrap();
+
+    let mut on_admin = pb::admin_client::AdminClient::new(admin.clone());
+    let checkpoint =
+        on_admin.checkpoint(pb::CheckpointRequest { log: "kv".into() }).await.unwrap().into_inner();
+    assert_eq!(checkpoint.n_ops, 2, "the checkpoint covers both writes");
+    let mut data_on_admin = pb::data_client::DataClient::new(admin);
+    let got = data_on_admin.get(pb::GetRequest { log: "kv".into(), key: b"before".to_vec() });
+    assert!(got.await.unwrap().into_inner().found);
+    drop((api, on_api, on_admin, data, logs, data_on_admin));
+    replica.terminate().unwrap();
+    let (clean, report) = check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+
+    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("exposed"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an open admin address was served without security");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve 0.0.0.0:0"), "{stderr}");
+}

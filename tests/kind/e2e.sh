@@ -360,7 +360,7 @@ put_checked() {
 }
 
 # Sets `root` to the state root of log demo on replica pod $1: a checkpoint, which takes
-# cluster-admin, over a port-forward to the pod with an admin certificate. (A variable,
+# cluster-admin, over a port-forward to the pod's admin port with an admin certificate. (A variable,
 # not output: in a command substitution the forward would belong to a subshell.)
 admin_ctl() {
     local dir="$1"
@@ -372,7 +372,8 @@ root=""
 state_root() {
     local dir
     dir="$(admin_pki "${1%-*}")"
-    start_forward "pod/$1" "$admin_port" 7070
+    # The admin port: the API port refuses cluster-admin calls.
+    start_forward "pod/$1" "$admin_port" 7072
     eventually "plaitctl health through the port-forward to pod/$1" forwarded admin_ctl "$dir" health
     root="$(admin_ctl "$dir" --output json checkpoint demo | sed -n 's/.*"state_root": *"\([0-9a-f]*\)".*/\1/p')"
     stop_forward

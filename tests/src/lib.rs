@@ -43,6 +43,8 @@ pub struct Plaitd {
     child: Option<Child>,
     pub grpc: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// The admin address (`--admin-listen`), when the replica has one.
+    pub admin: Option<SocketAddr>,
     pub data_dir: PathBuf,
     extra: Vec<String>,
     env: Vec<(&'static str, String)>,
@@ -73,12 +75,17 @@ impl Plaitd {
         env: Vec<(&'static str, String)>,
     ) -> anyhow::Result<Plaitd> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, grpc, metrics) = spawn_at(data_dir, listen, &extra, &env)?;
-        Ok(Plaitd { child: Some(child), grpc, metrics, data_dir: data_dir.to_path_buf(), extra, env })
+        let Ready { child, grpc, metrics, admin } = spawn_at(data_dir, listen, &extra, &env)?;
+        Ok(Plaitd { child: Some(child), grpc, metrics, admin, data_dir: data_dir.to_path_buf(), extra, env })
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// The admin address as a plaintext endpoint (the API address when there is none).
+    pub fn admin_endpoint(&self) -> String {
+        format!("http://{}", self.admin.unwrap_or(self.grpc))
     }
 
     pub fn pid(&self) -> u32 {
@@ -116,7 +123,8 @@ impl Plaitd {
     /// Starts the replica again on the same data directory (a new port).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
-        let (child, grpc, metrics) = spawn(&self.data_dir, &self.extra, &self.env)?;
+        let Ready { child, grpc, metrics, admin } = spawn(&self.data_dir, &self.extra, &self.env)?;
+        self.admin = admin;
         self.child = Some(child);
         self.grpc = grpc;
         self.metrics = metrics;
@@ -138,11 +146,15 @@ impl Drop for Plaitd {
     }
 }
 
-fn spawn(
-    data_dir: &Path,
-    extra: &[String],
-    env: &[(&'static str, String)],
-) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+/// A started replica and the addresses its ready line names.
+struct Ready {
+    child: Child,
+    grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+fn spawn(data_dir: &Path, extra: &[String], env: &[(&'static str, String)]) -> anyhow::Result<Ready> {
     spawn_at(data_dir, "127.0.0.1:0", extra, env)
 }
 
@@ -151,7 +163,7 @@ fn spawn_at(
     listen: &str,
     extra: &[String],
     env: &[(&'static str, String)],
-) -> anyhow::Result<(Child, SocketAddr, Option<SocketAddr>)> {
+) -> anyhow::Result<Ready> {
     let log_path = data_dir.with_extension("log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut child = Command::new(binary("plaitd")?)
@@ -186,7 +198,8 @@ fn spawn_at(
     let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_owned);
     let grpc = field("grpc=").context("ready line without grpc=")?.parse()?;
     let metrics = field("metrics=").and_then(|m| m.parse().ok());
-    Ok((child, grpc, metrics))
+    let admin = field("admin=").and_then(|m| m.parse().ok());
+    Ok(Ready { child, grpc, metrics, admin })
 }
 
 /// Polls `condition` until it holds or `timeout` passes. Tests wait on conditions, never

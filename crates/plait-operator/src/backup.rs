@@ -174,7 +174,7 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         delta: backup.spec.kind == BackupKind::Delta,
         retain_full,
     };
-    let started = match secured.target(ctx, &namespace, &backup.spec.cluster, ordinal) {
+    let started = match secured.admin_target(ctx, &namespace, &backup.spec.cluster, ordinal) {
         Ok(target) => ctx.admin.start_backup(&target, &job, request).await,
         Err(why) => Err(why),
     };
@@ -217,7 +217,7 @@ async fn poll(
         return failed_attempt(backup, ctx, status, message).await;
     };
     let secured = crate::security::access(&cluster, ctx, &namespace).await?;
-    let answer = match secured.target(ctx, &namespace, &backup.spec.cluster, ordinal) {
+    let answer = match secured.admin_target(ctx, &namespace, &backup.spec.cluster, ordinal) {
         Ok(target) => ctx.admin.backup_job(&target, job).await,
         Err(why) => Err(why),
     };

@@ -177,7 +177,8 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
         ctx.event(&reference, false, "WaitingForCertificates", "Secure", why.clone()).await;
     }
     let secured = &secured;
-    let replica_target = |ordinal: i32| secured.target(ctx, &namespace, &name, ordinal);
+    // SetMembers and Drain go to the admin address.
+    let replica_target = |ordinal: i32| secured.admin_target(ctx, &namespace, &name, ordinal);
 
     // Probe every replica that exists now.
     let existing = current.unwrap_or(0);

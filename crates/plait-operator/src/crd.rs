@@ -220,8 +220,9 @@ pub struct SecuritySpec {
     pub client_roles: Vec<String>,
 
     /// A NetworkPolicy that admits to the gRPC port only the cluster's replicas, the
-    /// operator and pods labelled `plait.dev/client: <cluster>` (in any namespace), and
-    /// the metrics port from anywhere.
+    /// operator and pods labelled `plait.dev/client: <cluster>` (in any namespace), to
+    /// the admin port (7072: membership, drains, checkpoints, snapshots, backups) only
+    /// the operator, and the metrics port from anywhere.
     #[serde(default = "default_true")]
     pub network_policy: bool,
 }

@@ -35,8 +35,8 @@ pub use leader::LeaseSettings;
 pub use operator::{Scope, run, run_leading};
 pub use plan::PlanContext;
 pub use replicas::{
-    BackupJob, BackupObject, BackupOutcome, BackupRequest, DnsResolver, GRPC_PORT, GrpcAdmin, METRICS_PORT,
-    ReplicaAdmin, ReplicaStatus, Resolve, StaticResolver,
+    ADMIN_PORT, BackupJob, BackupObject, BackupOutcome, BackupRequest, DnsResolver, GRPC_PORT, GrpcAdmin,
+    METRICS_PORT, ReplicaAdmin, ReplicaStatus, Resolve, StaticResolver, Target,
 };
 pub use schedule::Schedule;
 pub use security::Credentials;

@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{MemberStatus, PlaitCluster, PlaitClusterSpec, TlsMode};
-use crate::replicas::{GRPC_PORT, METRICS_PORT, ReplicaStatus};
+use crate::replicas::{ADMIN_PORT, GRPC_PORT, METRICS_PORT, ReplicaStatus};
 use crate::security;
 
 /// The health service plaitd drives from its readiness (draining, poisoned, catching
@@ -497,7 +497,8 @@ pub(crate) fn desired(cluster: &PlaitCluster, ctx: &PlanContext, replicas: i32) 
 }
 
 /// Admits to the replicas' gRPC port only the cluster's own replicas, the operator and
-/// pods labelled [`CLIENT_LABEL`]`: <cluster>` in any namespace; the metrics port from
+/// pods labelled [`CLIENT_LABEL`]`: <cluster>` in any namespace; the admin port (the
+/// cluster-admin methods, which the gRPC port refuses) only the operator; the metrics port from
 /// anywhere (it serves counters, not data). Traffic out is not restricted: backups and
 /// telemetry go where the spec says.
 fn network_policy(cluster: &PlaitCluster, ctx: &PlanContext) -> NetworkPolicy {
@@ -518,6 +519,14 @@ fn network_policy(cluster: &PlaitCluster, ctx: &PlanContext) -> NetworkPolicy {
             .map(|ns| BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), ns.clone())])),
         ..LabelSelector::default()
     };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(operator_namespace),
+        pod_selector: Some(pods(BTreeMap::from([(
+            OPERATOR_POD_LABEL.0.to_owned(),
+            OPERATOR_POD_LABEL.1.to_owned(),
+        )]))),
+        ..Default::default()
+    };
     NetworkPolicy {
         metadata: meta(cluster, name.clone()),
         spec: Some(NetworkPolicySpec {
@@ -530,14 +539,7 @@ fn network_policy(cluster: &PlaitCluster, ctx: &PlanContext) -> NetworkPolicy {
                             pod_selector: Some(pods(selector_labels(&name))),
                             ..Default::default()
                         },
-                        NetworkPolicyPeer {
-                            namespace_selector: Some(operator_namespace),
-                            pod_selector: Some(pods(BTreeMap::from([(
-                                OPERATOR_POD_LABEL.0.to_owned(),
-                                OPERATOR_POD_LABEL.1.to_owned(),
-                            )]))),
-                            ..Default::default()
-                        },
+                        operator.clone(),
                         NetworkPolicyPeer {
                             namespace_selector: Some(LabelSelector::default()),
                             pod_selector: Some(pods(BTreeMap::from([(
@@ -549,6 +551,8 @@ fn network_policy(cluster: &PlaitCluster, ctx: &PlanContext) -> NetworkPolicy {
                     ]),
                     ports: Some(vec![port("grpc")]),
                 },
+                // The cluster-admin methods: the operator only.
+                NetworkPolicyIngressRule { from: Some(vec![operator]), ports: Some(vec![port("admin")]) },
                 NetworkPolicyIngressRule { from: None, ports: Some(vec![port("metrics")]) },
             ]),
             ..NetworkPolicySpec::default()
@@ -671,6 +675,8 @@ fn pod_template(
         },
         env("PLAIT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
         env("PLAIT_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
+        // The cluster-admin methods on a port of their own, for the operator alone.
+        env("PLAIT_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}")),
         env("PLAIT_DATA_DIR", DATA_DIR),
         env("PLAIT_WRITER_KEY_FILE", writer_key_file.clone()),
     ];
@@ -729,6 +735,11 @@ fn pod_template(
             ContainerPort {
                 name: Some("metrics".into()),
                 container_port: i32::from(METRICS_PORT),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: i32::from(ADMIN_PORT),
                 ..ContainerPort::default()
             },
         ]),

@@ -15,6 +15,10 @@ use plait_client::{Client, ClientOptions};
 pub const GRPC_PORT: u16 = 7070;
 /// The Prometheus metrics port of every replica.
 pub const METRICS_PORT: u16 = 9090;
+/// The admin port of every replica (`plaitd --admin-listen`): the cluster-admin methods
+/// the operator calls (SetMembers, Drain, backups) are served there only, so a
+/// NetworkPolicy can admit the operator alone to it.
+pub const ADMIN_PORT: u16 = 7072;
 
 /// How long one status probe may take before the replica counts as unreachable.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,6 +30,8 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// operator and the other replicas use to reach it.
 pub trait Resolve: Send + Sync {
     fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String;
+    /// The replica's admin address (`--admin-listen`), for the cluster-admin methods.
+    fn admin_address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String;
 }
 
 /// The in-cluster resolver: `<cluster>-<ordinal>.<cluster>-headless.<namespace>.svc:7070`.
@@ -36,6 +42,10 @@ impl Resolve for DnsResolver {
     fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
         format!("{cluster}-{ordinal}.{}.{namespace}.svc:{GRPC_PORT}", crate::plan::headless_name(cluster))
     }
+
+    fn admin_address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
+        format!("{cluster}-{ordinal}.{}.{namespace}.svc:{ADMIN_PORT}", crate::plan::headless_name(cluster))
+    }
 }
 
 /// A resolver with a fixed table, for running the operator against processes outside a
@@ -44,6 +54,8 @@ impl Resolve for DnsResolver {
 #[derive(Debug, Default)]
 pub struct StaticResolver {
     table: Mutex<BTreeMap<(String, String, i32), String>>,
+    /// Admin addresses; a pod without one is called on its API address.
+    admin: Mutex<BTreeMap<(String, String, i32), String>>,
 }
 
 impl StaticResolver {
@@ -58,12 +70,18 @@ impl StaticResolver {
             .insert((namespace.to_owned(), cluster.to_owned(), ordinal), address.into());
     }
 
+    /// Sets the pod's admin address (`--admin-listen`).
+    pub fn set_admin(&self, namespace: &str, cluster: &str, ordinal: i32, address: impl Into<String>) {
+        self.admin
+            .lock()
+            .expect("resolver table lock")
+            .insert((namespace.to_owned(), cluster.to_owned(), ordinal), address.into());
+    }
+
     pub fn remove(&self, namespace: &str, cluster: &str, ordinal: i32) {
-        self.table.lock().expect("resolver table lock").remove(&(
-            namespace.to_owned(),
-            cluster.to_owned(),
-            ordinal,
-        ));
+        let key = (namespace.to_owned(), cluster.to_owned(), ordinal);
+        self.table.lock().expect("resolver table lock").remove(&key);
+        self.admin.lock().expect("resolver table lock").remove(&key);
     }
 }
 
@@ -77,6 +95,17 @@ impl Resolve for StaticResolver {
             // Port 1 on loopback: nothing listens there, so the probe fails fast.
             .unwrap_or_else(|| "127.0.0.1:1".to_owned())
     }
+
+    fn admin_address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
+        let admin = self.admin.lock().expect("resolver table lock");
+        match admin.get(&(namespace.to_owned(), cluster.to_owned(), ordinal)) {
+            Some(address) => address.clone(),
+            None => {
+                drop(admin);
+                self.address(namespace, cluster, ordinal)
+            }
+        }
+    }
 }
 
 /// A replica as the operator calls it: its address, and the TLS options and client
@@ -85,12 +114,16 @@ impl Resolve for StaticResolver {
 pub struct Target {
     pub address: String,
     pub options: Option<ClientOptions>,
+    /// Where to connect when `address` cannot be reached: for the admin address, the API
+    /// address, which a replica started before admin addresses existed serves everything
+    /// on (its pod is replaced by the roll that brings the admin port).
+    pub fallback: Option<String>,
 }
 
 impl Target {
     /// A replica reached in plaintext.
     pub fn plaintext(address: impl Into<String>) -> Target {
-        Target { address: address.into(), options: None }
+        Target { address: address.into(), options: None, fallback: None }
     }
 }
 
@@ -175,7 +208,18 @@ pub trait ReplicaAdmin: Send + Sync {
 pub struct GrpcAdmin;
 
 async fn connect(target: &Target) -> Result<Client, String> {
-    let address = target.address.as_str();
+    match connect_to(target, &target.address).await {
+        Ok(client) => Ok(client),
+        Err(first) => match &target.fallback {
+            Some(fallback) => {
+                connect_to(target, fallback).await.map_err(|second| format!("{first}; {second}"))
+            }
+            None => Err(first),
+        },
+    }
+}
+
+async fn connect_to(target: &Target, address: &str) -> Result<Client, String> {
     let (url, options) = match &target.options {
         Some(options) => (address.to_owned(), options.clone()),
         None if address.contains("://") => (address.to_owned(), ClientOptions::new()),

@@ -182,12 +182,38 @@ impl Secured {
         cluster: &str,
         ordinal: i32,
     ) -> Result<Target, String> {
-        let address = ctx.resolver.address(namespace, cluster, ordinal);
+        self.target_at(ctx.resolver.address(namespace, cluster, ordinal), namespace, cluster, ordinal)
+    }
+
+    /// The replica's admin address, for the cluster-admin methods (SetMembers, Drain,
+    /// backups), called as [`Secured::target`] is.
+    pub(crate) fn admin_target(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        cluster: &str,
+        ordinal: i32,
+    ) -> Result<Target, String> {
+        let admin = ctx.resolver.admin_address(namespace, cluster, ordinal);
+        let api = ctx.resolver.address(namespace, cluster, ordinal);
+        let mut target = self.target_at(admin.clone(), namespace, cluster, ordinal)?;
+        target.fallback = (api != admin).then_some(api);
+        Ok(target)
+    }
+
+    fn target_at(
+        &self,
+        address: String,
+        namespace: &str,
+        cluster: &str,
+        ordinal: i32,
+    ) -> Result<Target, String> {
         match self {
             Secured::Plaintext => Ok(Target::plaintext(address)),
             Secured::Tls(credentials) => Ok(Target {
                 address,
                 options: Some(credentials.options(&replica_host(namespace, cluster, ordinal))),
+                fallback: None,
             }),
             Secured::Waiting(why) => Err(why.clone()),
         }

@@ -90,6 +90,20 @@ fn address(ordinal: i32) -> String {
     format!("{NAME}-{ordinal}.{NS}:7070")
 }
 
+/// Replica `ordinal`'s admin address, where SetMembers, Drain and backups go.
+fn admin(ordinal: i32) -> String {
+    format!("{NAME}-{ordinal}.{NS}:7072")
+}
+
+/// The API address of the replica whose admin address this is; panics for any other
+/// address, so a cluster-admin call sent to the API address fails the test.
+fn api_of(admin: &str) -> String {
+    match admin.strip_suffix(":7072") {
+        Some(host) => format!("{host}:7070"),
+        None => panic!("{admin} is not an admin address: a cluster-admin call went elsewhere"),
+    }
+}
+
 fn addresses(replicas: i32) -> Vec<String> {
     (0..replicas).map(address).collect()
 }
@@ -112,6 +126,10 @@ struct PodResolver;
 impl Resolve for PodResolver {
     fn address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
         format!("{cluster}-{ordinal}.{namespace}:7070")
+    }
+
+    fn admin_address(&self, namespace: &str, cluster: &str, ordinal: i32) -> String {
+        format!("{cluster}-{ordinal}.{namespace}:7072")
     }
 }
 
@@ -187,11 +205,13 @@ impl FakeAdmin {
         self.calls.lock().unwrap().push(call);
     }
 
+    /// The replica at `address`, its API or its admin address.
     fn replica(&self, address: &str) -> Result<FakeReplica, String> {
+        let api = address.strip_suffix(":7072").map_or_else(|| address.to_owned(), |h| format!("{h}:7070"));
         self.replicas
             .lock()
             .unwrap()
-            .get(address)
+            .get(&api)
             .cloned()
             .ok_or_else(|| format!("{address}: connection refused"))
     }
@@ -214,7 +234,8 @@ impl ReplicaAdmin for FakeAdmin {
         let address = target.address.as_str();
         self.record(Call::SetMembers { address: address.to_owned(), generation, members });
         let mut replicas = self.replicas.lock().unwrap();
-        let answer = match replicas.get_mut(address).map(|r| &mut r.status) {
+        let api = address.strip_suffix(":7072").map_or_else(|| address.to_owned(), |h| format!("{h}:7070"));
+        let answer = match replicas.get_mut(&api).map(|r| &mut r.status) {
             Some(Ok(status)) => {
                 status.members_generation = generation;
                 Ok(generation)
@@ -700,7 +721,7 @@ fn drains(calls: &[Call]) -> Vec<String> {
     calls
         .iter()
         .filter_map(|c| match c {
-            Call::Drain(address) => Some(address.clone()),
+            Call::Drain(address) => Some(api_of(address)),
             _ => None,
         })
         .collect()
@@ -711,7 +732,7 @@ fn set_members(calls: &[Call]) -> Vec<(String, u64, Vec<String>)> {
         .iter()
         .filter_map(|c| match c {
             Call::SetMembers { address, generation, members } => {
-                Some((address.clone(), *generation, members.clone()))
+                Some((api_of(address), *generation, members.clone()))
             }
             _ => None,
         })
@@ -1148,7 +1169,7 @@ async fn backup_starts_a_job_and_records_it_first() {
     let seen = h.seen();
     let request =
         BackupRequest { destination: "default".into(), logs: Vec::new(), delta: false, retain_full: 7 };
-    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::StartBackup(address(0), JOB.into(), request)]);
+    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::StartBackup(admin(0), JOB.into(), request)]);
     let written = backup_statuses(&seen, BACKUP);
     let recorded = &written[0];
     assert_eq!(
@@ -1172,7 +1193,7 @@ async fn running_job_is_polled_and_its_progress_recorded() {
     let progress = BackupJob::Running { logs_done: 1, logs_total: 2, bytes_written: 1000 };
     let h = Harness::start(world, backup_admin(started(), Ok(Some(progress))));
     let action = h.reconcile_backup(BACKUP).await;
-    assert_eq!(h.calls(), vec![Call::BackupJob(address(0), JOB.into())]);
+    assert_eq!(h.calls(), vec![Call::BackupJob(admin(0), JOB.into())]);
     let written = backup_statuses(&h.seen(), BACKUP);
     assert_eq!(written.len(), 1);
     assert_eq!(
@@ -1191,7 +1212,7 @@ async fn completed_job_completes_the_backup() {
     let h = Harness::start(world, backup_admin(started(), Ok(Some(BackupJob::Completed(outcome())))));
     let action = h.reconcile_backup(BACKUP).await;
     let seen = h.seen();
-    assert_eq!(h.calls(), vec![Call::BackupJob(address(0), JOB.into())]);
+    assert_eq!(h.calls(), vec![Call::BackupJob(admin(0), JOB.into())]);
     let written = backup_statuses(&seen, BACKUP);
     let done = written.last().expect("a status write");
     assert_eq!(done.phase.as_deref(), Some("Completed"));
@@ -1351,7 +1372,7 @@ async fn backup_to_an_extra_destination_names_it() {
     h.reconcile_backup(BACKUP).await;
     let request =
         BackupRequest { destination: "offsite".into(), logs: Vec::new(), delta: false, retain_full: 0 };
-    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::StartBackup(address(0), JOB.into(), request)]);
+    assert_eq!(h.calls(), vec![Call::Status(address(0)), Call::StartBackup(admin(0), JOB.into(), request)]);
     let written = backup_statuses(&h.seen(), BACKUP);
     assert_eq!(written[0].location.as_deref(), Some("s3://far/db"));
     h.finish().await;

@@ -36,6 +36,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// A second gRPC address for the cluster-admin methods (`Admin.SetMembers`, `Drain`,
+    /// `Checkpoint`, `ExportSnapshot`, `ImportSnapshot`, `Backup`, `StartBackup`,
+    /// `GetBackupJob`), so a network policy can let only the operator reach them. When
+    /// set, `--listen` refuses those methods (PERMISSION_DENIED, naming this address)
+    /// and this address serves every method, with the same TLS and authentication. Off
+    /// when not set: `--listen` serves everything.
+    #[arg(long, env = "PLAIT_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Log filter, in `RUST_LOG` syntax (`info`, `plait_store=debug,info`).
     #[arg(long = "log", env = "PLAIT_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_filter: String,

@@ -225,6 +225,15 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", args.listen))?;
     let grpc_addr = listener.local_addr()?;
+    let admin_listener = match args.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the admin API (--admin-listen)"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let metrics_addr = match args.metrics_listen {
         Some(addr) => {
             let listener = telemetry::bind_metrics(addr).await?;
@@ -241,29 +250,28 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     };
     // One line on stdout that scripts and tests can wait for.
     println!(
-        "plaitd ready grpc={grpc_addr} metrics={} data_dir={}",
+        "plaitd ready grpc={grpc_addr} admin={} metrics={} data_dir={}",
+        admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         metrics_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         args.data_dir.display()
     );
     tracing::info!(
         %grpc_addr,
+        ?admin_addr,
         ?metrics_addr,
         tls = tls.is_some(),
         auth = authenticator.required(),
         "serving"
     );
 
-    let incoming = net::incoming(
-        listener,
-        tls,
-        ListenerLimits {
-            connections_max: security.connections_max.max(1),
-            handshake_timeout: Duration::from_millis(security.handshake_timeout_ms.max(1)),
-            idle_timeout: Duration::from_millis(security.idle_timeout_ms.max(1)),
-        },
-        metrics.clone(),
-        ctx.shutdown.clone(),
-    );
+    let limits = ListenerLimits {
+        connections_max: security.connections_max.max(1),
+        handshake_timeout: Duration::from_millis(security.handshake_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(security.idle_timeout_ms.max(1)),
+    };
+    let admin_incoming = admin_listener
+        .map(|l| net::incoming(l, tls.clone(), limits.clone(), metrics.clone(), ctx.shutdown.clone()));
+    let incoming = net::incoming(listener, tls, limits, metrics.clone(), ctx.shutdown.clone());
     let keepalive = Duration::from_millis(security.keepalive_ms.max(1000));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let poisoned = store.poisoned();
@@ -281,20 +289,30 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             let _ = stop_tx.send(stop);
         }
     };
-    let server = Server::builder()
-        .max_concurrent_streams(Some(args.streams_per_connection_max))
-        .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(keepalive))
-        .layer(RpcMetricsLayer::new(metrics.clone()))
-        .layer(AuthLayer(authenticator))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(logs)
-        .add_service(data)
-        .add_service(admin)
-        .add_service(sync)
-        .serve_with_incoming_shutdown(incoming, shutdown_signal);
+    // Every listener serves every service; the API address leaves the cluster-admin
+    // methods to the admin address when there is one.
+    let router = |admin_elsewhere: Option<std::net::SocketAddr>| {
+        Server::builder()
+            .max_concurrent_streams(Some(args.streams_per_connection_max))
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive))
+            .layer(RpcMetricsLayer::new(metrics.clone()))
+            .layer(AuthLayer { auth: authenticator.clone(), admin_elsewhere })
+            .add_service(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+            .add_service(logs.clone())
+            .add_service(data.clone())
+            .add_service(admin.clone())
+            .add_service(sync.clone())
+    };
+    let admin_server = admin_incoming.map(|incoming| {
+        let mut stop = ctx.shutdown.clone();
+        tokio::spawn(router(None).serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+    let server = router(admin_addr).serve_with_incoming_shutdown(incoming, shutdown_signal);
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let mut server = std::pin::pin!(server);
     let mut stop_rx = std::pin::pin!(stop_rx);
@@ -312,6 +330,15 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             stop
         }
     };
+    if let Some(admin_server) = admin_server {
+        // It began draining with the API address; give it what is left of the grace.
+        match tokio::time::timeout(grace, admin_server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the admin gRPC server failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the admin gRPC server task failed"),
+            Err(_) => tracing::warn!("admin calls still running after the grace period; closing anyway"),
+        }
+    }
     store.close().await.context("cannot close the store")?;
     telemetry.shutdown().await;
     match stop {
@@ -330,7 +357,8 @@ fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
     let security = &args.security;
     let tls = security.tls_cert.is_some();
     let auth = security.auth_required();
-    if args.listen.ip().is_loopback() || (tls && auth) {
+    let loopback = args.listen.ip().is_loopback() && args.admin_listen.is_none_or(|a| a.ip().is_loopback());
+    if loopback || (tls && auth) {
         return Ok(());
     }
     if security.insecure {
@@ -353,7 +381,10 @@ fn check_exposure(args: &ServeArgs) -> anyhow::Result<()> {
          logs and change membership. Give --tls-cert/--tls-key and --tls-client-ca (client \
          certificates) or --auth-file (tokens); docs/security.md shows how to make them. To \
          serve it open anyway, pass --insecure.",
-        args.listen
+        match args.admin_listen {
+            Some(admin) if args.listen.ip().is_loopback() => admin,
+            _ => args.listen,
+        }
     )
 }
 

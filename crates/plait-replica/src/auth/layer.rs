@@ -221,15 +221,20 @@ impl Authenticator {
     }
 }
 
-/// The layer for `Server::builder().layer(..)`.
+/// The layer for `Server::builder().layer(..)`: the authenticator, and whether this
+/// listener leaves the cluster-admin methods to a separate admin address (`Some`: that
+/// address, which the refusal names).
 #[derive(Clone)]
-pub(crate) struct AuthLayer(pub(crate) Authenticator);
+pub(crate) struct AuthLayer {
+    pub(crate) auth: Authenticator,
+    pub(crate) admin_elsewhere: Option<std::net::SocketAddr>,
+}
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService { inner, auth: self.0.clone() }
+        AuthService { inner, auth: self.auth.clone(), admin_elsewhere: self.admin_elsewhere }
     }
 }
 
@@ -237,6 +242,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub(crate) struct AuthService<S> {
     inner: S,
     auth: Authenticator,
+    admin_elsewhere: Option<std::net::SocketAddr>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -262,7 +268,16 @@ where
         let call = request.extensions().get::<ConnInfo>().map(|c| c.activity.begin());
         let path = request.uri().path().to_owned();
         let (label, need, default_deadline) = rule(&path);
-        let decision = if need == Need::Public {
+        let decision = if let Some(admin) = self.admin_elsewhere.filter(|_| need == Need::ClusterAdmin) {
+            Err((
+                ReplicaError::PermissionDenied(format!(
+                    "{path} is served on this replica's admin address only (--admin-listen, port {}); call it \
+                     there",
+                    admin.port()
+                )),
+                "admin_address_only",
+            ))
+        } else if need == Need::Public {
             Ok(self.auth.inner.public.clone())
         } else {
             self.auth.identify(&request).and_then(|principal| {
