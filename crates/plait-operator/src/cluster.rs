@@ -180,6 +180,18 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     // SetMembers and Drain go to the admin address.
     let replica_target = |ordinal: i32| secured.admin_target(ctx, &namespace, &name, ordinal);
 
+    // The pods (for a roll: the revision each runs, whether it is Ready), listed before
+    // the replicas are probed: a pod seen Ready at the new revision was then already
+    // running the process the probe below asks, so an answer from the process it replaced
+    // cannot let a roll move on.
+    let pods = match &existing_set {
+        Some(_) => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            api.list(&ListParams::default().labels(&plan::selector_string(&name))).await?.items
+        }
+        None => Vec::new(),
+    };
+
     // Probe every replica that exists now.
     let existing = current.unwrap_or(0);
     let (namespace_ref, name_ref) = (namespace.as_str(), name.as_str());
@@ -287,11 +299,11 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
     obs.rollout = rollout(
         cluster,
         ctx,
-        &namespace,
         existing_set.as_ref(),
         &desired.stateful_set,
         target,
         if members_pending { &[] } else { &probes },
+        &pods,
     )
     .await?;
     plan::set_partition(&mut desired.stateful_set, obs.rollout.partition);
@@ -404,11 +416,11 @@ async fn reconcile_inner(cached: &PlaitCluster, ctx: &Context) -> Result<Action,
 async fn rollout(
     cluster: &PlaitCluster,
     ctx: &Context,
-    namespace: &str,
     existing: Option<&StatefulSet>,
     desired: &StatefulSet,
     replicas: i32,
     probes: &[(i32, Probed)],
+    pods: &[Pod],
 ) -> Result<plan::Rollout, Error> {
     let name = cluster.name_any();
     let hash = |set: &StatefulSet| set.annotations().get(plan::TEMPLATE_HASH_ANNOTATION).cloned();
@@ -434,11 +446,9 @@ async fn rollout(
                 s.observed_generation.is_some() && s.observed_generation >= existing.metadata.generation
             })
             .and_then(|s| s.update_revision.clone());
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-        let listed = pods.list(&ListParams::default().labels(&plan::selector_string(&name))).await?;
         let prefix = format!("{name}-");
         let mut pods_ready = std::collections::BTreeSet::new();
-        for pod in listed.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let ordinal = pod.name_any().strip_prefix(&prefix).and_then(|o| o.parse::<i32>().ok());
             if let (Some(ordinal), Some(revision)) = (ordinal, pod.labels().get(plan::REVISION_LABEL)) {
                 input.pod_revisions.insert(ordinal, revision.clone());
