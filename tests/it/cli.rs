@@ -405,3 +405,25 @@ fn truncated_snapshot_is_refused() {
     assert!(stderr.starts_with("error:") && stderr.contains("truncated"), "{stderr}");
     assert_eq!(json(&second.endpoint(), &["log", "list"]).as_array().unwrap().len(), 0);
 }
+
+/// `--write-buffer-mib` under what the active memtables alone may hold is refused at
+/// start with the reason and the least it takes, leaving nothing in the data directory;
+/// 0 (no bound) and the least value start.
+#[test]
+fn a_write_buffer_bound_too_small_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+        .args(["serve", "--listen", "127.0.0.1:0", "--write-buffer-mib", "10", "--data-dir"])
+        .arg(dir.path().join("small"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a 10 MiB bound was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--write-buffer-mib 10 is under") && stderr.contains("78 MiB"), "{stderr}");
+    assert!(!dir.path().join("small").exists(), "a refused start left a data directory");
+    for bound in ["0", "78"] {
+        let replica =
+            plait_tests::Plaitd::start(&dir.path().join(format!("b{bound}")), &["--write-buffer-mib", bound]);
+        assert!(replica.is_ok(), "--write-buffer-mib {bound} did not start: {:?}", replica.err());
+    }
+}

@@ -91,6 +91,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
 
+    /// Bound, in MiB, on the storage engine's memtables (written data not yet flushed to
+    /// tables, every keyspace together). Above it, with flushes outstanding, writes and
+    /// replication wait for the flushes, so memory stays bounded when the disk falls
+    /// behind. At least 78 (what the active memtables alone may hold); 0: no bound.
+    #[arg(long, env = "PLAIT_WRITE_BUFFER_MIB", default_value_t = 128)]
+    pub write_buffer_mib: u64,
+
     /// Free space, in MiB, that the data directory's disk must keep: below it writes,
     /// log creation and replication into this replica are refused with
     /// RESOURCE_EXHAUSTED (reads go on) instead of filling the disk. 0 turns it off.

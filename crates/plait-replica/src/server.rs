@@ -30,6 +30,10 @@ impl StoreObserver for MetricsObserver {
     fn pending_changed(&self, pending: u64) {
         self.0.set_pending(pending);
     }
+
+    fn write_stalled(&self, waited: Duration) {
+        self.0.record_write_stall(waited);
+    }
 }
 
 /// Why the server stopped.
@@ -60,7 +64,16 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let started = Instant::now();
     let metrics = telemetry.metrics();
     check_exposure(&args)?;
-    // Before anything is opened: a bad destination stops the start with its reason.
+    // Before anything is created or opened: bad settings stop the start with the reason.
+    let write_buffer_bytes = args.write_buffer_mib.saturating_mul(1024 * 1024);
+    if write_buffer_bytes != 0 && write_buffer_bytes < plait_store::MEMTABLES_BYTES_MAX {
+        anyhow::bail!(
+            "--write-buffer-mib {} is under what the active memtables alone may hold ({} MiB); give at least \
+             that, or 0 for no bound",
+            args.write_buffer_mib,
+            plait_store::MEMTABLES_BYTES_MAX.div_ceil(1024 * 1024)
+        );
+    }
     let backups =
         Destinations::parse(&args.backup_destinations, &args.s3.options(), args.backup_owner.as_deref())
             .context("invalid --backup-destination (PLAIT_BACKUP_DESTINATIONS)")?;
@@ -80,6 +93,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     config.pending_per_log_max = args.pending_per_log_max;
     config.cache_bytes = args.cache_mib * 1024 * 1024;
     config.disk_free_min_bytes = args.disk_free_min_mib * 1024 * 1024;
+    config.write_buffer_bytes = write_buffer_bytes;
     let observer: Arc<dyn StoreObserver> = Arc::new(MetricsObserver(metrics.clone()));
     let store = tokio::task::spawn_blocking(move || Store::open(config, &mut rand::rngs::OsRng, observer))
         .await?

@@ -292,6 +292,10 @@ struct Instruments {
     /// `plait_pending_entries`: entries held waiting for missing parents (the partial
     /// DAG), set by the store owner; near its limit, parents are not arriving.
     pending_entries: Gauge<u64>,
+    /// `plait_write_stall_seconds_total`: time the writer waited for the storage
+    /// engine's flushes, its memtables over `--write-buffer-mib`; growing, the disk is
+    /// behind the writes.
+    write_stall_seconds: Counter<f64>,
     /// `plait_rpc_seconds{method,code}`: gRPC call latency, request to response headers.
     rpc_seconds: Histogram<f64>,
     /// `plait_rpc_errors_total{method,code}`: gRPC calls answered with a code other
@@ -345,6 +349,11 @@ impl Metrics {
                 .u64_gauge("plait.pending.entries")
                 .with_unit("{entry}")
                 .with_description("Entries held waiting for missing parents.")
+                .build(),
+            write_stall_seconds: meter
+                .f64_counter("plait.write.stall")
+                .with_unit("s")
+                .with_description("Time the writer waited for flushes, its memtables over their bound.")
                 .build(),
             rpc_seconds: meter
                 .f64_histogram("plait.rpc")
@@ -432,6 +441,11 @@ impl Metrics {
     /// The number of entries accepted but not yet durable, as of now.
     pub fn set_pending(&self, n: u64) {
         self.instruments.pending_entries.record(n, &[]);
+    }
+
+    /// The writer waited `waited` for flushes (memtables over their bound).
+    pub fn record_write_stall(&self, waited: Duration) {
+        self.instruments.write_stall_seconds.add(waited.as_secs_f64(), &[]);
     }
 
     /// One finished gRPC call. `method` becomes a label, so pass only paths the server

@@ -42,6 +42,11 @@ pub struct StoreConfig {
     /// Free space on the data directory's file system under which writes are refused
     /// with `ResourceExhausted`; 0 turns the floor off.
     pub disk_free_min_bytes: u64,
+    /// Bound on the engine's memtables (active and sealed, every keyspace together):
+    /// above it, with flushes outstanding, the writer waits for them before its next
+    /// group, so memory does not grow when flushing falls behind. 0: no bound. Keep it
+    /// above [`MEMTABLES_BYTES_MAX`], what the active memtables alone may hold.
+    pub write_buffer_bytes: u64,
     /// Faults to inject into the writer, for tests.
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
@@ -77,6 +82,7 @@ impl StoreConfig {
             cache_bytes: 64 * 1024 * 1024,
             journal_bytes: 128 * 1024 * 1024,
             disk_free_min_bytes: DISK_FREE_MIN_BYTES,
+            write_buffer_bytes: WRITE_BUFFER_BYTES_DEFAULT,
             faults: None,
         }
     }
@@ -86,6 +92,8 @@ impl StoreConfig {
 pub trait StoreObserver: Send + Sync {
     fn batch_committed(&self, entries: u64, ops: u64, fsync: Duration);
     fn pending_changed(&self, pending: u64);
+    /// The writer waited this long for flushes, its memtables over their bound.
+    fn write_stalled(&self, _waited: Duration) {}
 }
 
 /// An observer that ignores everything.
@@ -212,12 +220,19 @@ const JOURNAL_BYTES_MIN: u64 = 64 * 1024 * 1024;
 /// most of a replica's memory budget.
 const MEMTABLE_BYTES_LARGE: u64 = 8 * 1024 * 1024;
 const MEMTABLE_BYTES_SMALL: u64 = 2 * 1024 * 1024;
+/// The keyspaces with [`MEMTABLE_BYTES_LARGE`] memtables.
+const LARGE_MEMTABLE_KEYSPACES: [&str; 7] =
+    ["entries", "seq", "by_hash", "kv", "feed", "graph_out", "graph_in"];
+/// What the active memtables alone may hold: seven large ones, eleven small ones.
+pub const MEMTABLES_BYTES_MAX: u64 = 7 * MEMTABLE_BYTES_LARGE + 11 * MEMTABLE_BYTES_SMALL;
+/// The default bound on active and sealed memtables together (the store's
+/// `write_buffer_bytes`): room for the active ones and 50 MiB waiting for flushes.
+pub const WRITE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 
 impl Keyspaces {
     fn open(db: &Database) -> StoreResult<Keyspaces> {
         let ks = |name: &str| {
-            let large =
-                matches!(name, "entries" | "seq" | "by_hash" | "kv" | "feed" | "graph_out" | "graph_in");
+            let large = LARGE_MEMTABLE_KEYSPACES.contains(&name);
             let bytes = if large { MEMTABLE_BYTES_LARGE } else { MEMTABLE_BYTES_SMALL };
             db.keyspace(name, move || KeyspaceCreateOptions::default().max_memtable_size(bytes))
         };
@@ -268,6 +283,11 @@ impl Keyspaces {
         ]
     }
 
+    /// Whether any keyspace has a sealed memtable waiting to be flushed.
+    pub(crate) fn flush_outstanding(&self) -> bool {
+        self.all().iter().any(|k| k.sealed_memtable_count() > 0)
+    }
+
     fn flush_all(&self) -> StoreResult<()> {
         for keyspace in self.all() {
             keyspace.rotate_memtable_and_wait()?;
@@ -288,6 +308,8 @@ pub(crate) struct Shared {
     pub(crate) poisoned: AtomicBool,
     pub(crate) poison_watch: watch::Sender<bool>,
     pub(crate) observer: Arc<dyn StoreObserver>,
+    /// See [`StoreConfig::write_buffer_bytes`].
+    pub(crate) write_buffer_bytes: u64,
     /// Every durable change of a log's seq, and every new log, as `(log, seq)`.
     pub(crate) changes: broadcast::Sender<(LogId, u64)>,
 }
@@ -354,6 +376,7 @@ impl Store {
             poisoned: AtomicBool::new(false),
             poison_watch: watch::channel(false).0,
             observer,
+            write_buffer_bytes: config.write_buffer_bytes,
             changes: broadcast::channel(CHANGES_BUFFER).0,
         });
         let disk = DiskGuard::new(config.path.clone(), config.disk_free_min_bytes);

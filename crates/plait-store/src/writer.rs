@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fjall::{OwnedWriteBatch, PersistMode};
 use plait_core::limits::{
@@ -35,6 +35,10 @@ use crate::store::{
 };
 
 /// Most commands folded into one batch.
+/// The longest the writer waits for flushes when memtables are over their bound.
+const WRITE_STALL_MAX: Duration = Duration::from_secs(10);
+/// How often it looks again while it waits.
+const WRITE_STALL_POLL: Duration = Duration::from_millis(2);
 const GROUP_COMMANDS_MAX: usize = 1024;
 /// Most op bytes folded into one batch before it is committed.
 pub(crate) const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -356,9 +360,38 @@ impl Writer {
         }
     }
 
+    /// Backpressure on memory: while the engine's memtables hold more than the bound
+    /// and some wait for a flush, waits for the flushes (at most [`WRITE_STALL_MAX`],
+    /// then goes on with a warning: a stuck flush must not stop every write). Without
+    /// sealed memtables there is nothing to wait for, so this never waits on itself.
+    fn wait_for_flushes(&self) {
+        let bound = self.shared.write_buffer_bytes;
+        if bound == 0 {
+            return;
+        }
+        let over = || self.shared.db.write_buffer_size() > bound && self.shared.ks.flush_outstanding();
+        if !over() {
+            return;
+        }
+        let started = Instant::now();
+        while over() {
+            if started.elapsed() >= WRITE_STALL_MAX {
+                tracing::warn!(
+                    buffered = self.shared.db.write_buffer_size(),
+                    bound,
+                    "memtables stay over their bound; flushes are slow, writing on"
+                );
+                break;
+            }
+            std::thread::sleep(WRITE_STALL_POLL);
+        }
+        self.shared.observer.write_stalled(started.elapsed());
+    }
+
     /// Stages, commits and answers one group of commands. Returns false when the writer
     /// must stop (shutdown or poison).
     fn run_group(&mut self, commands: Vec<Command>) -> bool {
+        self.wait_for_flushes();
         let mut group = self.new_group();
         let mut keep_running = true;
         // One look at the free space per group: a group adds at most GROUP_BYTES_MAX,

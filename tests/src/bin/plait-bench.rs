@@ -2104,8 +2104,14 @@ async fn catchup_shape(
     let (peak, shown) = spread(&peaks, |v| mib(v as u64));
     report.below(
         format!(
-            "catchup, {label}: replica peak RSS while catching up (every {} ms), median of {rounds}",
-            RSS_SAMPLE_EVERY.as_millis()
+            "catchup, {label}: replica peak RSS while catching up (every {} ms), median of {rounds}; \
+             memtable bound {}",
+            RSS_SAMPLE_EVERY.as_millis(),
+            match std::env::var("PLAIT_WRITE_BUFFER_MIB").ok().filter(|v| !v.is_empty()) {
+                Some(v) if v == "0" => "off (PLAIT_WRITE_BUFFER_MIB=0)".to_owned(),
+                Some(v) => format!("{v} MiB (PLAIT_WRITE_BUFFER_MIB)"),
+                None => format!("{} MiB (default)", plait_store::WRITE_BUFFER_BYTES_DEFAULT / (1024 * 1024)),
+            }
         ),
         peak,
         shown,
