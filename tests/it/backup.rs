@@ -668,20 +668,21 @@ async fn start_job(
 
 /// Polls job `id` until it has ended.
 async fn ended(a: &pb::admin_client::AdminClient<tonic::transport::Channel>, id: &str) -> pb::BackupJob {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let job = a
-            .clone()
-            .get_backup_job(pb::GetBackupJobRequest { job_id: id.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if job.state != pb::BackupJobState::Running as i32 {
-            return job;
-        }
-        assert!(std::time::Instant::now() < deadline, "backup job {id} still running: {job:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let last = std::sync::Mutex::new(None);
+    plait_tests::wait_until(
+        std::time::Duration::from_secs(60),
+        &format!("backup job {id} to end"),
+        || async {
+            let request = pb::GetBackupJobRequest { job_id: id.into() };
+            let job = a.clone().get_backup_job(request).await.unwrap().into_inner();
+            let done = job.state != pb::BackupJobState::Running as i32;
+            *last.lock().unwrap() = Some(job);
+            done
+        },
+    )
+    .await
+    .unwrap();
+    last.into_inner().unwrap().expect("polled at least once")
 }
 
 /// Backups in the background: `StartBackup` answers at once with a job the caller named,

@@ -179,7 +179,7 @@ async fn reconcile_inner(cached: &PlaitBackup, ctx: &Context) -> Result<Action, 
         Err(why) => Err(why),
     };
     match started {
-        Ok(state) => follow(backup, ctx, status, &job, &replica, state).await,
+        Ok(state) => follow(backup, ctx, status, &replica, state).await,
         Err(error) => {
             failed_attempt(
                 backup,
@@ -213,7 +213,6 @@ async fn poll(
     };
     let Some(cluster) = clusters.get_opt(&backup.spec.cluster).await? else {
         let message = format!("PlaitCluster {} not found in namespace {namespace}", backup.spec.cluster);
-        ctx.polled(job);
         return failed_attempt(backup, ctx, status, message).await;
     };
     let secured = crate::security::access(&cluster, ctx, &namespace).await?;
@@ -222,9 +221,11 @@ async fn poll(
         Err(why) => Err(why),
     };
     match answer {
-        Ok(Some(state)) => follow(backup, ctx, status, job, replica, state).await,
-        Ok(None) => {
+        Ok(Some(state)) => {
             ctx.polled(job);
+            follow(backup, ctx, status, replica, state).await
+        }
+        Ok(None) => {
             let message = format!(
                 "{replica} no longer knows backup job {job} (it restarted); nothing of that run was recorded"
             );
@@ -235,7 +236,6 @@ async fn poll(
             let since = ctx.unpolled_since(job, now);
             let unpolled = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
             if unpolled >= UNPOLLED_MAX {
-                ctx.polled(job);
                 let message = format!(
                     "cannot reach {replica} to follow backup job {job} for {} s: {error}",
                     unpolled.as_secs()
@@ -258,13 +258,11 @@ async fn follow(
     backup: &PlaitBackup,
     ctx: &Context,
     mut status: PlaitBackupStatus,
-    job: &str,
     replica: &str,
     state: BackupJob,
 ) -> Result<Action, Error> {
     match state {
         BackupJob::Running { logs_done, logs_total, .. } => {
-            ctx.polled(job);
             let progress = Some(format!("{logs_done}/{logs_total} logs"));
             if status.progress != progress || status.error.is_some() {
                 status.progress = progress;
@@ -279,14 +277,17 @@ async fn follow(
                 .unwrap_or(Duration::ZERO);
             Ok(Action::requeue(poll_after(age)))
         }
-        BackupJob::Completed(outcome) => {
-            ctx.polled(job);
-            completed(backup, ctx, status, outcome).await
-        }
+        BackupJob::Completed(outcome) => completed(backup, ctx, status, outcome).await,
         BackupJob::Failed(error) => {
-            ctx.polled(job);
             failed_attempt(backup, ctx, status, format!("backup through {replica} failed: {error}")).await
         }
+    }
+}
+
+/// The attempt's job ended one way or the other: its poll failures, if any, go.
+fn forget_poll_failures(ctx: &Context, status: &PlaitBackupStatus) {
+    if let Some(job) = &status.job {
+        ctx.polled(job);
     }
 }
 
@@ -298,6 +299,7 @@ async fn completed(
     outcome: BackupOutcome,
 ) -> Result<Action, Error> {
     ctx.metrics.backups_completed.fetch_add(1, Ordering::Relaxed);
+    forget_poll_failures(ctx, &status);
     status.phase = Some("Completed".into());
     status.progress = None;
     status.error = None;
@@ -342,6 +344,7 @@ async fn failed_attempt(
     message: String,
 ) -> Result<Action, Error> {
     ctx.metrics.backups_failed.fetch_add(1, Ordering::Relaxed);
+    forget_poll_failures(ctx, &status);
     let last = status.attempts >= ATTEMPTS_MAX;
     status.phase = Some(if last { "Failed" } else { "Pending" }.into());
     status.error = Some(truncate(message.clone(), 4000));

@@ -318,11 +318,12 @@ impl Context {
     /// has not been (the first failure of the current run of failures).
     pub(crate) fn unpolled_since(&self, job: &str, now: Timestamp) -> Timestamp {
         let mut unpolled = self.unpolled.lock().expect("unpolled table lock");
-        // Bounded by the backups in flight: entries go when a job is polled or ends.
+        // Bounded by the backups in flight: entries go when a job answers a poll or its
+        // attempt ends.
         *unpolled.entry(job.to_owned()).or_insert(now)
     }
 
-    /// Forgets the poll failures of backup job `job` (it answered, or it ended).
+    /// Forgets the poll failures of backup job `job` (it answered, or its attempt ended).
     pub(crate) fn polled(&self, job: &str) {
         self.unpolled.lock().expect("unpolled table lock").remove(job);
     }

@@ -51,7 +51,7 @@ impl LeaseSettings {
             return Err("the lease name, its namespace and the candidate's identity must not be empty".into());
         }
         if self.lease_duration.as_secs() < 1 || self.lease_duration.as_secs() > i32::MAX as u64 {
-            return Err("the lease duration must be at least one second".into());
+            return Err(format!("the lease duration must be between one second and {} s", i32::MAX));
         }
         if self.renew_deadline >= self.lease_duration {
             return Err(format!(

@@ -95,13 +95,16 @@ fn admin(ordinal: i32) -> String {
     format!("{NAME}-{ordinal}.{NS}:7072")
 }
 
+/// The API address of the replica at `address`, its API or its admin address.
+fn api_form(address: &str) -> String {
+    address.strip_suffix(":7072").map_or_else(|| address.to_owned(), |host| format!("{host}:7070"))
+}
+
 /// The API address of the replica whose admin address this is; panics for any other
 /// address, so a cluster-admin call sent to the API address fails the test.
 fn api_of(admin: &str) -> String {
-    match admin.strip_suffix(":7072") {
-        Some(host) => format!("{host}:7070"),
-        None => panic!("{admin} is not an admin address: a cluster-admin call went elsewhere"),
-    }
+    assert!(admin.ends_with(":7072"), "{admin} is not an admin address: a cluster-admin call went elsewhere");
+    api_form(admin)
 }
 
 fn addresses(replicas: i32) -> Vec<String> {
@@ -207,11 +210,10 @@ impl FakeAdmin {
 
     /// The replica at `address`, its API or its admin address.
     fn replica(&self, address: &str) -> Result<FakeReplica, String> {
-        let api = address.strip_suffix(":7072").map_or_else(|| address.to_owned(), |h| format!("{h}:7070"));
         self.replicas
             .lock()
             .unwrap()
-            .get(&api)
+            .get(&api_form(address))
             .cloned()
             .ok_or_else(|| format!("{address}: connection refused"))
     }
@@ -234,8 +236,7 @@ impl ReplicaAdmin for FakeAdmin {
         let address = target.address.as_str();
         self.record(Call::SetMembers { address: address.to_owned(), generation, members });
         let mut replicas = self.replicas.lock().unwrap();
-        let api = address.strip_suffix(":7072").map_or_else(|| address.to_owned(), |h| format!("{h}:7070"));
-        let answer = match replicas.get_mut(&api).map(|r| &mut r.status) {
+        let answer = match replicas.get_mut(&api_form(address)).map(|r| &mut r.status) {
             Some(Ok(status)) => {
                 status.members_generation = generation;
                 Ok(generation)
