@@ -249,6 +249,57 @@ pub fn verify_batch(entries: Vec<DecodedEntry>) -> Vec<Result<VerifiedEntry, Ver
     }
 }
 
+/// Decodes and verifies untrusted entries on up to `threads` threads, in the order of
+/// `inputs`: the inputs are cut into shares of about equal bytes, one per thread, and
+/// each share is decoded and batch-verified on its own (scoped) thread. A decode error
+/// keeps its place; it does not fail the others.
+pub fn decode_and_verify<B: AsRef<[u8]> + Sync>(
+    inputs: &[B],
+    threads: usize,
+) -> Vec<Result<VerifiedEntry, VerifyError>> {
+    let share = |inputs: &[B]| -> Vec<Result<VerifiedEntry, VerifyError>> {
+        let mut out: Vec<Option<Result<VerifiedEntry, VerifyError>>> = Vec::with_capacity(inputs.len());
+        let mut decoded = Vec::with_capacity(inputs.len());
+        let mut places = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            match DecodedEntry::decode(input.as_ref()) {
+                Ok(entry) => {
+                    decoded.push(entry);
+                    places.push(i);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e.into()))),
+            }
+        }
+        for (place, result) in places.into_iter().zip(verify_batch(decoded)) {
+            out[place] = Some(result);
+        }
+        out.into_iter().map(|r| r.expect("every place is filled")).collect()
+    };
+    let threads = threads.clamp(1, inputs.len().max(1));
+    if threads == 1 {
+        return share(inputs);
+    }
+    let total: usize = inputs.iter().map(|b| b.as_ref().len()).sum();
+    let per_share = total.div_ceil(threads);
+    let mut shares = Vec::with_capacity(threads);
+    let (mut start, mut bytes) = (0, 0);
+    for (i, input) in inputs.iter().enumerate() {
+        bytes += input.as_ref().len();
+        if bytes >= per_share && shares.len() + 1 < threads {
+            shares.push(&inputs[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < inputs.len() {
+        shares.push(&inputs[start..]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares.into_iter().map(|s| scope.spawn(move || share(s))).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("an entry verification thread panicked")).collect()
+    })
+}
+
 /// An entry whose canonical form, hash and signature have been checked, or which we
 /// signed ourselves. The only way to make one is by verifying or signing.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ mod order;
 mod snapshot;
 mod view;
 
-pub use entry::{DecodedEntry, Entry, EntryDraft, VerifiedEntry, verify_batch};
+pub use entry::{DecodedEntry, Entry, EntryDraft, VerifiedEntry, decode_and_verify, verify_batch};
 pub use error::{DecodeError, VerifyError};
 pub use ids::{EntryHash, IdParseError, LogId, PublicKey, Signature};
 pub use keys::{WriterKey, verify_statement};

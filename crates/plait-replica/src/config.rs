@@ -98,6 +98,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_WRITE_BUFFER_MIB", default_value_t = plait_store::WRITE_BUFFER_BYTES_DEFAULT / (1024 * 1024))]
     pub write_buffer_mib: u64,
 
+    /// Background threads of the storage engine, for memtable flushes and compactions
+    /// (1 to 16). One is the default: with more, the engine's pool (fjall 3.1) keeps one
+    /// thread spinning while another compacts, which costs more than it gains on small
+    /// machines. Raise it on machines with cores to spare and heavy write loads.
+    #[arg(long, env = "PLAIT_ENGINE_THREADS", default_value_t = plait_store::ENGINE_THREADS_DEFAULT as u16,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub engine_threads: u16,
+
     /// Free space, in MiB, that the data directory's disk must keep: below it writes,
     /// log creation and replication into this replica are refused with
     /// RESOURCE_EXHAUSTED (reads go on) instead of filling the disk. 0 turns it off.

@@ -11,8 +11,8 @@ use std::io::Read;
 
 use fjall::Readable;
 use plait_core::{
-    Checkpoint, DecodedEntry, EntryHash, LogId, SignedManifest, SnapshotHeader, SnapshotItem, SnapshotReader,
-    SnapshotWriter, StateRoot, VerifiedEntry, verify_batch,
+    Checkpoint, EntryHash, LogId, SignedManifest, SnapshotHeader, SnapshotItem, SnapshotReader,
+    SnapshotWriter, StateRoot, VerifiedEntry,
 };
 use tokio::sync::oneshot;
 
@@ -22,8 +22,13 @@ use crate::store::{RestoreMark, Store};
 use crate::writer::{Command, Cut};
 
 /// Entries verified together on import (one batch verification), and applied together
-/// (one atomic batch with its watermark).
+/// (one atomic batch with its watermark): at most this many, and at most
+/// [`IMPORT_BATCH_BYTES`] of them, whichever comes first.
 const IMPORT_BATCH_ENTRIES: usize = 512;
+/// Bytes of entries in one import batch. Small enough that the writer's group, its
+/// memtable inserts and its fsync stay short and the next batch is verified meanwhile;
+/// large enough that the fsync per batch costs little.
+const IMPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes read from a snapshot file at a time.
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -192,21 +197,29 @@ impl Store {
         Ok(checkpoint)
     }
 
-    /// Imports a snapshot from a file: verifies all of it first (every entry's canonical
-    /// form, hash, signature and log, and the trailer), then applies it in batches, each
-    /// with the restore watermark. A delta must start at or before this node's watermark
-    /// for the same source epoch; otherwise it is refused and nothing is applied.
+    /// Imports a snapshot from a file. Every entry's canonical form, hash, signature and
+    /// log, the seq order and the trailer are checked, and for a full snapshot the
+    /// state root it leaves; a snapshot that fails any check leaves nothing stored.
+    ///
+    /// A full snapshot of a log this node does not host is applied in one pass: each
+    /// batch is verified (on several threads) while the writer applies the one before,
+    /// and a failure anywhere drops the log again. Into a log that exists (a delta, or a
+    /// full snapshot merged into entries already here) the file is verified whole first
+    /// and applied in a second pass, so nothing is applied on a refusal. Each applied
+    /// batch carries the restore watermark, so a crash leaves a consistent prefix that a
+    /// second import resumes. A delta must start at or before this node's watermark for
+    /// the same source epoch; otherwise it is refused.
     pub async fn import_file(&self, path: std::path::PathBuf) -> StoreResult<ImportReport> {
-        let verify_path = path.clone();
-        let header = tokio::task::spawn_blocking(move || verify_snapshot(&verify_path))
+        let header_path = path.clone();
+        let header = tokio::task::spawn_blocking(move || read_header(&header_path))
             .await
             .map_err(|e| StoreError::Unavailable(format!("import task failed: {e}")))??;
-        let (header, entries_read) = header;
         let manifest = SignedManifest::decode_and_verify(&header.manifest)
             .map_err(|e| StoreError::Invalid(format!("snapshot manifest: {e}")))?;
         let log = manifest.log_id();
         let checkpoint = header.checkpoint.clone();
-        let had_entries = self.log(&log).is_some_and(|s| s.seq > 0);
+        let hosted = self.log(&log);
+        let had_entries = hosted.as_ref().is_some_and(|s| s.seq > 0);
         let mark = self.run_blocking(move |store| store.restore_mark(&log)).await?;
         let kind = match (&header.base, mark) {
             (None, _) => {
@@ -241,29 +254,67 @@ impl Store {
             }
         };
         if kind == RestoreKind::UpToDate {
+            // Still the whole file is checked: an answer about a file says it is sound.
+            let (_, entries_read) = self.scan(&path, &header, None).await?;
             return Ok(ImportReport { log, kind, checkpoint, entries_read, entries_stored: 0 });
+        }
+        let one_pass = hosted.is_none();
+        if !one_pass {
+            // Into a log that exists: everything checked before anything is applied.
+            self.scan(&path, &header, None).await?;
         }
         match self.create_log(manifest.clone()).await {
             Ok(_) => {}
             Err(StoreError::AlreadyExists(m)) => return Err(StoreError::FailedPrecondition(m)),
             Err(e) => return Err(e),
         }
-        // Second pass: apply. The file was verified; entries are verified again as they
-        // are applied, because they are bytes from a file, not from our store.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<(Vec<VerifiedEntry>, u64)>>(2);
-        let read_path = path.clone();
-        let reader = tokio::task::spawn_blocking(move || read_batches(&read_path, &tx));
-        let mut stored = 0;
-        while let Some(batch) = rx.recv().await {
-            let (entries, last_seq) = batch?;
-            let mark = RestoreMark { log, epoch: checkpoint.epoch, seq: last_seq };
-            for outcome in self.ingest_restored(entries, mark).await? {
-                if let crate::SubmitOutcome::Stored { .. } = outcome? {
-                    stored += 1;
+        let applied = self.apply_snapshot(&path, &header, kind).await;
+        match applied {
+            Ok((entries_read, entries_stored)) => {
+                Ok(ImportReport { log, kind, checkpoint, entries_read, entries_stored })
+            }
+            Err(e) => {
+                if one_pass {
+                    // The log did not exist before this import: taking it away again
+                    // leaves the node as it was.
+                    if let Err(drop) = self.drop_log(log).await {
+                        tracing::error!(%log, error = %drop, "could not drop a refused restore's log");
+                    }
                 }
+                Err(e)
             }
         }
-        reader.await.map_err(|e| StoreError::Unavailable(format!("import task failed: {e}")))?;
+    }
+
+    /// Applies a snapshot's entries batch by batch with the restore watermark, then
+    /// checks a full restore's state root. Returns entries read and stored.
+    async fn apply_snapshot(
+        &self,
+        path: &std::path::Path,
+        header: &SnapshotHeader,
+        kind: RestoreKind,
+    ) -> StoreResult<(u64, u64)> {
+        let checkpoint = &header.checkpoint;
+        let log = checkpoint.log;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<VerifiedEntry>, u64)>(1);
+        let scan = self.scan(path, header, Some(tx));
+        let apply = async {
+            let mut stored = 0;
+            while let Some((entries, last_seq)) = rx.recv().await {
+                let mark = RestoreMark { log, epoch: checkpoint.epoch, seq: last_seq };
+                for outcome in self.ingest_restored(entries, mark).await? {
+                    // Pending cannot happen in a sound snapshot (seq order has parents
+                    // first); a full restore's state root check refuses one that does.
+                    if let crate::SubmitOutcome::Stored { .. } = outcome? {
+                        stored += 1;
+                    }
+                }
+            }
+            Ok::<u64, StoreError>(stored)
+        };
+        let (scanned, applied) = tokio::join!(scan, apply);
+        let (_, entries_read) = scanned?;
+        let stored = applied?;
         // The watermark reaches the checkpoint even when the last entries were duplicates.
         self.ingest_restored(Vec::new(), RestoreMark { log, epoch: checkpoint.epoch, seq: checkpoint.seq })
             .await?;
@@ -282,7 +333,28 @@ impl Store {
                 )));
             }
         }
-        Ok(ImportReport { log, kind, checkpoint, entries_read, entries_stored: stored })
+        Ok((entries_read, stored))
+    }
+
+    /// Reads and checks a whole snapshot file on a blocking thread, handing each batch
+    /// of verified entries with the seq of its last entry to `out` when given. Returns
+    /// the header and the entry count once the trailer checked out.
+    async fn scan(
+        &self,
+        path: &std::path::Path,
+        expected: &SnapshotHeader,
+        out: Option<tokio::sync::mpsc::Sender<(Vec<VerifiedEntry>, u64)>>,
+    ) -> StoreResult<(SnapshotHeader, u64)> {
+        let path = path.to_path_buf();
+        let expected = expected.clone();
+        tokio::task::spawn_blocking(move || {
+            scan_snapshot(&path, &expected, |entries, last_seq| match &out {
+                Some(tx) => tx.blocking_send((entries, last_seq)).is_ok(),
+                None => true,
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("import task failed: {e}")))?
     }
 }
 
@@ -295,21 +367,81 @@ fn open(path: &std::path::Path) -> StoreResult<std::fs::File> {
         .map_err(|e| StoreError::Invalid(format!("cannot read snapshot {}: {e}", path.display())))
 }
 
-/// Pass one: everything checked, nothing applied. Returns the header and entry count.
-fn verify_snapshot(path: &std::path::Path) -> StoreResult<(SnapshotHeader, u64)> {
+/// Threads that decode and verify an import batch: the machine's cores, at most four.
+fn verify_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+}
+
+/// Checks a header as read: its manifest verifies and its checkpoint is of that log.
+fn check_header(h: &SnapshotHeader) -> StoreResult<LogId> {
+    let manifest = SignedManifest::decode_and_verify(&h.manifest)
+        .map_err(|e| StoreError::Invalid(format!("snapshot manifest: {e}")))?;
+    if manifest.log_id() != h.checkpoint.log {
+        return Err(StoreError::Invalid(
+            "the snapshot's checkpoint is for another log than its manifest".into(),
+        ));
+    }
+    Ok(manifest.log_id())
+}
+
+/// Reads just the header of a snapshot file, checked.
+fn read_header(path: &std::path::Path) -> StoreResult<SnapshotHeader> {
+    let mut file = open(path)?;
+    let mut reader = SnapshotReader::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| StoreError::Invalid(format!("reading snapshot: {e}")))?;
+        if n == 0 {
+            reader.finish().map_err(snapshot_error)?;
+            return Err(StoreError::Invalid("the snapshot has no header".into()));
+        }
+        reader.feed(&buf[..n]);
+        match reader.next_item().map_err(snapshot_error)? {
+            Some(SnapshotItem::Header(h)) => {
+                check_header(&h)?;
+                return Ok(h);
+            }
+            Some(_) => return Err(StoreError::Invalid("the snapshot does not start with its header".into())),
+            None => {}
+        }
+    }
+}
+
+/// One pass over a snapshot file: the header (which must be `expected`), every entry
+/// decoded and verified in batches on [`verify_threads`] threads, seq order, each entry's
+/// log, and the trailer. Each verified batch goes to `batch` with the seq of its last
+/// entry; `batch` returning false means the receiver is gone, and the scan stops.
+fn scan_snapshot(
+    path: &std::path::Path,
+    expected: &SnapshotHeader,
+    mut batch: impl FnMut(Vec<VerifiedEntry>, u64) -> bool,
+) -> StoreResult<(SnapshotHeader, u64)> {
     let mut file = open(path)?;
     let mut reader = SnapshotReader::new();
     let mut header: Option<SnapshotHeader> = None;
-    let mut log = None;
-    let mut pending: Vec<DecodedEntry> = Vec::new();
+    // `expected` was checked when it was read (`read_header`): its checkpoint's log is
+    // its manifest's.
+    let log = expected.checkpoint.log;
+    let mut raw: Vec<Vec<u8>> = Vec::new();
+    let mut raw_bytes = 0usize;
     let mut count = 0u64;
     let mut last_seq = 0u64;
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
-    let check = |pending: &mut Vec<DecodedEntry>| -> StoreResult<()> {
-        for result in verify_batch(std::mem::take(pending)) {
-            result.map_err(|e| StoreError::Invalid(format!("snapshot entry: {e}")))?;
+    let threads = verify_threads();
+    let mut flush = |raw: &mut Vec<Vec<u8>>, last_seq: u64| -> StoreResult<bool> {
+        let mut entries = Vec::with_capacity(raw.len());
+        for result in plait_core::decode_and_verify(raw, threads) {
+            let entry = result.map_err(|e| StoreError::Invalid(format!("snapshot entry: {e}")))?;
+            if entry.log() != log {
+                return Err(StoreError::Invalid(format!(
+                    "snapshot entry {} belongs to another log",
+                    entry.hash()
+                )));
+            }
+            entries.push(entry);
         }
-        Ok(())
+        raw.clear();
+        Ok(batch(entries, last_seq))
     };
     loop {
         let n = file.read(&mut buf).map_err(|e| StoreError::Invalid(format!("reading snapshot: {e}")))?;
@@ -320,23 +452,16 @@ fn verify_snapshot(path: &std::path::Path) -> StoreResult<(SnapshotHeader, u64)>
         while let Some(item) = reader.next_item().map_err(snapshot_error)? {
             match item {
                 SnapshotItem::Header(h) => {
-                    let manifest = SignedManifest::decode_and_verify(&h.manifest)
-                        .map_err(|e| StoreError::Invalid(format!("snapshot manifest: {e}")))?;
-                    if manifest.log_id() != h.checkpoint.log {
-                        return Err(StoreError::Invalid(
-                            "the snapshot's checkpoint is for another log than its manifest".into(),
-                        ));
+                    if header.is_some() || h != *expected {
+                        return Err(StoreError::Invalid("the snapshot changed while it was read".into()));
                     }
-                    log = Some(manifest.log_id());
                     header = Some(h);
                 }
                 SnapshotItem::Entry { seq, bytes } => {
-                    let entry = DecodedEntry::decode(&bytes)
-                        .map_err(|e| StoreError::Invalid(format!("snapshot entry at seq {seq}: {e}")))?;
-                    if Some(entry.entry().log) != log {
-                        return Err(StoreError::Invalid(format!(
-                            "snapshot entry at seq {seq} belongs to another log"
-                        )));
+                    if header.is_none() {
+                        return Err(StoreError::Invalid(
+                            "the snapshot does not start with its header".into(),
+                        ));
                     }
                     if seq <= last_seq {
                         return Err(StoreError::Invalid(format!(
@@ -344,10 +469,14 @@ fn verify_snapshot(path: &std::path::Path) -> StoreResult<(SnapshotHeader, u64)>
                         )));
                     }
                     last_seq = seq;
-                    pending.push(entry);
                     count += 1;
-                    if pending.len() == IMPORT_BATCH_ENTRIES {
-                        check(&mut pending)?;
+                    raw_bytes += bytes.len();
+                    raw.push(bytes);
+                    if raw.len() == IMPORT_BATCH_ENTRIES || raw_bytes >= IMPORT_BATCH_BYTES {
+                        if !flush(&mut raw, last_seq)? {
+                            return Err(StoreError::Unavailable("the import stopped".into()));
+                        }
+                        raw_bytes = 0;
                     }
                 }
                 SnapshotItem::End { .. } => {}
@@ -355,77 +484,14 @@ fn verify_snapshot(path: &std::path::Path) -> StoreResult<(SnapshotHeader, u64)>
         }
     }
     reader.finish().map_err(snapshot_error)?;
-    check(&mut pending)?;
     let header = header.ok_or_else(|| StoreError::Invalid("the snapshot has no header".into()))?;
     if last_seq > header.checkpoint.seq {
         return Err(StoreError::Invalid("the snapshot holds entries past its checkpoint".into()));
     }
+    // The last batch goes out only once the trailer checked out, so a one-pass import
+    // never applies the end of a file whose trailer is wrong.
+    if !raw.is_empty() && !flush(&mut raw, last_seq)? {
+        return Err(StoreError::Unavailable("the import stopped".into()));
+    }
     Ok((header, count))
-}
-
-/// Pass two: the entries again, in batches with the seq of each batch's last entry.
-fn read_batches(
-    path: &std::path::Path,
-    tx: &tokio::sync::mpsc::Sender<StoreResult<(Vec<VerifiedEntry>, u64)>>,
-) {
-    let send = |r| tx.blocking_send(r).is_ok();
-    let mut file = match open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            send(Err(e));
-            return;
-        }
-    };
-    let mut reader = SnapshotReader::new();
-    let mut batch: Vec<DecodedEntry> = Vec::new();
-    let mut last = 0;
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
-    let flush = |batch: &mut Vec<DecodedEntry>, last: u64| -> bool {
-        let verified: Result<Vec<_>, _> = verify_batch(std::mem::take(batch)).into_iter().collect();
-        match verified {
-            Ok(v) => send(Ok((v, last))),
-            Err(e) => {
-                // Told the importer; either way this reader stops here.
-                send(Err(StoreError::Invalid(format!("snapshot entry: {e}"))));
-                false
-            }
-        }
-    };
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                send(Err(StoreError::Invalid(format!("reading snapshot: {e}"))));
-                return;
-            }
-        };
-        reader.feed(&buf[..n]);
-        loop {
-            match reader.next_item() {
-                Ok(Some(SnapshotItem::Entry { seq, bytes })) => match DecodedEntry::decode(&bytes) {
-                    Ok(e) => {
-                        batch.push(e);
-                        last = seq;
-                        if batch.len() == IMPORT_BATCH_ENTRIES && !flush(&mut batch, last) {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        send(Err(StoreError::Invalid(format!("snapshot entry: {e}"))));
-                        return;
-                    }
-                },
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    send(Err(snapshot_error(e)));
-                    return;
-                }
-            }
-        }
-    }
-    if !batch.is_empty() {
-        flush(&mut batch, last);
-    }
 }

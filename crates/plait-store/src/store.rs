@@ -47,9 +47,20 @@ pub struct StoreConfig {
     /// group, so memory does not grow when flushing falls behind. 0: no bound. Keep it
     /// above [`MEMTABLES_BYTES_MAX`], what the active memtables alone may hold.
     pub write_buffer_bytes: u64,
+    /// Background threads of the engine (memtable flushes and compactions), at least 1.
+    /// See [`ENGINE_THREADS_DEFAULT`].
+    pub engine_threads: usize,
     /// Faults to inject into the writer, for tests.
     pub faults: Option<Arc<dyn FaultInjector>>,
 }
+
+/// The engine's background threads by default: one. fjall 3.1.13's pool, with more
+/// than one thread, has its first thread hand every compaction back to the queue and
+/// take it again while the others are busy, so it spins a core for as long as a
+/// compaction runs; on the 2-core machine of docs/benchmarks.md one thread restored a
+/// snapshot 13% faster with less CPU. More threads only pay on machines with cores to
+/// spare and a compaction backlog.
+pub const ENGINE_THREADS_DEFAULT: usize = 1;
 
 /// The default free-space floor. It leaves room for what the engine writes besides the
 /// batches: a full journal (128 MiB by default) flushed into tables, and compactions.
@@ -83,6 +94,7 @@ impl StoreConfig {
             journal_bytes: 128 * 1024 * 1024,
             disk_free_min_bytes: DISK_FREE_MIN_BYTES,
             write_buffer_bytes: WRITE_BUFFER_BYTES_DEFAULT,
+            engine_threads: ENGINE_THREADS_DEFAULT,
             faults: None,
         }
     }
@@ -359,6 +371,7 @@ impl Store {
             StoreError::Unavailable(format!("cannot create data directory {}: {e}", config.path.display()))
         })?;
         let db = Database::builder(&config.path)
+            .worker_threads(config.engine_threads.max(1))
             .cache_size(config.cache_bytes)
             // fjall refuses a journal limit under 64 MiB.
             .max_journaling_size(config.journal_bytes.max(JOURNAL_BYTES_MIN))

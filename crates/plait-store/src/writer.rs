@@ -194,15 +194,6 @@ impl ViewRow {
     }
 }
 
-/// Where an applied entry was made, which decides whether its ops can lose.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// Signed here just now, on top of every head.
-    Local,
-    /// Submitted, pulled or completed from pending: may be older than what is stored.
-    Elsewhere,
-}
-
 /// An answer that waits for the batch to become durable.
 enum Reply {
     CreateLog(oneshot::Sender<StoreResult<(LogSummary, bool)>>, LogId, bool),
@@ -257,8 +248,10 @@ struct Group {
     applied: HashMap<LogId, Applied>,
     /// Entries stored in this batch: hash → (log, seq, time).
     entries: HashMap<EntryHash, (LogId, u64, u64)>,
-    /// View rows written in this batch, by keyspace name and key.
-    rows: HashMap<(&'static str, Vec<u8>), Vec<u8>>,
+    /// View rows this batch writes, by keyspace name and key: each row's last value
+    /// only, put into the batch in key order at commit (fewer and cheaper memtable
+    /// inserts than one per op in arrival order).
+    rows: RowMap<(&'static str, Vec<u8>), RowWrite>,
     /// Pending entries added and removed in this batch.
     pending_added: HashMap<EntryHash, VerifiedEntry>,
     pending_removed: HashSet<EntryHash>,
@@ -269,6 +262,17 @@ struct Group {
     members: Option<Members>,
     entries_stored: u64,
     ops_stored: u64,
+}
+
+/// A hash map for keys that clients and peers choose (view rows): a fast hasher,
+/// seeded per process like the standard one, so chosen keys cannot collide on purpose.
+type RowMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The value a group writes to one view row, and for graph edges the `graph_in` key
+/// that mirrors it with the same value.
+struct RowWrite {
+    value: Vec<u8>,
+    mirror: Option<Vec<u8>>,
 }
 
 /// The staged state of `log`, copied from the durable state on first touch.
@@ -495,7 +499,7 @@ impl Writer {
             staged: HashMap::new(),
             applied: HashMap::new(),
             entries: HashMap::new(),
-            rows: HashMap::new(),
+            rows: RowMap::default(),
             pending_added: HashMap::new(),
             pending_removed: HashSet::new(),
             missing_added: HashMap::new(),
@@ -526,6 +530,7 @@ impl Writer {
         for (log, state) in &group.staged {
             group.batch.insert(&self.shared.ks.counters, log.0, state.ops.to_be_bytes().to_vec());
         }
+        self.put_rows(&mut group);
         self.assert_staged(&group);
         if self.poisoned() {
             fail_group(group, &StoreError::poisoned);
@@ -557,6 +562,27 @@ impl Writer {
         }
         self.answer(replies, writes);
         true
+    }
+
+    /// Puts the group's view rows into its batch, sorted by keyspace and key: inserting
+    /// into a memtable's skiplist in key order walks paths the previous insert left in
+    /// the cache, where arrival order misses at almost every level.
+    fn put_rows(&self, group: &mut Group) {
+        let ks = &self.shared.ks;
+        let mut rows: Vec<_> = group.rows.drain().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut mirrors = Vec::new();
+        for ((keyspace, key), RowWrite { value, mirror }) in rows {
+            let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
+            if let Some(mirror) = mirror {
+                mirrors.push((mirror, value.clone()));
+            }
+            group.batch.insert(target, key, value);
+        }
+        mirrors.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in mirrors {
+            group.batch.insert(&ks.graph_in, key, value);
+        }
     }
 
     /// Makes a durable group's staged state the writer's and shows it to readers.
@@ -722,6 +748,10 @@ impl Writer {
                 batch.remove(&ks.peers, k);
             }
         }
+        for row in ks.checkpoints.prefix(log.0) {
+            batch.remove(&ks.checkpoints, row.key()?);
+        }
+        batch.remove(&ks.restores, log.0);
         batch.remove(&ks.logs, log.0);
         batch.remove(&ks.counters, log.0);
         batch.remove(&ks.creators, log.0);
@@ -815,7 +845,7 @@ impl Writer {
                 let entry = self.sign_local(group, log, ops)?;
                 // No pending entry can wait for a hash that did not exist until now, so
                 // there are no children to resolve.
-                let seq = self.apply(group, &entry, Origin::Local);
+                let seq = self.apply(group, &entry);
                 for (position, (write, index)) in places.into_iter().enumerate() {
                     group.writes[write].acks[index] = Some(WriteAck {
                         log,
@@ -922,7 +952,7 @@ impl Writer {
             return Ok(SubmitOutcome::Pending);
         }
         check_clock(state, &entry, parents_time)?;
-        let seq = self.apply(group, &entry, Origin::Elsewhere);
+        let seq = self.apply(group, &entry);
         self.resolve_children(group, hash);
         Ok(SubmitOutcome::Stored { seq })
     }
@@ -1024,7 +1054,7 @@ impl Writer {
                     tracing::warn!(entry = %child, error = %e, "dropping a pending entry that its parents refuse");
                     continue;
                 }
-                self.apply(group, &entry, Origin::Elsewhere);
+                self.apply(group, &entry);
                 ready.push(child);
             }
         }
@@ -1057,7 +1087,7 @@ impl Writer {
 
     /// Stages everything one entry changes: the entry, its seq, heads, counters, view.
     /// The caller has checked parents, ACL, op types and clock.
-    fn apply(&self, group: &mut Group, entry: &VerifiedEntry, origin: Origin) -> u64 {
+    fn apply(&self, group: &mut Group, entry: &VerifiedEntry) -> u64 {
         let log = entry.log();
         let hash = entry.hash();
         let time = entry.clock().time;
@@ -1074,6 +1104,12 @@ impl Writer {
         let durable_next = self.logs.get(&log).map_or(1, |s| s.next_seq);
         let state = stage(&self.logs, &mut group.staged, &log).expect("apply is only called for hosted logs");
         let seq = state.next_seq;
+        // Every stored op has a time of at most the highest head's (times grow along
+        // parent links), and the total order compares time first: an entry past that
+        // wins against everything stored, so its ops need not read the registers. A
+        // local entry always is (its time is one past every head's); so are most pulled
+        // and restored entries, which arrive in causal order.
+        let newest = time > state.time_max();
         let applied = group.applied.entry(log).or_default();
         debug_assert_eq!(seq, durable_next + applied.entries, "seq must be the last seq plus one");
         applied.entries += 1;
@@ -1100,14 +1136,14 @@ impl Writer {
                     group.batch.insert(&ks.feed, keys::feed_key(&log, &id), value.clone())
                 }
                 Op::Put { key, value } => {
-                    self.merge_register(group, origin, ViewRow::kv(&log, key), &id, Some(value))
+                    self.merge_register(group, newest, ViewRow::kv(&log, key), &id, Some(value))
                 }
-                Op::Delete { key } => self.merge_register(group, origin, ViewRow::kv(&log, key), &id, None),
+                Op::Delete { key } => self.merge_register(group, newest, ViewRow::kv(&log, key), &id, None),
                 Op::Link { src, label, dst, props } => {
-                    self.merge_register(group, origin, ViewRow::edge(&log, src, label, dst), &id, Some(props))
+                    self.merge_register(group, newest, ViewRow::edge(&log, src, label, dst), &id, Some(props))
                 }
                 Op::Unlink { src, label, dst } => {
-                    self.merge_register(group, origin, ViewRow::edge(&log, src, label, dst), &id, None)
+                    self.merge_register(group, newest, ViewRow::edge(&log, src, label, dst), &id, None)
                 }
             }
         }
@@ -1115,47 +1151,45 @@ impl Writer {
     }
 
     /// Last-writer-wins: writes the register only if `id` is greater than the stored op's.
-    /// For graph edges `mirror` is the `graph_in` key, written with the same value.
+    /// `newest` says the op's entry is past every stored op, so there is nothing to read:
+    /// within an entry later ops come later, so it wins against the group's rows too.
     fn merge_register(
         &self,
         group: &mut Group,
-        origin: Origin,
+        newest: bool,
         row: ViewRow,
         id: &plait_core::OpId,
         payload: Option<&[u8]>,
     ) {
         let ViewRow { keyspace, key, mirror } = row;
-        let ks = &self.shared.ks;
-        let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
         let row = (keyspace, key);
-        let current = match (origin, group.rows.get(&row)) {
-            // A local entry's time is one past every head's, so it is greater than every
-            // op stored so far, and within the entry later ops come later: it always
-            // wins, and reading the stored register first would be wasted work.
-            (Origin::Local, _) => None,
-            (_, Some(v)) => Some(v.clone()),
-            (_, None) => match target.get(&row.1) {
-                Ok(v) => v.map(|v| v.to_vec()),
-                Err(e) => {
-                    // A failed read here means the engine is failing; refusing to guess
-                    // keeps the view exact, and the commit will fail and poison.
-                    tracing::error!(error = %e, "cannot read a view row");
-                    self.shared.poison();
-                    return;
-                }
-            },
-        };
-        if let Some(current) = current.as_deref().and_then(keys::parse_register)
-            && current.id >= *id
+        if !newest {
+            let ks = &self.shared.ks;
+            let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
+            let current = match group.rows.get(&row) {
+                Some(w) => Some(w.value.clone()),
+                None => match target.get(&row.1) {
+                    Ok(v) => v.map(|v| v.to_vec()),
+                    Err(e) => {
+                        // A failed read here means the engine is failing; refusing to
+                        // guess keeps the view exact, and the commit will fail and poison.
+                        tracing::error!(error = %e, "cannot read a view row");
+                        self.shared.poison();
+                        return;
+                    }
+                },
+            };
+            if let Some(current) = current.as_deref().and_then(keys::parse_register)
+                && current.id >= *id
+            {
+                return;
+            }
+        } else if cfg!(debug_assertions)
+            && let Some(current) = group.rows.get(&row).and_then(|w| keys::parse_register(&w.value))
         {
-            return;
+            assert!(current.id < *id, "an op of the newest entry must beat the group's row");
         }
-        let value = keys::register_value(id, payload);
-        group.batch.insert(target, row.1.clone(), value.clone());
-        if let Some(mirror) = mirror {
-            group.batch.insert(&ks.graph_in, mirror, value.clone());
-        }
-        group.rows.insert(row, value);
+        group.rows.insert(row, RowWrite { value: keys::register_value(id, payload), mirror });
     }
 }
 

@@ -212,6 +212,34 @@ fn batch_verification_pinpoints_bad_entries() {
     }
 }
 
+/// Decoding and verifying on several threads answers in input order, whatever the
+/// number of threads, and a bad entry (bad signature, or bytes that do not decode)
+/// fails alone in its place.
+#[test]
+fn parallel_decode_and_verify_keeps_order_and_places() {
+    let good: Vec<_> = (0..13u8)
+        .map(|i| {
+            let value = vec![b'v'; 1 + 40 * i as usize];
+            sample_entry(vec![Op::Put { key: vec![b'k', i], value }], vec![])
+        })
+        .collect();
+    let mut inputs: Vec<Vec<u8>> = good.iter().map(|e| e.bytes().to_vec()).collect();
+    inputs[4] = with_field(good[4].bytes(), 7, Value::Bytes(vec![7; 64]));
+    inputs[9] = b"not an entry".to_vec();
+    for threads in [0, 1, 2, 3, 8, 64] {
+        let results = plait_core::decode_and_verify(&inputs, threads);
+        assert_eq!(results.len(), inputs.len(), "{threads} threads");
+        for (i, r) in results.iter().enumerate() {
+            match i {
+                4 => assert!(matches!(r, Err(VerifyError::BadSignature(_))), "{threads} threads: {r:?}"),
+                9 => assert!(matches!(r, Err(VerifyError::Decode(_))), "{threads} threads: {r:?}"),
+                _ => assert_eq!(r.as_ref().unwrap().hash(), good[i].hash(), "{threads} threads, entry {i}"),
+            }
+        }
+    }
+    assert!(plait_core::decode_and_verify::<Vec<u8>>(&[], 4).is_empty());
+}
+
 /// Manifests round-trip, their signature is checked, and invalid names are refused.
 #[test]
 fn manifests_verify_and_validate() {

@@ -188,6 +188,79 @@ async fn damaged_snapshots_apply_nothing() {
     target.close().await.unwrap();
 }
 
+/// Every row of every keyspace but `meta` in a closed data directory, read with the
+/// engine itself, so nothing the store's own API hides can hide here.
+fn rows_outside_meta(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let db = fjall::Database::builder(path).open().unwrap();
+    let mut rows = Vec::new();
+    for name in db.list_keyspace_names() {
+        let name: &str = name.as_ref();
+        let name = name.to_owned();
+        if name == "meta" {
+            continue;
+        }
+        let keyspace = db.keyspace(&name, fjall::KeyspaceCreateOptions::default).unwrap();
+        for row in keyspace.iter() {
+            rows.push((name.clone(), row.key().unwrap().to_vec()));
+        }
+    }
+    rows
+}
+
+/// A full snapshot of a log the node does not host is applied as it is verified, batch
+/// by batch; when a later batch, or the trailer, turns out bad, the log is dropped again
+/// with every row it had (entries, views, heads, counters, restore watermark), the data
+/// directory checks clean, and the good snapshot then restores as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_one_pass_restore_leaves_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = key(1);
+    let source = open(&dir.path().join("source"), &writer);
+    let (log, _) = source.create_log(manifest("kv", LogType::Kv, &[&writer])).await.unwrap();
+    let log = log.log_id;
+    // About 6 MiB of entries: more than one import batch (4 MiB), so the first batch is
+    // applied before the damage is found.
+    for round in 0..15u32 {
+        let ops = (0..100u32)
+            .map(|i| {
+                (log, Op::Put { key: format!("k{round}-{i}").into_bytes(), value: vec![round as u8; 4096] })
+            })
+            .collect();
+        source.write(ops).await.unwrap();
+    }
+    let checkpoint = export_to(&source, log, None, &file(&dir, "full.snap")).await;
+    source.close().await.unwrap();
+    let good = std::fs::read(file(&dir, "full.snap")).unwrap();
+    assert!(good.len() > 5 * 1024 * 1024, "the snapshot spans several batches: {} bytes", good.len());
+
+    let target_dir = dir.path().join("target");
+    let mut flipped = good.clone();
+    let at = good.len() * 9 / 10;
+    flipped[at] ^= 1;
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 20);
+    for (name, bytes) in [("flipped", flipped), ("truncated", truncated)] {
+        let target = open(&target_dir, &key(2));
+        std::fs::write(file(&dir, name), bytes).unwrap();
+        let err = target.import_file(file(&dir, name)).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Invalid(_)), "{name}: {err}");
+        assert!(target.log(&log).is_none(), "{name}: the log is gone");
+        assert_eq!(target.restore_mark(&log).unwrap(), None, "{name}: no restore watermark");
+        assert!(target.get_kv(&log, b"k0-0").unwrap().is_none(), "{name}: no view row");
+        let report = target.check_integrity().unwrap();
+        assert!(report.is_clean() && report.logs == 0, "{name}: {report:?}");
+        target.close().await.unwrap();
+        drop(target);
+        assert_eq!(rows_outside_meta(&target_dir), Vec::new(), "{name}: no row outside meta");
+    }
+    let target = open(&target_dir, &key(2));
+    let report = target.import_file(file(&dir, "full.snap")).await.unwrap();
+    assert_eq!((report.kind, report.entries_stored), (RestoreKind::Full, checkpoint.n_entries));
+    assert_eq!(target.get_kv(&log, b"k14-99").unwrap().unwrap().value, vec![14u8; 4096]);
+    assert!(target.check_integrity().unwrap().is_clean());
+    target.close().await.unwrap();
+}
+
 /// The committed version-1 snapshot still imports and gives the state it was taken from.
 #[tokio::test]
 async fn snapshot_v1_fixture_still_imports() {
