@@ -170,6 +170,7 @@ fn page(after: u64, entries: Vec<Vec<u8>>) -> pb::EntryPage {
             .collect(),
         epoch: FAKE_EPOCH.to_vec(),
         server_seq: after + n,
+        through_seq: after + n,
     }
 }
 

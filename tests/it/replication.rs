@@ -608,3 +608,56 @@ async fn readiness_follows_catch_up_and_drain() {
     .unwrap();
     assert_clean(&mut cluster).await;
 }
+
+/// A replica does not pull back what it sent: with single puts on one replica of two
+/// (an entry each, so every put comes back as a change notice from the other), the
+/// writer's pulls from its peer bring no entry it already held, the peer leaves them
+/// out (counted), and the writer's cursor on the peer still reaches the peer's seq, so
+/// status and readiness see it caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_do_not_pull_back_what_they_sent() {
+    const PUTS: u64 = 200;
+    let mut cluster = Cluster::start(2, &["--metrics-listen", "127.0.0.1:0"]).await.unwrap();
+    create_logs(&cluster).await;
+    let mut d = data(&cluster.endpoint(0)).await;
+    for i in 0..PUTS {
+        let put = pb::PutRequest {
+            log: "kv".into(),
+            key: format!("k{i}").into_bytes(),
+            value: b"v".to_vec(),
+            concern: None,
+        };
+        d.put(put).await.unwrap();
+    }
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    // The writer's cursor on the peer reaches the peer's seq of the log.
+    let writer = cluster.endpoint(0);
+    plait_tests::wait_until(CONVERGE, "the writer's cursor on its peer to reach the peer's seq", || {
+        let writer = writer.clone();
+        async move {
+            let mut admin = pb::admin_client::AdminClient::new(channel(&writer).await.unwrap());
+            let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+            status.peers.iter().any(|p| {
+                p.logs.iter().any(|l| l.name == "kv" && l.peer_seq >= PUTS && l.cursor == l.peer_seq)
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let metrics = |i: usize| plait_tests::fetch_metrics(cluster.nodes[i].metrics.unwrap()).unwrap();
+    let (writer_text, peer_text) = (metrics(0), metrics(1));
+    assert_eq!(
+        plait_tests::metric_sum(&writer_text, "plait_pulled_duplicates_total"),
+        0.0,
+        "the writer pulled back entries it held"
+    );
+    assert!(
+        plait_tests::metric_sum(&peer_text, "plait_pull_entries_omitted_total") >= 1.0,
+        "the peer left the writer's own entries out of its pages"
+    );
+    assert!(
+        plait_tests::metric_sum(&peer_text, "plait_entries_ingested_total") >= PUTS as f64,
+        "the peer stored every put"
+    );
+    assert_clean(&mut cluster).await;
+}

@@ -571,12 +571,20 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
         after_seq: seq,
         from: Some(pb::PeerIdentity { node_id: b_node.clone(), epoch: vec![0; 16] }),
         page_entries: 0,
+        omit_yours: false,
     };
     let mut stream = sync.pull(with_token(pull, Some("tok-peer"))).await.unwrap().into_inner();
     while let Ok(Some(_)) = stream.message().await {}
     // A forged proof is refused outright.
     let mut forged = with_token(
-        pb::PullRequest { log_id, epoch: a_epoch, after_seq: seq, from: None, page_entries: 0 },
+        pb::PullRequest {
+            log_id,
+            epoch: a_epoch,
+            after_seq: seq,
+            from: None,
+            page_entries: 0,
+            omit_yours: false,
+        },
         Some("tok-peer"),
     );
     forged

@@ -202,6 +202,25 @@ fn spawn_at(
     Ok(Ready { child, grpc, metrics, admin })
 }
 
+/// A replica's Prometheus text from its metrics address, read with a bare HTTP/1.1 GET.
+pub fn fetch_metrics(addr: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: plaitd\r\nConnection: close\r\n\r\n").ok()?;
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The sum of every series of the metric `name` (any labels) in Prometheus text; 0 when
+/// there is none.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 /// Polls `condition` until it holds or `timeout` passes. Tests wait on conditions, never
 /// on fixed sleeps.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<()>

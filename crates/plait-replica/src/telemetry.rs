@@ -306,6 +306,13 @@ struct Instruments {
     /// `plait_peers_cut_off_total`: peers or pushes cut off for invalid entries or for
     /// flooding pending space.
     peers_cut_off: Counter<u64>,
+    /// `plait_pulled_duplicates_total`: entries pulled from peers that this replica
+    /// already held (replication doing work twice; near zero when peers leave out what
+    /// they pulled from here).
+    pulled_duplicates: Counter<u64>,
+    /// `plait_pull_entries_omitted_total`: entries left out of Pull pages because the
+    /// caller was where they came from.
+    pull_entries_omitted: Counter<u64>,
     /// `plait_connections_refused_total{reason}`: connections closed by the listener
     /// (over the cap, failed or slow handshake).
     connections_refused: Counter<u64>,
@@ -376,6 +383,18 @@ impl Metrics {
                 .with_unit("{peer}")
                 .with_description("Peers or pushes cut off for invalid entries or flooding pending space.")
                 .build(),
+            pulled_duplicates: meter
+                .u64_counter("plait.pulled.duplicates")
+                .with_unit("{entry}")
+                .with_description("Entries pulled from peers that this replica already held.")
+                .build(),
+            pull_entries_omitted: meter
+                .u64_counter("plait.pull.entries_omitted")
+                .with_unit("{entry}")
+                .with_description(
+                    "Entries left out of Pull pages because the caller was where they came from.",
+                )
+                .build(),
             connections_refused: meter
                 .u64_counter("plait.connections.refused")
                 .with_unit("{connection}")
@@ -418,6 +437,20 @@ impl Metrics {
     /// A peer or a push was cut off for misbehaving.
     pub fn record_peer_cut_off(&self) {
         self.instruments.peers_cut_off.add(1, &[]);
+    }
+
+    /// `n` entries of a pulled page were already here.
+    pub fn record_pulled_duplicates(&self, n: u64) {
+        if n > 0 {
+            self.instruments.pulled_duplicates.add(n, &[]);
+        }
+    }
+
+    /// `n` entries were left out of a Pull page: the caller is where they came from.
+    pub fn record_pull_omitted(&self, n: u64) {
+        if n > 0 {
+            self.instruments.pull_entries_omitted.add(n, &[]);
+        }
     }
 
     /// One durable group commit: `entries` entries holding `ops` ops, made durable by an

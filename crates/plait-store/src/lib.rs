@@ -20,7 +20,7 @@ pub use integrity::IntegrityReport;
 pub use reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit, StoredEntry};
 pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{
-    Creator, Cursor, DISK_FREE_MIN_BYTES, ENGINE_THREADS_DEFAULT, FORMAT_VERSION, FaultInjector,
-    IngestSource, LogSummary, MEMTABLES_BYTES_MAX, Members, NoopObserver, RestoreMark, Store, StoreConfig,
-    StoreObserver, SubmitOutcome, WRITE_BUFFER_BYTES_DEFAULT, WriteAck,
+    Change, Creator, Cursor, DISK_FREE_MIN_BYTES, ENGINE_THREADS_DEFAULT, FORMAT_VERSION, FaultInjector,
+    IngestSource, LogSummary, MEMTABLES_BYTES_MAX, Members, NoopObserver, PROVENANCE_RANGES_MAX, PulledRange,
+    RestoreMark, Store, StoreConfig, StoreObserver, SubmitOutcome, WRITE_BUFFER_BYTES_DEFAULT, WriteAck,
 };

@@ -1,7 +1,7 @@
 //! The `Store` handle: opening a data directory, recovering per-log state, and the async
 //! entry points that hand writes to the writer thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -322,9 +322,31 @@ pub(crate) struct Shared {
     pub(crate) observer: Arc<dyn StoreObserver>,
     /// See [`StoreConfig::write_buffer_bytes`].
     pub(crate) write_buffer_bytes: u64,
-    /// Every durable change of a log's seq, and every new log, as `(log, seq)`.
-    pub(crate) changes: broadcast::Sender<(LogId, u64)>,
+    /// Every durable change of a log's seq, and every new log.
+    pub(crate) changes: broadcast::Sender<Change>,
+    /// Which peer recent seqs of each log were pulled from. In memory only: after a
+    /// restart nothing is known, and pages are served whole.
+    pub(crate) provenance: Mutex<HashMap<LogId, VecDeque<PulledRange>>>,
 }
+
+/// A durable change of a log's seq (or a new log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub log: LogId,
+    pub seq: u64,
+}
+
+/// Seqs `first..=last` of one log, all stored from pulls from `peer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PulledRange {
+    pub first: u64,
+    pub last: u64,
+    pub peer: PublicKey,
+}
+
+/// Ranges of pulled seqs remembered per log; older ones are forgotten (their entries are
+/// then served whole, which is correct, only not as cheap).
+pub const PROVENANCE_RANGES_MAX: usize = 1024;
 
 impl Shared {
     pub(crate) fn publish(&self, summary: LogSummary) {
@@ -333,7 +355,31 @@ impl Shared {
         let mut watches = self.seq_watch.lock().expect("seq watch lock poisoned");
         watches.entry(log).or_insert_with(|| watch::channel(0).0).send_replace(seq);
         // Nobody listening is fine.
-        let _ = self.changes.send((log, seq));
+        let _ = self.changes.send(Change { log, seq });
+    }
+
+    /// Remembers which peer each of `stored` (log, seq, pulled from) came from, merging
+    /// runs of one peer into ranges, at most [`PROVENANCE_RANGES_MAX`] per log.
+    pub(crate) fn record_provenance(&self, stored: &[(LogId, u64, Option<PublicKey>)]) {
+        if stored.iter().all(|(_, _, from)| from.is_none()) {
+            return;
+        }
+        let mut all = self.provenance.lock().expect("provenance lock poisoned");
+        for &(log, seq, from) in stored {
+            let Some(peer) = from else { continue };
+            let ranges = all.entry(log).or_default();
+            match ranges.back_mut() {
+                Some(r) if r.peer == peer && r.last + 1 == seq => r.last = seq,
+                _ => ranges.push_back(PulledRange { first: seq, last: seq, peer }),
+            }
+            while ranges.len() > PROVENANCE_RANGES_MAX {
+                ranges.pop_front();
+            }
+        }
+    }
+
+    pub(crate) fn forget_provenance(&self, log: &LogId) {
+        self.provenance.lock().expect("provenance lock poisoned").remove(log);
     }
 
     pub(crate) fn forget(&self, log: &LogId) {
@@ -391,6 +437,7 @@ impl Store {
             observer,
             write_buffer_bytes: config.write_buffer_bytes,
             changes: broadcast::channel(CHANGES_BUFFER).0,
+            provenance: Mutex::new(HashMap::new()),
         });
         let disk = DiskGuard::new(config.path.clone(), config.disk_free_min_bytes);
         let writer = Writer::recover(
@@ -555,9 +602,17 @@ impl Store {
         Ok(Some(Cursor { peer: *peer, log: *log, epoch, seq }))
     }
 
-    /// A stream of `(log, seq)` for every durable change and every new log.
-    pub fn changes(&self) -> broadcast::Receiver<(LogId, u64)> {
+    /// Every durable change of a log's seq and every new log, as they happen.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
+    }
+
+    /// The ranges of `log`'s seqs in `(after, until]` that this replica stored from pulls
+    /// from a peer, as far as it remembers (since it started, the newest
+    /// [`PROVENANCE_RANGES_MAX`] ranges), in seq order.
+    pub fn pulled_ranges(&self, log: &LogId, after: u64, until: u64) -> Vec<PulledRange> {
+        let all = self.shared.provenance.lock().expect("provenance lock poisoned");
+        all.get(log).into_iter().flatten().filter(|r| r.last > after && r.first <= until).copied().collect()
     }
 
     /// Stops the writer thread after the commands already queued, and syncs everything.

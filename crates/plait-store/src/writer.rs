@@ -260,6 +260,11 @@ struct Group {
     missing_removed: HashSet<[u8; 64]>,
     /// A member list set in this batch, so two updates in one batch compare correctly.
     members: Option<Members>,
+    /// The peer the entries being ingested now were pulled from (`None` for anything
+    /// else, and for children completed from pending, whoever sent them).
+    source: Option<plait_core::PublicKey>,
+    /// Every entry stored in this batch: log, seq, and the peer it was pulled from.
+    provenance: Vec<(LogId, u64, Option<plait_core::PublicKey>)>,
     entries_stored: u64,
     ops_stored: u64,
 }
@@ -429,7 +434,9 @@ impl Writer {
                 Command::Ingest { entries, source, cursor, restore, reply } => {
                     // Callers count by source; the writer treats every source alike.
                     let _ = source;
+                    group.source = cursor.as_ref().map(|c| c.peer);
                     let outcomes = entries.into_iter().map(|e| self.ingest_one(&mut group, e)).collect();
+                    group.source = None;
                     let ks = &self.shared.ks;
                     if let Some(m) = restore {
                         group.batch.insert(
@@ -505,6 +512,8 @@ impl Writer {
             missing_added: HashMap::new(),
             missing_removed: HashSet::new(),
             members: None,
+            source: None,
+            provenance: Vec::new(),
             entries_stored: 0,
             ops_stored: 0,
         }
@@ -537,7 +546,7 @@ impl Writer {
             return false;
         }
         let started = Instant::now();
-        let Group { batch, replies, writes, staged, entries_stored, ops_stored, .. } = group;
+        let Group { batch, replies, writes, staged, entries_stored, ops_stored, provenance, .. } = group;
         let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
             Some(Err(e)) => Err(e),
             _ => {
@@ -556,6 +565,7 @@ impl Writer {
             self.shared.observer.batch_committed(entries_stored, ops_stored, started.elapsed());
         }
         let pending_changed = !staged.is_empty();
+        self.shared.record_provenance(&provenance);
         self.adopt(staged);
         if pending_changed {
             self.shared.observer.pending_changed(self.logs.values().map(|s| s.pending).sum());
@@ -767,6 +777,7 @@ impl Writer {
         }
         self.logs.remove(&log);
         self.shared.forget(&log);
+        self.shared.forget_provenance(&log);
         Ok(())
     }
 
@@ -1021,6 +1032,13 @@ impl Writer {
     /// child is checked again as if it had just arrived: every parent of its own log and
     /// a clock past theirs. One that fails is dropped from pending, never stored.
     fn resolve_children(&self, group: &mut Group, parent: EntryHash) {
+        // A completed child was sent by whoever sent it, not necessarily this page's peer.
+        let source = group.source.take();
+        self.resolve_children_of(group, parent);
+        group.source = source;
+    }
+
+    fn resolve_children_of(&self, group: &mut Group, parent: EntryHash) {
         let mut ready = vec![parent];
         while let Some(parent) = ready.pop() {
             let children = match self.waiting_children(group, &parent) {
@@ -1128,6 +1146,7 @@ impl Writer {
         group.batch.insert(&ks.by_hash, hash.0, keys::location(&log, seq, time));
         group.batch.insert(&ks.heads, keys::log_hash(&log, &hash), time.to_be_bytes());
         group.entries.insert(hash, (log, seq, time));
+        group.provenance.push((log, seq, group.source));
         group.entries_stored += 1;
         group.ops_stored += op_count;
         for (id, op) in entry.op_ids() {

@@ -475,6 +475,7 @@ fn main() {
             after_seq: 2,
             from: peer(),
             page_entries: 100,
+            omit_yours: true,
         },
     );
     c.proto(
@@ -530,6 +531,7 @@ fn main() {
                 .collect(),
             epoch: vec![7; 16],
             server_seq: 4,
+            through_seq: 4,
         },
     );
     c.proto(

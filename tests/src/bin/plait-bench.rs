@@ -868,7 +868,7 @@ fn start_replica(data_dir: &Path, extra: &[&str]) -> anyhow::Result<(Plaitd, Dur
 /// `plait_fsync` (labels dropped), read with a bare HTTP/1.1 GET so the bench needs no
 /// HTTP client.
 fn scrape_commit_metrics(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
-    let Some(text) = fetch_metrics(addr) else { return Vec::new() };
+    let Some(text) = plait_tests::fetch_metrics(addr) else { return Vec::new() };
     let mut sums: Vec<(String, f64)> = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("plait_batch_") || l.starts_with("plait_fsync")) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -880,16 +880,6 @@ fn scrape_commit_metrics(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
         }
     }
     sums
-}
-
-/// plaitd's Prometheus text, read with a bare HTTP/1.1 GET.
-fn fetch_metrics(addr: std::net::SocketAddr) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut text = String::new();
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: plaitd\r\nConnection: close\r\n\r\n").ok()?;
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
 }
 
 /// The change of a scraped series whose name starts with `prefix` and ends with `suffix`.
@@ -2280,7 +2270,7 @@ async fn wait_visible(seen: &Seen, wanted: impl Iterator<Item = u64> + Clone) ->
 
 /// Sums of the `Sync/<method>` RPC counts a replica served, from its metrics.
 fn sync_rpcs_served(addr: Option<std::net::SocketAddr>, method: &str) -> f64 {
-    let Some(text) = addr.and_then(fetch_metrics) else { return 0.0 };
+    let Some(text) = addr.and_then(plait_tests::fetch_metrics) else { return 0.0 };
     text.lines()
         .filter(|l| {
             l.starts_with("plait_rpc") && l.contains("_count") && l.contains(&format!("Sync/{method}\""))
@@ -2343,6 +2333,16 @@ async fn latency(
             b.metrics.map(scrape_commit_metrics).unwrap_or_default(),
         );
         let (a_pulls, b_pulls) = (sync_rpcs_served(a.metrics, "Pull"), sync_rpcs_served(b.metrics, "Pull"));
+        let echoes = || {
+            let sum = |addr: Option<std::net::SocketAddr>, name: &str| {
+                addr.and_then(plait_tests::fetch_metrics).map_or(0.0, |t| plait_tests::metric_sum(&t, name))
+            };
+            (
+                sum(a.metrics, "plait_pulled_duplicates_total"),
+                sum(b.metrics, "plait_pull_entries_omitted_total"),
+            )
+        };
+        let echoes_before = echoes();
         let bench_before = cpu_seconds(Path::new("/proc/self/stat"));
         let vm_before = vm_busy_seconds();
         let started = Instant::now();
@@ -2369,6 +2369,8 @@ async fn latency(
         let b_commit_seconds = metric_delta(&b_metrics, &b_after, "plait_fsync", "_sum");
         let a_served = sync_rpcs_served(a.metrics, "Pull") - a_pulls;
         let b_served = sync_rpcs_served(b.metrics, "Pull") - b_pulls;
+        let echoes_after = echoes();
+        let (echoed, omitted) = (echoes_after.0 - echoes_before.0, echoes_after.1 - echoes_before.1);
 
         let local_missing = wait_visible(&seen_local, base..base + total).await;
         let mut local = Vec::with_capacity(total as usize);
@@ -2466,12 +2468,15 @@ async fn latency(
         report.info(
             format!("latency, {load}: replication work (pulls served, commits)"),
             format!(
-                "B pulled {:.0} times from A ({:.0}/s), A pulled {:.0} times from B ({:.0}/s, entries it already had); \
+                "B pulled {:.0} times from A ({:.0}/s), A pulled {:.0} times from B ({:.0}/s), bringing back {:.0} entries \
+                 A already had (B left {:.0} of A's own out); \
                  A {:.0} commits/s for {:.0} calls/s; B {:.0} commits/s of {:.1} entries, commit+fsync {:.0}% of B's wall",
                 a_served,
                 a_served / wall.as_secs_f64(),
                 b_served,
                 b_served / wall.as_secs_f64(),
+                echoed,
+                omitted,
                 a_commits / wall.as_secs_f64(),
                 calls.len() as f64 / writing.as_secs_f64(),
                 b_commits / wall.as_secs_f64(),

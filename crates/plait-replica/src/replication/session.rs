@@ -8,7 +8,7 @@
 //! Failures back off exponentially with full jitter; a peer that sends invalid entries or floods pending is
 //! cut off for the backoff period.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::client::{PeerAuth, PeerChannel};
@@ -119,6 +119,14 @@ pub(super) struct Session {
     pending_from_peer: u64,
     /// Edge mode: also push this replica's entries to the peer, which does not pull.
     push: bool,
+    /// Per log, the seq an empty pull last told the peer this replica holds, on this
+    /// connection: a round that finds the cursor still there and the peer no further
+    /// has nothing to pull and nothing to tell, so it makes no call.
+    told: HashMap<LogId, u64>,
+    /// Per log, how far pages of nothing but this replica's own entries (left out by the
+    /// peer, `omit_yours`) moved the cursor past the stored one, on this connection.
+    /// Not worth a write of its own: a restart just pulls those seqs again, left out again.
+    ahead: HashMap<LogId, u64>,
 }
 
 struct Peer {
@@ -141,7 +149,15 @@ fn jittered(backoff: Duration, rng: &mut impl Rng) -> Duration {
 
 impl Session {
     pub(super) fn new(ctx: EngineCtx, address: String, stop: watch::Receiver<bool>, push: bool) -> Session {
-        Session { ctx, address, stop, pending_from_peer: 0, push }
+        Session {
+            ctx,
+            address,
+            stop,
+            pending_from_peer: 0,
+            push,
+            told: HashMap::new(),
+            ahead: HashMap::new(),
+        }
     }
 
     fn identity(&self) -> pb::PeerIdentity {
@@ -232,10 +248,13 @@ impl Session {
             info.last_error.clear();
         });
         tracing::info!(peer = %self.address, node = %peer.node_id, "replicating");
+        // What the peer was told lives in its memory: a new connection tells it again.
+        self.told.clear();
+        self.ahead.clear();
 
-        // Notices from the peer's Watch stream: logs whose seq moved.
-        let (notice_tx, mut notices) = mpsc::channel::<Option<LogId>>(1024);
-        let watcher = tokio::spawn(watch_peer(peer.client.clone(), self.identity(), notice_tx));
+        // Notices from the peer's Watch stream: logs whose seq moved, and to what seq.
+        let (notice_tx, mut notices) = mpsc::channel::<Option<(LogId, u64)>>(1024);
+        let watcher = tokio::spawn(watch_peer(peer.client.clone(), self.identity(), peer.epoch, notice_tx));
         let result = self.follow(&mut peer, &mut notices).await;
         watcher.abort();
         result
@@ -244,46 +263,67 @@ impl Session {
     async fn follow(
         &mut self,
         peer: &mut Peer,
-        notices: &mut mpsc::Receiver<Option<LogId>>,
+        notices: &mut mpsc::Receiver<Option<(LogId, u64)>>,
     ) -> anyhow::Result<Stop> {
-        let mut due: Option<HashSet<LogId>> = None; // None: every log.
+        // None: every log (the first round and the anti-entropy rounds); otherwise the
+        // logs notices named, with the highest seq named for each.
+        let mut due: Option<HashMap<LogId, u64>> = None;
         // Edge mode wakes on local writes too, to push them at once.
         let mut local = self.ctx.store.changes();
         loop {
-            let hello = self.hello(&mut peer.hello_client).await?;
-            if hello.epoch != peer.epoch {
-                bail!("the peer's epoch changed (it was wiped or restored); reconnecting");
-            }
-            self.host_new_logs(&hello.logs).await?;
-            for log in &hello.logs {
-                let log_id = plait_proto::convert::log_id("log_id", &log.log_id)?;
-                self.ctx.table.update(&self.address, |info| {
-                    info.logs.entry(log_id).or_default().1 = log.seq;
-                    info.last_contact = Some(Instant::now());
-                });
-                if due.as_ref().is_some_and(|d| !d.contains(&log_id)) {
-                    continue;
+            // A round of notices for logs hosted here needs no Hello: each notice carries
+            // the peer's seq, so the round costs a pull per log that changed and nothing
+            // per log hosted. A full round, a notice for a log not hosted here yet (its
+            // manifest comes with the Hello) and edge mode (the push needs the peer's
+            // logs) ask the peer's Hello.
+            let notified =
+                due.as_ref().filter(|d| !self.push && d.keys().all(|log| self.ctx.store.log(log).is_some()));
+            if let Some(notified) = notified {
+                for (&log_id, &seq) in notified {
+                    self.ctx.table.update(&self.address, |info| {
+                        let known = &mut info.logs.entry(log_id).or_default().1;
+                        *known = (*known).max(seq);
+                        info.last_contact = Some(Instant::now());
+                    });
+                    self.sync_log(peer, log_id, seq).await?;
                 }
-                self.sync_log(peer, log_id, log.seq).await?;
+            } else {
+                let hello = self.hello(&mut peer.hello_client).await?;
+                if hello.epoch != peer.epoch {
+                    bail!("the peer's epoch changed (it was wiped or restored); reconnecting");
+                }
+                self.host_new_logs(&hello.logs).await?;
+                for log in &hello.logs {
+                    let log_id = plait_proto::convert::log_id("log_id", &log.log_id)?;
+                    self.ctx.table.update(&self.address, |info| {
+                        info.logs.entry(log_id).or_default().1 = log.seq;
+                        info.last_contact = Some(Instant::now());
+                    });
+                    if due.as_ref().is_some_and(|d| !d.contains_key(&log_id)) {
+                        continue;
+                    }
+                    self.sync_log(peer, log_id, log.seq).await?;
+                    if due.is_none() {
+                        self.check_heads(peer, log_id, log).await?;
+                    }
+                }
                 if due.is_none() {
-                    self.check_heads(peer, log_id, log).await?;
+                    self.ctx.table.update(&self.address, |info| info.synced = true);
                 }
-            }
-            if due.is_none() {
-                self.ctx.table.update(&self.address, |info| info.synced = true);
-            }
-            if self.push {
-                self.push_all(peer, &hello.logs).await?;
+                if self.push {
+                    self.push_all(peer, &hello.logs).await?;
+                }
             }
             // Wait for a notice, the anti-entropy tick or the stop signal.
-            let mut next_due = HashSet::new();
+            let mut next_due = HashMap::new();
             let mut stop = self.stop.clone();
             tokio::select! {
                 notice = notices.recv() => match notice {
-                    Some(Some(log)) => {
-                        next_due.insert(log);
-                        while let Ok(Some(log)) = notices.try_recv() {
-                            next_due.insert(log);
+                    Some(Some((log, seq))) => {
+                        next_due.insert(log, seq);
+                        while let Ok(Some((log, seq))) = notices.try_recv() {
+                            let known = next_due.entry(log).or_insert(seq);
+                            *known = (*known).max(seq);
                         }
                         due = Some(next_due);
                     }
@@ -291,7 +331,7 @@ impl Session {
                 },
                 _ = tokio::time::sleep(self.ctx.config.anti_entropy) => due = None,
                 // Any local change: push (the pull part of the round finds nothing due).
-                _ = local.recv(), if self.push => due = Some(HashSet::new()),
+                _ = local.recv(), if self.push => due = Some(HashMap::new()),
                 _ = async { stop.wait_for(|s| *s).await.is_ok() } => return Ok(Stop::Cancelled),
             }
         }
@@ -388,7 +428,8 @@ impl Session {
             return Ok(());
         }
         let cursor = self.stored_cursor(peer.node_id, log).await?;
-        let valid = cursor.filter(|c| c.epoch == peer.epoch);
+        let ahead = self.ahead.get(&log).copied().unwrap_or(0);
+        let valid = cursor.filter(|c| c.epoch == peer.epoch).map(|c| Cursor { seq: c.seq.max(ahead), ..c });
         // Status shows the stored cursor from the start, not only after new entries.
         if let Some(c) = valid {
             self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = c.seq);
@@ -400,6 +441,13 @@ impl Session {
             None if ours == 0 => Some(0),
             None => None,
         };
+        if let Some(c) = valid
+            && c.seq >= peer_seq
+            && self.told.get(&log) == Some(&c.seq)
+        {
+            // Caught up, and the peer already knows: no call.
+            return self.fetch_missing(peer, log).await;
+        }
         let mut reconciled = false;
         if start.is_none() {
             if cursor.is_some() {
@@ -477,8 +525,9 @@ impl Session {
         Ok(())
     }
 
-    /// One pull after `after_seq`; returns the last seq received, or `None` if the peer
-    /// had nothing new.
+    /// One pull after `after_seq`; returns the seq the pull brought this replica to, or
+    /// `None` if the peer had nothing new. The peer leaves out entries it pulled from this
+    /// replica (`omit_yours`); a page of only those moves the cursor in memory (`ahead`).
     async fn pull(&mut self, peer: &mut Peer, log: LogId, after_seq: u64) -> anyhow::Result<Option<u64>> {
         let request = pb::PullRequest {
             log_id: log.0.to_vec(),
@@ -486,6 +535,7 @@ impl Session {
             after_seq,
             from: Some(self.identity()),
             page_entries: PULL_PAGE_ENTRIES as u32,
+            omit_yours: true,
         };
         let mut stream = peer.client.pull(request).await.map_err(anyhow::Error::new)?.into_inner();
         let mut received = None;
@@ -494,11 +544,33 @@ impl Session {
                 .await
                 .map_err(|_| anyhow!("the peer went silent for {CALL_TIMEOUT:?} in the middle of a pull"))?
                 .context("pull stream")?;
-            let Some(page) = page else { return Ok(received) };
+            let Some(page) = page else {
+                if received.is_none() {
+                    // An empty pull told the peer this replica holds `after_seq`.
+                    self.told.insert(log, after_seq);
+                }
+                return Ok(received);
+            };
             check_page_size(&page, PULL_PAGE_ENTRIES)?;
-            let Some(last) = page.entries.last().map(|e| e.seq) else { continue };
-            received = Some(last);
-            let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq: last };
+            let last = page.entries.last().map_or(0, |e| e.seq);
+            if page.through_seq > page.server_seq || (page.through_seq != 0 && last > page.through_seq) {
+                bail!(
+                    "the peer sent a page through seq {} with entries up to {last} and its seq at {}; cutting it off",
+                    page.through_seq,
+                    page.server_seq
+                );
+            }
+            let reached = last.max(page.through_seq);
+            if reached <= received.unwrap_or(after_seq) {
+                continue;
+            }
+            received = Some(reached);
+            if page.entries.is_empty() {
+                self.ahead.insert(log, reached);
+                self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = reached);
+                continue;
+            }
+            let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq: reached };
             self.apply_page(
                 log,
                 page.entries.into_iter().map(|e| e.entry).collect(),
@@ -575,15 +647,19 @@ impl Session {
             None => self.ctx.store.ingest(verified, plait_store::IngestSource::Sync).await?,
         };
         let mut stored = 0;
+        let mut duplicates = 0;
         for outcome in outcomes {
             match outcome {
                 Ok(SubmitOutcome::Stored { .. }) => stored += 1,
                 Ok(SubmitOutcome::Pending) => self.pending_from_peer += 1,
-                Ok(SubmitOutcome::Duplicate { .. }) => {}
+                Ok(SubmitOutcome::Duplicate { .. }) => duplicates += 1,
                 Err(e) => bail!("the peer sent an entry this replica refuses: {e}; cutting it off"),
             }
         }
         self.ctx.metrics.record_ingested("sync", stored);
+        if cursor.is_some() {
+            self.ctx.metrics.record_pulled_duplicates(duplicates);
+        }
         if self.pending_from_peer > self.ctx.config.peer_pending_max {
             self.ctx.metrics.record_peer_cut_off();
             // Not reset: until those entries complete, this peer gets no more room.
@@ -664,18 +740,24 @@ fn check_page_size(page: &pb::EntryPage, entries_max: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// Forwards the peer's Watch notices; sends `None` when the stream ends.
+/// Forwards the peer's Watch notices as (log, seq); sends `None` when the stream ends or
+/// a notice names another epoch than the connection's (the peer was wiped or restored:
+/// the session reconnects).
 async fn watch_peer(
     mut client: SyncClient<PeerChannel>,
     identity: pb::PeerIdentity,
-    notices: mpsc::Sender<Option<LogId>>,
+    epoch: [u8; 16],
+    notices: mpsc::Sender<Option<(LogId, u64)>>,
 ) {
     let stream = client.watch(pb::WatchRequest { from: Some(identity) }).await;
     if let Ok(stream) = stream {
         let mut stream = stream.into_inner();
         while let Ok(Some(notice)) = stream.message().await {
+            if notice.epoch.as_slice() != epoch.as_slice() {
+                break;
+            }
             if let Ok(log) = plait_proto::convert::log_id("log_id", &notice.log_id)
-                && notices.send(Some(log)).await.is_err()
+                && notices.send(Some((log, notice.seq))).await.is_err()
             {
                 return;
             }

@@ -19,6 +19,12 @@ use crate::replication::{
 };
 use crate::status::reply;
 
+/// Who a call comes from, for what only affects the caller: the proven node id, or else
+/// the one its body names.
+fn caller(proven: Option<PublicKey>, from: Option<&pb::PeerIdentity>) -> Option<PublicKey> {
+    proven.or_else(|| from.and_then(|f| convert::public_key("from.node_id", &f.node_id).ok()))
+}
+
 /// Heads per log a Hello carries for the anti-entropy check.
 const HELLO_HEADS_MAX: usize = 64;
 /// Entries with missing parents one Push stream may leave before it is cut off.
@@ -49,7 +55,9 @@ impl SyncService {
         Ok(log)
     }
 
-    /// Streams entries of `log` with seq in `(after, until]`, skipping `skip`, in pages.
+    /// Streams entries of `log` with seq in `(after, until]`, skipping `skip` and, for
+    /// `omit`, the entries pulled from that peer, in pages; each page's `through_seq` is
+    /// the last seq it accounts for.
     fn stream_entries(
         &self,
         log: LogId,
@@ -57,6 +65,7 @@ impl SyncService {
         until: u64,
         page_entries: usize,
         skip: Option<HashSet<EntryHash>>,
+        omit: Option<PublicKey>,
     ) -> PageStream {
         let (tx, rx) = mpsc::channel(PULL_PAGES_BUFFERED);
         let ctx = self.ctx.clone();
@@ -66,13 +75,27 @@ impl SyncService {
             let skip = std::sync::Arc::new(skip);
             while cursor < until {
                 let skip = skip.clone();
+                let metrics = ctx.metrics.clone();
                 let page = ctx
                     .blocking(move |store| {
                         let entries = store.entries_after(&log, cursor, page_entries, PULL_PAGE_BYTES)?;
                         let last = entries.last().map(|e| e.seq);
+                        // The caller's own entries come back to it as nothing but a cursor.
+                        let theirs = match (omit, last) {
+                            (Some(peer), Some(last)) => store
+                                .pulled_ranges(&log, cursor, last)
+                                .into_iter()
+                                .filter(|r| r.peer == peer)
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                        let omitted = |seq: u64| theirs.iter().any(|r| r.first <= seq && seq <= r.last);
+                        let entries: Vec<_> = entries.into_iter().filter(|e| e.seq <= until).collect();
+                        let before = entries.len();
+                        let entries: Vec<_> = entries.into_iter().filter(|e| !omitted(e.seq)).collect();
+                        metrics.record_pull_omitted((before - entries.len()) as u64);
                         let entries: Vec<pb::SeqEntry> = entries
                             .into_iter()
-                            .filter(|e| e.seq <= until)
                             .filter(|e| skip.as_ref().as_ref().is_none_or(|s| !s.contains(&e.entry.hash())))
                             .map(|e| pb::SeqEntry { seq: e.seq, entry: e.entry.into_bytes() })
                             .collect();
@@ -89,13 +112,20 @@ impl SyncService {
                 };
                 let Some(last) = last else { break };
                 cursor = last;
-                let page = pb::EntryPage { entries, epoch: epoch.clone(), server_seq: until };
+                let through_seq = last.min(until);
+                let page = pb::EntryPage { entries, epoch: epoch.clone(), server_seq: until, through_seq };
                 if tx.send(Ok(page)).await.is_err() {
                     return; // The caller went away.
                 }
             }
             // A final (possibly empty) page carries server_seq even when nothing was sent.
-            let _ = tx.send(Ok(pb::EntryPage { entries: Vec::new(), epoch, server_seq: until })).await;
+            let last_page = pb::EntryPage {
+                entries: Vec::new(),
+                epoch,
+                server_seq: until,
+                through_seq: cursor.min(until),
+            };
+            let _ = tx.send(Ok(last_page)).await;
         });
         ReceiverStream::new(rx)
     }
@@ -173,7 +203,10 @@ impl SyncService {
             // The caller holds everything up to after_seq of this epoch.
             self.ctx.holds.record(peer, log, r.after_seq);
         }
-        Ok(self.stream_entries(log, r.after_seq, until, page_entries, None))
+        // Leaving entries out only ever costs the caller, so the id its body names is
+        // enough (a caller claiming another's id just misses that one's entries).
+        let omit = if r.omit_yours { caller(proven, r.from.as_ref()) } else { None };
+        Ok(self.stream_entries(log, r.after_seq, until, page_entries, None, omit))
     }
 
     async fn reconcile(&self, r: pb::ReconcileRequest) -> ReplicaResult<PageStream> {
@@ -185,7 +218,7 @@ impl SyncService {
         let until = self.ctx.store.log(&log).map_or(0, |s| s.seq);
         let past =
             self.ctx.blocking(move |store| store.causal_past(&log, &heads, RECONCILE_PAST_MAX)).await?;
-        Ok(self.stream_entries(log, 0, until, PULL_PAGE_ENTRIES, past))
+        Ok(self.stream_entries(log, 0, until, PULL_PAGE_ENTRIES, past, None))
     }
 
     async fn fetch(&self, r: pb::FetchRequest) -> ReplicaResult<pb::FetchResponse> {
@@ -247,7 +280,7 @@ impl SyncService {
                     _ = tx.closed() => return,
                 };
                 let notices = match next {
-                    Ok((log, seq)) => vec![notice(log, seq)],
+                    Ok(change) => vec![notice(change.log, change.seq)],
                     // Fell behind: say where every log stands now.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => all(&ctx),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

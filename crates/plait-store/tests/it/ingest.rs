@@ -123,3 +123,45 @@ async fn pending_is_bounded() {
     assert_eq!(store.log(&log).unwrap().pending, 3);
     store.close().await.unwrap();
 }
+
+/// The store remembers which peer each pulled seq came from, as ranges in seq order:
+/// runs from one peer merge, entries written here or submitted are in no range, a child
+/// completed from pending counts for nobody, and a restart forgets everything (pages are
+/// then served whole, which is only less cheap).
+#[tokio::test]
+async fn pulled_seqs_are_remembered_by_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, client) = (key(1), key(2));
+    let m = manifest("kv", LogType::Kv, &[&replica, &client]);
+    let log = m.log_id();
+    let (peer_a, peer_b) = (key(10).public(), key(11).public());
+    let cursor = |peer, seq| plait_store::Cursor { peer, log, epoch: [3; 16], seq };
+    let store = open(dir.path(), &replica);
+    store.create_log(m.clone()).await.unwrap();
+    let e1 = entry(&client, log, 1, vec![], "a");
+    let e2 = entry(&client, log, 2, vec![e1.hash()], "b");
+    let e3 = entry(&client, log, 3, vec![e2.hash()], "c");
+    let e4 = entry(&client, log, 4, vec![e3.hash()], "d");
+    let e5 = entry(&client, log, 5, vec![e4.hash()], "e");
+    let e6 = entry(&client, log, 6, vec![e5.hash()], "f");
+    store.ingest_pulled(vec![e1.clone()], cursor(peer_a, 1)).await.unwrap();
+    store.ingest_pulled(vec![e2.clone()], cursor(peer_a, 2)).await.unwrap();
+    store.ingest_pulled(vec![e3.clone()], cursor(peer_b, 1)).await.unwrap();
+    store.ingest(vec![e4.clone()], IngestSource::Submit).await.unwrap();
+    // e6 from peer a waits for e5, which peer b then sends: e5 is b's, e6 (completed
+    // from pending) nobody's.
+    store.ingest_pulled(vec![e6.clone()], cursor(peer_a, 3)).await.unwrap();
+    store.ingest_pulled(vec![e5.clone()], cursor(peer_b, 2)).await.unwrap();
+    store.write(vec![(log, Op::Put { key: b"local".to_vec(), value: b"v".to_vec() })]).await.unwrap();
+    let ranges: Vec<_> =
+        store.pulled_ranges(&log, 0, 100).iter().map(|r| (r.first, r.last, r.peer)).collect();
+    assert_eq!(ranges, vec![(1, 2, peer_a), (3, 3, peer_b), (5, 5, peer_b)]);
+    assert_eq!(store.log(&log).unwrap().seq, 7, "six pulled or submitted entries and one local");
+    let after: Vec<_> = store.pulled_ranges(&log, 2, 4).iter().map(|r| r.first).collect();
+    assert_eq!(after, vec![3], "only ranges with a seq in (2, 4]");
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(dir.path(), &replica);
+    assert!(store.pulled_ranges(&log, 0, 100).is_empty(), "in memory only");
+    store.close().await.unwrap();
+}
