@@ -169,8 +169,14 @@ enum Command {
     Restore(RestoreArgs),
     /// Unary put and catch-up with TLS and authentication on, as ratios to plaintext.
     Security(SecurityArgs),
+    /// Replication CPU per write with one hosted log and with many (all but one idle).
+    ManyLogs(ManyLogsArgs),
     /// Every figure with its defaults, one table.
     All(AllArgs),
+    /// A bare tonic unary server (grpc.health.v1 only) on 127.0.0.1, printing its address:
+    /// the baseline `unary` starts as a child process.
+    #[command(hide = true)]
+    BareServer,
 }
 
 #[derive(Args, Debug)]
@@ -363,6 +369,19 @@ struct RestoreArgs {
     /// Concurrent single-put clients in the latency windows.
     #[arg(long, default_value_t = 16)]
     clients: usize,
+}
+
+#[derive(Args, Debug)]
+struct ManyLogsArgs {
+    /// Logs hosted in the second run (one written, the rest idle). [default: 1000; --quick: 50]
+    #[arg(long)]
+    logs: Option<u64>,
+    /// Single-op Data.Put calls per second to the one written log.
+    #[arg(long, default_value_t = 80)]
+    rate: u64,
+    /// Seconds of writes per run. [default: 20; --quick: 2]
+    #[arg(long)]
+    seconds: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -1206,6 +1225,29 @@ async fn unary(args: &UnaryArgs, scale: Scale, work_dir: &Path, report: &mut Rep
     let rss = replica.rss_bytes().unwrap_or(0);
     replica.terminate()?;
 
+    // The baseline: the same clients against a bare tonic unary server in its own process.
+    eprintln!("unary: the same clients against a bare tonic unary server (grpc.health.v1 Check)");
+    let (mut bare, bare_addr) = start_bare_server()?;
+    let bare_endpoint = format!("http://{bare_addr}");
+    let mut bare_channels = Vec::with_capacity(channels.len());
+    for _ in 0..channels.len() {
+        bare_channels.push(connect(&bare_endpoint).await?);
+    }
+    let bare_pid = bare.id().to_string();
+    let bare_before = thread_cpu(&bare_pid);
+    let mut bare_rates = Vec::with_capacity(rounds);
+    let mut bare_wall = Duration::ZERO;
+    for round in 0..rounds {
+        let (calls, elapsed) = bare_round(args, &bare_channels, seconds).await?;
+        let round_rate = per_second(calls, elapsed);
+        eprintln!("  bare round {} of {rounds}: {} calls/s", round + 1, group_digits(round_rate as u64));
+        bare_rates.push(round_rate);
+        bare_wall += elapsed;
+    }
+    let bare_cpu: f64 = thread_cpu_delta(&bare_before, &thread_cpu(&bare_pid)).iter().map(|(_, s)| s).sum();
+    let _ = bare.kill();
+    let _ = bare.wait();
+
     latencies.sort();
     let (ops_rate, shown) = spread(&rates, |v| rate(v, "ops/s"));
     report.at_least(
@@ -1218,6 +1260,18 @@ async fn unary(args: &UnaryArgs, scale: Scale, work_dir: &Path, report: &mut Rep
         shown,
         25_000.0,
         "25,000 ops/s",
+    );
+    let (bare_rate, bare_shown) = spread(&bare_rates, |v| rate(v, "calls/s"));
+    report.info(
+        format!("unary: bare tonic unary server (grpc.health.v1 Check), same clients, median of {rounds} x {seconds} s"),
+        format!("{bare_shown}; server {:.2} cores", bare_cpu / bare_wall.as_secs_f64()),
+    );
+    report.at_least(
+        "unary: Data.Put / the bare tonic server, same run",
+        ops_rate / bare_rate,
+        format!("{:.2}", ops_rate / bare_rate),
+        0.7,
+        "0.70",
     );
     report.info(
         format!("unary: latency p50 / p99 / max over {} calls", group_digits(latencies.len() as u64)),
@@ -1302,6 +1356,66 @@ async fn unary_round(
         latencies.extend(handle.await??);
     }
     Ok((latencies, started.elapsed()))
+}
+
+/// One round of the baseline: `args.clients` tasks calling the bare server's unary
+/// `Check` back to back for `seconds`. Returns the calls made and the time taken.
+async fn bare_round(args: &UnaryArgs, channels: &[Channel], seconds: f64) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut handles = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::new(channels[client % channels.len()].clone());
+        handles.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut calls = 0;
+    for handle in handles {
+        calls += handle.await??;
+    }
+    Ok((calls, started.elapsed()))
+}
+
+/// Starts `plait-bench bare-server` and reads the address it listens on.
+fn start_bare_server() -> anyhow::Result<(std::process::Child, std::net::SocketAddr)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("bare-server")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the bare tonic server")?;
+    let stdout = child.stdout.take().context("bare server stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("the bare server said {line:?}"))?;
+    Ok((child, addr))
+}
+
+/// The baseline server: tonic with only the health service, nothing behind it, on the
+/// same kind of runtime as plaitd (tokio's multi-threaded default).
+async fn bare_server() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    let (_, health) = tonic_health::server::health_reporter();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
 }
 
 /// A data directory of `ops` kv puts with keys `bench_key(0..ops)`, built in process.
@@ -2279,6 +2393,98 @@ fn sync_rpcs_served(addr: Option<std::net::SocketAddr>, method: &str) -> f64 {
         .sum()
 }
 
+/// Replication CPU of two peered replicas under a light write load to one log, with
+/// `hosted` logs on both (the others idle). Returns the cores both used together.
+async fn replication_cpu(
+    work_dir: &Path,
+    hosted: u64,
+    rate: u64,
+    seconds: f64,
+) -> anyhow::Result<(f64, String)> {
+    let tmp = temp_dir(work_dir, "many-logs")?;
+    let logs_max = (hosted * 2).max(1000).to_string();
+    let (mut a, _) =
+        tokio::task::block_in_place(|| start_replica(&tmp.path().join("a"), &["--logs-max", &logs_max]))?;
+    let a_addr = a.grpc.to_string();
+    let (mut b, _) = tokio::task::block_in_place(|| {
+        start_replica(&tmp.path().join("b"), &["--logs-max", &logs_max, "--peer", &a_addr])
+    })?;
+    let a_channel = connect(&a.endpoint()).await?;
+    let b_channel = connect(&b.endpoint()).await?;
+    pb::admin_client::AdminClient::new(a_channel.clone())
+        .set_members(pb::SetMembersRequest { generation: 1, members: vec![b.grpc.to_string()] })
+        .await?;
+    create_bench_log(&a_channel, Vec::new()).await?;
+    let mut logs = pb::logs_client::LogsClient::new(a_channel.clone());
+    for i in 1..hosted {
+        logs.create_log(pb::CreateLogRequest {
+            name: format!("idle-{i}"),
+            r#type: pb::LogType::Kv as i32,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let mut b_logs = pb::logs_client::LogsClient::new(b_channel.clone());
+    let deadline = Instant::now() + VISIBLE_TIMEOUT;
+    loop {
+        let listed = b_logs.list_logs(pb::ListLogsRequest::default()).await?.into_inner().logs.len() as u64;
+        if listed >= hosted {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the second replica hosts {listed} of {hosted} logs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm-up, then the measured window.
+    steady_writes(&a_channel, Load { rate, batch: 1 }, 1.0, 0).await?;
+    let (a_pid, b_pid) = (a.pid().to_string(), b.pid().to_string());
+    let (a_before, b_before) = (thread_cpu(&a_pid), thread_cpu(&b_pid));
+    let started = Instant::now();
+    steady_writes(&a_channel, Load { rate, batch: 1 }, seconds, 1 << LOAD_SHIFT).await?;
+    let wall = started.elapsed();
+    let a_threads = thread_cpu_delta(&a_before, &thread_cpu(&a_pid));
+    let b_threads = thread_cpu_delta(&b_before, &thread_cpu(&b_pid));
+    let cores = (a_threads.iter().chain(&b_threads).map(|(_, s)| s).sum::<f64>()) / wall.as_secs_f64();
+    let detail =
+        format!("A {} / B {}", describe_threads(&a_threads, wall), describe_threads(&b_threads, wall));
+    a.terminate()?;
+    b.terminate()?;
+    Ok((cores, detail))
+}
+
+async fn many_logs(
+    args: &ManyLogsArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let hosted = if scale.quick { args.logs.unwrap_or(50) } else { args.logs.unwrap_or(1000) }.max(2);
+    let seconds = scale.seconds(args.seconds, 20.0);
+    eprintln!(
+        "many-logs: two peered replicas, {} puts/s to one log for {seconds} s, with 1 and {hosted} logs",
+        args.rate
+    );
+    let (one, one_detail) = replication_cpu(work_dir, 1, args.rate, seconds).await?;
+    let (many, many_detail) = replication_cpu(work_dir, hosted, args.rate, seconds).await?;
+    report.below(
+        format!("many-logs: CPU of both replicas, {} single puts/s, 1 log hosted", args.rate),
+        one,
+        format!("{one:.3} cores; {one_detail}"),
+        0.1,
+        "0.1 cores",
+    );
+    report.below(
+        format!(
+            "many-logs: the same with {hosted} logs hosted ({} idle), as a multiple of 1 log",
+            hosted - 1
+        ),
+        many / one.max(1e-9),
+        format!("{:.2}× ({many:.3} cores; {many_detail})", many / one.max(1e-9)),
+        1.2,
+        "1.2×",
+    );
+    Ok(())
+}
+
 async fn latency(
     args: &LatencyArgs,
     scale: Scale,
@@ -2860,6 +3066,7 @@ async fn main() -> anyhow::Result<()> {
         Command::EntryCpu(args) => entry_cpu(args, scale, &mut report)?,
         Command::Ingest(args) => ingest(args, scale, work_dir, &mut report).await?,
         Command::Unary(args) => unary(args, scale, work_dir, &mut report).await?,
+        Command::BareServer => return bare_server().await,
         Command::Reopen(args) => drop(reopen(args, scale, work_dir, &mut report).await?),
         Command::KvGet(args) => {
             let keys = scale.n(args.keys, 1_000_000);
@@ -2873,6 +3080,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Catchup(args) => catchup(args, scale, work_dir, &mut report).await?,
         Command::Latency(args) => latency(args, scale, work_dir, &mut report).await?,
+        Command::ManyLogs(args) => many_logs(args, scale, work_dir, &mut report).await?,
         Command::Restore(args) => restore(args, scale, work_dir, &mut report).await?,
         Command::Security(args) => security(args, scale, work_dir, &mut report).await?,
         Command::All(args) => {
@@ -2904,6 +3112,8 @@ async fn main() -> anyhow::Result<()> {
                 anti_entropy_ms: 5000,
             };
             latency(&latency_args, scale, work_dir, &mut report).await?;
+            let many_logs_args = ManyLogsArgs { logs: None, rate: 80, seconds: None };
+            many_logs(&many_logs_args, scale, work_dir, &mut report).await?;
             let restore_args = RestoreArgs { ops: None, backup_ops: None, seconds: None, clients: 16 };
             restore(&restore_args, scale, work_dir, &mut report).await?;
         }
