@@ -334,6 +334,12 @@ pub(crate) struct Shared {
 pub struct Change {
     pub log: LogId,
     pub seq: u64,
+    /// The log's seq before the change.
+    pub prev: u64,
+    /// The peer every entry the change stored was pulled from, when they all came from
+    /// one peer's pulls; `None` when any was written here, submitted, pushed, restored
+    /// or completed from pending, or when nothing was stored.
+    pub from: Option<PublicKey>,
 }
 
 /// Seqs `first..=last` of one log, all stored from pulls from `peer`.
@@ -349,13 +355,13 @@ pub struct PulledRange {
 pub const PROVENANCE_RANGES_MAX: usize = 1024;
 
 impl Shared {
-    pub(crate) fn publish(&self, summary: LogSummary) {
+    pub(crate) fn publish(&self, summary: LogSummary, prev: u64, from: Option<PublicKey>) {
         let (log, seq) = (summary.log_id, summary.seq);
         self.logs.write().expect("log summaries lock poisoned").insert(log, summary);
         let mut watches = self.seq_watch.lock().expect("seq watch lock poisoned");
         watches.entry(log).or_insert_with(|| watch::channel(0).0).send_replace(seq);
         // Nobody listening is fine.
-        let _ = self.changes.send(Change { log, seq });
+        let _ = self.changes.send(Change { log, seq, prev, from });
     }
 
     /// Remembers which peer each of `stored` (log, seq, pulled from) came from, merging

@@ -339,7 +339,7 @@ impl Writer {
                 None => None,
             };
             let state = LogState { manifest, next_seq: last_seq + 1, heads, pending, ops, creator };
-            shared.publish(state.summary());
+            shared.publish(state.summary(), state.next_seq - 1, None);
             logs.insert(log, state);
         }
         Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs })
@@ -566,7 +566,7 @@ impl Writer {
         }
         let pending_changed = !staged.is_empty();
         self.shared.record_provenance(&provenance);
-        self.adopt(staged);
+        self.adopt(staged, &provenance);
         if pending_changed {
             self.shared.observer.pending_changed(self.logs.values().map(|s| s.pending).sum());
         }
@@ -596,9 +596,26 @@ impl Writer {
     }
 
     /// Makes a durable group's staged state the writer's and shows it to readers.
-    fn adopt(&mut self, staged: HashMap<LogId, LogState>) {
+    /// `stored` (what the batch stored, with where each entry was pulled from) says per
+    /// log whether every new entry came from one peer, which the change notice carries.
+    fn adopt(
+        &mut self,
+        staged: HashMap<LogId, LogState>,
+        stored: &[(LogId, u64, Option<plait_core::PublicKey>)],
+    ) {
+        let mut from: HashMap<LogId, Option<plait_core::PublicKey>> = HashMap::new();
+        for &(log, _, source) in stored {
+            from.entry(log)
+                .and_modify(|f| {
+                    if *f != source {
+                        *f = None
+                    }
+                })
+                .or_insert(source);
+        }
         for (log, state) in staged {
-            self.shared.publish(state.summary());
+            let prev = self.logs.get(&log).map_or(0, |s| s.next_seq - 1);
+            self.shared.publish(state.summary(), prev, from.get(&log).copied().flatten());
             self.logs.insert(log, state);
         }
     }

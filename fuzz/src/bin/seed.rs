@@ -539,7 +539,11 @@ fn main() {
         "entries",
         &pb::FetchResponse { entries: vec![history[3].bytes().to_vec(), singles[3].1.bytes().to_vec()] },
     );
-    c.proto("WatchNotice", "seq", &pb::WatchNotice { log_id: kv_log.0.to_vec(), seq: 9, epoch: vec![7; 16] });
+    c.proto(
+        "WatchNotice",
+        "seq",
+        &pb::WatchNotice { log_id: kv_log.0.to_vec(), seq: 9, epoch: vec![7; 16], yours_from: 5 },
+    );
     c.proto("Entry", "kv", &convert::entry_to_pb(&history[3], 4));
     c.proto("Entry", "graph", &convert::entry_to_pb(&singles[3].1, 1));
     c.proto(

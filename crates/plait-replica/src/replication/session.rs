@@ -253,7 +253,7 @@ impl Session {
         self.ahead.clear();
 
         // Notices from the peer's Watch stream: logs whose seq moved, and to what seq.
-        let (notice_tx, mut notices) = mpsc::channel::<Option<(LogId, u64)>>(1024);
+        let (notice_tx, mut notices) = mpsc::channel::<Option<Notice>>(1024);
         let watcher = tokio::spawn(watch_peer(peer.client.clone(), self.identity(), peer.epoch, notice_tx));
         let result = self.follow(&mut peer, &mut notices).await;
         watcher.abort();
@@ -263,7 +263,7 @@ impl Session {
     async fn follow(
         &mut self,
         peer: &mut Peer,
-        notices: &mut mpsc::Receiver<Option<(LogId, u64)>>,
+        notices: &mut mpsc::Receiver<Option<Notice>>,
     ) -> anyhow::Result<Stop> {
         // None: every log (the first round and the anti-entropy rounds); otherwise the
         // logs notices named, with the highest seq named for each.
@@ -319,11 +319,18 @@ impl Session {
             let mut stop = self.stop.clone();
             tokio::select! {
                 notice = notices.recv() => match notice {
-                    Some(Some((log, seq))) => {
-                        next_due.insert(log, seq);
-                        while let Ok(Some((log, seq))) = notices.try_recv() {
-                            let known = next_due.entry(log).or_insert(seq);
-                            *known = (*known).max(seq);
+                    Some(Some(first)) => {
+                        let mut next = Some(first);
+                        while let Some(notice) = next {
+                            if !self.take_yours(&notice) {
+                                let known = next_due.entry(notice.log).or_insert(notice.seq);
+                                *known = (*known).max(notice.seq);
+                            }
+                            next = match notices.try_recv() {
+                                Ok(Some(n)) => Some(n),
+                                Ok(None) => bail!("the peer's watch stream ended"),
+                                Err(_) => None,
+                            };
                         }
                         due = Some(next_due);
                     }
@@ -335,6 +342,26 @@ impl Session {
                 _ = async { stop.wait_for(|s| *s).await.is_ok() } => return Ok(Stop::Cancelled),
             }
         }
+    }
+
+    /// A notice that the peer's new seqs of a log are all entries it pulled from here: if
+    /// this replica holds the log from the peer up to just before them, it holds them
+    /// all, so the cursor moves (in memory) without a pull, and the peer has already
+    /// counted the hold. Returns whether the notice was taken that way.
+    fn take_yours(&mut self, notice: &Notice) -> bool {
+        let held = self.ahead.get(&notice.log).copied();
+        if notice.yours_from == 0 || held.is_none_or(|h| h + 1 < notice.yours_from) {
+            return false;
+        }
+        self.ahead.insert(notice.log, notice.seq.max(held.unwrap_or(0)));
+        self.told.insert(notice.log, notice.seq);
+        self.ctx.table.update(&self.address, |info| {
+            let log = info.logs.entry(notice.log).or_default();
+            log.0 = log.0.max(notice.seq);
+            log.1 = log.1.max(notice.seq);
+            info.last_contact = Some(Instant::now());
+        });
+        true
     }
 
     /// Edge mode: pushes every entry of every log written here since the last push, after
@@ -430,6 +457,9 @@ impl Session {
         let cursor = self.stored_cursor(peer.node_id, log).await?;
         let ahead = self.ahead.get(&log).copied().unwrap_or(0);
         let valid = cursor.filter(|c| c.epoch == peer.epoch).map(|c| Cursor { seq: c.seq.max(ahead), ..c });
+        if let Some(c) = valid {
+            self.ahead.insert(log, c.seq);
+        }
         // Status shows the stored cursor from the start, not only after new entries.
         if let Some(c) = valid {
             self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = c.seq);
@@ -565,8 +595,10 @@ impl Session {
                 continue;
             }
             received = Some(reached);
+            // How far this replica holds the peer's log, as this connection knows it.
+            let ahead = self.ahead.entry(log).or_insert(0);
+            *ahead = (*ahead).max(reached);
             if page.entries.is_empty() {
-                self.ahead.insert(log, reached);
                 self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = reached);
                 continue;
             }
@@ -743,11 +775,19 @@ fn check_page_size(page: &pb::EntryPage, entries_max: usize) -> anyhow::Result<(
 /// Forwards the peer's Watch notices as (log, seq); sends `None` when the stream ends or
 /// a notice names another epoch than the connection's (the peer was wiped or restored:
 /// the session reconnects).
+/// A Watch notice: the peer's seq of a log, and from which seq on the new entries are all
+/// ones it pulled from here (0: not known to be).
+struct Notice {
+    log: LogId,
+    seq: u64,
+    yours_from: u64,
+}
+
 async fn watch_peer(
     mut client: SyncClient<PeerChannel>,
     identity: pb::PeerIdentity,
     epoch: [u8; 16],
-    notices: mpsc::Sender<Option<(LogId, u64)>>,
+    notices: mpsc::Sender<Option<Notice>>,
 ) {
     let stream = client.watch(pb::WatchRequest { from: Some(identity) }).await;
     if let Ok(stream) = stream {
@@ -756,8 +796,9 @@ async fn watch_peer(
             if notice.epoch.as_slice() != epoch.as_slice() {
                 break;
             }
+            let yours_from = if notice.yours_from <= notice.seq { notice.yours_from } else { 0 };
             if let Ok(log) = plait_proto::convert::log_id("log_id", &notice.log_id)
-                && notices.send(Some((log, notice.seq))).await.is_err()
+                && notices.send(Some(Notice { log, seq: notice.seq, yours_from })).await.is_err()
             {
                 return;
             }

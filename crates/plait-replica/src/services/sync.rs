@@ -250,7 +250,11 @@ impl SyncService {
         Ok(pb::FetchResponse { entries })
     }
 
-    fn watch(&self) -> ReplicaResult<WatchStream> {
+    /// Notices for `caller` (its proven node id, if any). A change made only of entries
+    /// pulled from the caller, while the caller holds everything before it, is sent as
+    /// `yours_from`: the caller holds it all, so it needs no pull, and it is counted as
+    /// holding the new seq at once (only for a proven caller: holds never trust a claim).
+    fn watch(&self, caller: Option<PublicKey>) -> ReplicaResult<WatchStream> {
         let permit = self.ctx.peer_streams.clone().try_acquire_owned().map_err(|_| {
             ReplicaError::ResourceExhausted(
                 "too many open peer Watch streams on this replica (--peer-streams-max); try again later"
@@ -264,8 +268,12 @@ impl SyncService {
         let epoch = ctx.store.epoch().to_vec();
         tokio::spawn(async move {
             let _permit = permit;
-            let notice =
-                |log: LogId, seq: u64| pb::WatchNotice { log_id: log.0.to_vec(), seq, epoch: epoch.clone() };
+            let notice = |log: LogId, seq: u64| pb::WatchNotice {
+                log_id: log.0.to_vec(),
+                seq,
+                epoch: epoch.clone(),
+                yours_from: 0,
+            };
             let all =
                 |ctx: &Ctx| ctx.store.logs().into_iter().map(|s| notice(s.log_id, s.seq)).collect::<Vec<_>>();
             for n in all(&ctx) {
@@ -280,6 +288,18 @@ impl SyncService {
                     _ = tx.closed() => return,
                 };
                 let notices = match next {
+                    Ok(change)
+                        if change.from.is_some()
+                            && change.from == caller
+                            && caller.is_some_and(|c| ctx.holds.held_by(&c, &change.log) >= change.prev) =>
+                    {
+                        let peer = caller.expect("checked above");
+                        ctx.holds.record(peer, change.log, change.seq);
+                        vec![pb::WatchNotice {
+                            yours_from: change.prev + 1,
+                            ..notice(change.log, change.seq)
+                        }]
+                    }
                     Ok(change) => vec![notice(change.log, change.seq)],
                     // Fell behind: say where every log stands now.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => all(&ctx),
@@ -371,8 +391,12 @@ impl pb::sync_server::Sync for SyncService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        reply(self.watch())
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let proven = match self.proven_caller(&request) {
+            Ok(p) => p,
+            Err(e) => return reply(Err(e)),
+        };
+        reply(self.watch(proven))
     }
 
     async fn push(
