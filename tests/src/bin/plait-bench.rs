@@ -2393,6 +2393,24 @@ fn sync_rpcs_served(addr: Option<std::net::SocketAddr>, method: &str) -> f64 {
         .sum()
 }
 
+/// Two release plaitds in `dir` peered both ways (B names A with `--peer`, A gets B as a
+/// member), each with `extra` flags, and the bench log created on A. Returns both
+/// replicas and a channel to each.
+async fn start_peered_pair(dir: &Path, extra: &[&str]) -> anyhow::Result<(Plaitd, Plaitd, Channel, Channel)> {
+    let (a, _) = tokio::task::block_in_place(|| start_replica(&dir.join("a"), extra))?;
+    let a_addr = a.grpc.to_string();
+    let mut b_flags = extra.to_vec();
+    b_flags.extend_from_slice(&["--peer", &a_addr]);
+    let (b, _) = tokio::task::block_in_place(|| start_replica(&dir.join("b"), &b_flags))?;
+    let a_channel = connect(&a.endpoint()).await?;
+    let b_channel = connect(&b.endpoint()).await?;
+    pb::admin_client::AdminClient::new(a_channel.clone())
+        .set_members(pb::SetMembersRequest { generation: 1, members: vec![b.grpc.to_string()] })
+        .await?;
+    create_bench_log(&a_channel, Vec::new()).await?;
+    Ok((a, b, a_channel, b_channel))
+}
+
 /// Replication CPU of two peered replicas under a light write load to one log, with
 /// `hosted` logs on both (the others idle). Returns the cores both used together.
 async fn replication_cpu(
@@ -2403,18 +2421,8 @@ async fn replication_cpu(
 ) -> anyhow::Result<(f64, String)> {
     let tmp = temp_dir(work_dir, "many-logs")?;
     let logs_max = (hosted * 2).max(1000).to_string();
-    let (mut a, _) =
-        tokio::task::block_in_place(|| start_replica(&tmp.path().join("a"), &["--logs-max", &logs_max]))?;
-    let a_addr = a.grpc.to_string();
-    let (mut b, _) = tokio::task::block_in_place(|| {
-        start_replica(&tmp.path().join("b"), &["--logs-max", &logs_max, "--peer", &a_addr])
-    })?;
-    let a_channel = connect(&a.endpoint()).await?;
-    let b_channel = connect(&b.endpoint()).await?;
-    pb::admin_client::AdminClient::new(a_channel.clone())
-        .set_members(pb::SetMembersRequest { generation: 1, members: vec![b.grpc.to_string()] })
-        .await?;
-    create_bench_log(&a_channel, Vec::new()).await?;
+    let (mut a, mut b, a_channel, b_channel) =
+        start_peered_pair(tmp.path(), &["--logs-max", &logs_max]).await?;
     let mut logs = pb::logs_client::LogsClient::new(a_channel.clone());
     for i in 1..hosted {
         logs.create_log(pb::CreateLogRequest {
@@ -2495,19 +2503,8 @@ async fn latency(
     let tmp = temp_dir(work_dir, "latency")?;
     let anti_entropy = args.anti_entropy_ms.to_string();
     eprintln!("latency: two release plaitds peered both ways (anti-entropy every {anti_entropy} ms)");
-    let (mut a, _) = tokio::task::block_in_place(|| {
-        start_replica(&tmp.path().join("a"), &["--anti-entropy-ms", &anti_entropy])
-    })?;
-    let a_addr = a.grpc.to_string();
-    let (mut b, _) = tokio::task::block_in_place(|| {
-        start_replica(&tmp.path().join("b"), &["--anti-entropy-ms", &anti_entropy, "--peer", &a_addr])
-    })?;
-    let a_channel = connect(&a.endpoint()).await?;
-    let b_channel = connect(&b.endpoint()).await?;
-    pb::admin_client::AdminClient::new(a_channel.clone())
-        .set_members(pb::SetMembersRequest { generation: 1, members: vec![b.grpc.to_string()] })
-        .await?;
-    create_bench_log(&a_channel, Vec::new()).await?;
+    let (mut a, mut b, a_channel, b_channel) =
+        start_peered_pair(tmp.path(), &["--anti-entropy-ms", &anti_entropy]).await?;
     let mut b_logs = pb::logs_client::LogsClient::new(b_channel.clone());
     let hosted = Instant::now();
     while log_progress(&mut b_logs).await?.is_none() {
