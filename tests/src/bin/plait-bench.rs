@@ -737,6 +737,10 @@ async fn open_store(
 ) -> anyhow::Result<(Store, Duration)> {
     let mut config = StoreConfig::new(path, key.clone());
     config.cache_bytes = CACHE_BYTES;
+    // The same variable plaitd reads, so in-process figures can be compared across it.
+    if let Some(n) = std::env::var("PLAIT_ENGINE_THREADS").ok().and_then(|v| v.parse().ok()) {
+        config.engine_threads = n;
+    }
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let store = Store::open(config, &mut StdRng::seed_from_u64(7), observer)?;
