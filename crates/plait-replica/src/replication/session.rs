@@ -58,11 +58,14 @@ enum PageMode {
 }
 
 /// Decodes, verifies and checks a page against the log's manifest, without storing it.
+/// `in_flight`: entries of the page before, verified and on their way into the store,
+/// which count as held for the parents check.
 fn check_page(
     store: &plait_store::Store,
     manifest: &SignedManifest,
     raw: Vec<Vec<u8>>,
     mode: PageMode,
+    in_flight: &HashSet<EntryHash>,
 ) -> Result<Vec<VerifiedEntry>, String> {
     let log = manifest.log_id();
     let mut decoded = Vec::with_capacity(raw.len());
@@ -91,7 +94,9 @@ fn check_page(
         }
         if mode == PageMode::Complete {
             for parent in &entry.entry().next {
-                let held = in_page.contains(parent) || store.has_entry(parent).map_err(|e| e.to_string())?;
+                let held = in_page.contains(parent)
+                    || in_flight.contains(parent)
+                    || store.has_entry(parent).map_err(|e| e.to_string())?;
                 if !held {
                     return Err(format!(
                         "entry {i} names parent {parent}, which neither this replica nor the earlier part of the page holds"
@@ -102,6 +107,14 @@ fn check_page(
         in_page.insert(entry.hash());
     }
     Ok(verified)
+}
+
+/// A verified page of a pull on its way into the store (the writer commits pages in the
+/// order they were sent, so the next one may be verified meanwhile).
+struct InFlight {
+    ingest: tokio::task::JoinHandle<plait_store::StoreResult<Vec<plait_store::StoreResult<SubmitOutcome>>>>,
+    cursor: Cursor,
+    hashes: HashSet<EntryHash>,
 }
 
 /// Why a session stopped talking to its peer.
@@ -569,12 +582,17 @@ impl Session {
         };
         let mut stream = peer.client.pull(request).await.map_err(anyhow::Error::new)?.into_inner();
         let mut received = None;
+        // The page before, on its way into the store while the next one is verified.
+        let mut inflight: Option<InFlight> = None;
         loop {
             let page = tokio::time::timeout(CALL_TIMEOUT, stream.message())
                 .await
                 .map_err(|_| anyhow!("the peer went silent for {CALL_TIMEOUT:?} in the middle of a pull"))?
                 .context("pull stream")?;
             let Some(page) = page else {
+                if let Some(previous) = inflight.take() {
+                    self.land(log, previous).await?;
+                }
                 if received.is_none() {
                     // An empty pull told the peer this replica holds `after_seq`.
                     self.told.insert(log, after_seq);
@@ -603,14 +621,25 @@ impl Session {
                 continue;
             }
             let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq: reached };
-            self.apply_page(
-                log,
-                page.entries.into_iter().map(|e| e.entry).collect(),
-                Some(cursor),
-                PageMode::Complete,
-            )
-            .await?;
+            let raw = page.entries.into_iter().map(|e| e.entry).collect();
+            let held = inflight.as_ref().map(|p| p.hashes.clone()).unwrap_or_default();
+            let checked = self.check(log, raw, PageMode::Complete, held).await;
+            // The page before lands first: a refusal of this one leaves it stored.
+            if let Some(previous) = inflight.take() {
+                self.land(log, previous).await?;
+            }
+            let Some(verified) = checked? else { return Ok(received) };
+            let hashes = verified.iter().map(VerifiedEntry::hash).collect();
+            let store = self.ctx.store.clone();
+            let ingest = tokio::spawn(async move { store.ingest_pulled(verified, cursor).await });
+            inflight = Some(InFlight { ingest, cursor, hashes });
         }
+    }
+
+    /// Waits for a pulled page's ingest and accounts for it.
+    async fn land(&mut self, log: LogId, page: InFlight) -> anyhow::Result<()> {
+        let outcomes = page.ingest.await.context("a page's ingest task failed")??;
+        self.account(log, outcomes, Some(page.cursor))
     }
 
     async fn reconcile(&mut self, peer: &mut Peer, log: LogId) -> anyhow::Result<()> {
@@ -659,25 +688,48 @@ impl Session {
         cursor: Option<Cursor>,
         mode: PageMode,
     ) -> anyhow::Result<()> {
-        let Some(summary) = self.ctx.store.log(&log) else { return Ok(()) };
+        let Some(verified) = self.check(log, raw, mode, HashSet::new()).await? else { return Ok(()) };
+        let outcomes = match cursor {
+            Some(cursor) => self.ctx.store.ingest_pulled(verified, cursor).await?,
+            None => self.ctx.store.ingest(verified, plait_store::IngestSource::Sync).await?,
+        };
+        self.account(log, outcomes, cursor)
+    }
+
+    /// Decodes, verifies and checks a page off the async workers; `None` when the log is
+    /// no longer hosted here.
+    async fn check(
+        &mut self,
+        log: LogId,
+        raw: Vec<Vec<u8>>,
+        mode: PageMode,
+        in_flight: HashSet<EntryHash>,
+    ) -> anyhow::Result<Option<Vec<VerifiedEntry>>> {
+        let Some(summary) = self.ctx.store.log(&log) else { return Ok(None) };
         let store = self.ctx.store.clone();
         // Everything is checked before anything is stored: a page from a misbehaving
         // peer is refused whole, and its cursor never moves past a refused entry.
         let checked =
-            tokio::task::spawn_blocking(move || check_page(&store, &summary.manifest, raw, mode)).await?;
-        let verified = match checked {
-            Ok(v) => v,
+            tokio::task::spawn_blocking(move || check_page(&store, &summary.manifest, raw, mode, &in_flight))
+                .await?;
+        match checked {
+            Ok(v) => Ok(Some(v)),
             Err(why) => {
                 self.ctx.metrics.record_peer_cut_off();
                 bail!(
                     "the peer sent a page this replica refuses ({why}); nothing of it was stored; cutting it off"
                 );
             }
-        };
-        let outcomes = match cursor {
-            Some(cursor) => self.ctx.store.ingest_pulled(verified, cursor).await?,
-            None => self.ctx.store.ingest(verified, plait_store::IngestSource::Sync).await?,
-        };
+        }
+    }
+
+    /// What the store made of a page: counts, the per-peer pending bound, the peer table.
+    fn account(
+        &mut self,
+        log: LogId,
+        outcomes: Vec<plait_store::StoreResult<SubmitOutcome>>,
+        cursor: Option<Cursor>,
+    ) -> anyhow::Result<()> {
         let mut stored = 0;
         let mut duplicates = 0;
         for outcome in outcomes {
