@@ -444,16 +444,9 @@ async fn prometheus_metrics_are_served() {
         .await
         .unwrap();
     let addr = replica.metrics.expect("metrics address");
-    let body = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    })
-    .await
-    .unwrap();
+    let body = tokio::task::spawn_blocking(move || plait_tests::fetch_metrics(addr).expect("metrics"))
+        .await
+        .unwrap();
     for name in ["plait_ops_written_total", "plait_fsync_seconds", "plait_batch_entries", "plait_rpc_seconds"]
     {
         assert!(body.contains(name), "{name} missing from /metrics");

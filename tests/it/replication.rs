@@ -652,11 +652,7 @@ async fn replicas_do_not_pull_back_what_they_sent() {
         0.0,
         "the writer pulled back entries it held"
     );
-    let pulls_served: f64 = peer_text
-        .lines()
-        .filter(|l| l.starts_with("plait_rpc_seconds_count") && l.contains("Sync/Pull\""))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum();
+    let pulls_served = plait_tests::rpc_calls(&peer_text, "Sync/Pull");
     assert!(
         pulls_served < PUTS as f64,
         "the writer pulled {pulls_served} times from its peer for {PUTS} puts"

@@ -212,6 +212,16 @@ pub fn fetch_metrics(addr: SocketAddr) -> Option<String> {
     Some(text)
 }
 
+/// Calls a replica served of one gRPC method (`"Sync/Pull"`, ...), any status code, from
+/// its `plait_rpc_seconds` histogram in Prometheus text.
+pub fn rpc_calls(text: &str, method: &str) -> f64 {
+    let label = format!("{method}\"");
+    text.lines()
+        .filter(|l| l.starts_with("plait_rpc_seconds_count") && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 /// The sum of every series of the metric `name` (any labels) in Prometheus text; 0 when
 /// there is none.
 pub fn metric_sum(text: &str, name: &str) -> f64 {

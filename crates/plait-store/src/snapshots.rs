@@ -298,7 +298,9 @@ impl Store {
         let log = checkpoint.log;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<VerifiedEntry>, u64)>(1);
         let scan = self.scan(path, header, Some(tx));
-        let apply = async {
+        // `move`: when applying fails, the receiver goes with it, so the scan's next send
+        // fails and the scan stops instead of waiting for room forever.
+        let apply = async move {
             let mut stored = 0;
             while let Some((entries, last_seq)) = rx.recv().await {
                 let mark = RestoreMark { log, epoch: checkpoint.epoch, seq: last_seq };
@@ -313,8 +315,9 @@ impl Store {
             Ok::<u64, StoreError>(stored)
         };
         let (scanned, applied) = tokio::join!(scan, apply);
-        let (_, entries_read) = scanned?;
+        // A refusal while applying comes first: the scan then only says it was stopped.
         let stored = applied?;
+        let (_, entries_read) = scanned?;
         // The watermark reaches the checkpoint even when the last entries were duplicates.
         self.ingest_restored(Vec::new(), RestoreMark { log, epoch: checkpoint.epoch, seq: checkpoint.seq })
             .await?;

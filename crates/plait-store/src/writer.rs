@@ -34,11 +34,11 @@ use crate::store::{
     WriteAck,
 };
 
-/// Most commands folded into one batch.
 /// The longest the writer waits for flushes when memtables are over their bound.
 const WRITE_STALL_MAX: Duration = Duration::from_secs(10);
 /// How often it looks again while it waits.
 const WRITE_STALL_POLL: Duration = Duration::from_millis(2);
+/// Most commands folded into one batch.
 const GROUP_COMMANDS_MAX: usize = 1024;
 /// Most op bytes folded into one batch before it is committed.
 pub(crate) const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -1203,9 +1203,9 @@ impl Writer {
             let ks = &self.shared.ks;
             let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
             let current = match group.rows.get(&row) {
-                Some(w) => Some(w.value.clone()),
+                Some(w) => keys::parse_register(&w.value).map(|r| r.id),
                 None => match target.get(&row.1) {
-                    Ok(v) => v.map(|v| v.to_vec()),
+                    Ok(v) => v.as_deref().and_then(keys::parse_register).map(|r| r.id),
                     Err(e) => {
                         // A failed read here means the engine is failing; refusing to
                         // guess keeps the view exact, and the commit will fail and poison.
@@ -1215,9 +1215,7 @@ impl Writer {
                     }
                 },
             };
-            if let Some(current) = current.as_deref().and_then(keys::parse_register)
-                && current.id >= *id
-            {
+            if current.is_some_and(|current| current >= *id) {
                 return;
             }
         } else if cfg!(debug_assertions)

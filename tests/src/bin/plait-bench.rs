@@ -2388,13 +2388,8 @@ async fn wait_visible(seen: &Seen, wanted: impl Iterator<Item = u64> + Clone) ->
 
 /// Sums of the `Sync/<method>` RPC counts a replica served, from its metrics.
 fn sync_rpcs_served(addr: Option<std::net::SocketAddr>, method: &str) -> f64 {
-    let Some(text) = addr.and_then(plait_tests::fetch_metrics) else { return 0.0 };
-    text.lines()
-        .filter(|l| {
-            l.starts_with("plait_rpc") && l.contains("_count") && l.contains(&format!("Sync/{method}\""))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    addr.and_then(plait_tests::fetch_metrics)
+        .map_or(0.0, |t| plait_tests::rpc_calls(&t, &format!("Sync/{method}")))
 }
 
 /// Two release plaitds in `dir` peered both ways (B names A with `--peer`, A gets B as a

@@ -362,11 +362,11 @@ impl Session {
     /// all, so the cursor moves (in memory) without a pull, and the peer has already
     /// counted the hold. Returns whether the notice was taken that way.
     fn take_yours(&mut self, notice: &Notice) -> bool {
-        let held = self.ahead.get(&notice.log).copied();
-        if notice.yours_from == 0 || held.is_none_or(|h| h + 1 < notice.yours_from) {
+        let Some(held) = self.ahead.get(&notice.log).copied() else { return false };
+        if notice.yours_from == 0 || held + 1 < notice.yours_from {
             return false;
         }
-        self.ahead.insert(notice.log, notice.seq.max(held.unwrap_or(0)));
+        self.ahead.insert(notice.log, notice.seq.max(held));
         self.told.insert(notice.log, notice.seq);
         self.ctx.table.update(&self.address, |info| {
             let log = info.logs.entry(notice.log).or_default();
@@ -472,10 +472,12 @@ impl Session {
         let valid = cursor.filter(|c| c.epoch == peer.epoch).map(|c| Cursor { seq: c.seq.max(ahead), ..c });
         if let Some(c) = valid {
             self.ahead.insert(log, c.seq);
-        }
-        // Status shows the stored cursor from the start, not only after new entries.
-        if let Some(c) = valid {
+            // Status shows the stored cursor from the start, not only after new entries.
             self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = c.seq);
+            if c.seq >= peer_seq && self.told.get(&log) == Some(&c.seq) {
+                // Caught up, and the peer already knows: no call.
+                return self.fetch_missing(peer, log).await;
+            }
         }
         let ours = self.ctx.store.log(&log).map_or(0, |s| s.seq);
         let start = match valid {
@@ -484,13 +486,6 @@ impl Session {
             None if ours == 0 => Some(0),
             None => None,
         };
-        if let Some(c) = valid
-            && c.seq >= peer_seq
-            && self.told.get(&log) == Some(&c.seq)
-        {
-            // Caught up, and the peer already knows: no call.
-            return self.fetch_missing(peer, log).await;
-        }
         let mut reconciled = false;
         if start.is_none() {
             if cursor.is_some() {
@@ -622,7 +617,7 @@ impl Session {
             }
             let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq: reached };
             let raw = page.entries.into_iter().map(|e| e.entry).collect();
-            let held = inflight.as_ref().map(|p| p.hashes.clone()).unwrap_or_default();
+            let held = inflight.as_mut().map(|p| std::mem::take(&mut p.hashes)).unwrap_or_default();
             let checked = self.check(log, raw, PageMode::Complete, held).await;
             // The page before lands first: a refusal of this one leaves it stored.
             if let Some(previous) = inflight.take() {

@@ -288,19 +288,21 @@ impl SyncService {
                     _ = tx.closed() => return,
                 };
                 let notices = match next {
-                    Ok(change)
-                        if change.from.is_some()
-                            && change.from == caller
-                            && caller.is_some_and(|c| ctx.holds.held_by(&c, &change.log) >= change.prev) =>
-                    {
-                        let peer = caller.expect("checked above");
-                        ctx.holds.record(peer, change.log, change.seq);
-                        vec![pb::WatchNotice {
-                            yours_from: change.prev + 1,
-                            ..notice(change.log, change.seq)
-                        }]
+                    Ok(change) => {
+                        let yours = caller.filter(|c| {
+                            change.from == Some(*c) && ctx.holds.held_by(c, &change.log) >= change.prev
+                        });
+                        match yours {
+                            Some(peer) => {
+                                ctx.holds.record(peer, change.log, change.seq);
+                                vec![pb::WatchNotice {
+                                    yours_from: change.prev + 1,
+                                    ..notice(change.log, change.seq)
+                                }]
+                            }
+                            None => vec![notice(change.log, change.seq)],
+                        }
                     }
-                    Ok(change) => vec![notice(change.log, change.seq)],
                     // Fell behind: say where every log stands now.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => all(&ctx),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

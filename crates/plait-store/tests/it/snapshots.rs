@@ -261,6 +261,65 @@ async fn a_refused_one_pass_restore_leaves_no_row() {
     target.close().await.unwrap();
 }
 
+/// A snapshot whose entries all verify but that the store refuses as it applies them
+/// (signed by a writer the log's ACL does not name), spanning several import batches:
+/// the import fails promptly with the store's reason instead of waiting on a reader
+/// that has no one left to read for, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_store_refuses_stops_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, stranger) = (key(1), key(9));
+    let m = manifest("kv", LogType::Kv, &[&owner]);
+    let log = m.log_id();
+    // 1,500 entries: three batches of at most 512, so the reader is still sending when
+    // the first batch is refused.
+    let entries: Vec<_> = (1..=1500u64)
+        .map(|time| {
+            plait_core::EntryDraft {
+                log,
+                time,
+                next: vec![],
+                refs: vec![],
+                ops: vec![Op::Put { key: format!("k{time}").into_bytes(), value: b"v".to_vec() }],
+            }
+            .sign(&stranger)
+            .unwrap()
+        })
+        .collect();
+    let checkpoint = plait_core::Checkpoint {
+        log,
+        epoch: [4; 16],
+        seq: entries.len() as u64,
+        heads: vec![],
+        state_root: [0; 32],
+        n_entries: entries.len() as u64,
+        n_ops: entries.len() as u64,
+    };
+    let header = plait_core::SnapshotHeader { manifest: m.bytes().to_vec(), checkpoint, base: None };
+    let (mut writer, mut bytes) = plait_core::SnapshotWriter::start(&header);
+    for (i, e) in entries.iter().enumerate() {
+        bytes.extend(writer.entry(i as u64 + 1, e.bytes()));
+    }
+    bytes.extend(writer.finish());
+    std::fs::write(file(&dir, "stranger.snap"), bytes).unwrap();
+
+    let target = open(&dir.path().join("target"), &key(2));
+    let import = target.import_file(file(&dir, "stranger.snap"));
+    let err = tokio::time::timeout(std::time::Duration::from_secs(60), import)
+        .await
+        .expect("the import ends instead of hanging")
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::PermissionDenied(m) if m.contains("ACL")), "{err}");
+    assert!(target.log(&log).is_none(), "the log is dropped again");
+    let report = target.check_integrity().unwrap();
+    assert!(report.is_clean() && report.logs == 0, "{report:?}");
+    // The next good write goes on normally.
+    let (other, _) = target.create_log(manifest("other", LogType::Kv, &[&key(2)])).await.unwrap();
+    target.write(vec![(other.log_id, Op::Put { key: b"a".to_vec(), value: b"1".to_vec() })]).await.unwrap();
+    assert!(target.check_integrity().unwrap().is_clean());
+    target.close().await.unwrap();
+}
+
 /// The committed version-1 snapshot still imports and gives the state it was taken from.
 #[tokio::test]
 async fn snapshot_v1_fixture_still_imports() {
