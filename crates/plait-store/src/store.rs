@@ -427,6 +427,10 @@ impl Store {
             .cache_size(config.cache_bytes)
             // fjall refuses a journal limit under 64 MiB.
             .max_journaling_size(config.journal_bytes.max(JOURNAL_BYTES_MIN))
+            // Large journal records are entries: signatures, hashes and the application's
+            // bytes, which lz4 (the default) spends the writer's time on for little gain.
+            // Each record says how it is stored, so journals written before still replay.
+            .journal_compression(fjall::CompressionType::None)
             .open()?;
         let ks = Keyspaces::open(&db)?;
         let epoch = init_meta(&db, &ks, rng)?;
