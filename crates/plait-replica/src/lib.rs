@@ -4,6 +4,7 @@
 mod auth;
 mod backup;
 mod backup_jobs;
+mod checkpointer;
 mod config;
 mod error;
 mod keyfile;

@@ -177,7 +177,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         Duration::from_millis(args.security.call_timeout_ms.max(1)),
     )
     .context("cannot load the auth file")?;
-    spawn_checkpointer(
+    crate::checkpointer::spawn(
         store.clone(),
         args.checkpoint_every_ops,
         args.checkpoint_every_ms,
@@ -450,54 +450,6 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(report.is_clean())
-}
-
-/// Takes a checkpoint of each log after `every_ops` new ops or, for a log that changed,
-/// every `every_ms`. Checkpoints are records: cheap to keep, and what delta snapshots
-/// and backups start from. Taking one costs a scan of the log's whole view (its state
-/// root), so a fixed cadence would cost more the larger the log grows, and a replica
-/// catching up a large log would spend most of its time rescanning it. The checkpointer
-/// therefore spends at most a tenth of its time on them: after one that took `d`, it
-/// takes none for `9 × d`.
-fn spawn_checkpointer(store: Store, every_ops: u64, every_ms: u64, mut shutdown: watch::Receiver<bool>) {
-    if every_ops == 0 && every_ms == 0 {
-        return;
-    }
-    tokio::spawn(async move {
-        // log → (ops at the last checkpoint, when it was taken)
-        let mut last: std::collections::HashMap<plait_core::LogId, (u64, Instant)> =
-            std::collections::HashMap::new();
-        let tick = Duration::from_millis(every_ms.clamp(100, 1000));
-        let mut rest = Duration::ZERO;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(tick.max(rest)) => {}
-                _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
-            }
-            rest = Duration::ZERO;
-            for log in store.logs() {
-                let (ops_then, at) = *last.entry(log.log_id).or_insert((0, Instant::now()));
-                let by_ops = every_ops > 0 && log.ops >= ops_then + every_ops;
-                let by_time =
-                    every_ms > 0 && log.ops > ops_then && at.elapsed() >= Duration::from_millis(every_ms);
-                if by_ops || by_time {
-                    let started = Instant::now();
-                    match store.checkpoint(log.log_id).await {
-                        Ok(c) => {
-                            tracing::debug!(log = %log.log_id, seq = c.seq, "checkpoint taken");
-                            last.insert(log.log_id, (c.n_ops, Instant::now()));
-                        }
-                        Err(e) => tracing::warn!(log = %log.log_id, error = %e, "checkpoint failed"),
-                    }
-                    rest = started.elapsed() * 9;
-                    if rest >= tick {
-                        // The rest of the logs wait for the next round.
-                        break;
-                    }
-                }
-            }
-        }
-    });
 }
 
 /// Builds a fresh data directory from a backup destination: each log's newest full

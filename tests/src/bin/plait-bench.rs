@@ -1547,6 +1547,11 @@ async fn build_data_dir(
         let id = ensure_log(&store, &key).await?;
         let took = fill(&store, id, from..to, BUILD_TASKS, batch.max(1), "build").await?;
         segments.push((from..to, took));
+        if to == ops {
+            // Settled like a replica whose checkpointer kept up, so a plaitd started on
+            // the directory has no checkpoint of the whole view to take first.
+            store.checkpoint(id).await?;
+        }
         close_store(store).await?;
         log = Some(id);
         from = to;
@@ -1691,6 +1696,10 @@ async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Repor
     let (mut replica, _) = tokio::task::block_in_place(|| start_plaitd(&dir.path))?;
     let endpoint = replica.endpoint();
     let clients = args.grpc_clients.max(1);
+    // Warmed like the in-process figure: the first reads load index and filter blocks.
+    let warm_up = (grpc_reads / 10).min(10_000);
+    let pid = replica.pid().to_string();
+    let (server_before, bench_before) = (thread_cpu(&pid), cpu_seconds(Path::new("/proc/self/stat")));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut handles = Vec::with_capacity(clients);
@@ -1700,11 +1709,17 @@ async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Repor
         handles.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(100 + client as u64);
             let mut latencies = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < grpc_reads {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= warm_up + grpc_reads {
+                    break;
+                }
                 let key = bench_key(rng.gen_range(0..keys));
                 let call = Instant::now();
                 let response = data.get(pb::GetRequest { log: LOG_NAME.into(), key }).await?.into_inner();
-                latencies.push(call.elapsed());
+                if n >= warm_up {
+                    latencies.push(call.elapsed());
+                }
                 anyhow::ensure!(response.found, "a key written while building is not found over gRPC");
             }
             anyhow::Ok(latencies)
@@ -1715,6 +1730,8 @@ async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Repor
         latencies.extend(handle.await??);
     }
     let elapsed = started.elapsed();
+    let server = thread_cpu_delta(&server_before, &thread_cpu(&pid));
+    let bench = cpu_seconds(Path::new("/proc/self/stat")) - bench_before;
     let rss = replica.rss_bytes().unwrap_or(0);
     replica.terminate()?;
     latencies.sort();
@@ -1730,6 +1747,60 @@ async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Repor
         ),
         0.001,
         "1 ms",
+    );
+    let total =
+        |threads: &[(String, f64)]| threads.iter().map(|(_, s)| s).sum::<f64>() / elapsed.as_secs_f64();
+    report.info(
+        "kv-get: CPU in cores during the gRPC reads, plaitd / bench (warm-up included)",
+        format!(
+            "{:.2} / {:.2}; plaitd: {}",
+            total(&server),
+            bench / elapsed.as_secs_f64(),
+            describe_threads(&server, elapsed)
+        ),
+    );
+
+    // The floor on this machine: the same closed loop against a bare tonic unary server,
+    // whose p99 is what scheduling clients and server on the same cores costs alone.
+    let (mut bare, bare_addr) = start_bare_server()?;
+    let bare_endpoint = format!("http://{bare_addr}");
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(connect(&bare_endpoint).await?);
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= warm_up + grpc_reads {
+                    break;
+                }
+                let call = Instant::now();
+                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+                if n >= warm_up {
+                    latencies.push(call.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut bare_latencies = Vec::new();
+    for handle in handles {
+        bare_latencies.extend(handle.await??);
+    }
+    let _ = bare.kill();
+    let _ = bare.wait();
+    bare_latencies.sort();
+    let bare_p99 = percentile(&bare_latencies, 0.99);
+    report.info(
+        format!("kv-get: bare tonic unary server (grpc.health.v1 Check), same {clients} clients, p99 (p50)"),
+        format!(
+            "{} ({}); Data.Get p99 is {:.2}x this",
+            micros(bare_p99),
+            micros(percentile(&bare_latencies, 0.5)),
+            p99.as_secs_f64() / bare_p99.as_secs_f64()
+        ),
     );
     report.below(
         format!("kv-get: plaitd RSS after the reads at {} ops", group_digits(keys)),
