@@ -912,8 +912,7 @@ async fn import_one(
 
 #[cfg(test)]
 mod tests {
-    use plait_core::{LogType, Manifest, Op, WriterKey, Writers};
-    use plait_store::StoreConfig;
+    use plait_core::{Op, WriterKey};
 
     use super::*;
 
@@ -933,24 +932,8 @@ mod tests {
     /// A store in a temporary directory with one kv log holding `writes` entries.
     async fn store_with_log(dir: &Path, writes: usize) -> (Store, LogSummary) {
         let key = WriterKey::from_secret([5; 32]);
-        let config = StoreConfig::new(dir.join("data"), key.clone());
-        let store = tokio::task::spawn_blocking(move || {
-            Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        let manifest = Manifest {
-            name: "kv".into(),
-            log_type: LogType::Kv,
-            writers: Writers::keys(vec![key.public()]),
-            created_by: key.public(),
-            created_at_lamport: 0,
-            options: Vec::new(),
-        }
-        .sign(&key)
-        .unwrap();
-        let (summary, _) = store.create_log(manifest).await.unwrap();
+        let store = crate::test_support::open_store(&dir.join("data"), &key).await;
+        let (summary, _) = store.create_log(crate::test_support::kv_manifest("kv", &key)).await.unwrap();
         for i in 0..writes {
             let op = Op::Put { key: format!("k{i}").into_bytes(), value: vec![7; 100] };
             store.write(vec![(summary.log_id, op)]).await.unwrap();

@@ -118,22 +118,10 @@ pub(crate) fn spawn(store: Store, every_ops: u64, every_ms: u64, mut shutdown: w
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use plait_core::{LogType, Manifest, Op, WriterKey, Writers};
-    use plait_store::StoreConfig;
+    use plait_core::{Op, WriterKey};
 
     use super::*;
-
-    async fn open(dir: &std::path::Path, key: &WriterKey) -> Store {
-        let config = StoreConfig::new(dir, key.clone());
-        tokio::task::spawn_blocking(move || {
-            Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
-        })
-        .await
-        .unwrap()
-        .unwrap()
-    }
+    use crate::test_support::{kv_manifest, open_store as open};
 
     async fn put(store: &Store, log: LogId, from: usize, n: usize) {
         for i in from..from + n {
@@ -150,18 +138,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = WriterKey::from_secret([9; 32]);
         let store = open(dir.path(), &key).await;
-        let manifest = |name: &str| {
-            Manifest {
-                name: name.into(),
-                log_type: LogType::Kv,
-                writers: Writers::keys(vec![key.public()]),
-                created_by: key.public(),
-                created_at_lamport: 0,
-                options: Vec::new(),
-            }
-            .sign(&key)
-            .unwrap()
-        };
+        let manifest = |name: &str| kv_manifest(name, &key);
         let (kept, _) = store.create_log(manifest("kept")).await.unwrap();
         let (never, _) = store.create_log(manifest("never")).await.unwrap();
         put(&store, kept.log_id, 0, 10).await;

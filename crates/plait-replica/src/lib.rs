@@ -16,6 +16,8 @@ mod server;
 mod services;
 mod status;
 mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{CheckArgs, KeygenArgs, RestoreArgs, S3Args, SecurityArgs, ServeArgs};
 pub use keyfile::{load_or_create_key, read_key, write_key};

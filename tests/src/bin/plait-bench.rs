@@ -49,7 +49,8 @@
 //!   plaintext source and, over mutual TLS with node proofs and the auth layer, from a
 //!   secured copy of the same data directory.
 //! - `all`: everything with defaults; `kv-get` then reads the directory `reopen` built, so
-//!   it runs at 10M keys.
+//!   it runs at 10M keys, and after the two catch-up shapes one round of a large-entry
+//!   catch-up of 10M ops shows the replica's memory as the amount replicated grows.
 //!
 //! Time is read with `std::time::Instant` here: this binary measures, it decides nothing.
 //!
@@ -402,6 +403,10 @@ struct AllArgs {
     /// Seconds of each replication latency load. [default: 10; --quick: 1]
     #[arg(long)]
     latency_seconds: Option<f64>,
+    /// Ops of the one-round large-entry catch-up that shows memory as the amount
+    /// replicated grows. [default: 10000000; --quick: 100000]
+    #[arg(long)]
+    catchup_memory_ops: Option<u64>,
 }
 
 /// Default sizes, shrunk under `--quick`.
@@ -2196,8 +2201,12 @@ async fn catchup_shape(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let label = match shape {
-        Shape::Large => format!("{}-op Data.Write x {} clients", args.batch, args.clients),
-        Shape::Small => format!("{}-op entries (Data.Submit)", args.small_entry_ops.max(1)),
+        Shape::Large => {
+            format!("{} ops, {}-op Data.Write x {} clients", group_digits(ops), args.batch, args.clients)
+        }
+        Shape::Small => {
+            format!("{} ops, {}-op entries (Data.Submit)", group_digits(ops), args.small_entry_ops.max(1))
+        }
     };
     eprintln!("catchup, {label}: loading {} ops into a release plaitd", group_digits(ops));
     let tmp = temp_dir(work_dir, "catchup")?;
@@ -3173,6 +3182,13 @@ async fn main() -> anyhow::Result<()> {
                 settle_seconds: 60.0,
             };
             catchup(&catchup_args, scale, work_dir, &mut report).await?;
+            let memory_args = CatchupArgs {
+                ops: Some(scale.n(args.catchup_memory_ops, 10_000_000)),
+                shapes: vec![Shape::Large],
+                rounds: Some(1),
+                ..catchup_args
+            };
+            catchup(&memory_args, scale, work_dir, &mut report).await?;
             let latency_args = LatencyArgs {
                 loads: vec![Load { rate: 2000, batch: 1 }, Load { rate: 10_000, batch: 100 }],
                 seconds: args.latency_seconds,
