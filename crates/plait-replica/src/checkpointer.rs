@@ -6,6 +6,11 @@
 //! checkpointer therefore spends at most a tenth of its time on them: after one that took
 //! `d`, it takes none for `9 × d`. A log counts from its newest recorded checkpoint, so a
 //! restart does not scan every view again.
+//!
+//! A scan also costs memory: while it runs, the storage engine keeps every memtable it
+//! flushes (see [`Store::checkpoint_bounded`]). So a checkpoint gives up once more than
+//! `defer_bytes` arrive during its scan and is tried again after the same rest: during
+//! a catch-up or a restore of a large log, checkpoints wait until ingest slows down.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,6 +18,8 @@ use std::time::{Duration, Instant};
 use plait_core::LogId;
 use plait_store::{LogSummary, Store};
 use tokio::sync::watch;
+
+use crate::telemetry::Metrics;
 
 /// When each log is due for a checkpoint.
 struct Plan {
@@ -64,7 +71,14 @@ impl Plan {
 }
 
 /// Runs the checkpointer until `shutdown`; nothing when both cadences are 0.
-pub(crate) fn spawn(store: Store, every_ops: u64, every_ms: u64, mut shutdown: watch::Receiver<bool>) {
+pub(crate) fn spawn(
+    store: Store,
+    every_ops: u64,
+    every_ms: u64,
+    defer_bytes: u64,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if every_ops == 0 && every_ms == 0 {
         return;
     }
@@ -99,10 +113,19 @@ pub(crate) fn spawn(store: Store, every_ops: u64, every_ms: u64, mut shutdown: w
                     continue;
                 }
                 let started = Instant::now();
-                match store.checkpoint(log.log_id).await {
-                    Ok(c) => {
+                let taken = if defer_bytes == 0 {
+                    store.checkpoint(log.log_id).await.map(Some)
+                } else {
+                    store.checkpoint_bounded(log.log_id, defer_bytes).await
+                };
+                match taken {
+                    Ok(Some(c)) => {
                         tracing::debug!(log = %log.log_id, seq = c.seq, "checkpoint taken");
                         plan.taken(log.log_id, c.n_ops, Instant::now());
+                    }
+                    Ok(None) => {
+                        tracing::debug!(log = %log.log_id, "checkpoint deferred: writes arrived faster than the view could be scanned");
+                        metrics.record_checkpoint_deferred();
                     }
                     Err(e) => tracing::warn!(log = %log.log_id, error = %e, "checkpoint failed"),
                 }

@@ -199,6 +199,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_CHECKPOINT_EVERY_MS", default_value_t = 300_000)]
     pub checkpoint_every_ms: u64,
 
+    /// An automatic checkpoint gives up, and is tried again later, once more than this
+    /// many MiB of writes and replicated entries arrive while it scans the log's view:
+    /// the storage engine keeps in memory every memtable it flushes while a scan runs,
+    /// so this bounds what a checkpoint costs in memory during heavy ingest (a catch-up,
+    /// a restore). 0: never give up. On-demand checkpoints and exports always finish.
+    #[arg(long, env = "PLAIT_CHECKPOINT_DEFER_MIB", default_value_t = 32)]
+    pub checkpoint_defer_mib: u64,
+
     #[command(flatten)]
     pub s3: S3Args,
 

@@ -181,6 +181,8 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         store.clone(),
         args.checkpoint_every_ops,
         args.checkpoint_every_ms,
+        args.checkpoint_defer_mib.saturating_mul(1024 * 1024),
+        metrics.clone(),
         ctx.shutdown.clone(),
     );
 

@@ -296,6 +296,11 @@ struct Instruments {
     /// engine's flushes, its memtables over `--write-buffer-mib`; growing, the disk is
     /// behind the writes.
     write_stall_seconds: Counter<f64>,
+    /// `plait_checkpoints_deferred_total`: automatic checkpoints that gave up because
+    /// more than `--checkpoint-defer-mib` arrived while they scanned; they are tried
+    /// again later. Growing without checkpoints being taken, writes never pause long
+    /// enough for a scan of the view.
+    checkpoints_deferred: Counter<u64>,
     /// `plait_rpc_seconds{method,code}`: gRPC call latency, request to response headers.
     rpc_seconds: Histogram<f64>,
     /// `plait_rpc_errors_total{method,code}`: gRPC calls answered with a code other
@@ -402,6 +407,13 @@ impl Metrics {
                     "Connections closed by the listener: over the cap, failed or slow handshake.",
                 )
                 .build(),
+            checkpoints_deferred: meter
+                .u64_counter("plait.checkpoints.deferred")
+                .with_unit("{checkpoint}")
+                .with_description(
+                    "Automatic checkpoints that gave up, too much arriving while they scanned, to be tried again.",
+                )
+                .build(),
             auth_denied: meter
                 .u64_counter("plait.auth.denied")
                 .with_unit("{call}")
@@ -474,6 +486,11 @@ impl Metrics {
     /// The number of entries accepted but not yet durable, as of now.
     pub fn set_pending(&self, n: u64) {
         self.instruments.pending_entries.record(n, &[]);
+    }
+
+    /// An automatic checkpoint gave up, to be tried again later.
+    pub(crate) fn record_checkpoint_deferred(&self) {
+        self.instruments.checkpoints_deferred.add(1, &[]);
     }
 
     /// The writer waited `waited` for flushes (memtables over their bound).

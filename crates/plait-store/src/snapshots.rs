@@ -64,6 +64,9 @@ fn view_keyspaces<'a>(store: &'a Store, manifest: &SignedManifest) -> Vec<&'a fj
     }
 }
 
+/// Rows a state-root scan reads between two looks at its budget.
+const SCAN_ROWS_PER_LOOK: usize = 1024;
+
 /// The state root of a log's view as `read` sees it: rows are the view keys without the
 /// log prefix, with their stored values, in key order.
 fn state_root(
@@ -72,14 +75,35 @@ fn state_root(
     log: &LogId,
     manifest: &SignedManifest,
 ) -> StoreResult<[u8; 32]> {
+    let root = state_root_within(store, read, log, manifest, &|| false)?;
+    Ok(root.expect("a scan that never gives up finishes"))
+}
+
+/// [`state_root`], giving up (`None`) as soon as `give_up` says so. It is asked before
+/// the first row and every [`SCAN_ROWS_PER_LOOK`] rows.
+fn state_root_within(
+    store: &Store,
+    read: &impl Readable,
+    log: &LogId,
+    manifest: &SignedManifest,
+    give_up: &dyn Fn() -> bool,
+) -> StoreResult<Option<[u8; 32]>> {
     let mut root = StateRoot::new();
+    let mut rows = 0usize;
     for keyspace in view_keyspaces(store, manifest) {
         for row in read.prefix(keyspace, log.0) {
+            if rows.is_multiple_of(SCAN_ROWS_PER_LOOK) && give_up() {
+                return Ok(None);
+            }
+            rows += 1;
             let (k, v) = row.into_inner()?;
             root.push(&k[keys::LOG..], &v);
         }
     }
-    Ok(root.finish())
+    if give_up() {
+        return Ok(None);
+    }
+    Ok(Some(root.finish()))
 }
 
 impl Store {
@@ -88,10 +112,25 @@ impl Store {
     }
 
     fn checkpoint_of(&self, cut: &Cut, log: LogId) -> StoreResult<Checkpoint> {
-        let state_root = state_root(self, &cut.snapshot, &log, &cut.manifest)?;
+        let checkpoint = self.checkpoint_within(cut, log, None)?;
+        Ok(checkpoint.expect("a scan without a budget finishes"))
+    }
+
+    /// The checkpoint of `cut`, or `None` once the writer has taken in more than
+    /// `taken_in_max` bytes since the cut (never, for `None`).
+    fn checkpoint_within(
+        &self,
+        cut: &Cut,
+        log: LogId,
+        taken_in_max: Option<u64>,
+    ) -> StoreResult<Option<Checkpoint>> {
+        let give_up = || taken_in_max.is_some_and(|max| self.shared.taken_in_since(cut.taken_in) > max);
+        let Some(state_root) = state_root_within(self, &cut.snapshot, &log, &cut.manifest, &give_up)? else {
+            return Ok(None);
+        };
         let mut heads = cut.heads.clone();
         heads.sort();
-        Ok(Checkpoint {
+        Ok(Some(Checkpoint {
             log,
             epoch: self.epoch(),
             seq: cut.seq,
@@ -99,7 +138,7 @@ impl Store {
             state_root,
             n_entries: cut.seq,
             n_ops: cut.ops,
-        })
+        }))
     }
 
     async fn record_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()> {
@@ -110,13 +149,59 @@ impl Store {
     /// Takes and records a checkpoint of `log`: a consistent, durable cut with the Merkle
     /// root of the view at that cut. Writes go on while the root is computed.
     pub async fn checkpoint(&self, log: LogId) -> StoreResult<Checkpoint> {
+        let checkpoint = self.take_checkpoint(log, None).await?;
+        Ok(checkpoint.expect("a scan without a budget finishes"))
+    }
+
+    /// [`Store::checkpoint`] with a bound on what it costs in memory: it gives up,
+    /// recording nothing (`Ok(None)`), once the writer has taken in more than
+    /// `taken_in_max` bytes (entries and ops, as received) while the view is scanned.
+    ///
+    /// The scan reads a fjall snapshot, and while any snapshot is open the engine keeps
+    /// every version of its trees from then on, with the memtables each one references:
+    /// every memtable flushed during the scan stays in memory until the scan ends. A
+    /// scan of a large view during heavy ingest (a catch-up, a restore) would otherwise
+    /// hold what the store took in for as long as the scan runs, which grows with the
+    /// view. For automatic checkpoints, which can wait for a quieter moment.
+    pub async fn checkpoint_bounded(&self, log: LogId, taken_in_max: u64) -> StoreResult<Option<Checkpoint>> {
+        self.take_checkpoint(log, Some(taken_in_max)).await
+    }
+
+    async fn take_checkpoint(
+        &self,
+        log: LogId,
+        taken_in_max: Option<u64>,
+    ) -> StoreResult<Option<Checkpoint>> {
         let cut = self.cut(log).await?;
         let store = self.clone();
-        let checkpoint = tokio::task::spawn_blocking(move || store.checkpoint_of(&cut, log))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("checkpoint task failed: {e}")))??;
+        // The cut (and its snapshot) is dropped when the scan ends, before anything else.
+        let checkpoint =
+            tokio::task::spawn_blocking(move || store.checkpoint_within(&cut, log, taken_in_max))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("checkpoint task failed: {e}")))??;
+        let Some(checkpoint) = checkpoint else {
+            return Ok(None);
+        };
         self.record_checkpoint(checkpoint.clone()).await?;
-        Ok(checkpoint)
+        self.run_blocking(|store| {
+            store.release_scan_versions();
+            Ok(())
+        })
+        .await?;
+        Ok(Some(checkpoint))
+    }
+
+    /// Lets the engine drop the tree versions a finished scan's snapshot kept, with the
+    /// flushed memtables they hold. fjall collects old versions only when a memtable
+    /// rotates or a flush lands, so a store that goes quiet right after a scan would
+    /// keep them until its next burst of writes (300 MiB on a source that had just
+    /// loaded 10M ops). The checkpoint just recorded left the `checkpoints` keyspace's
+    /// memtable non-empty: rotating it (a small flush) runs that collection. Nothing is
+    /// lost if it fails: the versions go at the next rotation.
+    fn release_scan_versions(&self) {
+        if let Err(e) = self.shared.ks.checkpoints.rotate_memtable() {
+            tracing::warn!(error = %e, "could not rotate the checkpoints memtable; memory a scan held is released at the next flush");
+        }
     }
 
     /// The recorded checkpoints of a log, oldest first.
@@ -497,4 +582,107 @@ fn scan_snapshot(
         return Err(StoreError::Unavailable("the import stopped".into()));
     }
     Ok((header, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use plait_core::{LogType, Manifest, Op, WriterKey, Writers};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use crate::{NoopObserver, Store, StoreConfig};
+
+    async fn kv_store(dir: &std::path::Path) -> (Store, plait_core::LogId) {
+        let key = WriterKey::generate(&mut StdRng::seed_from_u64(1));
+        let store = Store::open(
+            StoreConfig::new(dir, key.clone()),
+            &mut StdRng::seed_from_u64(2),
+            Arc::new(NoopObserver),
+        )
+        .unwrap();
+        let manifest = Manifest {
+            name: "bounded".into(),
+            log_type: LogType::Kv,
+            writers: Writers::keys(vec![key.public()]),
+            created_by: key.public(),
+            created_at_lamport: 0,
+            options: vec![],
+        }
+        .sign(&key)
+        .unwrap();
+        let (summary, _) = store.create_log(manifest).await.unwrap();
+        (store, summary.log_id)
+    }
+
+    async fn put(store: &Store, log: plait_core::LogId, from: usize, n: usize) {
+        let ops = (from..from + n)
+            .map(|i| (log, Op::Put { key: format!("k{i:05}").into_bytes(), value: vec![7; 100] }))
+            .collect();
+        store.write(ops).await.unwrap();
+    }
+
+    /// A bounded checkpoint gives up, recording nothing, when the writer took in more
+    /// than its budget after the cut, and finishes the same cut when the budget allows
+    /// it; on a quiet store the bounded checkpoint is recorded like any other. Fails when
+    /// the budget is not looked at, or is counted from the wrong moment.
+    #[tokio::test]
+    async fn a_bounded_checkpoint_gives_up_when_writes_arrive_during_its_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = kv_store(dir.path()).await;
+        put(&store, log, 0, 3000).await;
+
+        let cut = store.cut(log).await.unwrap();
+        put(&store, log, 3000, 10).await;
+        let at_cut = cut.seq;
+        let (s, c) = (store.clone(), cut);
+        let (over, within) = tokio::task::spawn_blocking(move || {
+            let over = s.checkpoint_within(&c, log, Some(100)).unwrap();
+            let within = s.checkpoint_within(&c, log, Some(1 << 20)).unwrap();
+            (over, within)
+        })
+        .await
+        .unwrap();
+        assert!(over.is_none(), "10 puts of 100-byte values arrived after the cut: over a 100-byte budget");
+        let within = within.expect("the same writes fit a 1 MiB budget");
+        assert_eq!(within.seq, at_cut, "the checkpoint is of the cut, not of the later writes");
+        assert_eq!(within.n_ops, 3000);
+        assert!(store.checkpoints(&log).unwrap().is_empty(), "checkpoint_within records nothing");
+
+        let quiet =
+            store.checkpoint_bounded(log, 0).await.unwrap().expect("nothing arrives on a quiet store");
+        assert_eq!(quiet.n_ops, 3010);
+        assert_eq!(store.checkpoints(&log).unwrap(), vec![quiet.clone()]);
+        let full = store.checkpoint(log).await.unwrap();
+        assert_eq!(full.state_root, quiet.state_root, "the bounded scan computes the same root");
+        store.check_integrity().unwrap();
+    }
+
+    /// A scan's snapshot keeps the engine's old tree versions (and the flushed memtables
+    /// they hold) after it ends, until fjall next collects them; recording a checkpoint
+    /// makes it collect at once. Fails when `release_scan_versions` is not called, or no
+    /// longer makes fjall drop them.
+    #[tokio::test]
+    async fn a_recorded_checkpoint_releases_what_an_earlier_scan_kept() {
+        use fjall::AbstractTree;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = kv_store(dir.path()).await;
+        let kv = store.shared.ks.kv.clone();
+        put(&store, log, 0, 100).await;
+        let cut = store.cut(log).await.unwrap();
+        for round in 0..3 {
+            put(&store, log, 100 + round * 100, 100).await;
+            kv.rotate_memtable_and_wait().unwrap();
+        }
+        assert!(kv.tree.version_free_list_len() >= 2, "an open snapshot keeps the versions flushes replaced");
+        drop(cut);
+        assert!(kv.tree.version_free_list_len() >= 2, "closing the snapshot alone collects nothing");
+
+        store.checkpoint(log).await.unwrap();
+        assert_eq!(kv.tree.version_free_list_len(), 0, "the checkpoint let fjall drop every old version");
+        put(&store, log, 1000, 1).await;
+        store.check_integrity().unwrap();
+    }
 }

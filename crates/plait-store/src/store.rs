@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -327,6 +327,10 @@ pub(crate) struct Shared {
     /// Which peer recent seqs of each log were pulled from. In memory only: after a
     /// restart nothing is known, and pages are served whole.
     pub(crate) provenance: Mutex<HashMap<LogId, VecDeque<PulledRange>>>,
+    /// Bytes of entries and ops the writer has taken in since the store opened (as
+    /// [`Command`](crate::writer::Command)s weigh them), counted after each group. Long
+    /// scans compare it with its value at their cut to bound what they keep in memory.
+    pub(crate) taken_in: AtomicU64,
 }
 
 /// A durable change of a log's seq (or a new log).
@@ -355,6 +359,11 @@ pub struct PulledRange {
 pub const PROVENANCE_RANGES_MAX: usize = 1024;
 
 impl Shared {
+    /// Bytes the writer has taken in since [`Shared::taken_in`] read `then`.
+    pub(crate) fn taken_in_since(&self, then: u64) -> u64 {
+        self.taken_in.load(Ordering::Acquire).saturating_sub(then)
+    }
+
     pub(crate) fn publish(&self, summary: LogSummary, prev: u64, from: Option<PublicKey>) {
         let (log, seq) = (summary.log_id, summary.seq);
         self.logs.write().expect("log summaries lock poisoned").insert(log, summary);
@@ -448,6 +457,7 @@ impl Store {
             write_buffer_bytes: config.write_buffer_bytes,
             changes: broadcast::channel(CHANGES_BUFFER).0,
             provenance: Mutex::new(HashMap::new()),
+            taken_in: AtomicU64::new(0),
         });
         let disk = DiskGuard::new(config.path.clone(), config.disk_free_min_bytes);
         let writer = Writer::recover(

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fjall::{OwnedWriteBatch, PersistMode};
@@ -120,6 +121,8 @@ pub(crate) struct Cut {
     pub(crate) heads: Vec<EntryHash>,
     pub(crate) ops: u64,
     pub(crate) manifest: SignedManifest,
+    /// The store's `taken_in` counter at the cut.
+    pub(crate) taken_in: u64,
 }
 
 /// The state of one log: in `Writer::logs` as of the last durable batch, in
@@ -401,6 +404,7 @@ impl Writer {
     /// must stop (shutdown or poison).
     fn run_group(&mut self, commands: Vec<Command>) -> bool {
         self.wait_for_flushes();
+        let weight: u64 = commands.iter().map(|c| c.weight() as u64).sum();
         let mut group = self.new_group();
         let mut keep_running = true;
         // One look at the free space per group: a group adds at most GROUP_BYTES_MAX,
@@ -489,7 +493,10 @@ impl Writer {
                 Command::Shutdown => keep_running = false,
             }
         }
-        self.commit(group) && keep_running
+        let committed = self.commit(group);
+        // Counted once the group is done, so a cut between groups sees all of it or none.
+        self.shared.taken_in.fetch_add(weight, Ordering::Release);
+        committed && keep_running
     }
 
     fn poisoned(&self) -> bool {
@@ -720,6 +727,7 @@ impl Writer {
             heads: state.heads.keys().copied().collect(),
             ops: state.ops,
             manifest: state.manifest.clone(),
+            taken_in: self.shared.taken_in.load(Ordering::Acquire),
         })
     }
 

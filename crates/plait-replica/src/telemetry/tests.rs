@@ -72,6 +72,7 @@ fn prometheus_text_shows_recorded_metrics() {
     metrics.record_ingested("sync", 7);
     metrics.set_pending(42);
     metrics.set_pending(17);
+    metrics.record_checkpoint_deferred();
     metrics.record_rpc("/plait.v1.Data/Put", Code::Ok, Duration::from_millis(1));
     metrics.record_rpc("/plait.v1.Data/Put", Code::NotFound, Duration::from_millis(2));
 
@@ -90,6 +91,7 @@ fn prometheus_text_shows_recorded_metrics() {
     assert_eq!(sample(&text, "plait_entries_ingested_total", &[("source", "local")]), Some(5.0));
     assert_eq!(sample(&text, "plait_entries_ingested_total", &[("source", "sync")]), Some(7.0));
     assert_eq!(sample(&text, "plait_pending_entries", &[]), Some(17.0));
+    assert_eq!(sample(&text, "plait_checkpoints_deferred_total", &[]), Some(1.0));
     let put = ("method", "/plait.v1.Data/Put");
     assert_eq!(sample(&text, "plait_rpc_seconds_count", &[put, ("code", "OK")]), Some(1.0));
     assert_eq!(sample(&text, "plait_rpc_seconds_count", &[put, ("code", "NOT_FOUND")]), Some(1.0));
