@@ -892,13 +892,14 @@ fn start_replica(data_dir: &Path, extra: &[&str]) -> anyhow::Result<(Plaitd, Dur
     Ok((replica, started.elapsed()))
 }
 
-/// Sums of plaitd's Prometheus series whose names start with `plait_batch_` or
-/// `plait_fsync` (labels dropped), read with a bare HTTP/1.1 GET so the bench needs no
-/// HTTP client.
+/// Sums of plaitd's Prometheus series of the write path (names starting with
+/// `plait_batch_`, `plait_fsync`, `plait_write_stall` or `plait_checkpoints_`; labels
+/// dropped), read with a bare HTTP/1.1 GET so the bench needs no HTTP client.
 fn scrape_commit_metrics(addr: std::net::SocketAddr) -> Vec<(String, f64)> {
     let Some(text) = plait_tests::fetch_metrics(addr) else { return Vec::new() };
     let mut sums: Vec<(String, f64)> = Vec::new();
-    for line in text.lines().filter(|l| l.starts_with("plait_batch_") || l.starts_with("plait_fsync")) {
+    let wanted = ["plait_batch_", "plait_fsync", "plait_write_stall", "plait_checkpoints_"];
+    for line in text.lines().filter(|l| wanted.iter().any(|w| l.starts_with(w))) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
         let name = series.split('{').next().unwrap_or(series).to_owned();
         let Ok(value) = value.parse::<f64>() else { continue };
@@ -2070,6 +2071,10 @@ struct CatchupRound {
     bench_cpu: f64,
     commits: f64,
     commit_seconds: f64,
+    /// Seconds the writer waited for flushes, its memtables over their bound.
+    write_stall_seconds: f64,
+    /// Automatic checkpoints that gave up (`--checkpoint-defer-mib`).
+    checkpoints_deferred: f64,
     disk: u64,
 }
 
@@ -2174,6 +2179,8 @@ async fn catchup_round_with(
         bench_cpu,
         commits: metric_delta(&[], &metrics, "plait_batch_ops", "_count"),
         commit_seconds: metric_delta(&[], &metrics, "plait_fsync", "_sum"),
+        write_stall_seconds: metric_delta(&[], &metrics, "plait_write_stall_seconds", "_total"),
+        checkpoints_deferred: metric_delta(&[], &metrics, "plait_checkpoints_deferred", "_total"),
         disk: dir_bytes(dir),
     })
 }
@@ -2359,11 +2366,13 @@ async fn catchup_shape(
         report.info(
             format!("catchup, {label}: the replica's ingest commits (last round)"),
             format!(
-                "{} commits, {:.0} entries and {:.0} ops each, commit+fsync {:.0}% of the catch-up; {} on disk",
+                "{} commits, {:.0} entries and {:.0} ops each, commit+fsync {:.0}% of the catch-up; writer waited {:.1} s for flushes (memtables over --write-buffer-mib); {} automatic checkpoints deferred (--checkpoint-defer-mib); {} on disk",
                 group_digits(last.commits as u64),
                 last.entries as f64 / last.commits,
                 ops as f64 / last.commits,
                 100.0 * last.commit_seconds / last.elapsed.as_secs_f64(),
+                last.write_stall_seconds,
+                last.checkpoints_deferred as u64,
                 mib(last.disk)
             ),
         );
