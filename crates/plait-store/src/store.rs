@@ -328,7 +328,7 @@ pub(crate) struct Shared {
     /// restart nothing is known, and pages are served whole.
     pub(crate) provenance: Mutex<HashMap<LogId, VecDeque<PulledRange>>>,
     /// Bytes of entries and ops the writer has taken in since the store opened (as
-    /// [`Command`](crate::writer::Command)s weigh them), counted after each group. Long
+    /// [`Command`](crate::writer::Command)s weigh them), counted after each durable commit. Long
     /// scans compare it with its value at their cut to bound what they keep in memory.
     pub(crate) taken_in: AtomicU64,
 }

@@ -270,6 +270,10 @@ struct Group {
     provenance: Vec<(LogId, u64, Option<plait_core::PublicKey>)>,
     entries_stored: u64,
     ops_stored: u64,
+    /// What the commands staged in this group weigh, added to the store's `taken_in`
+    /// once the batch is durable: a cut, which commits what came before it in its group
+    /// first, then counts exactly what its scan must not let pile up.
+    weight: u64,
 }
 
 /// A hash map for keys that clients and peers choose (view rows): a fast hasher,
@@ -404,7 +408,6 @@ impl Writer {
     /// must stop (shutdown or poison).
     fn run_group(&mut self, commands: Vec<Command>) -> bool {
         self.wait_for_flushes();
-        let weight: u64 = commands.iter().map(|c| c.weight() as u64).sum();
         let mut group = self.new_group();
         let mut keep_running = true;
         // One look at the free space per group: a group adds at most GROUP_BYTES_MAX,
@@ -421,6 +424,7 @@ impl Writer {
                 reject(command, &|| StoreError::ResourceExhausted(message.clone()));
                 continue;
             }
+            group.weight += command.weight() as u64;
             match command {
                 Command::CreateLog { manifest, creator, reply } => {
                     match self.create_log(&mut group, manifest, creator) {
@@ -493,10 +497,7 @@ impl Writer {
                 Command::Shutdown => keep_running = false,
             }
         }
-        let committed = self.commit(group);
-        // Counted once the group is done, so a cut between groups sees all of it or none.
-        self.shared.taken_in.fetch_add(weight, Ordering::Release);
-        committed && keep_running
+        self.commit(group) && keep_running
     }
 
     fn poisoned(&self) -> bool {
@@ -523,6 +524,7 @@ impl Writer {
             provenance: Vec::new(),
             entries_stored: 0,
             ops_stored: 0,
+            weight: 0,
         }
     }
 
@@ -553,7 +555,8 @@ impl Writer {
             return false;
         }
         let started = Instant::now();
-        let Group { batch, replies, writes, staged, entries_stored, ops_stored, provenance, .. } = group;
+        let Group { batch, replies, writes, staged, entries_stored, ops_stored, provenance, weight, .. } =
+            group;
         let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
             Some(Err(e)) => Err(e),
             _ => {
@@ -568,6 +571,7 @@ impl Writer {
             fail_replies(replies, writes, &StoreError::poisoned);
             return false;
         }
+        self.shared.taken_in.fetch_add(weight, Ordering::Release);
         if entries_stored > 0 {
             self.shared.observer.batch_committed(entries_stored, ops_stored, started.elapsed());
         }
