@@ -1,8 +1,8 @@
 //! Writes the data-directory fixture that `tests/it/fixture.rs` opens, so a future change
-//! to the on-disk layout that cannot read format version 1 fails a test.
+//! to the on-disk layout that cannot read the current format version fails a test.
 //!
 //! Run from the workspace root only when adding a new format version's fixture:
-//! `cargo run -p plait-store --example make_fixture -- crates/plait-store/tests/fixtures/format-v1`
+//! `cargo run -p plait-store --example make_fixture -- crates/plait-store/tests/fixtures/format-v2`
 
 use std::sync::Arc;
 

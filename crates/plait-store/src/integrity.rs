@@ -42,9 +42,10 @@ impl Store {
             let mut named_as_parent = BTreeSet::new();
             let mut expected_seq = 1;
             let mut ops = 0;
-            for row in ks.seq.prefix(log.0) {
+            let no = summary.no;
+            for row in ks.seq.prefix(no.bytes()) {
                 let (k, v) = row.into_inner()?;
-                let seq = keys::u64_at(&k, keys::LOG).unwrap_or(0);
+                let seq = keys::u64_at(&k, keys::NO).unwrap_or(0);
                 if seq != expected_seq {
                     report
                         .problems
@@ -106,9 +107,9 @@ impl Store {
             let expected_heads: BTreeSet<EntryHash> =
                 times.keys().filter(|h| !named_as_parent.contains(*h)).copied().collect();
             let mut stored_heads = BTreeSet::new();
-            for row in ks.heads.prefix(log.0) {
+            for row in ks.heads.prefix(no.bytes()) {
                 let k = row.key()?;
-                stored_heads.extend(EntryHash::from_slice(&k[keys::LOG..]));
+                stored_heads.extend(EntryHash::from_slice(&k[keys::NO..]));
             }
             if stored_heads != expected_heads {
                 report.problems.push(format!(
@@ -117,11 +118,12 @@ impl Store {
                     expected_heads.len()
                 ));
             }
-            self.compare_view(&log, name, &view, &mut report)?;
+            self.compare_view(no, name, &view, &mut report)?;
             report.entries += entries;
             report.ops += ops;
-            report.pending += ks.pending.prefix(log.0).count() as u64;
+            report.pending += ks.pending.prefix(no.bytes()).count() as u64;
         }
+        self.check_log_numbers(&mut report)?;
         // A creator record outlives its log only through a bug in drop: it would count
         // against the creator's quota for ever.
         for row in ks.creators.iter() {
@@ -136,9 +138,52 @@ impl Store {
         Ok(report)
     }
 
+    /// Every hosted log has its own number, below `meta/next_log_no`, and every number
+    /// belongs to a hosted log.
+    fn check_log_numbers(&self, report: &mut IntegrityReport) -> StoreResult<()> {
+        let ks = &self.shared.ks;
+        let next = crate::migrate::next_log_no(ks)?;
+        let mut seen = BTreeMap::new();
+        for row in ks.log_nos.iter() {
+            let (k, v) = row.into_inner()?;
+            let Some(no) = keys::LogNo::parse(&v) else {
+                report.problems.push(format!("the log number of {} is not 4 bytes", hex::encode(&k)));
+                continue;
+            };
+            match plait_core::LogId::from_slice(&k) {
+                Some(log) if self.log(&log).is_some() => {}
+                _ => report.problems.push(format!(
+                    "log number {} names no hosted log ({})",
+                    no.0,
+                    hex::encode(&k)
+                )),
+            }
+            if no.0 >= next {
+                report.problems.push(format!("log number {} is not below meta/next_log_no ({next})", no.0));
+            }
+            if let Some(other) = seen.insert(no, k.to_vec()) {
+                report.problems.push(format!(
+                    "log number {} is given to two logs ({} and {})",
+                    no.0,
+                    hex::encode(other),
+                    hex::encode(&k)
+                ));
+            }
+        }
+        for summary in self.logs() {
+            if ks.log_nos.get(summary.log_id.0)?.and_then(|v| keys::LogNo::parse(&v)) != Some(summary.no) {
+                report.problems.push(format!(
+                    "log {}: its stored number is not the one it is read with",
+                    summary.manifest.manifest().name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn compare_view(
         &self,
-        log: &plait_core::LogId,
+        no: keys::LogNo,
         name: &str,
         view: &LogView,
         report: &mut IntegrityReport,
@@ -146,7 +191,7 @@ impl Store {
         let ks = &self.shared.ks;
         let read = |keyspace: &fjall::Keyspace| -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
             keyspace
-                .prefix(log.0)
+                .prefix(no.bytes())
                 .map(|row| row.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
                 .collect()
         };
@@ -163,13 +208,13 @@ impl Store {
         };
         match view {
             LogView::Feed(items) => {
-                let expected = items.iter().map(|(id, v)| (keys::feed_key(log, id), v.clone())).collect();
+                let expected = items.iter().map(|(id, v)| (keys::feed_key(no, id), v.clone())).collect();
                 mismatch("feed", expected, read(&ks.feed)?);
             }
             LogView::Kv(map) => {
                 let expected = map
                     .iter()
-                    .map(|(k, r)| (keys::kv_key(log, k), keys::register_value(&r.id, r.value.as_deref())))
+                    .map(|(k, r)| (keys::kv_key(no, k), keys::register_value(&r.id, r.value.as_deref())))
                     .collect();
                 mismatch("kv", expected, read(&ks.kv)?);
             }
@@ -180,12 +225,12 @@ impl Store {
                 // Length-prefixed keys sort differently from the view's (src, label, dst).
                 let mut expected_out: Vec<_> = map
                     .iter()
-                    .map(|(e, r)| (keys::edge_key(log, &e.src, &e.label, &e.dst), value(r)))
+                    .map(|(e, r)| (keys::edge_key(no, &e.src, &e.label, &e.dst), value(r)))
                     .collect();
                 expected_out.sort();
                 let mut expected_in: Vec<_> = map
                     .iter()
-                    .map(|(e, r)| (keys::edge_key(log, &e.dst, &e.label, &e.src), value(r)))
+                    .map(|(e, r)| (keys::edge_key(no, &e.dst, &e.label, &e.src), value(r)))
                     .collect();
                 expected_in.sort();
                 mismatch("graph (out)", expected_out, read(&ks.graph_out)?);

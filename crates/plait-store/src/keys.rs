@@ -1,25 +1,60 @@
-//! Key and value layouts of the keyspaces. Every multi-part key starts with the log id
-//! so one log's rows are one prefix; numbers are big-endian so byte order is numeric
-//! order.
+//! Key and value layouts of the keyspaces. Every multi-part key starts with its log, so
+//! one log's rows are one prefix; numbers are big-endian so byte order is numeric order.
+//!
+//! The keyspaces with a row per entry or per op (`seq`, `heads`, `pending`, `kv`, `feed`,
+//! `graph_out`, `graph_in`) start their keys with the log's [`LogNo`], a 4-byte number
+//! this replica gave the log; the rest (one row per log, checkpoint or peer) with the
+//! 32-byte log id. The number is local: nothing that leaves the replica (snapshots, state
+//! roots, continuations aside) carries it.
 
 use plait_core::{EntryHash, LogId, OpId, PublicKey};
 
 use crate::store::Members;
 
-pub(crate) const LOG: usize = 32;
+/// Bytes of a log id at the start of a per-log key.
+pub(crate) const ID: usize = 32;
+/// Bytes of a log number at the start of a per-entry or per-op key.
+pub(crate) const NO: usize = 4;
 pub(crate) const HASH: usize = 32;
 
-pub(crate) fn log_seq(log: &LogId, seq: u64) -> [u8; LOG + 8] {
-    let mut k = [0u8; LOG + 8];
-    k[..LOG].copy_from_slice(&log.0);
-    k[LOG..].copy_from_slice(&seq.to_be_bytes());
+/// A log's number on this replica: given once, when the log is created, imported or
+/// migrated here, never reused (`meta/next_log_no` counts them), kept in `log_nos` (log id
+/// → number). Four bytes in place of the 32-byte log id in every hot key: shorter keys
+/// are fewer bytes to insert, compare, flush and compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct LogNo(pub(crate) u32);
+
+impl LogNo {
+    pub(crate) fn bytes(self) -> [u8; NO] {
+        self.0.to_be_bytes()
+    }
+
+    pub(crate) fn parse(v: &[u8]) -> Option<LogNo> {
+        Some(LogNo(u32::from_be_bytes(v.try_into().ok()?)))
+    }
+}
+
+/// `seq` key: log number ‖ seq.
+pub(crate) fn seq_key(no: LogNo, seq: u64) -> [u8; NO + 8] {
+    let mut k = [0u8; NO + 8];
+    k[..NO].copy_from_slice(&no.bytes());
+    k[NO..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-pub(crate) fn log_hash(log: &LogId, hash: &EntryHash) -> [u8; LOG + HASH] {
-    let mut k = [0u8; LOG + HASH];
-    k[..LOG].copy_from_slice(&log.0);
-    k[LOG..].copy_from_slice(&hash.0);
+/// `checkpoints` key: log id ‖ seq.
+pub(crate) fn checkpoint_key(log: &LogId, seq: u64) -> [u8; ID + 8] {
+    let mut k = [0u8; ID + 8];
+    k[..ID].copy_from_slice(&log.0);
+    k[ID..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `heads` and `pending` key: log number ‖ entry hash.
+pub(crate) fn entry_key(no: LogNo, hash: &EntryHash) -> [u8; NO + HASH] {
+    let mut k = [0u8; NO + HASH];
+    k[..NO].copy_from_slice(&no.bytes());
+    k[NO..].copy_from_slice(&hash.0);
     k
 }
 
@@ -35,11 +70,11 @@ pub(crate) fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 /// `by_hash` value: log ‖ seq ‖ clock time.
-pub(crate) fn location(log: &LogId, seq: u64, time: u64) -> [u8; LOG + 16] {
-    let mut v = [0u8; LOG + 16];
-    v[..LOG].copy_from_slice(&log.0);
-    v[LOG..LOG + 8].copy_from_slice(&seq.to_be_bytes());
-    v[LOG + 8..].copy_from_slice(&time.to_be_bytes());
+pub(crate) fn location(log: &LogId, seq: u64, time: u64) -> [u8; ID + 16] {
+    let mut v = [0u8; ID + 16];
+    v[..ID].copy_from_slice(&log.0);
+    v[ID..ID + 8].copy_from_slice(&seq.to_be_bytes());
+    v[ID + 8..].copy_from_slice(&time.to_be_bytes());
     v
 }
 
@@ -50,13 +85,13 @@ pub(crate) struct Location {
 }
 
 pub(crate) fn parse_location(v: &[u8]) -> Option<Location> {
-    Some(Location { log: LogId::from_slice(v.get(..LOG)?)?, seq: u64_at(v, LOG)?, time: u64_at(v, LOG + 8)? })
+    Some(Location { log: LogId::from_slice(v.get(..ID)?)?, seq: u64_at(v, ID)?, time: u64_at(v, ID + 8)? })
 }
 
-/// `kv` key: log ‖ key.
-pub(crate) fn kv_key(log: &LogId, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(LOG + key.len());
-    k.extend_from_slice(&log.0);
+/// `kv` key: log number ‖ key.
+pub(crate) fn kv_key(no: LogNo, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(NO + key.len());
+    k.extend_from_slice(&no.bytes());
     k.extend_from_slice(key);
     k
 }
@@ -91,10 +126,10 @@ pub(crate) fn parse_register(v: &[u8]) -> Option<RegisterRef<'_>> {
     Some(RegisterRef { id, payload })
 }
 
-/// `feed` key: log ‖ op id sort key, so a prefix scan reads the feed in total order.
-pub(crate) fn feed_key(log: &LogId, id: &OpId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(LOG + OpId::SORT_KEY_LEN);
-    k.extend_from_slice(&log.0);
+/// `feed` key: log number ‖ op id sort key, so a prefix scan reads the feed in total order.
+pub(crate) fn feed_key(no: LogNo, id: &OpId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(NO + OpId::SORT_KEY_LEN);
+    k.extend_from_slice(&no.bytes());
     k.extend_from_slice(&id.to_sort_key());
     k
 }
@@ -105,17 +140,17 @@ fn push_len_prefixed(k: &mut Vec<u8>, part: &[u8]) {
     k.extend_from_slice(part);
 }
 
-/// `graph_out` key: log ‖ len‖src ‖ len‖label ‖ dst; `graph_in` swaps src and dst.
+/// `graph_out` key: log number ‖ len‖src ‖ len‖label ‖ dst; `graph_in` swaps src and dst.
 /// Length prefixes make "all edges of node n" and "of node n with label l" prefixes.
-pub(crate) fn edge_key(log: &LogId, node: &[u8], label: &str, other: &[u8]) -> Vec<u8> {
-    let mut k = edge_prefix(log, node, Some(label));
+pub(crate) fn edge_key(no: LogNo, node: &[u8], label: &str, other: &[u8]) -> Vec<u8> {
+    let mut k = edge_prefix(no, node, Some(label));
     k.extend_from_slice(other);
     k
 }
 
-pub(crate) fn edge_prefix(log: &LogId, node: &[u8], label: Option<&str>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(LOG + 4 + node.len() + label.map_or(0, str::len) + 32);
-    k.extend_from_slice(&log.0);
+pub(crate) fn edge_prefix(no: LogNo, node: &[u8], label: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(NO + 4 + node.len() + label.map_or(0, str::len) + 32);
+    k.extend_from_slice(&no.bytes());
     push_len_prefixed(&mut k, node);
     if let Some(label) = label {
         push_len_prefixed(&mut k, label.as_bytes());
@@ -123,9 +158,9 @@ pub(crate) fn edge_prefix(log: &LogId, node: &[u8], label: Option<&str>) -> Vec<
     k
 }
 
-/// Splits an edge key (without its log prefix) into node, label and other node.
+/// Splits an edge key (after its log number) into node, label and other node.
 pub(crate) fn parse_edge_key(k: &[u8]) -> Option<(&[u8], &str, &[u8])> {
-    let k = k.get(LOG..)?;
+    let k = k.get(NO..)?;
     let node_len = u16::from_be_bytes(k.get(..2)?.try_into().ok()?) as usize;
     let node = k.get(2..2 + node_len)?;
     let rest = &k[2 + node_len..];

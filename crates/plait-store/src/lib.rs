@@ -10,6 +10,7 @@ mod disk;
 mod error;
 mod integrity;
 mod keys;
+mod migrate;
 mod reads;
 mod snapshots;
 mod store;

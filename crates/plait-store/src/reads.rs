@@ -108,7 +108,8 @@ impl Store {
 
     /// The live value of a kv key, if any.
     pub fn get_kv(&self, log: &LogId, key: &[u8]) -> StoreResult<Option<KvRow>> {
-        let Some(v) = self.shared.ks.kv.get(keys::kv_key(log, key))? else { return Ok(None) };
+        let Some(no) = self.shared.log_no(log) else { return Ok(None) };
+        let Some(v) = self.shared.ks.kv.get(keys::kv_key(no, key))? else { return Ok(None) };
         let register = keys::parse_register(&v).ok_or_else(|| corrupt("kv"))?;
         Ok(register.payload.map(|value| KvRow { key: key.to_vec(), value: value.to_vec(), id: register.id }))
     }
@@ -123,11 +124,12 @@ impl Store {
         end: &[u8],
         page: PageLimit,
     ) -> StoreResult<(Vec<KvRow>, Option<Vec<u8>>)> {
-        let from = keys::kv_key(log, start.max(prefix));
-        let prefix_full = keys::kv_key(log, prefix);
+        let Some(no) = self.shared.log_no(log) else { return Ok((Vec::new(), None)) };
+        let from = keys::kv_key(no, start.max(prefix));
+        let prefix_full = keys::kv_key(no, prefix);
         let mut to = keys::prefix_end(&prefix_full);
         if !end.is_empty() {
-            let end_full = keys::kv_key(log, end);
+            let end_full = keys::kv_key(no, end);
             to = Some(match to {
                 Some(t) if t < end_full => t,
                 _ => end_full,
@@ -137,7 +139,7 @@ impl Store {
         let mut bytes = 0usize;
         for (examined, row) in Self::keyspace_range(&self.shared.ks.kv, from, to).enumerate() {
             let (k, v) = row.into_inner()?;
-            let key = k[keys::LOG..].to_vec();
+            let key = k[keys::NO..].to_vec();
             let size = key.len() + v.len() + ROW_OVERHEAD_BYTES;
             if page.full(rows.len(), bytes, size) || examined == RANGE_ROWS_MAX {
                 return Ok((rows, Some(key)));
@@ -164,7 +166,7 @@ impl Store {
         let ks = &self.shared.ks.feed;
         let parse = |row: fjall::Guard| -> StoreResult<FeedRow> {
             let (k, v) = row.into_inner()?;
-            let id = OpId::from_sort_key(&k[keys::LOG..]).ok_or_else(|| corrupt("feed"))?;
+            let id = OpId::from_sort_key(&k[keys::NO..]).ok_or_else(|| corrupt("feed"))?;
             Ok(FeedRow { value: v.to_vec(), id })
         };
         // Rows up to the page's bounds; whether one more was there.
@@ -182,12 +184,13 @@ impl Store {
             }
             Ok((out, false))
         };
+        let Some(no) = self.shared.log_no(log) else { return Ok(FeedPage::default()) };
         if tail {
-            let (mut items, _) = take(&mut ks.prefix(log.0).rev())?;
+            let (mut items, _) = take(&mut ks.prefix(no.bytes()).rev())?;
             items.reverse();
             return Ok(FeedPage { items, more: false });
         }
-        let mut from = log.0.to_vec();
+        let mut from = no.bytes().to_vec();
         if let Some(after) = after {
             if after.len() != OpId::SORT_KEY_LEN {
                 return Err(StoreError::Invalid(format!(
@@ -200,7 +203,7 @@ impl Store {
             // The smallest key after `after`: exclusive start.
             from.push(0);
         }
-        let (items, more) = take(&mut Self::keyspace_range(ks, from, keys::prefix_end(&log.0)))?;
+        let (items, more) = take(&mut Self::keyspace_range(ks, from, keys::prefix_end(&no.bytes())))?;
         Ok(FeedPage { items, more })
     }
 
@@ -219,7 +222,8 @@ impl Store {
             Direction::Out => &self.shared.ks.graph_out,
             Direction::In => &self.shared.ks.graph_in,
         };
-        let prefix = keys::edge_prefix(log, node, label);
+        let Some(no) = self.shared.log_no(log) else { return Ok(EdgePage::default()) };
+        let prefix = keys::edge_prefix(no, node, label);
         let rows: Box<dyn Iterator<Item = fjall::Guard>> = match after {
             None => Box::new(ks.prefix(&prefix)),
             Some(after) => {
@@ -295,9 +299,10 @@ impl Store {
     /// The heads of a log with their entries.
     pub fn heads(&self, log: &LogId) -> StoreResult<Vec<StoredEntry>> {
         let mut out = Vec::new();
-        for row in self.shared.ks.heads.prefix(log.0) {
+        let Some(no) = self.shared.log_no(log) else { return Ok(out) };
+        for row in self.shared.ks.heads.prefix(no.bytes()) {
             let k = row.key()?;
-            let hash = EntryHash::from_slice(&k[keys::LOG..]).ok_or_else(|| corrupt("heads"))?;
+            let hash = EntryHash::from_slice(&k[keys::NO..]).ok_or_else(|| corrupt("heads"))?;
             out.push(
                 self.get_entry(&hash)?
                     .ok_or_else(|| StoreError::Corrupt(format!("head {hash} is not stored")))?,
@@ -319,10 +324,11 @@ impl Store {
         let mut decoded = Vec::new();
         let mut seqs = Vec::new();
         let mut bytes = 0;
-        let from = keys::log_seq(log, after_seq.saturating_add(1));
-        for row in Self::keyspace_range(&ks.seq, from.to_vec(), keys::prefix_end(&log.0)).take(limit) {
+        let Some(no) = self.shared.log_no(log) else { return Ok(Vec::new()) };
+        let from = keys::seq_key(no, after_seq.saturating_add(1));
+        for row in Self::keyspace_range(&ks.seq, from.to_vec(), keys::prefix_end(&no.bytes())).take(limit) {
             let (k, v) = row.into_inner()?;
-            let seq = keys::u64_at(&k, keys::LOG).ok_or_else(|| corrupt("seq"))?;
+            let seq = keys::u64_at(&k, keys::NO).ok_or_else(|| corrupt("seq"))?;
             let hash = EntryHash::from_slice(&v).ok_or_else(|| corrupt("seq"))?;
             let entry_bytes = ks
                 .entries

@@ -17,7 +17,7 @@ use plait_core::{
 use tokio::sync::oneshot;
 
 use crate::error::{StoreError, StoreResult};
-use crate::keys;
+use crate::keys::{self, LogNo};
 use crate::store::{RestoreMark, Store};
 use crate::writer::{Command, Cut};
 
@@ -72,10 +72,10 @@ const SCAN_ROWS_PER_LOOK: usize = 1024;
 fn state_root(
     store: &Store,
     read: &impl Readable,
-    log: &LogId,
+    no: LogNo,
     manifest: &SignedManifest,
 ) -> StoreResult<[u8; 32]> {
-    let root = state_root_within(store, read, log, manifest, &|| false)?;
+    let root = state_root_within(store, read, no, manifest, &|| false)?;
     Ok(root.expect("a scan that never gives up finishes"))
 }
 
@@ -84,20 +84,20 @@ fn state_root(
 fn state_root_within(
     store: &Store,
     read: &impl Readable,
-    log: &LogId,
+    no: LogNo,
     manifest: &SignedManifest,
     give_up: &dyn Fn() -> bool,
 ) -> StoreResult<Option<[u8; 32]>> {
     let mut root = StateRoot::new();
     let mut rows = 0usize;
     for keyspace in view_keyspaces(store, manifest) {
-        for row in read.prefix(keyspace, log.0) {
+        for row in read.prefix(keyspace, no.bytes()) {
             if rows.is_multiple_of(SCAN_ROWS_PER_LOOK) && give_up() {
                 return Ok(None);
             }
             rows += 1;
             let (k, v) = row.into_inner()?;
-            root.push(&k[keys::LOG..], &v);
+            root.push(&k[keys::NO..], &v);
         }
     }
     if give_up() {
@@ -125,7 +125,8 @@ impl Store {
         taken_in_max: Option<u64>,
     ) -> StoreResult<Option<Checkpoint>> {
         let give_up = || taken_in_max.is_some_and(|max| self.shared.taken_in_since(cut.taken_in) > max);
-        let Some(state_root) = state_root_within(self, &cut.snapshot, &log, &cut.manifest, &give_up)? else {
+        let Some(state_root) = state_root_within(self, &cut.snapshot, cut.no, &cut.manifest, &give_up)?
+        else {
             return Ok(None);
         };
         let mut heads = cut.heads.clone();
@@ -256,12 +257,12 @@ impl Store {
             let (mut writer, head) = SnapshotWriter::start(&header);
             sink(head)?;
             let ks = &store.shared.ks;
-            let from = keys::log_seq(&log, base.as_ref().map_or(0, |b| b.seq) + 1);
-            let to = keys::log_seq(&log, cut.seq);
+            let from = keys::seq_key(cut.no, base.as_ref().map_or(0, |b| b.seq) + 1);
+            let to = keys::seq_key(cut.no, cut.seq);
             for row in cut.snapshot.range(&ks.seq, from..=to) {
                 let (k, hash) = row.into_inner()?;
                 let seq =
-                    keys::u64_at(&k, keys::LOG).ok_or_else(|| StoreError::Corrupt("short seq key".into()))?;
+                    keys::u64_at(&k, keys::NO).ok_or_else(|| StoreError::Corrupt("short seq key".into()))?;
                 let hash =
                     EntryHash::from_slice(&hash).ok_or_else(|| StoreError::Corrupt("seq row".into()))?;
                 let bytes = cut
@@ -410,7 +411,7 @@ impl Store {
             let cut = self.cut(log).await?;
             let store = self.clone();
             let root =
-                tokio::task::spawn_blocking(move || state_root(&store, &cut.snapshot, &log, &cut.manifest))
+                tokio::task::spawn_blocking(move || state_root(&store, &cut.snapshot, cut.no, &cut.manifest))
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("state root task failed: {e}")))??;
             if root != checkpoint.state_root {

@@ -17,9 +17,10 @@ use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::writer::{Command, Writer};
 
-/// The on-disk layout version, kept in the `meta` keyspace. A data directory of another
-/// version is refused rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk layout version, kept in the `meta` keyspace. Version 1 (log ids at the
+/// start of every key) is migrated in place when it opens; any other version is refused
+/// rather than misread.
+pub const FORMAT_VERSION: u32 = 2;
 /// Commands waiting for the writer thread. Senders wait when it is full (backpressure).
 const COMMAND_QUEUE_MAX: usize = 4096;
 /// Change notices buffered per listener; a listener that falls further behind is told it
@@ -130,6 +131,8 @@ pub struct LogSummary {
     /// Who created the log on this replica (`token:app`, `certificate:alice`, ...); none
     /// for logs learned from peers or restored from snapshots.
     pub creator: Option<Arc<str>>,
+    /// The log's number on this replica (the prefix of its hot keys).
+    pub(crate) no: crate::keys::LogNo,
 }
 
 /// Who asks for a log to be created, and how many logs created here they may hold at
@@ -222,6 +225,9 @@ pub(crate) struct Keyspaces {
     /// The principal that created each log here (log id -> identity), for per-principal
     /// quotas. Local to this replica: never replicated, snapshotted or backed up.
     pub(crate) creators: Keyspace,
+    /// Each log's number on this replica (log id -> 4-byte number), the prefix of its
+    /// keys in the keyspaces with a row per entry or op. Local, like `creators`.
+    pub(crate) log_nos: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -235,14 +241,14 @@ const MEMTABLE_BYTES_SMALL: u64 = 2 * 1024 * 1024;
 /// The keyspaces with [`MEMTABLE_BYTES_LARGE`] memtables.
 const LARGE_MEMTABLE_KEYSPACES: [&str; 7] =
     ["entries", "seq", "by_hash", "kv", "feed", "graph_out", "graph_in"];
-/// What the active memtables alone may hold: seven large ones, eleven small ones.
-pub const MEMTABLES_BYTES_MAX: u64 = 7 * MEMTABLE_BYTES_LARGE + 11 * MEMTABLE_BYTES_SMALL;
+/// What the active memtables alone may hold: seven large ones, twelve small ones.
+pub const MEMTABLES_BYTES_MAX: u64 = 7 * MEMTABLE_BYTES_LARGE + 12 * MEMTABLE_BYTES_SMALL;
 /// The default bound on active and sealed memtables together (the store's
 /// `write_buffer_bytes`): room for the active ones and 50 MiB waiting for flushes.
 pub const WRITE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 
 impl Keyspaces {
-    fn open(db: &Database) -> StoreResult<Keyspaces> {
+    pub(crate) fn open(db: &Database) -> StoreResult<Keyspaces> {
         let ks = |name: &str| {
             let large = LARGE_MEMTABLE_KEYSPACES.contains(&name);
             let bytes = if large { MEMTABLE_BYTES_LARGE } else { MEMTABLE_BYTES_SMALL };
@@ -267,12 +273,13 @@ impl Keyspaces {
             checkpoints: ks("checkpoints")?,
             restores: ks("restores")?,
             creators: ks("creators")?,
+            log_nos: ks("log_nos")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 18] {
+    fn all(&self) -> [&Keyspace; 19] {
         [
             &self.meta,
             &self.logs,
@@ -292,6 +299,7 @@ impl Keyspaces {
             &self.checkpoints,
             &self.restores,
             &self.creators,
+            &self.log_nos,
         ]
     }
 
@@ -391,6 +399,12 @@ impl Shared {
                 ranges.pop_front();
             }
         }
+    }
+
+    /// The number of a hosted log, the prefix of its hot keys; `None` for a log this
+    /// replica does not host (it has no rows to read).
+    pub(crate) fn log_no(&self, log: &LogId) -> Option<crate::keys::LogNo> {
+        self.logs.read().expect("log summaries lock poisoned").get(log).map(|s| s.no)
     }
 
     pub(crate) fn forget_provenance(&self, log: &LogId) {
@@ -749,9 +763,12 @@ fn init_meta(db: &Database, ks: &Keyspaces, rng: &mut impl RngCore) -> StoreResu
             let version = <[u8; 4]>::try_from(v.as_ref())
                 .map(u32::from_be_bytes)
                 .map_err(|_| StoreError::Corrupt("meta/format is not a 4-byte version".into()))?;
-            if version != FORMAT_VERSION {
+            if version == 1 {
+                crate::migrate::v1_to_v2(db, ks, None)?;
+            } else if version != FORMAT_VERSION {
                 return Err(StoreError::FailedPrecondition(format!(
-                    "data directory has format version {version}; this plaitd reads version {FORMAT_VERSION}"
+                    "data directory has format version {version}; this plaitd reads versions 1 (migrated \
+                     when it opens) and {FORMAT_VERSION}"
                 )));
             }
             let epoch =
@@ -765,6 +782,7 @@ fn init_meta(db: &Database, ks: &Keyspaces, rng: &mut impl RngCore) -> StoreResu
             let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
             batch.insert(&ks.meta, "format", FORMAT_VERSION.to_be_bytes().to_vec());
             batch.insert(&ks.meta, "epoch", epoch.to_vec());
+            batch.insert(&ks.meta, crate::migrate::NEXT_LOG_NO, 1u32.to_be_bytes().to_vec());
             batch.commit()?;
             Ok(epoch)
         }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
-use crate::keys;
+use crate::keys::{self, LogNo};
 use crate::store::{
     Creator, Cursor, FaultInjector, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome,
     WriteAck,
@@ -121,6 +121,8 @@ pub(crate) struct Cut {
     pub(crate) heads: Vec<EntryHash>,
     pub(crate) ops: u64,
     pub(crate) manifest: SignedManifest,
+    /// The log's number, the prefix of its rows in the snapshot.
+    pub(crate) no: LogNo,
     /// The store's `taken_in` counter at the cut.
     pub(crate) taken_in: u64,
 }
@@ -130,6 +132,8 @@ pub(crate) struct Cut {
 #[derive(Clone)]
 struct LogState {
     manifest: SignedManifest,
+    /// The log's number on this replica, the prefix of its per-entry and per-op keys.
+    no: LogNo,
     /// The seq the next stored entry gets.
     next_seq: u64,
     /// Heads with their clock times.
@@ -141,8 +145,8 @@ struct LogState {
 }
 
 impl LogState {
-    fn new(manifest: SignedManifest, creator: Option<Arc<str>>) -> LogState {
-        LogState { manifest, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0, creator }
+    fn new(manifest: SignedManifest, no: LogNo, creator: Option<Arc<str>>) -> LogState {
+        LogState { manifest, no, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0, creator }
     }
 
     fn summary(&self) -> LogSummary {
@@ -154,6 +158,7 @@ impl LogState {
             pending: self.pending,
             ops: self.ops,
             creator: self.creator.clone(),
+            no: self.no,
         }
     }
 
@@ -173,6 +178,9 @@ pub(crate) struct Writer {
     /// Every log's state as of the last durable batch. Only `adopt` and `drop_log`
     /// change it, and only after the disk holds the change.
     logs: HashMap<LogId, LogState>,
+    /// The number the next log created here gets. Numbers staged in a group that then
+    /// fails are skipped, never reused.
+    next_no: u32,
 }
 
 /// A last-writer-wins register row of a view: which keyspace, its key, and for graph
@@ -184,15 +192,15 @@ struct ViewRow {
 }
 
 impl ViewRow {
-    fn kv(log: &LogId, key: &[u8]) -> ViewRow {
-        ViewRow { keyspace: "kv", key: keys::kv_key(log, key), mirror: None }
+    fn kv(no: LogNo, key: &[u8]) -> ViewRow {
+        ViewRow { keyspace: "kv", key: keys::kv_key(no, key), mirror: None }
     }
 
-    fn edge(log: &LogId, src: &[u8], label: &str, dst: &[u8]) -> ViewRow {
+    fn edge(no: LogNo, src: &[u8], label: &str, dst: &[u8]) -> ViewRow {
         ViewRow {
             keyspace: "graph_out",
-            key: keys::edge_key(log, src, label, dst),
-            mirror: Some(keys::edge_key(log, dst, label, src)),
+            key: keys::edge_key(no, src, label, dst),
+            mirror: Some(keys::edge_key(no, dst, label, src)),
         }
     }
 }
@@ -310,7 +318,9 @@ impl Writer {
         faults: Option<Arc<dyn FaultInjector>>,
     ) -> StoreResult<Writer> {
         let ks = &shared.ks;
+        let next_no = crate::migrate::next_log_no(ks)?;
         let mut logs = HashMap::new();
+        let mut numbered: HashMap<LogNo, LogId> = HashMap::new();
         for row in ks.logs.iter() {
             let (id, bytes) = row.into_inner()?;
             let manifest = SignedManifest::decode_and_verify(&bytes)
@@ -319,24 +329,41 @@ impl Writer {
             if log.0.as_slice() != id.as_ref() {
                 return Err(StoreError::Corrupt(format!("manifest of log {log} stored under another id")));
             }
-            let last_seq = match ks.seq.prefix(log.0).next_back() {
+            let no = ks
+                .log_nos
+                .get(log.0)?
+                .and_then(|v| LogNo::parse(&v))
+                .ok_or_else(|| StoreError::Corrupt(format!("log {log} has no log number")))?;
+            if let Some(other) = numbered.insert(no, log) {
+                return Err(StoreError::Corrupt(format!(
+                    "logs {other} and {log} both have log number {}; their rows cannot be told apart",
+                    no.0
+                )));
+            }
+            if no.0 >= next_no {
+                return Err(StoreError::Corrupt(format!(
+                    "log {log} has number {} but meta/next_log_no is {next_no}",
+                    no.0
+                )));
+            }
+            let last_seq = match ks.seq.prefix(no.bytes()).next_back() {
                 Some(row) => {
                     let k = row.key()?;
-                    keys::u64_at(&k, keys::LOG).ok_or_else(|| StoreError::Corrupt("short seq key".into()))?
+                    keys::u64_at(&k, keys::NO).ok_or_else(|| StoreError::Corrupt("short seq key".into()))?
                 }
                 None => 0,
             };
             let mut heads = BTreeMap::new();
-            for row in ks.heads.prefix(log.0) {
+            for row in ks.heads.prefix(no.bytes()) {
                 let (k, v) = row.into_inner()?;
-                let hash = EntryHash::from_slice(&k[keys::LOG..])
+                let hash = EntryHash::from_slice(&k[keys::NO..])
                     .ok_or_else(|| StoreError::Corrupt("short heads key".into()))?;
                 heads.insert(
                     hash,
                     keys::u64_at(&v, 0).ok_or_else(|| StoreError::Corrupt("short heads value".into()))?,
                 );
             }
-            let pending = ks.pending.prefix(log.0).count() as u64;
+            let pending = ks.pending.prefix(no.bytes()).count() as u64;
             let ops = ks.counters.get(log.0)?.and_then(|v| keys::u64_at(&v, 0)).unwrap_or(0);
             let creator = match ks.creators.get(log.0)? {
                 Some(v) => Some(Arc::from(
@@ -345,11 +372,11 @@ impl Writer {
                 )),
                 None => None,
             };
-            let state = LogState { manifest, next_seq: last_seq + 1, heads, pending, ops, creator };
+            let state = LogState { manifest, no, next_seq: last_seq + 1, heads, pending, ops, creator };
             shared.publish(state.summary(), state.next_seq - 1, None);
             logs.insert(log, state);
         }
-        Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs })
+        Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs, next_no })
     }
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -490,7 +517,7 @@ impl Writer {
                     drop(reply.send(self.cut(log)));
                 }
                 Command::PutCheckpoint { checkpoint, reply } => {
-                    let key = keys::log_seq(&checkpoint.log, checkpoint.seq);
+                    let key = keys::checkpoint_key(&checkpoint.log, checkpoint.seq);
                     group.batch.insert(&self.shared.ks.checkpoints, key.to_vec(), checkpoint.encode());
                     group.replies.push(Reply::Done(reply));
                 }
@@ -674,7 +701,7 @@ impl Writer {
     }
 
     fn create_log(
-        &self,
+        &mut self,
         group: &mut Group,
         manifest: SignedManifest,
         creator: Option<Creator>,
@@ -709,14 +736,30 @@ impl Writer {
                 other.manifest.log_id()
             )));
         }
+        if self.next_no == u32::MAX {
+            return Err(StoreError::ResourceExhausted(
+                "this replica has given out every log number (2^32 - 1 logs created); \
+                 no more logs can be created in this data directory"
+                    .into(),
+            ));
+        }
+        let no = LogNo(self.next_no);
+        debug_assert!(
+            self.logs.values().chain(group.staged.values()).all(|s| s.no != no),
+            "log number {} is already given",
+            no.0
+        );
+        self.next_no += 1;
         let ks = &self.shared.ks;
         group.batch.insert(&ks.logs, log.0, manifest.bytes().to_vec());
         group.batch.insert(&ks.names, name.as_bytes().to_vec(), log.0.to_vec());
+        group.batch.insert(&ks.log_nos, log.0, no.bytes().to_vec());
+        group.batch.insert(&ks.meta, crate::migrate::NEXT_LOG_NO, self.next_no.to_be_bytes().to_vec());
         let creator = creator.map(|c| c.identity);
         if let Some(identity) = &creator {
             group.batch.insert(&ks.creators, log.0, identity.as_bytes().to_vec());
         }
-        group.staged.insert(log, LogState::new(manifest, creator));
+        group.staged.insert(log, LogState::new(manifest, no, creator));
         Ok((log, true))
     }
 
@@ -731,6 +774,7 @@ impl Writer {
             heads: state.heads.keys().copied().collect(),
             ops: state.ops,
             manifest: state.manifest.clone(),
+            no: state.no,
             taken_in: self.shared.taken_in.load(Ordering::Acquire),
         })
     }
@@ -758,16 +802,17 @@ impl Writer {
             return Err(StoreError::NotFound(format!("no log {log} on this replica")));
         };
         let ks = &self.shared.ks;
+        let no = state.no.bytes();
         let mut batch = self.shared.db.batch().durability(Some(PersistMode::SyncData));
-        for row in ks.seq.prefix(log.0) {
+        for row in ks.seq.prefix(no) {
             let (k, hash) = row.into_inner()?;
             batch.remove(&ks.seq, k);
             batch.remove(&ks.entries, hash.clone());
             batch.remove(&ks.by_hash, hash);
         }
-        for row in ks.pending.prefix(log.0) {
+        for row in ks.pending.prefix(no) {
             let (k, v) = row.into_inner()?;
-            let hash = EntryHash::from_slice(&k[keys::LOG..])
+            let hash = EntryHash::from_slice(&k[keys::NO..])
                 .ok_or_else(|| StoreError::Corrupt("short pending key".into()))?;
             if let Ok(entry) = plait_core::DecodedEntry::decode(&v) {
                 for parent in &entry.entry().next {
@@ -777,7 +822,7 @@ impl Writer {
             batch.remove(&ks.pending, k);
         }
         for keyspace in [&ks.heads, &ks.kv, &ks.feed, &ks.graph_out, &ks.graph_in] {
-            for row in keyspace.prefix(log.0) {
+            for row in keyspace.prefix(no) {
                 batch.remove(keyspace, row.key()?);
             }
         }
@@ -794,6 +839,7 @@ impl Writer {
         batch.remove(&ks.logs, log.0);
         batch.remove(&ks.counters, log.0);
         batch.remove(&ks.creators, log.0);
+        batch.remove(&ks.log_nos, log.0);
         batch.remove(&ks.names, state.manifest.manifest().name.as_bytes().to_vec());
         let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
             Some(Err(e)) => Err(e),
@@ -930,14 +976,14 @@ impl Writer {
             .map(|l| (l.log, l.seq, l.time)))
     }
 
-    fn is_pending(&self, group: &Group, log: &LogId, hash: &EntryHash) -> StoreResult<bool> {
+    fn is_pending(&self, group: &Group, no: LogNo, hash: &EntryHash) -> StoreResult<bool> {
         if group.pending_added.contains_key(hash) {
             return Ok(true);
         }
         if group.pending_removed.contains(hash) {
             return Ok(false);
         }
-        Ok(self.shared.ks.pending.contains_key(keys::log_hash(log, hash))?)
+        Ok(self.shared.ks.pending.contains_key(keys::entry_key(no, hash))?)
     }
 
     /// Checks one entry signed elsewhere and stages it: stored if its parents are here,
@@ -965,7 +1011,7 @@ impl Writer {
             op.check_type(manifest.log_type)
                 .map_err(|e| StoreError::Invalid(format!("entry {hash}: {e}")))?;
         }
-        if self.is_pending(group, &log, &hash)? {
+        if self.is_pending(group, state.no, &hash)? {
             return Ok(SubmitOutcome::Pending);
         }
         let mut missing = Vec::new();
@@ -988,7 +1034,8 @@ impl Writer {
                     manifest.name, state.pending
                 )));
             }
-            self.park(group, entry, &missing);
+            let no = state.no;
+            self.park(group, no, entry, &missing);
             return Ok(SubmitOutcome::Pending);
         }
         check_clock(state, &entry, parents_time)?;
@@ -998,10 +1045,10 @@ impl Writer {
     }
 
     /// Stages an entry whose parents `missing` are not here yet into `pending`.
-    fn park(&self, group: &mut Group, entry: VerifiedEntry, missing: &[EntryHash]) {
+    fn park(&self, group: &mut Group, no: LogNo, entry: VerifiedEntry, missing: &[EntryHash]) {
         let (log, hash) = (entry.log(), entry.hash());
         let ks = &self.shared.ks;
-        group.batch.insert(&ks.pending, keys::log_hash(&log, &hash).to_vec(), entry.bytes().to_vec());
+        group.batch.insert(&ks.pending, keys::entry_key(no, &hash).to_vec(), entry.bytes().to_vec());
         for parent in missing {
             group.batch.insert(&ks.missing, keys::hash_hash(parent, &hash).to_vec(), log.0.to_vec());
             group.missing_added.entry(*parent).or_default().push(hash);
@@ -1049,7 +1096,8 @@ impl Writer {
         if group.pending_removed.contains(hash) {
             return Ok(None);
         }
-        match self.shared.ks.pending.get(keys::log_hash(log, hash))? {
+        let Some(no) = self.state(group, log).map(|s| s.no) else { return Ok(None) };
+        match self.shared.ks.pending.get(keys::entry_key(no, hash))? {
             Some(bytes) => VerifiedEntry::reverify(&bytes, *hash)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("pending entry {hash} does not verify: {e}"))),
@@ -1124,11 +1172,11 @@ impl Writer {
 
     /// Takes an entry out of pending, in the batch and in the staged count.
     fn unpark(&self, group: &mut Group, log: &LogId, hash: &EntryHash) {
-        group.batch.remove(&self.shared.ks.pending, keys::log_hash(log, hash).to_vec());
         group.pending_added.remove(hash);
         group.pending_removed.insert(*hash);
         if let Some(state) = stage(&self.logs, &mut group.staged, log) {
             state.pending = state.pending.saturating_sub(1);
+            group.batch.remove(&self.shared.ks.pending, keys::entry_key(state.no, hash).to_vec());
         }
     }
 
@@ -1151,6 +1199,7 @@ impl Writer {
         let durable_next = self.logs.get(&log).map_or(1, |s| s.next_seq);
         let state = stage(&self.logs, &mut group.staged, &log).expect("apply is only called for hosted logs");
         let seq = state.next_seq;
+        let no = state.no;
         // Every stored op has a time of at most the highest head's (times grow along
         // parent links), and the total order compares time first: an entry past that
         // wins against everything stored, so its ops need not read the registers. A
@@ -1168,30 +1217,28 @@ impl Writer {
         state.heads.insert(hash, time);
         let ks = &self.shared.ks;
         for parent in &replaced {
-            group.batch.remove(&ks.heads, keys::log_hash(&log, parent).to_vec());
+            group.batch.remove(&ks.heads, keys::entry_key(no, parent).to_vec());
         }
         group.batch.insert(&ks.entries, hash.0, entry.bytes().to_vec());
-        group.batch.insert(&ks.seq, keys::log_seq(&log, seq), hash.0);
+        group.batch.insert(&ks.seq, keys::seq_key(no, seq), hash.0);
         group.batch.insert(&ks.by_hash, hash.0, keys::location(&log, seq, time));
-        group.batch.insert(&ks.heads, keys::log_hash(&log, &hash), time.to_be_bytes());
+        group.batch.insert(&ks.heads, keys::entry_key(no, &hash), time.to_be_bytes());
         group.entries.insert(hash, (log, seq, time));
         group.provenance.push((log, seq, group.source));
         group.entries_stored += 1;
         group.ops_stored += op_count;
         for (id, op) in entry.op_ids() {
             match op {
-                Op::Append { value } => {
-                    group.batch.insert(&ks.feed, keys::feed_key(&log, &id), value.clone())
-                }
+                Op::Append { value } => group.batch.insert(&ks.feed, keys::feed_key(no, &id), value.clone()),
                 Op::Put { key, value } => {
-                    self.merge_register(group, newest, ViewRow::kv(&log, key), &id, Some(value))
+                    self.merge_register(group, newest, ViewRow::kv(no, key), &id, Some(value))
                 }
-                Op::Delete { key } => self.merge_register(group, newest, ViewRow::kv(&log, key), &id, None),
+                Op::Delete { key } => self.merge_register(group, newest, ViewRow::kv(no, key), &id, None),
                 Op::Link { src, label, dst, props } => {
-                    self.merge_register(group, newest, ViewRow::edge(&log, src, label, dst), &id, Some(props))
+                    self.merge_register(group, newest, ViewRow::edge(no, src, label, dst), &id, Some(props))
                 }
                 Op::Unlink { src, label, dst } => {
-                    self.merge_register(group, newest, ViewRow::edge(&log, src, label, dst), &id, None)
+                    self.merge_register(group, newest, ViewRow::edge(no, src, label, dst), &id, None)
                 }
             }
         }
@@ -1340,5 +1387,62 @@ mod tests {
             }
         }
         assert!(batches >= 3, "the scan found the store's batches");
+    }
+
+    /// Two logs with one number would read each other's rows, so opening refuses such a
+    /// directory, naming both, rather than serve mixed views.
+    #[tokio::test]
+    async fn two_logs_with_one_number_are_refused() {
+        use std::sync::Arc;
+
+        use plait_core::{LogType, Manifest, WriterKey, Writers};
+        use rand::SeedableRng;
+        use rand::rngs::StdRng;
+
+        use crate::store::Keyspaces;
+        use crate::{NoopObserver, Store, StoreConfig, StoreError};
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = WriterKey::from_secret([3; 32]);
+        let open = || {
+            Store::open(
+                StoreConfig::new(dir.path(), key.clone()),
+                &mut StdRng::seed_from_u64(1),
+                Arc::new(NoopObserver),
+            )
+        };
+        let store = open().unwrap();
+        let mut ids = Vec::new();
+        for name in ["a", "b"] {
+            let manifest = Manifest {
+                name: name.into(),
+                log_type: LogType::Kv,
+                writers: Writers::keys(vec![key.public()]),
+                created_by: key.public(),
+                created_at_lamport: 0,
+                options: vec![],
+            }
+            .sign(&key)
+            .unwrap();
+            ids.push(store.create_log(manifest).await.unwrap().0.log_id);
+        }
+        store.close().await.unwrap();
+        drop(store);
+        assert!(open().unwrap().check_integrity().unwrap().is_clean());
+        {
+            let db = fjall::Database::builder(dir.path()).open().unwrap();
+            let ks = Keyspaces::open(&db).unwrap();
+            let a = ks.log_nos.get(ids[0].0).unwrap().unwrap();
+            ks.log_nos.insert(ids[1].0, a).unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        match open() {
+            Err(StoreError::Corrupt(message)) => {
+                assert!(message.contains("both have log number"), "{message}");
+                assert!(message.contains(&ids[0].to_string()) && message.contains(&ids[1].to_string()));
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a directory with two logs on one number opened"),
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! A data directory written by format version 1 (committed under `tests/fixtures`) still
-//! opens, reads back the same state and passes the integrity check.
+//! Data directories written by each format version (committed under `tests/fixtures`)
+//! still open, read back the same state and pass the integrity check.
 
 use std::path::Path;
 
@@ -20,14 +20,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The version-1 fixture opens with its logs, views, pending entry and heads intact.
-#[tokio::test]
-async fn format_v1_fixture_still_opens() {
-    assert_eq!(FORMAT_VERSION, 1, "a new format version needs its own fixture next to this one");
+/// Opens a copy of a committed fixture and checks its logs, views, pending entry and
+/// heads, and that the integrity check is clean.
+async fn open_fixture(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     // Opening writes to the directory, so work on a copy.
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1"), dir.path());
-    let store = open(dir.path(), &key(99));
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name), dir.path());
+    // The fixture's replica key (examples/make_fixture.rs), which its logs let write.
+    let replica = plait_core::WriterKey::from_secret([1; 32]);
+    let store = open(dir.path(), &replica);
     let settings = store.resolve("settings").unwrap();
     assert_eq!((settings.seq, settings.pending, settings.ops), (2, 1, 3));
     assert_eq!(store.get_kv(&settings.log_id, b"theme").unwrap().unwrap().value, b"dark");
@@ -46,7 +47,37 @@ async fn format_v1_fixture_still_opens() {
     let report = store.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!((report.logs, report.entries, report.pending), (3, 4, 1));
+    // The next write goes on from the fixture's state.
+    let acks = store
+        .write(vec![(settings.log_id, plait_core::Op::Put { key: b"lang".to_vec(), value: b"fr".to_vec() })])
+        .await
+        .unwrap();
+    assert_eq!(acks[0].seq, 3);
+    assert_eq!(store.get_kv(&settings.log_id, b"lang").unwrap().unwrap().value, b"fr");
+    assert!(store.check_integrity().unwrap().is_clean());
     store.close().await.unwrap();
+    drop(store);
+    // And it opens again as it was left.
+    // The fixture's replica key (examples/make_fixture.rs), which its logs let write.
+    let replica = plait_core::WriterKey::from_secret([1; 32]);
+    let store = open(dir.path(), &replica);
+    assert_eq!(store.get_kv(&settings.log_id, b"lang").unwrap().unwrap().value, b"fr");
+    assert!(store.check_integrity().unwrap().is_clean());
+    store.close().await.unwrap();
+}
+
+/// The version-1 fixture (log ids at the start of every key) is migrated when it opens
+/// and reads back the same state.
+#[tokio::test]
+async fn format_v1_fixture_is_migrated() {
+    open_fixture("format-v1").await;
+}
+
+/// The version-2 fixture (log numbers at the start of the hot keys) opens as it is.
+#[tokio::test]
+async fn format_v2_fixture_still_opens() {
+    assert_eq!(FORMAT_VERSION, 2, "a new format version needs its own fixture next to these");
+    open_fixture("format-v2").await;
 }
 
 /// Files under `dir`, recursively.
