@@ -266,3 +266,67 @@ async fn bad_submitted_entries() {
     let ok = c.data.submit(submit(vec![good])).await.expect("the replica keeps serving").into_inner();
     assert_eq!(ok.results[0].seq, 1);
 }
+
+/// The time now, for a node proof (the one place these tests read the wall clock).
+#[allow(clippy::disallowed_methods)]
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A `plait-node-proof` value by `key` for the replica `audience`: its node key signs the
+/// audience and the time.
+fn node_proof(key: &WriterKey, audience: &[u8]) -> String {
+    let secs = now_secs();
+    let mut message = audience.to_vec();
+    message.extend_from_slice(&secs.to_le_bytes());
+    let signature = key.sign_statement("plait.v1 node proof", &message);
+    format!("{}.{secs}.{}", key.public().to_hex(), signature.to_hex())
+}
+
+/// A Watch challenge that is not 32 bytes, or that comes without the caller's node proof
+/// (holds are reported only to a proven caller), is refused with INVALID_ARGUMENT and a
+/// message that says what is valid; a good one is answered with the replica's proof of
+/// its node id, over the caller's id and the challenge. Nothing is stored by any of it,
+/// the next write is seq 1 and the data directory is clean.
+#[tokio::test]
+async fn bad_watch_challenges() {
+    let (_dir, mut replica) = start();
+    let mut c = connect(&replica).await;
+    create(&mut c, "kv", pb::LogType::Kv).await;
+    let status = c.admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let mut sync = pb::sync_client::SyncClient::new(c.channel.clone());
+    let caller = WriterKey::generate(&mut rand::rngs::StdRng::seed_from_u64(9));
+    let identity = Some(pb::PeerIdentity { node_id: caller.public().0.to_vec(), epoch: vec![3; 16] });
+    let watch = |challenge: Vec<u8>, proven: bool| {
+        let mut request = tonic::Request::new(pb::WatchRequest { from: identity.clone(), challenge });
+        if proven {
+            let proof = node_proof(&caller, &status.node_id).parse().unwrap();
+            request.metadata_mut().insert("plait-node-proof", proof);
+        }
+        request
+    };
+    expect(sync.watch(watch(vec![1; 5], true)).await, Code::InvalidArgument, "it must be 32");
+    expect(sync.watch(watch(vec![1; 33], true)).await, Code::InvalidArgument, "it must be 32");
+    expect(sync.watch(watch(vec![1; 32], false)).await, Code::InvalidArgument, "node proof");
+
+    let challenge = [4u8; 32];
+    let response = sync.watch(watch(challenge.to_vec(), true)).await.expect("a proven caller's challenge");
+    let proof = response.metadata().get("plait-server-proof").expect("the server's proof").to_str().unwrap();
+    let mut message = caller.public().0.to_vec();
+    message.extend_from_slice(&challenge);
+    let server = plait_core::PublicKey::from_slice(&status.node_id).unwrap();
+    let signature = plait_core::Signature::from_hex(proof).unwrap();
+    assert!(
+        plait_core::verify_statement(&server, "plait.v1 server proof", &message, &signature),
+        "the proof is the replica's node key over the caller and the challenge"
+    );
+    let first = response.into_inner().message().await.unwrap().expect("the first notice");
+    assert_eq!((first.seq, first.held), (0, 0), "nothing written, nothing of the caller's held");
+
+    assert_eq!(seq_of(&mut c, "kv").await, 0, "nothing of a refused request was stored");
+    let put = pb::PutRequest { log: "kv".into(), key: b"k".to_vec(), value: b"v".to_vec(), concern: None };
+    assert_eq!(c.data.put(put).await.expect("the replica keeps serving").into_inner().seq, 1);
+    replica.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

@@ -196,6 +196,16 @@ struct FakePeer {
     /// without more arriving.
     hold_from: Option<u64>,
     release: watch::Receiver<()>,
+    /// How Watch answers; `None`: open and silent.
+    watch: Option<WatchScript>,
+}
+
+/// A Watch that answers the caller's challenge with a proof signed by `signer` and then,
+/// once the test names a log, says it holds that log up to a seq.
+#[derive(Clone)]
+struct WatchScript {
+    signer: WriterKey,
+    held: watch::Receiver<Option<(LogId, u64)>>,
 }
 
 type Pages = Pin<Box<dyn Stream<Item = Result<pb::EntryPage, Status>> + Send>>;
@@ -257,9 +267,44 @@ impl SyncService for FakePeer {
 
     type WatchStream = Notices;
 
-    async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<Notices>, Status> {
-        // Open and silent: the session ends only because of what Pull sends.
-        Ok(Response::new(Box::pin(futures::stream::pending())))
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Notices>, Status> {
+        use futures::StreamExt;
+        let Some(script) = self.watch.clone() else {
+            // Open and silent: the session ends only because of what Pull sends.
+            return Ok(Response::new(Box::pin(futures::stream::pending())));
+        };
+        // The caller's node id, from the node proof it attaches (`<node hex>.<secs>.<sig>`).
+        let caller = request
+            .metadata()
+            .get("plait-node-proof")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split('.').next())
+            .and_then(|hex| plait_core::PublicKey::from_hex(hex).ok())
+            .ok_or_else(|| Status::unauthenticated("no node proof"))?;
+        let mut message = caller.0.to_vec();
+        message.extend_from_slice(&request.get_ref().challenge);
+        let proof = script.signer.sign_statement("plait.v1 server proof", &message).to_hex();
+        let notices = futures::stream::unfold(Some(script.held), |held| async move {
+            let mut held = held?;
+            let (log, seq) = loop {
+                if let Some(named) = *held.borrow_and_update() {
+                    break named;
+                }
+                held.changed().await.ok()?;
+            };
+            let notice = pb::WatchNotice {
+                log_id: log.0.to_vec(),
+                seq: 0,
+                epoch: FAKE_EPOCH.to_vec(),
+                yours_from: 0,
+                held: seq,
+            };
+            Some((Ok(notice), None))
+        })
+        .chain(futures::stream::pending());
+        let mut response = Response::new(Box::pin(notices) as Notices);
+        response.metadata_mut().insert("plait-server-proof", proof.parse().unwrap());
+        Ok(response)
     }
 
     async fn push(
@@ -303,10 +348,16 @@ async fn serve_holding(
     answer: Answer,
     hold_from: Option<u64>,
 ) -> Hostile {
-    serve_with(seed, Arc::new(move || manifests.clone()), answer, hold_from).await
+    serve_with(seed, Arc::new(move || manifests.clone()), answer, hold_from, None).await
 }
 
-async fn serve_with(seed: u64, hosted: Hosted, answer: Answer, hold_from: Option<u64>) -> Hostile {
+async fn serve_with(
+    seed: u64,
+    hosted: Hosted,
+    answer: Answer,
+    hold_from: Option<u64>,
+    watch: Option<WatchScript>,
+) -> Hostile {
     let calls = Arc::new(Calls::default());
     let (release_tx, release) = watch::channel(());
     let peer = FakePeer {
@@ -316,6 +367,7 @@ async fn serve_with(seed: u64, hosted: Hosted, answer: Answer, hold_from: Option
         calls: calls.clone(),
         hold_from,
         release,
+        watch,
     };
     let (listener, addr) = listen().await;
     let counter = calls.clone();
@@ -948,7 +1000,7 @@ async fn peer_naming_endless_logs_keeps_the_replica_bounded() {
         let first = named.fetch_add(per_hello, Ordering::SeqCst) % FLOOD_LOGS;
         (first..first + per_hello).map(|i| big_manifest(&format!("flood-{i}"))).collect()
     });
-    let fake = serve_with(1, hosted, Arc::new(|_, _| vec![]), None).await;
+    let fake = serve_with(1, hosted, Arc::new(|_, _| vec![]), None, None).await;
     let mut replica = start_replica(&dir.path().join("replica"), &[fake.addr], &[]);
     let rss_before = replica.rss_bytes().unwrap();
     let endpoint = replica.endpoint();
@@ -993,4 +1045,57 @@ async fn peer_naming_endless_logs_keeps_the_replica_bounded() {
         RSS_BYTES_MAX >> 20
     );
     assert_clean(&mut replica);
+}
+
+/// A peer counts as holding this replica's writes only when it proves its node id. A fake
+/// peer whose Watch notices say it holds a log far past its end, with an answer to the
+/// challenge signed by another key than the node id its Hello named, is cut off with an
+/// error that says so, and a write waiting for two replicas times out; the same notices
+/// with an answer signed by its own key meet the same write concern at once (so the
+/// refusal is the proof's, not a write concern that never counts notices). Both replicas
+/// keep taking writes and are clean afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
+    for honest in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (named, held) = watch::channel(None);
+        // The fake's node id is key(1001)'s, as its Hello says.
+        let signer = if honest { key(1001) } else { key(7) };
+        let hosted: Hosted = Arc::new(Vec::new);
+        let fake =
+            serve_with(1, hosted, Arc::new(|_, _| vec![]), None, Some(WatchScript { signer, held })).await;
+        let mut replica = start_replica(dir.path(), &[fake.addr], &[]);
+        let endpoint = replica.endpoint();
+        let mut logs = pb::logs_client::LogsClient::new(channel(&endpoint).await.unwrap());
+        let info = logs
+            .create_log(pb::CreateLogRequest {
+                name: "own".into(),
+                r#type: pb::LogType::Kv as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let log = LogId::from_slice(&info.log_id).unwrap();
+        named.send_replace(Some((log, 1_000_000)));
+        if !honest {
+            wait_peer_error(&endpoint, fake.addr, &["does not prove node id"]).await;
+        }
+        let mut data = pb::data_client::DataClient::new(channel(&endpoint).await.unwrap());
+        let put = |key: &str, replicas: u32| pb::PutRequest {
+            log: "own".into(),
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            concern: Some(pb::WriteConcern { replicas, timeout_ms: if honest { 10_000 } else { 1_000 } }),
+        };
+        let waited = data.put(put("two", 2)).await;
+        if honest {
+            waited.expect("a proven peer's hold notice meets the write concern");
+        } else {
+            let err = waited.expect_err("an unproven peer's hold notice must not count");
+            assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        }
+        data.put(put("one", 1)).await.expect("the replica keeps taking writes");
+        assert_clean(&mut replica);
+    }
 }

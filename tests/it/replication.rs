@@ -663,3 +663,36 @@ async fn replicas_do_not_pull_back_what_they_sent() {
     );
     assert_clean(&mut cluster).await;
 }
+
+/// A replica learns how far its peer holds its log from the peer's Watch notices, which
+/// prove the peer's node id: single puts on one replica of two, each waiting for the
+/// other replica (write concern 2), are each acknowledged, and the peer pulls once per
+/// put, where it used to close every sync with a second, empty pull that only said what
+/// it held. A regression to the closing pull doubles the count; a hold notice that is
+/// not counted makes the puts time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn holds_arrive_in_notices_without_a_closing_pull() {
+    const PUTS: u64 = 60;
+    let mut cluster = Cluster::start(2, &["--metrics-listen", "127.0.0.1:0"]).await.unwrap();
+    create_logs(&cluster).await;
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    let metrics = |i: usize| plait_tests::fetch_metrics(cluster.nodes[i].metrics.unwrap()).unwrap();
+    let before = plait_tests::rpc_calls(&metrics(0), "Sync/Pull");
+    let mut d = data(&cluster.endpoint(0)).await;
+    for i in 0..PUTS {
+        let put = pb::PutRequest {
+            log: "kv".into(),
+            key: format!("held-{i}").into_bytes(),
+            value: b"v".to_vec(),
+            concern: Some(pb::WriteConcern { replicas: 2, timeout_ms: 10_000 }),
+        };
+        d.put(put).await.unwrap_or_else(|e| panic!("put {i} was not acknowledged by both replicas: {e}"));
+    }
+    let pulls = plait_tests::rpc_calls(&metrics(0), "Sync/Pull") - before;
+    assert!(pulls >= PUTS as f64, "the peer pulled {pulls} times for {PUTS} puts it holds");
+    assert!(
+        pulls <= PUTS as f64 + 5.0,
+        "the peer pulled {pulls} times for {PUTS} puts: more than one pull per put"
+    );
+    assert_clean(&mut cluster).await;
+}

@@ -15,7 +15,9 @@ use crate::backup::{Destination, Destinations, S3Options};
 use crate::config::{CheckArgs, RestoreArgs, ServeArgs};
 use crate::keyfile::load_or_create_key;
 use crate::net::{self, ListenerLimits, ReloadingTls, TlsFiles};
-use crate::replication::{EngineCtx, Holds, Membership, PeerClientConfig, PeerTable, ReplicationConfig};
+use crate::replication::{
+    EngineCtx, Holds, Listeners, Membership, PeerClientConfig, PeerTable, ReplicationConfig,
+};
 use crate::services::{AdminService, Ctx, DataService, LogsService, SyncService};
 use crate::telemetry::{self, Metrics, RpcMetricsLayer, Telemetry};
 
@@ -135,6 +137,8 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         logs_max: args.logs_max,
     };
     let node_public = node_key.public();
+    let holds = Arc::new(Holds::default());
+    let listeners = Arc::new(Listeners::default());
     let membership = Membership::start(
         EngineCtx {
             store: store.clone(),
@@ -144,6 +148,8 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
             table: PeerTable::default(),
             metrics: metrics.clone(),
             config: replication,
+            holds: holds.clone(),
+            listeners: listeners.clone(),
         },
         shutdown_rx.clone(),
     );
@@ -158,7 +164,8 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         import_staging: Arc::new(crate::services::StagingQuota::new(args.import_staging_bytes_max)),
         import_bytes_max: args.import_bytes_max,
         shutdown: shutdown_rx,
-        holds: Arc::new(Holds::default()),
+        holds,
+        listeners,
         membership,
         state: Arc::default(),
         data_dir: args.data_dir.clone(),

@@ -352,6 +352,10 @@ pub struct Change {
     /// one peer's pulls; `None` when any was written here, submitted, pushed, restored
     /// or completed from pending, or when nothing was stored.
     pub from: Option<PublicKey>,
+    /// A pull cursor of this log the change's batch wrote: how far this replica now
+    /// durably holds the log from that peer. A change that only moved a cursor has
+    /// `seq == prev`.
+    pub held: Option<Cursor>,
 }
 
 /// Seqs `first..=last` of one log, all stored from pulls from `peer`.
@@ -372,13 +376,26 @@ impl Shared {
         self.taken_in.load(Ordering::Acquire).saturating_sub(then)
     }
 
-    pub(crate) fn publish(&self, summary: LogSummary, prev: u64, from: Option<PublicKey>) {
+    pub(crate) fn publish(
+        &self,
+        summary: LogSummary,
+        prev: u64,
+        from: Option<PublicKey>,
+        held: Option<Cursor>,
+    ) {
         let (log, seq) = (summary.log_id, summary.seq);
+        debug_assert!(held.is_none_or(|c| c.log == log), "a change carries a cursor of another log");
         self.logs.write().expect("log summaries lock poisoned").insert(log, summary);
         let mut watches = self.seq_watch.lock().expect("seq watch lock poisoned");
         watches.entry(log).or_insert_with(|| watch::channel(0).0).send_replace(seq);
         // Nobody listening is fine.
-        let _ = self.changes.send(Change { log, seq, prev, from });
+        let _ = self.changes.send(Change { log, seq, prev, from, held });
+    }
+
+    /// A durable cursor move that came without new entries in its log (`seq`, the log's
+    /// seq, is unchanged).
+    pub(crate) fn publish_cursor(&self, cursor: Cursor, seq: u64) {
+        let _ = self.changes.send(Change { log: cursor.log, seq, prev: seq, from: None, held: Some(cursor) });
     }
 
     /// Remembers which peer each of `stored` (log, seq, pulled from) came from, merging
@@ -636,7 +653,23 @@ impl Store {
         Ok(Some(Cursor { peer: *peer, log: *log, epoch, seq }))
     }
 
-    /// Every durable change of a log's seq and every new log, as they happen.
+    /// The cursors of every log pulled from `peer` (a bounded prefix scan: one row per
+    /// log shared with that peer).
+    pub fn cursors_from(&self, peer: &PublicKey) -> StoreResult<Vec<Cursor>> {
+        let mut out = Vec::new();
+        for row in self.shared.ks.peers.prefix(peer.0) {
+            let (k, v) = row.into_inner()?;
+            let log = LogId::from_slice(&k[32..])
+                .ok_or_else(|| StoreError::Corrupt("unreadable cursor key".into()))?;
+            let (epoch, seq) = crate::keys::parse_cursor(&v)
+                .ok_or_else(|| StoreError::Corrupt("unreadable cursor".into()))?;
+            out.push(Cursor { peer: *peer, log, epoch, seq });
+        }
+        Ok(out)
+    }
+
+    /// Every durable change of a log's seq, every new log, and every durable move of a
+    /// pull cursor, as they happen.
     pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.shared.changes.subscribe()
     }

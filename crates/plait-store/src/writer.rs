@@ -276,6 +276,9 @@ struct Group {
     source: Option<plait_core::PublicKey>,
     /// Every entry stored in this batch: log, seq, and the peer it was pulled from.
     provenance: Vec<(LogId, u64, Option<plait_core::PublicKey>)>,
+    /// Pull cursors this batch writes, in order, for the change notices: a peer watching
+    /// this replica learns from them how far it is held here.
+    cursors: Vec<crate::Cursor>,
     entries_stored: u64,
     ops_stored: u64,
     /// What the commands staged in this group weigh, added to the store's `taken_in`
@@ -373,7 +376,7 @@ impl Writer {
                 None => None,
             };
             let state = LogState { manifest, no, next_seq: last_seq + 1, heads, pending, ops, creator };
-            shared.publish(state.summary(), state.next_seq - 1, None);
+            shared.publish(state.summary(), state.next_seq - 1, None, None);
             logs.insert(log, state);
         }
         Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs, next_no })
@@ -486,6 +489,7 @@ impl Writer {
                             keys::peer_log(&c.peer, &c.log).to_vec(),
                             keys::cursor_value(&c.epoch, c.seq).to_vec(),
                         );
+                        group.cursors.push(c);
                     }
                     group.replies.push(Reply::Ingest(reply, outcomes));
                 }
@@ -549,6 +553,7 @@ impl Writer {
             members: None,
             source: None,
             provenance: Vec::new(),
+            cursors: Vec::new(),
             entries_stored: 0,
             ops_stored: 0,
             weight: 0,
@@ -582,8 +587,18 @@ impl Writer {
             return false;
         }
         let started = Instant::now();
-        let Group { batch, replies, writes, staged, entries_stored, ops_stored, provenance, weight, .. } =
-            group;
+        let Group {
+            batch,
+            replies,
+            writes,
+            staged,
+            entries_stored,
+            ops_stored,
+            provenance,
+            cursors,
+            weight,
+            ..
+        } = group;
         let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
             Some(Err(e)) => Err(e),
             _ => {
@@ -604,7 +619,7 @@ impl Writer {
         }
         let pending_changed = !staged.is_empty();
         self.shared.record_provenance(&provenance);
-        self.adopt(staged, &provenance);
+        self.adopt(staged, &provenance, &cursors);
         if pending_changed {
             self.shared.observer.pending_changed(self.logs.values().map(|s| s.pending).sum());
         }
@@ -636,10 +651,14 @@ impl Writer {
     /// Makes a durable group's staged state the writer's and shows it to readers.
     /// `stored` (what the batch stored, with where each entry was pulled from) says per
     /// log whether every new entry came from one peer, which the change notice carries.
+    /// `cursors` (the pull cursors the batch wrote) ride on the changes too: on the
+    /// change of the cursor's log, or on a change of their own (seq unchanged) when the
+    /// batch stored nothing new in that log or wrote two cursors of it.
     fn adopt(
         &mut self,
         staged: HashMap<LogId, LogState>,
         stored: &[(LogId, u64, Option<plait_core::PublicKey>)],
+        cursors: &[crate::Cursor],
     ) {
         let mut from: HashMap<LogId, Option<plait_core::PublicKey>> = HashMap::new();
         for &(log, _, source) in stored {
@@ -651,10 +670,18 @@ impl Writer {
                 })
                 .or_insert(source);
         }
+        let mut cursors: Vec<Option<crate::Cursor>> = cursors.iter().copied().map(Some).collect();
         for (log, state) in staged {
             let prev = self.logs.get(&log).map_or(0, |s| s.next_seq - 1);
-            self.shared.publish(state.summary(), prev, from.get(&log).copied().flatten());
+            // The last cursor of this log in the batch is the furthest one.
+            let held =
+                cursors.iter_mut().rev().find(|c| c.is_some_and(|c| c.log == log)).and_then(Option::take);
+            self.shared.publish(state.summary(), prev, from.get(&log).copied().flatten(), held);
             self.logs.insert(log, state);
+        }
+        for cursor in cursors.into_iter().flatten() {
+            let seq = self.logs.get(&cursor.log).map_or(0, |s| s.next_seq - 1);
+            self.shared.publish_cursor(cursor, seq);
         }
     }
 

@@ -40,6 +40,38 @@ fn make_proof_at(key: &WriterKey, audience: &PublicKey, secs: u64) -> String {
     format!("{}.{secs}.{}", key.public().to_hex(), signature.to_hex())
 }
 
+/// The response metadata key carrying a server's proof of its node id (on Watch).
+pub(crate) const SERVER_PROOF_KEY: &str = "plait-server-proof";
+const SERVER_CONTEXT: &str = "plait.v1 server proof";
+/// Bytes of a Watch challenge.
+pub(crate) const CHALLENGE_BYTES: usize = 32;
+
+fn server_message(caller: &PublicKey, challenge: &[u8; CHALLENGE_BYTES]) -> [u8; 64] {
+    let mut m = [0u8; 64];
+    m[..32].copy_from_slice(caller.as_bytes());
+    m[32..].copy_from_slice(challenge);
+    m
+}
+
+/// A server's answer to a caller's challenge: its node key's signature over the caller's
+/// node id and the challenge (fresh per call, so it cannot be replayed), in hex.
+pub(crate) fn server_proof(key: &WriterKey, caller: &PublicKey, challenge: &[u8; CHALLENGE_BYTES]) -> String {
+    key.sign_statement(SERVER_CONTEXT, &server_message(caller, challenge)).to_hex()
+}
+
+/// Whether `value` proves that the server answering is `server`.
+pub(crate) fn verify_server_proof(
+    server: &PublicKey,
+    caller: &PublicKey,
+    challenge: &[u8; CHALLENGE_BYTES],
+    value: &str,
+) -> bool {
+    value.len() <= 256
+        && Signature::from_hex(value).is_ok_and(|s| {
+            plait_core::verify_statement(server, SERVER_CONTEXT, &server_message(caller, challenge), &s)
+        })
+}
+
 /// Why a proof does not count.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum ProofError {
@@ -143,6 +175,24 @@ mod tests {
         WriterKey::from_secret([seed; 32])
     }
 
+    /// A server proof counts only for the server's own key, the caller it answers and the
+    /// challenge it was given: another replica cannot answer for it, and an answer to one
+    /// challenge (or one caller) proves nothing for another.
+    #[test]
+    fn server_proofs_bind_server_caller_and_challenge() {
+        let (server, caller, other) = (key(1), key(2), key(3));
+        let proof = server_proof(&server, &caller.public(), &[7; 32]);
+        assert!(verify_server_proof(&server.public(), &caller.public(), &[7; 32], &proof));
+        assert!(!verify_server_proof(&other.public(), &caller.public(), &[7; 32], &proof), "another server");
+        assert!(!verify_server_proof(&server.public(), &other.public(), &[7; 32], &proof), "another caller");
+        assert!(
+            !verify_server_proof(&server.public(), &caller.public(), &[8; 32], &proof),
+            "another challenge"
+        );
+        let by_other = server_proof(&other, &caller.public(), &[7; 32]);
+        assert!(!verify_server_proof(&server.public(), &caller.public(), &[7; 32], &by_other));
+    }
+
     /// A proof counts only for the replica it was made for, only with the maker's own
     /// key, and only near its time.
     #[test]
@@ -165,6 +215,9 @@ mod tests {
         assert_eq!(verifier.verify_at(&proof, 1_000_000 - 400), Err(ProofError::Skewed(400)));
 
         let long = "z".repeat(300);
+        for bad in ["", "x", "a.b.c", "a.1.c.d", long.as_str()] {
+            assert!(!verify_server_proof(&me.public(), &peer.public(), &[7; 32], bad), "{bad:?}");
+        }
         for bad in ["", "x", "a.b.c", "a.1.c.d", long.as_str()] {
             assert_eq!(verifier.verify_at(bad, 1_000_000), Err(ProofError::Malformed), "{bad:?}");
         }

@@ -1,9 +1,11 @@
 //! What each peer holds of this replica's logs, learned from the cursors peers send when
 //! they pull: a pull after seq `s` with this replica's epoch means the puller durably
-//! holds every entry up to `s`. Write concern and drain wait on this.
+//! holds every entry up to `s`. Write concern and drain wait on this. A peer that
+//! proved its node id on its Watch stream also reports, in its notices, how far it holds
+//! this replica's logs (`WatchNotice.held`), which saves it the pull that would say so.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use plait_core::{LogId, PublicKey};
@@ -35,6 +37,12 @@ impl Holds {
             drop(inner);
             self.version.send_modify(|v| *v += 1);
         }
+    }
+
+    /// Makes waiters look again although no hold moved: a peer's node id became known,
+    /// so holds recorded before it counted for nobody and may count now.
+    pub(crate) fn members_changed(&self) {
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// Peers known to hold `log` up to at least `seq`.
@@ -91,5 +99,83 @@ impl Holds {
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+}
+
+/// The peers that watch this replica with a challenge (`WatchRequest.challenge`), with
+/// how many such streams each has open: they learn from this replica's notices how far
+/// it holds their logs, so a session pulling from one of them need not close each sync
+/// with an empty pull that only says so.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    streams: Mutex<HashMap<PublicKey, usize>>,
+}
+
+impl Listeners {
+    /// Counts `peer` as listening until the guard drops (its Watch stream ends).
+    pub(crate) fn listen(self: &Arc<Self>, peer: PublicKey) -> ListenGuard {
+        *self.streams.lock().expect("listeners lock poisoned").entry(peer).or_insert(0) += 1;
+        ListenGuard { listeners: self.clone(), peer }
+    }
+
+    pub(crate) fn listening(&self, peer: &PublicKey) -> bool {
+        self.streams.lock().expect("listeners lock poisoned").contains_key(peer)
+    }
+}
+
+/// One open Watch stream that reports holds to its caller.
+pub(crate) struct ListenGuard {
+    listeners: Arc<Listeners>,
+    peer: PublicKey,
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        let mut streams = self.listeners.streams.lock().expect("listeners lock poisoned");
+        if let Some(count) = streams.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                streams.remove(&self.peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write concern waiting for a peer whose node id is not known yet is met as soon as
+    /// the id becomes known, when the peer's hold was recorded before that: learning a
+    /// member wakes the waiter (it used to sleep until its deadline, and only then count).
+    #[tokio::test]
+    async fn a_member_learned_late_wakes_a_waiting_write_concern() {
+        let holds = Holds::default();
+        let (peer, log) = (PublicKey([1; 32]), LogId([2; 32]));
+        let members = Mutex::new(Vec::new());
+        let deadline = Instant::now() + std::time::Duration::from_secs(3600);
+        let targets = [(log, 1)];
+        let members_now = || members.lock().unwrap().clone();
+        let mut waiting = std::pin::pin!(holds.wait_for(&targets, 1, deadline, members_now));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        holds.record(peer, log, 1);
+        assert!(futures::poll!(waiting.as_mut()).is_pending(), "the holder is no member yet");
+        members.lock().unwrap().push(peer);
+        holds.members_changed();
+        assert_eq!(futures::poll!(waiting.as_mut()), std::task::Poll::Ready(Ok(())));
+    }
+
+    /// A peer listens while any of its streams is open, and stops when the last closes.
+    #[test]
+    fn a_peer_listens_while_one_of_its_streams_is_open() {
+        let listeners = Arc::new(Listeners::default());
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let first = listeners.listen(a);
+        let second = listeners.listen(a);
+        assert!(listeners.listening(&a) && !listeners.listening(&b));
+        drop(first);
+        assert!(listeners.listening(&a), "one stream is still open");
+        drop(second);
+        assert!(!listeners.listening(&a));
     }
 }

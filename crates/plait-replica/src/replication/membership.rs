@@ -74,6 +74,12 @@ pub(crate) struct EngineCtx {
     pub(crate) table: PeerTable,
     pub(crate) metrics: Metrics,
     pub(crate) config: ReplicationConfig,
+    /// What peers hold of this replica's logs (shared with the services): peers' hold
+    /// notices are recorded here.
+    pub(crate) holds: Arc<super::Holds>,
+    /// Peers that learn this replica's holds from its Watch notices (shared with the
+    /// services).
+    pub(crate) listeners: Arc<super::Listeners>,
 }
 
 /// The handle the services use to tell the engine that membership changed.

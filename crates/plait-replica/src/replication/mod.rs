@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub(crate) use client::PeerClientConfig;
-pub(crate) use holds::Holds;
+pub(crate) use holds::{Holds, Listeners};
 pub(crate) use membership::{EngineCtx, Membership, PeerInfo, PeerTable};
 
 /// Settings of the replication engine.
@@ -36,6 +36,13 @@ pub(crate) const PULL_PAGE_ENTRIES_MAX: u32 = 4096;
 pub(crate) const PULL_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Pages buffered per pull stream on the sending side.
 pub(crate) const PULL_PAGES_BUFFERED: usize = 4;
+/// Pages this small are read, served and verified on the async worker that has them,
+/// without the hand-off to the blocking pool, which costs more than the work at this size
+/// (two thread wake-ups each way; see docs/benchmarks.md): the one-entry pages of steady
+/// replication. Bounded by count (served pages, whose bytes are not known before they are
+/// read) and by bytes (received pages).
+pub(crate) const INLINE_PAGE_ENTRIES_MAX: u64 = 4;
+pub(crate) const INLINE_PAGE_BYTES_MAX: usize = 64 * 1024;
 /// Hashes one Fetch may ask for.
 pub(crate) const FETCH_HASHES_MAX: usize = 1024;
 /// Entries one Push message may carry.

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::client::{PeerAuth, PeerChannel};
+use crate::auth::peer::{CHALLENGE_BYTES, SERVER_PROOF_KEY, verify_server_proof};
 use anyhow::{Context, anyhow, bail};
 use plait_core::{DecodedEntry, EntryHash, LogId, SignedManifest, VerifiedEntry, verify_batch};
 use plait_proto::pb;
@@ -22,7 +23,9 @@ use tokio::sync::{mpsc, watch};
 use tonic::service::interceptor::InterceptedService;
 
 use super::membership::EngineCtx;
-use super::{FETCH_HASHES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES};
+use super::{
+    FETCH_HASHES_MAX, INLINE_PAGE_BYTES_MAX, INLINE_PAGE_ENTRIES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Unary calls and the gap between two pages of a stream: a silent peer past this is
@@ -115,6 +118,15 @@ struct InFlight {
     ingest: tokio::task::JoinHandle<plait_store::StoreResult<Vec<plait_store::StoreResult<SubmitOutcome>>>>,
     cursor: Cursor,
     hashes: HashSet<EntryHash>,
+}
+
+/// What one pull brought.
+struct Pulled {
+    /// The seq of the peer's log this replica now holds (stored, or left out by the peer
+    /// as this replica's own).
+    reached: u64,
+    /// Whether the cursor at `reached` is stored: the last page had entries.
+    stored: bool,
 }
 
 /// Why a session stopped talking to its peer.
@@ -260,14 +272,24 @@ impl Session {
             info.last_contact = Some(Instant::now());
             info.last_error.clear();
         });
+        // A write concern waiting since before this peer's node id was known may be met
+        // by what the peer already held.
+        self.ctx.holds.members_changed();
         tracing::info!(peer = %self.address, node = %peer.node_id, "replicating");
         // What the peer was told lives in its memory: a new connection tells it again.
         self.told.clear();
         self.ahead.clear();
 
         // Notices from the peer's Watch stream: logs whose seq moved, and to what seq.
-        let (notice_tx, mut notices) = mpsc::channel::<Option<Notice>>(1024);
-        let watcher = tokio::spawn(watch_peer(peer.client.clone(), self.identity(), peer.epoch, notice_tx));
+        let (notice_tx, mut notices) = mpsc::channel::<Result<Notice, String>>(1024);
+        let watcher = tokio::spawn(watch_peer(
+            peer.client.clone(),
+            self.identity(),
+            self.ctx.node_id,
+            peer.node_id,
+            peer.epoch,
+            notice_tx,
+        ));
         let result = self.follow(&mut peer, &mut notices).await;
         watcher.abort();
         result
@@ -276,7 +298,7 @@ impl Session {
     async fn follow(
         &mut self,
         peer: &mut Peer,
-        notices: &mut mpsc::Receiver<Option<Notice>>,
+        notices: &mut mpsc::Receiver<Result<Notice, String>>,
     ) -> anyhow::Result<Stop> {
         // None: every log (the first round and the anti-entropy rounds); otherwise the
         // logs notices named, with the highest seq named for each.
@@ -328,31 +350,47 @@ impl Session {
                 }
             }
             // Wait for a notice, the anti-entropy tick or the stop signal.
-            let mut next_due = HashMap::new();
             let mut stop = self.stop.clone();
-            tokio::select! {
-                notice = notices.recv() => match notice {
-                    Some(Some(first)) => {
-                        let mut next = Some(first);
-                        while let Some(notice) = next {
-                            if !self.take_yours(&notice) {
-                                let known = next_due.entry(notice.log).or_insert(notice.seq);
-                                *known = (*known).max(notice.seq);
+            let tick = tokio::time::Instant::now() + self.ctx.config.anti_entropy;
+            loop {
+                let mut next_due = HashMap::new();
+                tokio::select! {
+                    notice = notices.recv() => match notice {
+                        Some(Ok(first)) => {
+                            let mut next = Some(first);
+                            while let Some(notice) = next {
+                                if notice.held > 0 {
+                                    // The peer proved its node id on this stream.
+                                    self.ctx.holds.record(peer.node_id, notice.log, notice.held);
+                                }
+                                if !self.take_yours(&notice) && !self.nothing_new(&notice) {
+                                    let known = next_due.entry(notice.log).or_insert(notice.seq);
+                                    *known = (*known).max(notice.seq);
+                                }
+                                next = match notices.try_recv() {
+                                    Ok(Ok(n)) => Some(n),
+                                    Ok(Err(why)) => bail!(why),
+                                    Err(_) => None,
+                                };
                             }
-                            next = match notices.try_recv() {
-                                Ok(Some(n)) => Some(n),
-                                Ok(None) => bail!("the peer's watch stream ended"),
-                                Err(_) => None,
-                            };
+                            due = Some(next_due);
                         }
-                        due = Some(next_due);
+                        Some(Err(why)) => bail!(why),
+                        None => bail!("the peer's watch stream ended"),
+                    },
+                    _ = tokio::time::sleep_until(tick) => due = None,
+                    // Any local change: push (the pull part of the round finds nothing due).
+                    change = local.recv(), if self.push => {
+                        // A cursor that moved (this replica's own push marker among them)
+                        // brings nothing new to push.
+                        if change.is_ok_and(|c| c.held.is_some() && c.seq == c.prev) {
+                            continue;
+                        }
+                        due = Some(HashMap::new());
                     }
-                    _ => bail!("the peer's watch stream ended"),
-                },
-                _ = tokio::time::sleep(self.ctx.config.anti_entropy) => due = None,
-                // Any local change: push (the pull part of the round finds nothing due).
-                _ = local.recv(), if self.push => due = Some(HashMap::new()),
-                _ = async { stop.wait_for(|s| *s).await.is_ok() } => return Ok(Stop::Cancelled),
+                    _ = async { stop.wait_for(|s| *s).await.is_ok() } => return Ok(Stop::Cancelled),
+                }
+                break;
             }
         }
     }
@@ -375,6 +413,13 @@ impl Session {
             info.last_contact = Some(Instant::now());
         });
         true
+    }
+
+    /// A notice that only reports a hold, of a seq this replica already holds from the peer.
+    fn nothing_new(&self, notice: &Notice) -> bool {
+        notice.held > 0
+            && notice.yours_from == 0
+            && self.ahead.get(&notice.log).is_some_and(|a| *a >= notice.seq)
     }
 
     /// Edge mode: pushes every entry of every log written here since the last push, after
@@ -467,6 +512,10 @@ impl Session {
         if self.ctx.store.log(&log).is_none() {
             return Ok(());
         }
+        if peer_seq == 0 {
+            // The peer has no entry of the log: nothing to pull, nothing to reconcile.
+            return self.fetch_missing(peer, log).await;
+        }
         let cursor = self.stored_cursor(peer.node_id, log).await?;
         let ahead = self.ahead.get(&log).copied().unwrap_or(0);
         let valid = cursor.filter(|c| c.epoch == peer.epoch).map(|c| Cursor { seq: c.seq.max(ahead), ..c });
@@ -474,7 +523,10 @@ impl Session {
             self.ahead.insert(log, c.seq);
             // Status shows the stored cursor from the start, not only after new entries.
             self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = c.seq);
-            if c.seq >= peer_seq && self.told.get(&log) == Some(&c.seq) {
+            // A listening peer was told the stored cursor by this replica's notices.
+            let known = self.told.get(&log) == Some(&c.seq)
+                || (self.ctx.listeners.listening(&peer.node_id) && cursor.is_some_and(|s| s.seq == c.seq));
+            if c.seq >= peer_seq && known {
                 // Caught up, and the peer already knows: no call.
                 return self.fetch_missing(peer, log).await;
             }
@@ -495,7 +547,9 @@ impl Session {
             reconciled = true;
         }
         // Pull until a pull brings nothing new. The last, empty pull also tells the peer
-        // how far this replica now holds its log, which its write concern waits on.
+        // how far this replica now holds its log, which its write concern waits on;
+        // a peer that listens to this replica's notices learns that from the notice of
+        // the stored cursor instead, so the pulls stop once they reach `peer_seq`.
         let mut after = match start {
             Some(seq) => seq,
             None => self.stored_cursor(peer.node_id, log).await?.map_or(0, |c| c.seq),
@@ -506,7 +560,13 @@ impl Session {
         // Bounded, so a peer under constant writes does not keep this session on one log.
         for _ in 0..PULLS_PER_SYNC_MAX {
             match self.pull(peer, log, after).await {
-                Ok(Some(last)) => after = last,
+                Ok(Some(pulled)) => {
+                    after = pulled.reached;
+                    if pulled.stored && after >= peer_seq && self.ctx.listeners.listening(&peer.node_id) {
+                        self.told.insert(log, after);
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(e)
                     if e.downcast_ref::<tonic::Status>()
@@ -525,8 +585,10 @@ impl Session {
     }
 
     /// The stored cursor of `log` from `peer`, read off the async worker thread.
+    /// A point lookup in the small `peers` keyspace, made on the async worker as
+    /// `Data.Get` is: the hand-off to the blocking pool cost more than the read.
     async fn stored_cursor(&self, peer: plait_core::PublicKey, log: LogId) -> anyhow::Result<Option<Cursor>> {
-        Ok(self.ctx.store.run_blocking(move |store| store.cursor(&peer, &log)).await?)
+        Ok(self.ctx.store.cursor(&peer, &log)?)
     }
 
     /// The anti-entropy backstop: once this replica's cursor says it holds the peer's log
@@ -563,10 +625,10 @@ impl Session {
         Ok(())
     }
 
-    /// One pull after `after_seq`; returns the seq the pull brought this replica to, or
+    /// One pull after `after_seq`; returns how far the pull brought this replica, or
     /// `None` if the peer had nothing new. The peer leaves out entries it pulled from this
     /// replica (`omit_yours`); a page of only those moves the cursor in memory (`ahead`).
-    async fn pull(&mut self, peer: &mut Peer, log: LogId, after_seq: u64) -> anyhow::Result<Option<u64>> {
+    async fn pull(&mut self, peer: &mut Peer, log: LogId, after_seq: u64) -> anyhow::Result<Option<Pulled>> {
         let request = pb::PullRequest {
             log_id: log.0.to_vec(),
             epoch: peer.epoch.to_vec(),
@@ -577,6 +639,8 @@ impl Session {
         };
         let mut stream = peer.client.pull(request).await.map_err(anyhow::Error::new)?.into_inner();
         let mut received = None;
+        // The seq of the last cursor handed to the store.
+        let mut stored = 0;
         // The page before, on its way into the store while the next one is verified.
         let mut inflight: Option<InFlight> = None;
         loop {
@@ -592,7 +656,7 @@ impl Session {
                     // An empty pull told the peer this replica holds `after_seq`.
                     self.told.insert(log, after_seq);
                 }
-                return Ok(received);
+                return Ok(received.map(|reached| Pulled { reached, stored: stored == reached }));
             };
             check_page_size(&page, PULL_PAGE_ENTRIES)?;
             let last = page.entries.last().map_or(0, |e| e.seq);
@@ -623,8 +687,11 @@ impl Session {
             if let Some(previous) = inflight.take() {
                 self.land(log, previous).await?;
             }
-            let Some(verified) = checked? else { return Ok(received) };
+            let Some(verified) = checked? else {
+                return Ok(received.map(|reached| Pulled { reached, stored: false }));
+            };
             let hashes = verified.iter().map(VerifiedEntry::hash).collect();
+            stored = reached;
             let store = self.ctx.store.clone();
             let ingest = tokio::spawn(async move { store.ingest_pulled(verified, cursor).await });
             inflight = Some(InFlight { ingest, cursor, hashes });
@@ -704,9 +771,14 @@ impl Session {
         let store = self.ctx.store.clone();
         // Everything is checked before anything is stored: a page from a misbehaving
         // peer is refused whole, and its cursor never moves past a refused entry.
-        let checked =
+        let small = raw.len() as u64 <= INLINE_PAGE_ENTRIES_MAX
+            && raw.iter().map(Vec::len).sum::<usize>() <= INLINE_PAGE_BYTES_MAX;
+        let checked = if small {
+            check_page(&store, &summary.manifest, raw, mode, &in_flight)
+        } else {
             tokio::task::spawn_blocking(move || check_page(&store, &summary.manifest, raw, mode, &in_flight))
-                .await?;
+                .await?
+        };
         match checked {
             Ok(v) => Ok(Some(v)),
             Err(why) => {
@@ -819,39 +891,59 @@ fn check_page_size(page: &pb::EntryPage, entries_max: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// Forwards the peer's Watch notices as (log, seq); sends `None` when the stream ends or
-/// a notice names another epoch than the connection's (the peer was wiped or restored:
-/// the session reconnects).
-/// A Watch notice: the peer's seq of a log, and from which seq on the new entries are all
-/// ones it pulled from here (0: not known to be).
+/// A Watch notice: the peer's seq of a log, from which seq on the new entries are all
+/// ones it pulled from here (0: not known to be), and how far the peer durably holds
+/// this replica's log (0: not said, or not proven).
 struct Notice {
     log: LogId,
     seq: u64,
     yours_from: u64,
+    held: u64,
 }
 
+/// Forwards the peer's Watch notices; sends why when the stream ends, when a notice
+/// names another epoch than the connection's (the peer was wiped or restored: the
+/// session reconnects), or when the peer fails the challenge. The call carries a fresh
+/// challenge: a peer that answers it with a proof by `peer_id`'s key is the replica the
+/// session believes it is, so the holds its notices report count; a peer that answers
+/// with no proof (one that predates holds in notices) reports none.
 async fn watch_peer(
     mut client: SyncClient<PeerChannel>,
     identity: pb::PeerIdentity,
+    me: plait_core::PublicKey,
+    peer_id: plait_core::PublicKey,
     epoch: [u8; 16],
-    notices: mpsc::Sender<Option<Notice>>,
+    notices: mpsc::Sender<Result<Notice, String>>,
 ) {
-    let stream = client.watch(pb::WatchRequest { from: Some(identity) }).await;
-    if let Ok(stream) = stream {
-        let mut stream = stream.into_inner();
+    let challenge: [u8; CHALLENGE_BYTES] = rand::random();
+    let request = pb::WatchRequest { from: Some(identity), challenge: challenge.to_vec() };
+    if let Ok(response) = client.watch(request).await {
+        let proven = match response.metadata().get(SERVER_PROOF_KEY).map(|v| v.to_str()) {
+            None => false,
+            Some(Ok(proof)) if verify_server_proof(&peer_id, &me, &challenge, proof) => true,
+            Some(_) => {
+                let why = format!(
+                    "the peer's answer to the Watch challenge does not prove node id {peer_id}, which its Hello named; reconnecting"
+                );
+                let _ = notices.send(Err(why)).await;
+                return;
+            }
+        };
+        let mut stream = response.into_inner();
         while let Ok(Some(notice)) = stream.message().await {
             if notice.epoch.as_slice() != epoch.as_slice() {
                 break;
             }
             let yours_from = if notice.yours_from <= notice.seq { notice.yours_from } else { 0 };
+            let held = if proven { notice.held } else { 0 };
             if let Ok(log) = plait_proto::convert::log_id("log_id", &notice.log_id)
-                && notices.send(Some(Notice { log, seq: notice.seq, yours_from })).await.is_err()
+                && notices.send(Ok(Notice { log, seq: notice.seq, yours_from, held })).await.is_err()
             {
                 return;
             }
         }
     }
-    let _ = notices.send(None).await;
+    let _ = notices.send(Err("the peer's watch stream ended".into())).await;
 }
 
 #[cfg(test)]

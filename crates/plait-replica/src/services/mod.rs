@@ -40,6 +40,8 @@ pub(crate) struct Ctx {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// What peers hold of this replica's logs.
     pub(crate) holds: Arc<Holds>,
+    /// Peers told this replica's holds of their logs through their Watch streams.
+    pub(crate) listeners: Arc<crate::replication::Listeners>,
     pub(crate) membership: Membership,
     pub(crate) state: SharedState,
     /// The data directory, for temporary files of imports and backups.

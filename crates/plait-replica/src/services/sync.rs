@@ -2,7 +2,7 @@
 //! stream entries in this replica's seq order (a topological order), bounded pages at a
 //! time; Pull also records what the caller holds, for write concern and drain.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use plait_core::{DecodedEntry, EntryHash, LogId, PublicKey, verify_batch};
 use plait_proto::{convert, pb};
@@ -12,10 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Ctx;
+use crate::auth::peer::{CHALLENGE_BYTES, SERVER_PROOF_KEY, server_proof};
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::replication::{
-    FETCH_HASHES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES, PULL_PAGE_ENTRIES_MAX, PULL_PAGES_BUFFERED,
-    PUSH_ENTRIES_MAX, RECONCILE_PAST_MAX,
+    FETCH_HASHES_MAX, INLINE_PAGE_ENTRIES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES, PULL_PAGE_ENTRIES_MAX,
+    PULL_PAGES_BUFFERED, PUSH_ENTRIES_MAX, RECONCILE_PAST_MAX,
 };
 use crate::status::reply;
 
@@ -76,32 +77,36 @@ impl SyncService {
             while cursor < until {
                 let skip = skip.clone();
                 let metrics = ctx.metrics.clone();
-                let page = ctx
-                    .blocking(move |store| {
-                        let entries = store.entries_after(&log, cursor, page_entries, PULL_PAGE_BYTES)?;
-                        let last = entries.last().map(|e| e.seq);
-                        // The caller's own entries come back to it as nothing but a cursor.
-                        let theirs = match (omit, last) {
-                            (Some(peer), Some(last)) => store
-                                .pulled_ranges(&log, cursor, last)
-                                .into_iter()
-                                .filter(|r| r.peer == peer)
-                                .collect(),
-                            _ => Vec::new(),
-                        };
-                        let omitted = |seq: u64| theirs.iter().any(|r| r.first <= seq && seq <= r.last);
-                        let entries: Vec<_> = entries.into_iter().filter(|e| e.seq <= until).collect();
-                        let before = entries.len();
-                        let entries: Vec<_> = entries.into_iter().filter(|e| !omitted(e.seq)).collect();
-                        metrics.record_pull_omitted((before - entries.len()) as u64);
-                        let entries: Vec<pb::SeqEntry> = entries
+                let read = move |store: &plait_store::Store| {
+                    let entries = store.entries_after(&log, cursor, page_entries, PULL_PAGE_BYTES)?;
+                    let last = entries.last().map(|e| e.seq);
+                    // The caller's own entries come back to it as nothing but a cursor.
+                    let theirs = match (omit, last) {
+                        (Some(peer), Some(last)) => store
+                            .pulled_ranges(&log, cursor, last)
                             .into_iter()
-                            .filter(|e| skip.as_ref().as_ref().is_none_or(|s| !s.contains(&e.entry.hash())))
-                            .map(|e| pb::SeqEntry { seq: e.seq, entry: e.entry.into_bytes() })
-                            .collect();
-                        Ok::<_, ReplicaError>((entries, last))
-                    })
-                    .await;
+                            .filter(|r| r.peer == peer)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let omitted = |seq: u64| theirs.iter().any(|r| r.first <= seq && seq <= r.last);
+                    let entries: Vec<_> = entries.into_iter().filter(|e| e.seq <= until).collect();
+                    let before = entries.len();
+                    let entries: Vec<_> = entries.into_iter().filter(|e| !omitted(e.seq)).collect();
+                    metrics.record_pull_omitted((before - entries.len()) as u64);
+                    let entries: Vec<pb::SeqEntry> = entries
+                        .into_iter()
+                        .filter(|e| skip.as_ref().as_ref().is_none_or(|s| !s.contains(&e.entry.hash())))
+                        .map(|e| pb::SeqEntry { seq: e.seq, entry: e.entry.into_bytes() })
+                        .collect();
+                    Ok::<_, ReplicaError>((entries, last))
+                };
+                // A page of a few entries (steady replication) is read right here.
+                let page = if until - cursor <= INLINE_PAGE_ENTRIES_MAX {
+                    read(&ctx.store)
+                } else {
+                    ctx.blocking(read).await
+                };
                 let (entries, last) = match page {
                     Ok(p) => p,
                     Err(e) => {
@@ -254,7 +259,37 @@ impl SyncService {
     /// pulled from the caller, while the caller holds everything before it, is sent as
     /// `yours_from`: the caller holds it all, so it needs no pull, and it is counted as
     /// holding the new seq at once (only for a proven caller: holds never trust a claim).
-    fn watch(&self, caller: Option<PublicKey>) -> ReplicaResult<WatchStream> {
+    /// With a challenge (only from a proven caller) the server proves its node id, which
+    /// the returned proof carries, and reports in `held` every durable move of its
+    /// cursors of the caller's logs: the first notices carry the stored cursors.
+    fn watch(
+        &self,
+        caller: Option<PublicKey>,
+        r: pb::WatchRequest,
+    ) -> ReplicaResult<(WatchStream, Option<String>)> {
+        let listener = if r.challenge.is_empty() {
+            None
+        } else {
+            let challenge: [u8; CHALLENGE_BYTES] = r.challenge.as_slice().try_into().map_err(|_| {
+                ReplicaError::Invalid(format!(
+                    "challenge is {} bytes; it must be {CHALLENGE_BYTES}",
+                    r.challenge.len()
+                ))
+            })?;
+            let caller = caller.ok_or_else(|| {
+                ReplicaError::Invalid(
+                    "a challenge needs the caller's node proof (plait-node-proof): holds are reported only to a proven caller"
+                        .into(),
+                )
+            })?;
+            let epoch: [u8; 16] = r
+                .from
+                .as_ref()
+                .and_then(|f| f.epoch.as_slice().try_into().ok())
+                .ok_or_else(|| ReplicaError::Invalid("a challenge needs from.epoch, 16 bytes".into()))?;
+            let proof = server_proof(&self.ctx.node_key, &caller, &challenge);
+            Some((caller, epoch, proof))
+        };
         let permit = self.ctx.peer_streams.clone().try_acquire_owned().map_err(|_| {
             ReplicaError::ResourceExhausted(
                 "too many open peer Watch streams on this replica (--peer-streams-max); try again later"
@@ -263,58 +298,97 @@ impl SyncService {
         })?;
         let (tx, rx) = mpsc::channel(1024);
         let ctx = self.ctx.clone();
+        // Subscribed before the first notices are read, so no change falls between them.
         let mut changes = ctx.store.changes();
         let mut shutdown = ctx.shutdown.clone();
         let epoch = ctx.store.epoch().to_vec();
+        let proof = listener.as_ref().map(|l| l.2.clone());
+        let holds_for = listener.map(|(caller, epoch, _)| (caller, epoch));
         tokio::spawn(async move {
             let _permit = permit;
+            let _listening = holds_for.map(|(peer, _)| ctx.listeners.listen(peer));
             let notice = |log: LogId, seq: u64| pb::WatchNotice {
                 log_id: log.0.to_vec(),
                 seq,
                 epoch: epoch.clone(),
                 yours_from: 0,
+                held: 0,
             };
-            let all =
-                |ctx: &Ctx| ctx.store.logs().into_iter().map(|s| notice(s.log_id, s.seq)).collect::<Vec<_>>();
-            for n in all(&ctx) {
-                if tx.send(Ok(n)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let next = tokio::select! {
-                    change = changes.recv() => change,
-                    _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
-                    _ = tx.closed() => return,
+            // The seq of every log, with what is held of the caller's logs.
+            let all = |ctx: Ctx| async move {
+                let held: HashMap<LogId, u64> = match holds_for {
+                    Some((peer, epoch)) => ctx
+                        .blocking(move |store| store.cursors_from(&peer))
+                        .await?
+                        .into_iter()
+                        .filter(|c| c.epoch == epoch)
+                        .map(|c| (c.log, c.seq))
+                        .collect(),
+                    None => HashMap::new(),
                 };
-                let notices = match next {
-                    Ok(change) => {
-                        let yours = caller.filter(|c| {
-                            change.from == Some(*c) && ctx.holds.held_by(c, &change.log) >= change.prev
-                        });
-                        match yours {
-                            Some(peer) => {
-                                ctx.holds.record(peer, change.log, change.seq);
-                                vec![pb::WatchNotice {
-                                    yours_from: change.prev + 1,
-                                    ..notice(change.log, change.seq)
-                                }]
-                            }
-                            None => vec![notice(change.log, change.seq)],
-                        }
+                let notices = ctx
+                    .store
+                    .logs()
+                    .into_iter()
+                    .map(|s| pb::WatchNotice {
+                        held: held.get(&s.log_id).copied().unwrap_or(0),
+                        ..notice(s.log_id, s.seq)
+                    })
+                    .collect::<Vec<_>>();
+                Ok::<_, ReplicaError>(notices)
+            };
+            let mut next = Some(all(ctx.clone()).await);
+            loop {
+                let notices = match next.take() {
+                    Some(Ok(notices)) => notices,
+                    Some(Err(e)) => {
+                        // The stream is this task's tonic boundary.
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
                     }
-                    // Fell behind: say where every log stands now.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => all(&ctx),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    None => Vec::new(),
                 };
                 for n in notices {
                     if tx.send(Ok(n)).await.is_err() {
                         return;
                     }
                 }
+                let change = tokio::select! {
+                    change = changes.recv() => change,
+                    _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+                    _ = tx.closed() => return,
+                };
+                next = match change {
+                    Ok(change) => {
+                        let held = holds_for
+                            .zip(change.held)
+                            .filter(|((peer, epoch), c)| c.peer == *peer && c.epoch == *epoch)
+                            .map_or(0, |(_, c)| c.seq);
+                        // A cursor of some other peer that moved, nothing new: nothing to say.
+                        if change.held.is_some() && change.seq == change.prev && held == 0 {
+                            continue;
+                        }
+                        let yours = caller.filter(|c| {
+                            change.seq > change.prev
+                                && change.from == Some(*c)
+                                && ctx.holds.held_by(c, &change.log) >= change.prev
+                        });
+                        let yours_from = match yours {
+                            Some(peer) => {
+                                ctx.holds.record(peer, change.log, change.seq);
+                                change.prev + 1
+                            }
+                            None => 0,
+                        };
+                        Some(Ok(vec![pb::WatchNotice { yours_from, held, ..notice(change.log, change.seq) }]))
+                    }
+                    // Fell behind: say where every log stands now.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(all(ctx.clone()).await),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok((ReceiverStream::new(rx), proof))
     }
 
     async fn push(&self, mut stream: Streaming<pb::PushRequest>) -> ReplicaResult<pb::PushResponse> {
@@ -398,7 +472,12 @@ impl pb::sync_server::Sync for SyncService {
             Ok(p) => p,
             Err(e) => return reply(Err(e)),
         };
-        reply(self.watch(proven))
+        let mut response = reply(self.watch(proven, request.into_inner()))?;
+        let proof = response.get_mut().1.take();
+        if let Some(value) = proof.and_then(|p| p.parse().ok()) {
+            response.metadata_mut().insert(SERVER_PROOF_KEY, value);
+        }
+        Ok(response.map(|(stream, _)| stream))
     }
 
     async fn push(
