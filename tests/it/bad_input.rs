@@ -6,7 +6,7 @@ use plait_proto::pb;
 use rand::SeedableRng;
 use tonic::Code;
 
-use crate::support::{Clients, connect, create, put_op, start};
+use crate::support::{Clients, connect, create, node_proof, put_op, start};
 
 fn expect(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, words: &str) {
     let status = result.expect_err("the call should fail");
@@ -267,22 +267,6 @@ async fn bad_submitted_entries() {
     assert_eq!(ok.results[0].seq, 1);
 }
 
-/// The time now, for a node proof (the one place these tests read the wall clock).
-#[allow(clippy::disallowed_methods)]
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A `plait-node-proof` value by `key` for the replica `audience`: its node key signs the
-/// audience and the time.
-fn node_proof(key: &WriterKey, audience: &[u8]) -> String {
-    let secs = now_secs();
-    let mut message = audience.to_vec();
-    message.extend_from_slice(&secs.to_le_bytes());
-    let signature = key.sign_statement("plait.v1 node proof", &message);
-    format!("{}.{secs}.{}", key.public().to_hex(), signature.to_hex())
-}
-
 /// A Watch challenge that is not 32 bytes, or that comes without the caller's node proof
 /// (holds are reported only to a proven caller), is refused with INVALID_ARGUMENT and a
 /// message that says what is valid; a good one is answered with the replica's proof of
@@ -298,7 +282,8 @@ async fn bad_watch_challenges() {
     let caller = WriterKey::generate(&mut rand::rngs::StdRng::seed_from_u64(9));
     let identity = Some(pb::PeerIdentity { node_id: caller.public().0.to_vec(), epoch: vec![3; 16] });
     let watch = |challenge: Vec<u8>, proven: bool| {
-        let mut request = tonic::Request::new(pb::WatchRequest { from: identity.clone(), challenge });
+        let mut request =
+            tonic::Request::new(pb::WatchRequest { from: identity.clone(), challenge, entries: false });
         if proven {
             let proof = node_proof(&caller, &status.node_id).parse().unwrap();
             request.metadata_mut().insert("plait-node-proof", proof);

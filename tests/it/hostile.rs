@@ -200,12 +200,12 @@ struct FakePeer {
     watch: Option<WatchScript>,
 }
 
-/// A Watch that answers the caller's challenge with a proof signed by `signer` and then,
-/// once the test names a log, says it holds that log up to a seq.
+/// A Watch that answers the caller's challenge with a proof signed by `signer` and then
+/// sends each notice the test gives it.
 #[derive(Clone)]
 struct WatchScript {
     signer: WriterKey,
-    held: watch::Receiver<Option<(LogId, u64)>>,
+    next: watch::Receiver<Option<pb::WatchNotice>>,
 }
 
 type Pages = Pin<Box<dyn Stream<Item = Result<pb::EntryPage, Status>> + Send>>;
@@ -268,7 +268,6 @@ impl SyncService for FakePeer {
     type WatchStream = Notices;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Notices>, Status> {
-        use futures::StreamExt;
         let Some(script) = self.watch.clone() else {
             // Open and silent: the session ends only because of what Pull sends.
             return Ok(Response::new(Box::pin(futures::stream::pending())));
@@ -284,24 +283,15 @@ impl SyncService for FakePeer {
         let mut message = caller.0.to_vec();
         message.extend_from_slice(&request.get_ref().challenge);
         let proof = script.signer.sign_statement("plait.v1 server proof", &message).to_hex();
-        let notices = futures::stream::unfold(Some(script.held), |held| async move {
-            let mut held = held?;
-            let (log, seq) = loop {
-                if let Some(named) = *held.borrow_and_update() {
-                    break named;
+        let notices = futures::stream::unfold(script.next, |mut next| async move {
+            loop {
+                let current = next.borrow_and_update().clone();
+                if let Some(notice) = current {
+                    return Some((Ok(notice), next));
                 }
-                held.changed().await.ok()?;
-            };
-            let notice = pb::WatchNotice {
-                log_id: log.0.to_vec(),
-                seq: 0,
-                epoch: FAKE_EPOCH.to_vec(),
-                yours_from: 0,
-                held: seq,
-            };
-            Some((Ok(notice), None))
-        })
-        .chain(futures::stream::pending());
+                next.changed().await.ok()?;
+            }
+        });
         let mut response = Response::new(Box::pin(notices) as Notices);
         response.metadata_mut().insert("plait-server-proof", proof.parse().unwrap());
         Ok(response)
@@ -1058,12 +1048,12 @@ async fn peer_naming_endless_logs_keeps_the_replica_bounded() {
 async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
     for honest in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let (named, held) = watch::channel(None);
+        let (named, next) = watch::channel(None);
         // The fake's node id is key(1001)'s, as its Hello says.
         let signer = if honest { key(1001) } else { key(7) };
         let hosted: Hosted = Arc::new(Vec::new);
         let fake =
-            serve_with(1, hosted, Arc::new(|_, _| vec![]), None, Some(WatchScript { signer, held })).await;
+            serve_with(1, hosted, Arc::new(|_, _| vec![]), None, Some(WatchScript { signer, next })).await;
         let mut replica = start_replica(dir.path(), &[fake.addr], &[]);
         let endpoint = replica.endpoint();
         let mut logs = pb::logs_client::LogsClient::new(channel(&endpoint).await.unwrap());
@@ -1077,7 +1067,7 @@ async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
             .unwrap()
             .into_inner();
         let log = LogId::from_slice(&info.log_id).unwrap();
-        named.send_replace(Some((log, 1_000_000)));
+        named.send_replace(Some(pb::WatchNotice { held: 1_000_000, ..fake_notice(log, 0) }));
         if !honest {
             wait_peer_error(&endpoint, fake.addr, &["does not prove node id"]).await;
         }
@@ -1098,4 +1088,62 @@ async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
         data.put(put("one", 1)).await.expect("the replica keeps taking writes");
         assert_clean(&mut replica);
     }
+}
+
+/// A fake peer's notice that its seq of `log` is `seq`.
+fn fake_notice(log: LogId, seq: u64) -> pb::WatchNotice {
+    pb::WatchNotice { log_id: log.0.to_vec(), seq, epoch: FAKE_EPOCH.to_vec(), ..Default::default() }
+}
+
+/// Listens to the replica at `endpoint` as the node `key`, so it reports holds to that
+/// node and takes entries sent along with that node's notices: a Watch with a challenge
+/// and the node's proof. The stream must be kept open.
+async fn listen_as(endpoint: &str, key: &WriterKey) -> Streaming<pb::WatchNotice> {
+    let node_id = status(endpoint).await.node_id;
+    let mut sync = pb::sync_client::SyncClient::new(channel(endpoint).await.unwrap());
+    let identity = pb::PeerIdentity { node_id: key.public().0.to_vec(), epoch: FAKE_EPOCH.to_vec() };
+    let mut request =
+        Request::new(pb::WatchRequest { from: Some(identity), challenge: vec![5; 32], entries: false });
+    request
+        .metadata_mut()
+        .insert("plait-node-proof", crate::support::node_proof(key, &node_id).parse().unwrap());
+    sync.watch(request).await.unwrap().into_inner()
+}
+
+/// Entries sent along with a Watch notice are checked as a pulled page is: a peer whose
+/// notice carries an entry with a bad signature, right after the one good entry the
+/// replica pulled from it, is cut off with an error that says why, the bad entry is not
+/// stored (the log stays at seq 1), and the replica keeps serving and is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_sending_bad_entries_in_notices_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let carried = manifest("carried");
+    let log = carried.log_id();
+    // The first pull brings one good entry; every later one brings nothing.
+    let answer: Answer =
+        Arc::new(move |log, after| if after == 0 { vec![page(0, vec![good(log, "first")])] } else { vec![] });
+    let (notices, next) = watch::channel(None);
+    let fake = serve_with(
+        1,
+        Arc::new(move || vec![carried.clone()]),
+        answer,
+        None,
+        Some(WatchScript { signer: key(1001), next }),
+    )
+    .await;
+    let mut replica = start_replica(dir.path(), &[fake.addr], &[]);
+    let endpoint = replica.endpoint();
+    let _listening = listen_as(&endpoint, &key(1001)).await;
+    wait_for("the replica to pull the good entry", || {
+        let endpoint = endpoint.clone();
+        async move { log_info(&endpoint, "carried").await.is_some_and(|i| i.seq == 1) }
+    })
+    .await;
+    let entries = vec![pb::SeqEntry { seq: 2, entry: bad_signature(log) }];
+    notices.send_replace(Some(pb::WatchNotice { entries, ..fake_notice(log, 2) }));
+    wait_peer_error(&endpoint, fake.addr, &["refuses", "signature"]).await;
+    let info = log_info(&endpoint, "carried").await.unwrap();
+    assert_eq!((info.seq, info.pending), (1, 0), "nothing of the bad notice is stored: {info:?}");
+    assert_serves(&endpoint, log, "carried").await;
+    assert_clean(&mut replica);
 }

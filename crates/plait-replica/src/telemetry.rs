@@ -318,6 +318,9 @@ struct Instruments {
     /// `plait_pull_entries_omitted_total`: entries left out of Pull pages because the
     /// caller was where they came from.
     pull_entries_omitted: Counter<u64>,
+    /// `plait_notice_entries_stored_total`: entries that came with a peer's Watch notice
+    /// and were stored without a pull.
+    notice_entries: Counter<u64>,
     /// `plait_connections_refused_total{reason}`: connections closed by the listener
     /// (over the cap, failed or slow handshake).
     connections_refused: Counter<u64>,
@@ -400,6 +403,11 @@ impl Metrics {
                     "Entries left out of Pull pages because the caller was where they came from.",
                 )
                 .build(),
+            notice_entries: meter
+                .u64_counter("plait.notice.entries_stored")
+                .with_unit("{entry}")
+                .with_description("Entries that came with a peer's Watch notice and were stored without a pull.")
+                .build(),
             connections_refused: meter
                 .u64_counter("plait.connections.refused")
                 .with_unit("{connection}")
@@ -463,6 +471,11 @@ impl Metrics {
         if n > 0 {
             self.instruments.pull_entries_omitted.add(n, &[]);
         }
+    }
+
+    /// `n` entries came with a peer's Watch notice and were stored without a pull.
+    pub fn record_notice_entries(&self, n: u64) {
+        self.instruments.notice_entries.add(n, &[]);
     }
 
     /// One durable group commit: `entries` entries holding `ops` ops, made durable by an

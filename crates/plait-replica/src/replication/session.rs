@@ -352,28 +352,19 @@ impl Session {
             // Wait for a notice, the anti-entropy tick or the stop signal.
             let mut stop = self.stop.clone();
             let tick = tokio::time::Instant::now() + self.ctx.config.anti_entropy;
+            let mut batch = Vec::new();
             loop {
-                let mut next_due = HashMap::new();
                 tokio::select! {
                     notice = notices.recv() => match notice {
                         Some(Ok(first)) => {
-                            let mut next = Some(first);
-                            while let Some(notice) = next {
-                                if notice.held > 0 {
-                                    // The peer proved its node id on this stream.
-                                    self.ctx.holds.record(peer.node_id, notice.log, notice.held);
-                                }
-                                if !self.take_yours(&notice) && !self.nothing_new(&notice) {
-                                    let known = next_due.entry(notice.log).or_insert(notice.seq);
-                                    *known = (*known).max(notice.seq);
-                                }
-                                next = match notices.try_recv() {
-                                    Ok(Ok(n)) => Some(n),
+                            batch.push(first);
+                            loop {
+                                match notices.try_recv() {
+                                    Ok(Ok(n)) => batch.push(n),
                                     Ok(Err(why)) => bail!(why),
-                                    Err(_) => None,
-                                };
+                                    Err(_) => break,
+                                }
                             }
-                            due = Some(next_due);
                         }
                         Some(Err(why)) => bail!(why),
                         None => bail!("the peer's watch stream ended"),
@@ -392,7 +383,62 @@ impl Session {
                 }
                 break;
             }
+            if !batch.is_empty() {
+                let mut next_due = HashMap::new();
+                for notice in batch {
+                    if notice.held > 0 {
+                        // The peer proved its node id on this stream.
+                        self.ctx.holds.record(peer.node_id, notice.log, notice.held);
+                    }
+                    if self.take_yours(&notice) || self.nothing_new(&notice) {
+                        continue;
+                    }
+                    // Notices come in order, so one that could not be stored leaves every
+                    // later one of its log to the pull as well.
+                    if !next_due.contains_key(&notice.log) && self.store_carried(peer, &notice).await? {
+                        continue;
+                    }
+                    let known = next_due.entry(notice.log).or_insert(notice.seq);
+                    *known = (*known).max(notice.seq);
+                }
+                due = Some(next_due);
+            }
         }
+    }
+
+    /// A notice that carries the entries of its change (a small one): if this replica
+    /// holds the log from the peer up to just before them, they are verified and stored
+    /// as a pulled page would be, with the cursor at the notice's seq, and no pull is
+    /// made. Only while the peer listens for holds: the notice of the stored cursor is
+    /// then what tells it, where a pull would have. Returns whether they were stored.
+    async fn store_carried(&mut self, peer: &Peer, notice: &Notice) -> anyhow::Result<bool> {
+        let Some(first) = notice.entries.first().map(|e| e.seq) else { return Ok(false) };
+        let n = notice.entries.len() as u64;
+        let in_order = notice.entries.iter().enumerate().all(|(i, e)| e.seq == first + i as u64);
+        let held = self.ahead.get(&notice.log).copied();
+        if n > INLINE_PAGE_ENTRIES_MAX
+            || !in_order
+            || first + n - 1 != notice.seq
+            || held != Some(first - 1)
+            || !self.ctx.listeners.listening(&peer.node_id)
+        {
+            return Ok(false);
+        }
+        let raw = notice.entries.iter().map(|e| e.entry.clone()).collect();
+        let Some(verified) = self.check(notice.log, raw, PageMode::Complete, HashSet::new()).await? else {
+            return Ok(false);
+        };
+        let cursor = Cursor { peer: peer.node_id, log: notice.log, epoch: peer.epoch, seq: notice.seq };
+        let outcomes = self.ctx.store.ingest_pulled(verified, cursor).await?;
+        self.account(notice.log, outcomes, Some(cursor))?;
+        self.ahead.insert(notice.log, notice.seq);
+        self.told.insert(notice.log, notice.seq);
+        self.ctx.metrics.record_notice_entries(n);
+        self.ctx.table.update(&self.address, |info| {
+            let log = &mut info.logs.entry(notice.log).or_default().1;
+            *log = (*log).max(notice.seq);
+        });
+        Ok(true)
     }
 
     /// A notice that the peer's new seqs of a log are all entries it pulled from here: if
@@ -899,6 +945,8 @@ struct Notice {
     seq: u64,
     yours_from: u64,
     held: u64,
+    /// The change's entries, when the peer sent them along.
+    entries: Vec<pb::SeqEntry>,
 }
 
 /// Forwards the peer's Watch notices; sends why when the stream ends, when a notice
@@ -916,7 +964,7 @@ async fn watch_peer(
     notices: mpsc::Sender<Result<Notice, String>>,
 ) {
     let challenge: [u8; CHALLENGE_BYTES] = rand::random();
-    let request = pb::WatchRequest { from: Some(identity), challenge: challenge.to_vec() };
+    let request = pb::WatchRequest { from: Some(identity), challenge: challenge.to_vec(), entries: true };
     if let Ok(response) = client.watch(request).await {
         let proven = match response.metadata().get(SERVER_PROOF_KEY).map(|v| v.to_str()) {
             None => false,
@@ -937,7 +985,10 @@ async fn watch_peer(
             let yours_from = if notice.yours_from <= notice.seq { notice.yours_from } else { 0 };
             let held = if proven { notice.held } else { 0 };
             if let Ok(log) = plait_proto::convert::log_id("log_id", &notice.log_id)
-                && notices.send(Ok(Notice { log, seq: notice.seq, yours_from, held })).await.is_err()
+                && notices
+                    .send(Ok(Notice { log, seq: notice.seq, yours_from, held, entries: notice.entries }))
+                    .await
+                    .is_err()
             {
                 return;
             }

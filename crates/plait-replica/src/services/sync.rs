@@ -15,8 +15,8 @@ use super::Ctx;
 use crate::auth::peer::{CHALLENGE_BYTES, SERVER_PROOF_KEY, server_proof};
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::replication::{
-    FETCH_HASHES_MAX, INLINE_PAGE_ENTRIES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES, PULL_PAGE_ENTRIES_MAX,
-    PULL_PAGES_BUFFERED, PUSH_ENTRIES_MAX, RECONCILE_PAST_MAX,
+    FETCH_HASHES_MAX, INLINE_PAGE_BYTES_MAX, INLINE_PAGE_ENTRIES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES,
+    PULL_PAGE_ENTRIES_MAX, PULL_PAGES_BUFFERED, PUSH_ENTRIES_MAX, RECONCILE_PAST_MAX,
 };
 use crate::status::reply;
 
@@ -303,6 +303,7 @@ impl SyncService {
         let mut shutdown = ctx.shutdown.clone();
         let epoch = ctx.store.epoch().to_vec();
         let proof = listener.as_ref().map(|l| l.2.clone());
+        let want_entries = r.entries;
         let holds_for = listener.map(|(caller, epoch, _)| (caller, epoch));
         tokio::spawn(async move {
             let _permit = permit;
@@ -313,6 +314,7 @@ impl SyncService {
                 epoch: epoch.clone(),
                 yours_from: 0,
                 held: 0,
+                entries: Vec::new(),
             };
             // The seq of every log, with what is held of the caller's logs.
             let all = |ctx: Ctx| async move {
@@ -380,7 +382,17 @@ impl SyncService {
                             }
                             None => 0,
                         };
-                        Some(Ok(vec![pb::WatchNotice { yours_from, held, ..notice(change.log, change.seq) }]))
+                        let entries = if want_entries && yours_from == 0 {
+                            carried(&ctx.store, &change, caller)
+                        } else {
+                            Vec::new()
+                        };
+                        Some(Ok(vec![pb::WatchNotice {
+                            yours_from,
+                            held,
+                            entries,
+                            ..notice(change.log, change.seq)
+                        }]))
                     }
                     // Fell behind: say where every log stands now.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(all(ctx.clone()).await),
@@ -429,6 +441,37 @@ impl SyncService {
         self.ctx.metrics.record_ingested("push", response.stored);
         Ok(response)
     }
+}
+
+/// The entries of a small change, to go along with its notice: read on the async worker
+/// (a few entries, as a small pull page is), and only when none came from `caller`.
+/// Empty when the change is not small or the read fails (the caller then pulls, and the
+/// pull reports what is wrong).
+fn carried(
+    store: &plait_store::Store,
+    change: &plait_store::Change,
+    caller: Option<PublicKey>,
+) -> Vec<pb::SeqEntry> {
+    let n = change.seq.saturating_sub(change.prev);
+    if n == 0 || n > INLINE_PAGE_ENTRIES_MAX {
+        return Vec::new();
+    }
+    if let Some(peer) = caller
+        && store.pulled_ranges(&change.log, change.prev, change.seq).iter().any(|r| r.peer == peer)
+    {
+        return Vec::new();
+    }
+    let Ok(entries) = store.entries_after(&change.log, change.prev, n as usize, INLINE_PAGE_BYTES_MAX) else {
+        return Vec::new();
+    };
+    let bytes: usize = entries.iter().map(|e| e.entry.bytes().len()).sum();
+    let whole = entries.len() as u64 == n
+        && entries.last().is_some_and(|e| e.seq == change.seq)
+        && bytes <= INLINE_PAGE_BYTES_MAX;
+    if !whole {
+        return Vec::new();
+    }
+    entries.into_iter().map(|e| pb::SeqEntry { seq: e.seq, entry: e.entry.into_bytes() }).collect()
 }
 
 type PageStream = ReceiverStream<Result<pb::EntryPage, Status>>;
