@@ -1038,7 +1038,7 @@ async fn peer_naming_endless_logs_keeps_the_replica_bounded() {
 }
 
 /// A peer counts as holding this replica's writes only when it proves its node id. A fake
-/// peer whose Watch notices say it holds a log far past its end, with an answer to the
+/// peer whose Watch notice says it holds a waiting write, with an answer to the
 /// challenge signed by another key than the node id its Hello named, is cut off with an
 /// error that says so, and a write waiting for two replicas times out; the same notices
 /// with an answer signed by its own key meet the same write concern at once (so the
@@ -1067,24 +1067,36 @@ async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
             .unwrap()
             .into_inner();
         let log = LogId::from_slice(&info.log_id).unwrap();
-        named.send_replace(Some(pb::WatchNotice { held: 1_000_000, ..fake_notice(log, 0) }));
         if !honest {
             wait_peer_error(&endpoint, fake.addr, &["does not prove node id"]).await;
         }
-        let mut data = pb::data_client::DataClient::new(channel(&endpoint).await.unwrap());
+        let data = pb::data_client::DataClient::new(channel(&endpoint).await.unwrap());
         let put = |key: &str, replicas: u32| pb::PutRequest {
             log: "own".into(),
             key: key.as_bytes().to_vec(),
             value: b"v".to_vec(),
             concern: Some(pb::WriteConcern { replicas, timeout_ms: if honest { 10_000 } else { 1_000 } }),
         };
-        let waited = data.put(put("two", 2)).await;
+        // The write is stored at seq 1 and waits; only then does the fake say it holds it
+        // (a hold past what the replica stored would not count either way).
+        let waiting = tokio::spawn({
+            let (mut data, request) = (data.clone(), put("two", 2));
+            async move { data.put(request).await }
+        });
+        wait_for("the write to be stored", || {
+            let endpoint = endpoint.clone();
+            async move { log_info(&endpoint, "own").await.is_some_and(|i| i.seq == 1) }
+        })
+        .await;
+        named.send_replace(Some(pb::WatchNotice { held: 1, ..fake_notice(log, 0) }));
+        let waited = waiting.await.unwrap();
         if honest {
             waited.expect("a proven peer's hold notice meets the write concern");
         } else {
             let err = waited.expect_err("an unproven peer's hold notice must not count");
             assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
         }
+        let mut data = data;
         data.put(put("one", 1)).await.expect("the replica keeps taking writes");
         assert_clean(&mut replica);
     }

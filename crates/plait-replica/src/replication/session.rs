@@ -386,8 +386,11 @@ impl Session {
             if !batch.is_empty() {
                 let mut next_due = HashMap::new();
                 for notice in batch {
-                    if notice.held > 0 {
-                        // The peer proved its node id on this stream.
+                    // The peer proved its node id on this stream; it cannot hold more of
+                    // a log than this replica has stored.
+                    if notice.held > 0
+                        && self.ctx.store.log(&notice.log).is_some_and(|s| notice.held <= s.seq)
+                    {
                         self.ctx.holds.record(peer.node_id, notice.log, notice.held);
                     }
                     if self.take_yours(&notice) || self.nothing_new(&notice) {
@@ -414,11 +417,14 @@ impl Session {
     async fn store_carried(&mut self, peer: &Peer, notice: &Notice) -> anyhow::Result<bool> {
         let Some(first) = notice.entries.first().map(|e| e.seq) else { return Ok(false) };
         let n = notice.entries.len() as u64;
-        let in_order = notice.entries.iter().enumerate().all(|(i, e)| e.seq == first + i as u64);
+        // The peer's numbers, so checked: seqs `first..=notice.seq` in order, from 1.
+        let in_order =
+            notice.entries.iter().enumerate().all(|(i, e)| first.checked_add(i as u64) == Some(e.seq));
         let held = self.ahead.get(&notice.log).copied();
         if n > INLINE_PAGE_ENTRIES_MAX
             || !in_order
-            || first + n - 1 != notice.seq
+            || notice.entries.last().map(|e| e.seq) != Some(notice.seq)
+            || first == 0
             || held != Some(first - 1)
             || !self.ctx.listeners.listening(&peer.node_id)
         {
@@ -630,8 +636,7 @@ impl Session {
         self.fetch_missing(peer, log).await
     }
 
-    /// The stored cursor of `log` from `peer`, read off the async worker thread.
-    /// A point lookup in the small `peers` keyspace, made on the async worker as
+    /// The stored cursor of `log` from `peer`: a point lookup in the small `peers` keyspace, made on the async worker as
     /// `Data.Get` is: the hand-off to the blocking pool cost more than the read.
     async fn stored_cursor(&self, peer: plait_core::PublicKey, log: LogId) -> anyhow::Result<Option<Cursor>> {
         Ok(self.ctx.store.cursor(&peer, &log)?)
