@@ -201,11 +201,11 @@ struct FakePeer {
 }
 
 /// A Watch that answers the caller's challenge with a proof signed by `signer` and then
-/// sends each notice the test gives it.
+/// sends, in order, each batch of notices the test gives it.
 #[derive(Clone)]
 struct WatchScript {
     signer: WriterKey,
-    next: watch::Receiver<Option<pb::WatchNotice>>,
+    next: watch::Receiver<Vec<pb::WatchNotice>>,
 }
 
 type Pages = Pin<Box<dyn Stream<Item = Result<pb::EntryPage, Status>> + Send>>;
@@ -283,15 +283,15 @@ impl SyncService for FakePeer {
         let mut message = caller.0.to_vec();
         message.extend_from_slice(&request.get_ref().challenge);
         let proof = script.signer.sign_statement("plait.v1 server proof", &message).to_hex();
-        let notices = futures::stream::unfold(script.next, |mut next| async move {
-            loop {
-                let current = next.borrow_and_update().clone();
-                if let Some(notice) = current {
-                    return Some((Ok(notice), next));
-                }
+        // The batch there is when the call comes, then each new one.
+        let batches = futures::stream::unfold((script.next, true), |(mut next, first)| async move {
+            if !first {
                 next.changed().await.ok()?;
             }
+            let batch = next.borrow_and_update().clone();
+            Some((futures::stream::iter(batch.into_iter().map(Ok)), (next, false)))
         });
+        let notices = futures::StreamExt::flatten(batches);
         let mut response = Response::new(Box::pin(notices) as Notices);
         response.metadata_mut().insert("plait-server-proof", proof.parse().unwrap());
         Ok(response)
@@ -1048,7 +1048,7 @@ async fn peer_naming_endless_logs_keeps_the_replica_bounded() {
 async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
     for honest in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let (named, next) = watch::channel(None);
+        let (named, next) = watch::channel(Vec::new());
         // The fake's node id is key(1001)'s, as its Hello says.
         let signer = if honest { key(1001) } else { key(7) };
         let hosted: Hosted = Arc::new(Vec::new);
@@ -1088,7 +1088,7 @@ async fn holds_from_a_peer_that_cannot_prove_its_node_id_do_not_count() {
             async move { log_info(&endpoint, "own").await.is_some_and(|i| i.seq == 1) }
         })
         .await;
-        named.send_replace(Some(pb::WatchNotice { held: 1, ..fake_notice(log, 0) }));
+        named.send_replace(vec![pb::WatchNotice { held: 1, ..fake_notice(log, 0) }]);
         let waited = waiting.await.unwrap();
         if honest {
             waited.expect("a proven peer's hold notice meets the write concern");
@@ -1122,22 +1122,24 @@ async fn listen_as(endpoint: &str, key: &WriterKey) -> Streaming<pb::WatchNotice
     sync.watch(request).await.unwrap().into_inner()
 }
 
-/// Entries sent along with a Watch notice are checked as a pulled page is: a peer whose
-/// notice carries an entry with a bad signature, right after the one good entry the
-/// replica pulled from it, is cut off with an error that says why, the bad entry is not
-/// stored (the log stays at seq 1), and the replica keeps serving and is clean.
+/// Entries sent along with a Watch notice are checked as a pulled page is. Notices whose
+/// entries are numbered from 0, wrap past u64::MAX or come out of order (for a second log)
+/// are not stored from and do not end the session; the notice after them, carrying an
+/// entry with a bad signature right after the one good entry the replica pulled, cuts
+/// the peer off with an error that says why. Nothing of the notices is stored (both logs
+/// stay at seq 1), and the replica keeps serving and is clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_sending_bad_entries_in_notices_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let carried = manifest("carried");
-    let log = carried.log_id();
-    // The first pull brings one good entry; every later one brings nothing.
+    let (carried, other) = (manifest("carried"), manifest("other"));
+    let (log, other_log) = (carried.log_id(), other.log_id());
+    // The first pull of each log brings one good entry; every later one brings nothing.
     let answer: Answer =
         Arc::new(move |log, after| if after == 0 { vec![page(0, vec![good(log, "first")])] } else { vec![] });
-    let (notices, next) = watch::channel(None);
+    let (notices, next) = watch::channel(Vec::new());
     let fake = serve_with(
         1,
-        Arc::new(move || vec![carried.clone()]),
+        Arc::new(move || vec![carried.clone(), other.clone()]),
         answer,
         None,
         Some(WatchScript { signer: key(1001), next }),
@@ -1146,16 +1148,29 @@ async fn peer_sending_bad_entries_in_notices_is_cut_off() {
     let mut replica = start_replica(dir.path(), &[fake.addr], &[]);
     let endpoint = replica.endpoint();
     let _listening = listen_as(&endpoint, &key(1001)).await;
-    wait_for("the replica to pull the good entry", || {
+    wait_for("the replica to pull the good entries", || {
         let endpoint = endpoint.clone();
-        async move { log_info(&endpoint, "carried").await.is_some_and(|i| i.seq == 1) }
+        async move {
+            log_info(&endpoint, "carried").await.is_some_and(|i| i.seq == 1)
+                && log_info(&endpoint, "other").await.is_some_and(|i| i.seq == 1)
+        }
     })
     .await;
-    let entries = vec![pb::SeqEntry { seq: 2, entry: bad_signature(log) }];
-    notices.send_replace(Some(pb::WatchNotice { entries, ..fake_notice(log, 2) }));
+    let carrying = |log: LogId, seq: u64, seqs: &[u64], entry: Vec<u8>| pb::WatchNotice {
+        entries: seqs.iter().map(|&seq| pb::SeqEntry { seq, entry: entry.clone() }).collect(),
+        ..fake_notice(log, seq)
+    };
+    notices.send_replace(vec![
+        carrying(other_log, 0, &[0], good(other_log, "numbered 0")),
+        carrying(other_log, u64::MAX, &[u64::MAX, 0], good(other_log, "wraps")),
+        carrying(other_log, 3, &[3, 2], good(other_log, "out of order")),
+        carrying(log, 2, &[2], bad_signature(log)),
+    ]);
     wait_peer_error(&endpoint, fake.addr, &["refuses", "signature"]).await;
-    let info = log_info(&endpoint, "carried").await.unwrap();
-    assert_eq!((info.seq, info.pending), (1, 0), "nothing of the bad notice is stored: {info:?}");
+    for name in ["carried", "other"] {
+        let info = log_info(&endpoint, name).await.unwrap();
+        assert_eq!((info.seq, info.pending), (1, 0), "nothing of the notices is stored in {name}: {info:?}");
+    }
     assert_serves(&endpoint, log, "carried").await;
     assert_clean(&mut replica);
 }
