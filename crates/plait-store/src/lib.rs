@@ -14,6 +14,8 @@ mod migrate;
 mod reads;
 mod snapshots;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod writer;
 
 pub use error::{StoreError, StoreResult};

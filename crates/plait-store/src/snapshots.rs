@@ -589,7 +589,7 @@ fn scan_snapshot(
 mod tests {
     use std::sync::Arc;
 
-    use plait_core::{LogType, Manifest, Op, WriterKey, Writers};
+    use plait_core::{Op, WriterKey};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -603,16 +603,7 @@ mod tests {
             Arc::new(NoopObserver),
         )
         .unwrap();
-        let manifest = Manifest {
-            name: "bounded".into(),
-            log_type: LogType::Kv,
-            writers: Writers::keys(vec![key.public()]),
-            created_by: key.public(),
-            created_at_lamport: 0,
-            options: vec![],
-        }
-        .sign(&key)
-        .unwrap();
+        let manifest = crate::test_support::kv_manifest("bounded", &key);
         let (summary, _) = store.create_log(manifest).await.unwrap();
         (store, summary.log_id)
     }

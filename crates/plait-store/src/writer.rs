@@ -1422,7 +1422,7 @@ mod tests {
     async fn two_logs_with_one_number_are_refused() {
         use std::sync::Arc;
 
-        use plait_core::{LogType, Manifest, WriterKey, Writers};
+        use plait_core::WriterKey;
         use rand::SeedableRng;
         use rand::rngs::StdRng;
 
@@ -1441,16 +1441,7 @@ mod tests {
         let store = open().unwrap();
         let mut ids = Vec::new();
         for name in ["a", "b"] {
-            let manifest = Manifest {
-                name: name.into(),
-                log_type: LogType::Kv,
-                writers: Writers::keys(vec![key.public()]),
-                created_by: key.public(),
-                created_at_lamport: 0,
-                options: vec![],
-            }
-            .sign(&key)
-            .unwrap();
+            let manifest = crate::test_support::kv_manifest(name, &key);
             ids.push(store.create_log(manifest).await.unwrap().0.log_id);
         }
         store.close().await.unwrap();
