@@ -166,6 +166,27 @@ fn eventually(what: &str, mut condition: impl FnMut() -> Result<(), String>) {
     }
 }
 
+/// plaitd runs on the allocator its build configures (`.cargo/config.toml`): jemalloc
+/// with a background thread that hands freed pages back to the kernel. Without that
+/// setting (or with the system allocator) no `jemalloc_bg_thd` thread exists and the
+/// replica's memory figures in docs/benchmarks.md no longer describe it.
+#[test]
+fn plaitd_returns_freed_memory_with_a_background_thread() {
+    let (_dir, replica) = start();
+    let addr = replica.endpoint();
+    ok(&addr, &["log", "create", "settings", "--type", "kv"]);
+    ok(&addr, &["put", "settings", "theme", "dark"]);
+    let tasks = format!("/proc/{}/task", replica.pid());
+    eventually("a jemalloc background thread in plaitd", || {
+        let names: Vec<String> = std::fs::read_dir(&tasks)
+            .map_err(|e| e.to_string())?
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect();
+        if names.iter().any(|n| n == "jemalloc_bg_thd") { Ok(()) } else { Err(format!("threads {names:?}")) }
+    });
+}
+
 /// Two replicas that replicate with each other: B knows A from its `--peer` flag, and A
 /// learns of B through `plaitctl members set --generation 1`.
 fn two_replicas() -> (tempfile::TempDir, plait_tests::Plaitd, plait_tests::Plaitd) {

@@ -34,6 +34,14 @@ enum Command {
     Keygen(KeygenArgs),
 }
 
+/// jemalloc in place of the system allocator: glibc's malloc kept 100-140 MiB more than
+/// the heap held while a replica caught up (fragmented arenas, a growing mmap threshold),
+/// and malloc and free were a tenth of the writer's and the verifiers' samples.
+/// `.cargo/config.toml` sets how promptly it returns freed memory (docs/benchmarks.md,
+/// "The allocator").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

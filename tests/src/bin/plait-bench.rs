@@ -3138,6 +3138,11 @@ fn machine() -> String {
     format!("{cores} cores, {memory} memory, Linux {}", kernel.trim())
 }
 
+/// The allocator plaitd uses (crates/plait-replica/src/main.rs), so that the in-process
+/// figures (restore, ingest, raw fjall, the bare tonic server) measure what plaitd does.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
