@@ -3,7 +3,9 @@
 //! When the bytes decode, they must be the canonical encoding of what was decoded
 //! (decoded bytes equal the input, the hash is blake3 of the input), decoding again must
 //! give the same value, and the fields must re-sign into an entry that decodes back to
-//! the same fields.
+//! the same fields. Every input, accepted or not, gets the same answer from the in-place
+//! decoder and from the reference that decodes through a `ciborium::Value` tree and
+//! compares the re-encoding.
 
 use plait_core::limits::{NEXT_MAX, OPS_PER_ENTRY_MAX, REFS_MAX};
 use plait_core::{DecodedEntry, EntryDraft, VerifiedEntry, verify_batch};
@@ -11,7 +13,14 @@ use plait_core::{DecodedEntry, EntryDraft, VerifiedEntry, verify_batch};
 use crate::fuzz_key;
 
 pub fn run(data: &[u8]) {
-    let Ok(decoded) = DecodedEntry::decode(data) else { return };
+    let decoded = DecodedEntry::decode(data);
+    let reference = DecodedEntry::decode_via_value(data);
+    assert_eq!(
+        decoded.as_ref().ok(),
+        reference.as_ref().ok(),
+        "the in-place decoder and the reference disagree: {decoded:?} against {reference:?}"
+    );
+    let Ok(decoded) = decoded else { return };
     check_decoded(data, &decoded);
 }
 

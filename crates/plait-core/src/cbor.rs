@@ -86,6 +86,33 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The string items of a fixed-position array, read from a `Value` tree ([`Fields`]) or
+/// in place ([`Reader`]): what an op is built from either way.
+pub(crate) trait StringFields<'a> {
+    fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError>;
+    fn text(&mut self, field: &'static str, max: usize) -> Result<&'a str, DecodeError>;
+}
+
+impl<'a> StringFields<'a> for Fields<'a> {
+    fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+        Fields::bytes(self, field, max)
+    }
+
+    fn text(&mut self, field: &'static str, max: usize) -> Result<&'a str, DecodeError> {
+        Fields::text(self, field, max)
+    }
+}
+
+impl<'a> StringFields<'a> for Reader<'a> {
+    fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+        Reader::bytes(self, field, max)
+    }
+
+    fn text(&mut self, field: &'static str, max: usize) -> Result<&'a str, DecodeError> {
+        Reader::text(self, field, max)
+    }
+}
+
 pub(crate) fn array<'a>(what: &'static str, value: &'a Value) -> Result<&'a [Value], DecodeError> {
     match value {
         Value::Array(items) => Ok(items),
@@ -200,4 +227,197 @@ pub(crate) fn sorted_ids<T>(
         out.push(make(id));
     }
     Ok(out)
+}
+
+/// Major types of the CBOR head (RFC 8949, section 3.1).
+const MAJOR_UINT: u8 = 0;
+const MAJOR_NEGATIVE: u8 = 1;
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_TEXT: u8 = 3;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_SIMPLE: u8 = 7;
+
+/// Reads canonical CBOR in place, one typed item at a time, without building a
+/// `ciborium::Value` tree: for the entry, whose decoding is on every replication, restore
+/// and submit path.
+///
+/// It accepts exactly what decoding through `Value` and comparing the re-encoding accepts:
+/// every head must take its shortest form and have a definite length (anything else
+/// would re-encode differently: [`DecodeError::NotCanonical`]), text must be UTF-8 and
+/// nothing may follow the value. A wrong type gets the message the `Value` readers above
+/// give. The entry's unit tests check both decoders against each other on mutated inputs,
+/// and so does the `entry` fuzz target.
+pub(crate) struct Reader<'a> {
+    input: &'a [u8],
+    what: &'static str,
+}
+
+fn truncated() -> DecodeError {
+    DecodeError::Cbor("unexpected end of input".into())
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(what: &'static str, input: &'a [u8]) -> Reader<'a> {
+        Reader { input, what }
+    }
+
+    /// What is left; empty once the value was read whole.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.input
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.input.len() {
+            return Err(truncated());
+        }
+        let (taken, rest) = self.input.split_at(n);
+        self.input = rest;
+        Ok(taken)
+    }
+
+    fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
+        Ok(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    }
+
+    /// The next head: its major type and argument. For major types 0 to 6 the argument
+    /// must be in its shortest form and definite; major type 7 (simple values, floats)
+    /// is returned as it is, for the caller to refuse by type.
+    fn head(&mut self) -> Result<(u8, u64), DecodeError> {
+        let initial = self.take(1)?[0];
+        let (major, info) = (initial >> 5, initial & 0x1f);
+        let (argument, shortest_above) = match info {
+            0..=23 => return Ok((major, u64::from(info))),
+            24 => (self.be(1)?, 23),
+            25 => (self.be(2)?, 0xff),
+            26 => (self.be(4)?, 0xffff),
+            27 => (self.be(8)?, 0xffff_ffff),
+            28..=30 => return Err(DecodeError::Cbor(format!("reserved additional information {info}"))),
+            // An indefinite length (or a break), which re-encodes with a definite one.
+            _ => {
+                return if major == MAJOR_SIMPLE {
+                    Err(DecodeError::Cbor("unexpected break".into()))
+                } else {
+                    Err(DecodeError::NotCanonical)
+                };
+            }
+        };
+        if major != MAJOR_SIMPLE && argument <= shortest_above {
+            return Err(DecodeError::NotCanonical);
+        }
+        Ok((major, argument))
+    }
+
+    /// A length that the rest of the input can hold (each item or byte takes at least a
+    /// byte), so nothing is allocated for a length the input does not back.
+    fn length(&self, n: u64) -> Result<usize, DecodeError> {
+        match usize::try_from(n) {
+            Ok(n) if n <= self.input.len() => Ok(n),
+            _ => Err(truncated()),
+        }
+    }
+
+    /// The head of an array, its item count.
+    pub(crate) fn array(&mut self) -> Result<usize, DecodeError> {
+        match self.head()? {
+            (MAJOR_ARRAY, n) => self.length(n),
+            _ => Err(DecodeError::malformed(self.what, "expected an array")),
+        }
+    }
+
+    /// The head of an array field of at most `max` items.
+    pub(crate) fn array_field(&mut self, field: &'static str, max: usize) -> Result<usize, DecodeError> {
+        let n = self.array()?;
+        if n > max {
+            return Err(DecodeError::malformed(
+                self.what,
+                format!("{field} has {n} items, over the limit of {max}"),
+            ));
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn uint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        match self.head()? {
+            (MAJOR_UINT, n) => Ok(n),
+            (MAJOR_NEGATIVE, _) => {
+                Err(DecodeError::malformed(self.what, format!("{field} must be an unsigned 64-bit integer")))
+            }
+            _ => Err(DecodeError::malformed(self.what, format!("{field} must be an unsigned integer"))),
+        }
+    }
+
+    fn string(&mut self, major: u8, field: &'static str, kind: &str) -> Result<&'a [u8], DecodeError> {
+        match self.head()? {
+            (m, n) if m == major => {
+                let n = self.length(n)?;
+                self.take(n)
+            }
+            _ => Err(DecodeError::malformed(self.what, format!("{field} must be a {kind}"))),
+        }
+    }
+
+    pub(crate) fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+        let b = self.string(MAJOR_BYTES, field, "byte string")?;
+        if b.len() > max {
+            return Err(DecodeError::malformed(
+                self.what,
+                format!("{field} is {} bytes, over the limit of {max}", b.len()),
+            ));
+        }
+        Ok(b)
+    }
+
+    pub(crate) fn fixed<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        let b = self.string(MAJOR_BYTES, field, "byte string")?;
+        <[u8; N]>::try_from(b).map_err(|_| {
+            DecodeError::malformed(self.what, format!("{field} must be exactly {N} bytes, found {}", b.len()))
+        })
+    }
+
+    pub(crate) fn text(&mut self, field: &'static str, max: usize) -> Result<&'a str, DecodeError> {
+        let b = self.string(MAJOR_TEXT, field, "text string")?;
+        let s = std::str::from_utf8(b).map_err(|e| DecodeError::Cbor(format!("{field}: {e}")))?;
+        if s.len() > max {
+            return Err(DecodeError::malformed(
+                self.what,
+                format!("{field} is {} bytes, over the limit of {max}", s.len()),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// `n` 32-byte ids that must be strictly ascending (sorted, no duplicates).
+    pub(crate) fn sorted_ids<T>(
+        &mut self,
+        field: &'static str,
+        n: usize,
+        make: impl Fn([u8; 32]) -> T,
+    ) -> Result<Vec<T>, DecodeError> {
+        let mut out = Vec::with_capacity(n);
+        let mut previous: Option<[u8; 32]> = None;
+        for _ in 0..n {
+            let id: [u8; 32] = self.fixed(field)?;
+            if previous.is_some_and(|p| p >= id) {
+                return Err(DecodeError::malformed(
+                    self.what,
+                    format!("{field} must be sorted ascending without duplicates"),
+                ));
+            }
+            previous = Some(id);
+            out.push(make(id));
+        }
+        Ok(out)
+    }
+
+    /// Reads with errors naming `what` (an entry's reader reads its ops as "op").
+    pub(crate) fn within<T>(
+        &mut self,
+        what: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        let outer = std::mem::replace(&mut self.what, what);
+        let result = read(self);
+        self.what = outer;
+        result
+    }
 }

@@ -145,40 +145,71 @@ impl Op {
         Value::Array(items)
     }
 
+    /// Reads one op in place: the same checks, in the same order and with the same
+    /// messages, as [`Op::from_value`].
+    pub(crate) fn read(r: &mut cbor::Reader<'_>) -> Result<Op, DecodeError> {
+        r.within(WHAT, |r| {
+            let len = r.array()?;
+            if len == 0 {
+                return Err(DecodeError::malformed(WHAT, "empty op"));
+            }
+            let tag = r.uint("tag")?;
+            let expected_len = fields_of(tag)?;
+            if len != expected_len {
+                return Err(DecodeError::malformed(
+                    WHAT,
+                    format!("expected {expected_len} fields, found {len}"),
+                ));
+            }
+            from_fields(tag, r)
+        })
+    }
+
+    #[cfg(any(test, feature = "reference-decoder"))]
     pub(crate) fn from_value(value: &Value) -> Result<Op, DecodeError> {
-        const WHAT: &str = "op";
         let items = cbor::array(WHAT, value)?;
         let tag = items.first().ok_or_else(|| DecodeError::malformed(WHAT, "empty op"))?;
         let tag = cbor::uint(WHAT, "tag", tag)?;
-        let expected_len = match tag {
-            0 | 2 => 2,
-            1 => 3,
-            3 => 5,
-            4 => 4,
-            other => return Err(DecodeError::malformed(WHAT, format!("unknown op tag {other}"))),
-        };
-        let mut f = cbor::Fields::new(WHAT, value, expected_len)?;
+        let mut f = cbor::Fields::new(WHAT, value, fields_of(tag)?)?;
         f.next();
-        let op = match tag {
-            0 => Op::Append { value: f.bytes("value", VALUE_BYTES_MAX)?.to_vec() },
-            1 => Op::Put {
-                key: f.bytes("key", KEY_BYTES_MAX)?.to_vec(),
-                value: f.bytes("value", VALUE_BYTES_MAX)?.to_vec(),
-            },
-            2 => Op::Delete { key: f.bytes("key", KEY_BYTES_MAX)?.to_vec() },
-            3 => Op::Link {
-                src: f.bytes("src", NODE_BYTES_MAX)?.to_vec(),
-                label: f.text("label", LABEL_BYTES_MAX)?.to_owned(),
-                dst: f.bytes("dst", NODE_BYTES_MAX)?.to_vec(),
-                props: f.bytes("props", PROPS_BYTES_MAX)?.to_vec(),
-            },
-            _ => Op::Unlink {
-                src: f.bytes("src", NODE_BYTES_MAX)?.to_vec(),
-                label: f.text("label", LABEL_BYTES_MAX)?.to_owned(),
-                dst: f.bytes("dst", NODE_BYTES_MAX)?.to_vec(),
-            },
-        };
-        op.validate().map_err(|e| DecodeError::malformed(WHAT, e.to_string()))?;
-        Ok(op)
+        from_fields(tag, &mut f)
     }
+}
+
+const WHAT: &str = "op";
+
+/// How many items an op of `tag` has, the tag included.
+fn fields_of(tag: u64) -> Result<usize, DecodeError> {
+    match tag {
+        0 | 2 => Ok(2),
+        1 => Ok(3),
+        3 => Ok(5),
+        4 => Ok(4),
+        other => Err(DecodeError::malformed(WHAT, format!("unknown op tag {other}"))),
+    }
+}
+
+/// The op of `tag` from the items after its tag, checked against its bounds.
+fn from_fields<'a>(tag: u64, f: &mut impl cbor::StringFields<'a>) -> Result<Op, DecodeError> {
+    let op = match tag {
+        0 => Op::Append { value: f.bytes("value", VALUE_BYTES_MAX)?.to_vec() },
+        1 => Op::Put {
+            key: f.bytes("key", KEY_BYTES_MAX)?.to_vec(),
+            value: f.bytes("value", VALUE_BYTES_MAX)?.to_vec(),
+        },
+        2 => Op::Delete { key: f.bytes("key", KEY_BYTES_MAX)?.to_vec() },
+        3 => Op::Link {
+            src: f.bytes("src", NODE_BYTES_MAX)?.to_vec(),
+            label: f.text("label", LABEL_BYTES_MAX)?.to_owned(),
+            dst: f.bytes("dst", NODE_BYTES_MAX)?.to_vec(),
+            props: f.bytes("props", PROPS_BYTES_MAX)?.to_vec(),
+        },
+        _ => Op::Unlink {
+            src: f.bytes("src", NODE_BYTES_MAX)?.to_vec(),
+            label: f.text("label", LABEL_BYTES_MAX)?.to_owned(),
+            dst: f.bytes("dst", NODE_BYTES_MAX)?.to_vec(),
+        },
+    };
+    op.validate().map_err(|e| DecodeError::malformed(WHAT, e.to_string()))?;
+    Ok(op)
 }

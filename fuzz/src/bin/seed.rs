@@ -403,6 +403,7 @@ fn main() {
             direction: pb::Direction::In as i32,
             label: "knows".into(),
             limit: 3,
+            ..Default::default()
         },
     );
     c.proto("GetEntryRequest", "hash", &pb::GetEntryRequest { hash: history[0].hash().0.to_vec() });
@@ -446,7 +447,7 @@ fn main() {
         "three",
         &pb::SetMembersRequest { generation: 4, members: vec!["10.0.0.1:7070".into(), "r2:7070".into()] },
     );
-    c.proto("DrainRequest", "timeout", &pb::DrainRequest { timeout_ms: 1000 });
+    c.proto("DrainRequest", "timeout", &pb::DrainRequest { timeout_ms: 1000, ..Default::default() });
     c.proto("CheckpointRequest", "by-name", &pb::CheckpointRequest { log: "settings".into() });
     c.proto(
         "ExportSnapshotRequest",
@@ -492,7 +493,7 @@ fn main() {
         "hashes",
         &pb::FetchRequest { hashes: history.iter().map(|e| e.hash().0.to_vec()).collect() },
     );
-    c.proto("WatchRequest", "peer", &pb::WatchRequest { from: peer() });
+    c.proto("WatchRequest", "peer", &pb::WatchRequest { from: peer(), ..Default::default() });
     c.proto(
         "PushRequest",
         "entries",
@@ -542,7 +543,13 @@ fn main() {
     c.proto(
         "WatchNotice",
         "seq",
-        &pb::WatchNotice { log_id: kv_log.0.to_vec(), seq: 9, epoch: vec![7; 16], yours_from: 5 },
+        &pb::WatchNotice {
+            log_id: kv_log.0.to_vec(),
+            seq: 9,
+            epoch: vec![7; 16],
+            yours_from: 5,
+            ..Default::default()
+        },
     );
     c.proto("Entry", "kv", &convert::entry_to_pb(&history[3], 4));
     c.proto("Entry", "graph", &convert::entry_to_pb(&singles[3].1, 1));
@@ -589,6 +596,7 @@ fn main() {
             heads: 1,
             pending: 0,
             ops: 5,
+            ..Default::default()
         }
     };
     c.proto(
