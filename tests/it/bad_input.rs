@@ -315,3 +315,59 @@ async fn bad_watch_challenges() {
     let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
     assert!(clean, "{report}");
 }
+
+/// A Pull that asks for more than a page may hold (over 4096 entries or 4 MiB) is refused
+/// with INVALID_ARGUMENT naming the limit; one that asks for one byte gets pages of one
+/// entry each (a page always holds one), and one that leaves the sizes at 0 gets the
+/// server's default pages. Nothing is stored by any of it, the next write continues the
+/// log and the data directory is clean.
+#[tokio::test]
+async fn bad_pull_page_sizes() {
+    let (_dir, mut replica) = start();
+    let mut c = connect(&replica).await;
+    create(&mut c, "kv", pb::LogType::Kv).await;
+    for key in [b"a", b"b", b"c"] {
+        let put = pb::PutRequest { log: "kv".into(), key: key.to_vec(), value: b"v".to_vec(), concern: None };
+        c.data.put(put).await.unwrap();
+    }
+    let status = c.admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let mut sync = pb::sync_client::SyncClient::new(c.channel.clone());
+    let pull = |page_entries: u32, page_bytes: u32| pb::PullRequest {
+        log_id: status.logs[0].log_id.clone(),
+        epoch: status.epoch.clone(),
+        after_seq: 0,
+        from: None,
+        page_entries,
+        omit_yours: false,
+        page_bytes,
+    };
+    expect(sync.pull(pull(4097, 0)).await, Code::InvalidArgument, "page_entries is at most 4096");
+    expect(
+        sync.pull(pull(0, 4 * 1024 * 1024 + 1)).await,
+        Code::InvalidArgument,
+        "page_bytes is at most 4194304",
+    );
+    expect(sync.pull(pull(0, u32::MAX)).await, Code::InvalidArgument, "page_bytes is at most");
+
+    let pages = |mut stream: tonic::Streaming<pb::EntryPage>| async move {
+        let mut sizes = Vec::new();
+        while let Some(page) = stream.message().await.unwrap() {
+            // Pages of no entries only move the caller's cursor.
+            if !page.entries.is_empty() {
+                sizes.push(page.entries.len());
+            }
+        }
+        sizes
+    };
+    let one_byte = sync.pull(pull(0, 1)).await.expect("a one-byte page size").into_inner();
+    assert_eq!(pages(one_byte).await, vec![1, 1, 1], "one entry per page, however small the size asked");
+    let default = sync.pull(pull(0, 0)).await.expect("default page sizes").into_inner();
+    assert_eq!(pages(default).await, vec![3], "the three entries in one default page");
+
+    assert_eq!(seq_of(&mut c, "kv").await, 3, "nothing of a refused request was stored");
+    let put = pb::PutRequest { log: "kv".into(), key: b"d".to_vec(), value: b"v".to_vec(), concern: None };
+    assert_eq!(c.data.put(put).await.expect("the replica keeps serving").into_inner().seq, 4);
+    replica.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

@@ -571,6 +571,7 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
         after_seq: seq,
         from: Some(pb::PeerIdentity { node_id: b_node.clone(), epoch: vec![0; 16] }),
         page_entries: 0,
+        page_bytes: 0,
         omit_yours: false,
     };
     let mut stream = sync.pull(with_token(pull, Some("tok-peer"))).await.unwrap().into_inner();
@@ -583,6 +584,7 @@ async fn peers_use_mtls_and_claimed_identities_count_for_nothing() {
             after_seq: seq,
             from: None,
             page_entries: 0,
+            page_bytes: 0,
             omit_yours: false,
         },
         Some("tok-peer"),

@@ -477,6 +477,7 @@ fn main() {
             from: peer(),
             page_entries: 100,
             omit_yours: true,
+            page_bytes: 1 << 20,
         },
     );
     c.proto(

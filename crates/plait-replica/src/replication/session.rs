@@ -24,7 +24,8 @@ use tonic::service::interceptor::InterceptedService;
 
 use super::membership::EngineCtx;
 use super::{
-    FETCH_HASHES_MAX, INLINE_PAGE_BYTES_MAX, INLINE_PAGE_ENTRIES_MAX, PULL_PAGE_BYTES, PULL_PAGE_ENTRIES,
+    FETCH_HASHES_MAX, INLINE_PAGE_BYTES_MAX, INLINE_PAGE_ENTRIES_MAX, PULL_ASK_PAGE_BYTES, PULL_PAGE_BYTES,
+    PULL_PAGE_ENTRIES,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -687,6 +688,7 @@ impl Session {
             from: Some(self.identity()),
             page_entries: PULL_PAGE_ENTRIES as u32,
             omit_yours: true,
+            page_bytes: PULL_ASK_PAGE_BYTES as u32,
         };
         let mut stream = peer.client.pull(request).await.map_err(anyhow::Error::new)?.into_inner();
         let mut received = None;

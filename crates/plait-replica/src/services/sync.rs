@@ -47,6 +47,17 @@ impl SyncService {
     }
 }
 
+/// Most entries and most entry bytes of one page (a page always holds one entry).
+#[derive(Clone, Copy)]
+struct PageSize {
+    entries: usize,
+    bytes: usize,
+}
+
+impl PageSize {
+    const DEFAULT: PageSize = PageSize { entries: PULL_PAGE_ENTRIES, bytes: PULL_PAGE_BYTES };
+}
+
 impl SyncService {
     fn hosted(&self, log_id: &[u8]) -> ReplicaResult<LogId> {
         let log = convert::log_id("log_id", log_id)?;
@@ -64,7 +75,7 @@ impl SyncService {
         log: LogId,
         after: u64,
         until: u64,
-        page_entries: usize,
+        page: PageSize,
         skip: Option<HashSet<EntryHash>>,
         omit: Option<PublicKey>,
     ) -> PageStream {
@@ -78,7 +89,7 @@ impl SyncService {
                 let skip = skip.clone();
                 let metrics = ctx.metrics.clone();
                 let read = move |store: &plait_store::Store| {
-                    let entries = store.entries_after(&log, cursor, page_entries, PULL_PAGE_BYTES)?;
+                    let entries = store.entries_after(&log, cursor, page.entries, page.bytes)?;
                     let last = entries.last().map(|e| e.seq);
                     // The caller's own entries come back to it as nothing but a cursor.
                     let theirs = match (omit, last) {
@@ -197,6 +208,10 @@ impl SyncService {
             return Err(ReplicaError::Invalid(format!("page_entries is at most {PULL_PAGE_ENTRIES_MAX}")));
         }
         let page_entries = if r.page_entries == 0 { PULL_PAGE_ENTRIES } else { r.page_entries as usize };
+        if r.page_bytes as usize > PULL_PAGE_BYTES {
+            return Err(ReplicaError::Invalid(format!("page_bytes is at most {PULL_PAGE_BYTES}")));
+        }
+        let page_bytes = if r.page_bytes == 0 { PULL_PAGE_BYTES } else { r.page_bytes as usize };
         let until = self.ctx.store.log(&log).map_or(0, |s| s.seq);
         if r.after_seq > until {
             return Err(ReplicaError::FailedPrecondition(format!(
@@ -211,7 +226,14 @@ impl SyncService {
         // Leaving entries out only ever costs the caller, so the id its body names is
         // enough (a caller claiming another's id just misses that one's entries).
         let omit = if r.omit_yours { caller(proven, r.from.as_ref()) } else { None };
-        Ok(self.stream_entries(log, r.after_seq, until, page_entries, None, omit))
+        Ok(self.stream_entries(
+            log,
+            r.after_seq,
+            until,
+            PageSize { entries: page_entries, bytes: page_bytes },
+            None,
+            omit,
+        ))
     }
 
     async fn reconcile(&self, r: pb::ReconcileRequest) -> ReplicaResult<PageStream> {
@@ -223,7 +245,7 @@ impl SyncService {
         let until = self.ctx.store.log(&log).map_or(0, |s| s.seq);
         let past =
             self.ctx.blocking(move |store| store.causal_past(&log, &heads, RECONCILE_PAST_MAX)).await?;
-        Ok(self.stream_entries(log, 0, until, PULL_PAGE_ENTRIES, past, None))
+        Ok(self.stream_entries(log, 0, until, PageSize::DEFAULT, past, None))
     }
 
     async fn fetch(&self, r: pb::FetchRequest) -> ReplicaResult<pb::FetchResponse> {
