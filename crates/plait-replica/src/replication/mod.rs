@@ -36,9 +36,9 @@ pub(crate) const PULL_PAGE_ENTRIES_MAX: u32 = 4096;
 pub(crate) const PULL_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The page size a replica asks its peers for (`PullRequest.page_bytes`). Each pulled
 /// page becomes one writer commit here, and a commit holds its rows in memory until it
-/// lands: a 4 MiB page of large entries is about 35,000 ops and 28 MiB of rows
-/// (docs/benchmarks.md, "Smaller pulled pages").
-pub(crate) const PULL_ASK_PAGE_BYTES: usize = 1024 * 1024;
+/// lands: a 4 MiB page of large entries is about 35,000 ops and 28 MiB of rows, a
+/// 512 KiB page about 6,000 ops (docs/benchmarks.md, "Smaller pulled pages").
+pub(crate) const PULL_ASK_PAGE_BYTES: usize = 512 * 1024;
 const _: () = assert!(PULL_ASK_PAGE_BYTES <= PULL_PAGE_BYTES);
 /// Pages buffered per pull stream on the sending side.
 pub(crate) const PULL_PAGES_BUFFERED: usize = 4;
