@@ -637,8 +637,9 @@ impl Session {
         self.fetch_missing(peer, log).await
     }
 
-    /// The stored cursor of `log` from `peer`: a point lookup in the small `peers` keyspace, made on the async worker as
-    /// `Data.Get` is: the hand-off to the blocking pool cost more than the read.
+    /// The stored cursor of `log` from `peer`: a point lookup in the small `peers`
+    /// keyspace, made on the async worker as `Data.Get` is (the hand-off to the blocking
+    /// pool cost more than the read).
     async fn stored_cursor(&self, peer: plait_core::PublicKey, log: LogId) -> anyhow::Result<Option<Cursor>> {
         Ok(self.ctx.store.cursor(&peer, &log)?)
     }
@@ -993,7 +994,13 @@ async fn watch_peer(
             let held = if proven { notice.held } else { 0 };
             if let Ok(log) = plait_proto::convert::log_id("log_id", &notice.log_id)
                 && notices
-                    .send(Ok(Notice { log, seq: notice.seq, yours_from, held, entries: notice.entries }))
+                    .send(Ok(Notice {
+                        log,
+                        seq: notice.seq,
+                        yours_from,
+                        held,
+                        entries: carried(notice.entries),
+                    }))
                     .await
                     .is_err()
             {
@@ -1004,11 +1011,37 @@ async fn watch_peer(
     let _ = notices.send(Err("the peer's watch stream ended".into())).await;
 }
 
+/// The entries a notice carries, when they are within what a notice may carry (at most
+/// [`INLINE_PAGE_ENTRIES_MAX`] entries and [`INLINE_PAGE_BYTES_MAX`] bytes: what
+/// `store_carried` takes); more are dropped as they arrive and the log is pulled instead,
+/// so the notices queued for the session stay small whatever the peer sends.
+fn carried(entries: Vec<pb::SeqEntry>) -> Vec<pb::SeqEntry> {
+    let bytes: usize = entries.iter().map(|e| e.entry.len()).sum();
+    if entries.len() as u64 <= INLINE_PAGE_ENTRIES_MAX && bytes <= INLINE_PAGE_BYTES_MAX {
+        entries
+    } else {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
 
     use super::*;
+
+    /// A notice's entries are kept only within the inline bounds: five entries, or four
+    /// over 64 KiB, are dropped on arrival (a hostile peer's 5 MiB notices must not pile
+    /// up in the session's queue); four small ones are kept as they came.
+    #[test]
+    fn notice_entries_over_the_inline_bounds_are_dropped() {
+        let entry = |seq: u64, len: usize| pb::SeqEntry { seq, entry: vec![0; len] };
+        let four: Vec<_> = (1..=4).map(|s| entry(s, 100)).collect();
+        assert_eq!(carried(four.clone()), four);
+        assert!(carried((1..=5).map(|s| entry(s, 100)).collect()).is_empty(), "too many");
+        let big = INLINE_PAGE_BYTES_MAX / 4 + 1;
+        assert!(carried((1..=4).map(|s| entry(s, big)).collect()).is_empty(), "too many bytes");
+    }
 
     /// The backoff wait is full jitter: never above the backoff, and it reaches well
     /// below half of it (where the old `ms/2..=ms` draw could never go) as well as near

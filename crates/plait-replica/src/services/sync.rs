@@ -113,12 +113,12 @@ impl SyncService {
                     Ok::<_, ReplicaError>((entries, last))
                 };
                 // A page of a few entries (steady replication) is read right here.
-                let page = if until - cursor <= INLINE_PAGE_ENTRIES_MAX {
+                let read_page = if until - cursor <= INLINE_PAGE_ENTRIES_MAX {
                     read(&ctx.store)
                 } else {
                     ctx.blocking(read).await
                 };
-                let (entries, last) = match page {
+                let (entries, last) = match read_page {
                     Ok(p) => p,
                     Err(e) => {
                         // The stream is this task's tonic boundary.
