@@ -15,6 +15,16 @@ if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
 fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One full run gains nothing from incremental compilation, whose caches more than double
+# what target/ takes on disk; a developer's own `cargo build` keeps it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# Free space where the build and the tests write, shown at each stage, so a run on a
+# nearly full disk says so before anything fails for it.
+disk() {
+  echo "   free space: $(df -h --output=avail . | tail -1 | tr -d ' ') in $(pwd), $(df -h --output=avail "${TMPDIR:-/tmp}" | tail -1 | tr -d ' ') in ${TMPDIR:-/tmp}"
+}
+disk
 
 echo "== prerequisites (scripts/test-prereqs.sh)"
 # shellcheck source=scripts/test-prereqs.sh
@@ -32,13 +42,16 @@ cargo metadata --locked --format-version 1 >/dev/null
 cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 
 echo "== cargo clippy"
+disk
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== build binaries (the cross-process tests start plaitd and plaitctl)"
 cargo build --workspace --bins --locked
 
 echo "== cargo test"
+disk
 cargo test --workspace --locked
 
 echo "== fuzz (scripts/fuzz.sh: every target for a bounded time from the committed corpus)"
+disk
 ./scripts/fuzz.sh run

@@ -58,7 +58,8 @@ async fn roots(endpoint: &str) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
 }
 
 fn restore(from: &str, data_dir: &std::path::Path, env: &[(&'static str, String)]) -> std::process::Output {
-    Command::new(plait_tests::binary("plaitd").unwrap())
+    plait_tests::plaitd_command()
+        .unwrap()
         .args(["restore", "--from", from, "--data-dir"])
         .arg(data_dir)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -152,7 +153,8 @@ fn bad_destination_flags_stop_the_start() {
         (&["--backup-destination", "s3://bucket=file:///tmp/plait-never"], "is not valid"),
     ];
     for (args, expected) in cases {
-        let out = Command::new(plait_tests::binary("plaitd").unwrap())
+        let out = plait_tests::plaitd_command()
+            .unwrap()
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(args)
@@ -165,7 +167,8 @@ fn bad_destination_flags_stop_the_start() {
     }
     assert!(!std::path::Path::new("/tmp/plait-never").exists());
     // The same through the environment, as a comma-separated list.
-    let out = Command::new(plait_tests::binary("plaitd").unwrap())
+    let out = plait_tests::plaitd_command()
+        .unwrap()
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data_dir)
         .env("PLAIT_BACKUP_DESTINATIONS", "a=file:///tmp/plait-never-a,a=file:///tmp/plait-never-b")
@@ -489,7 +492,8 @@ async fn a_killed_restore_restarts_cleanly() {
     }
     backup(&source.endpoint(), "local", false).await;
     let target = dir.path().join("restored");
-    let mut child = Command::new(plait_tests::binary("plaitd").unwrap())
+    let mut child = plait_tests::plaitd_command()
+        .unwrap()
         .args(["restore", "--from", &destination, "--data-dir"])
         .arg(&target)
         .stderr(std::process::Stdio::piped())

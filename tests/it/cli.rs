@@ -433,7 +433,8 @@ fn truncated_snapshot_is_refused() {
 #[test]
 fn a_write_buffer_bound_too_small_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+    let out = plait_tests::plaitd_command()
+        .unwrap()
         .args(["serve", "--listen", "127.0.0.1:0", "--write-buffer-mib", "10", "--data-dir"])
         .arg(dir.path().join("small"))
         .output()

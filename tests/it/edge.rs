@@ -12,12 +12,7 @@ use plait_tests::proxy::Proxy;
 const CONVERGE: Duration = Duration::from_secs(60);
 
 fn keygen(path: &std::path::Path) {
-    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
-        .arg("keygen")
-        .arg("--out")
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = plait_tests::plaitd_command().unwrap().arg("keygen").arg("--out").arg(path).output().unwrap();
     assert!(out.status.success());
 }
 

@@ -315,7 +315,7 @@ impl Kubelet {
                 .map(|init| init.args.clone().unwrap_or_default());
             let replica = tokio::task::spawn_blocking(move || -> anyhow::Result<Plaitd> {
                 if let Some(args) = init_args {
-                    let output = std::process::Command::new(plait_tests::binary("plaitd")?)
+                    let output = plait_tests::plaitd_command()?
                         .args(&args)
                         .env("PLAIT_DATA_DIR", &data_dir)
                         .env("PLAIT_WRITER_KEY_FILE", &key_file)

@@ -452,7 +452,7 @@ async fn heads_comparison_repairs_a_lying_cursor() {
         // Ingesting a cursor signs nothing, so any key opens the store.
         let key = WriterKey::generate(&mut rand::rngs::OsRng);
         let store = plait_store::Store::open(
-            plait_store::StoreConfig::new(&b_dir, key),
+            plait_store::StoreConfig::new(&b_dir, key).without_disk_floor(),
             &mut rand::rngs::OsRng,
             Arc::new(plait_store::NoopObserver),
         )

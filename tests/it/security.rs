@@ -482,7 +482,8 @@ async fn certificate_rotation_needs_no_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn non_loopback_needs_security_or_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+    let out = plait_tests::plaitd_command()
+        .unwrap()
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path().join("d"))
         .output()
@@ -495,7 +496,8 @@ async fn non_loopback_needs_security_or_insecure() {
             && stderr.contains("--tls-cert"),
         "{stderr}"
     );
-    let mut child = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+    let mut child = plait_tests::plaitd_command()
+        .unwrap()
         .args(["serve", "--listen", "0.0.0.0:0", "--insecure", "--data-dir"])
         .arg(dir.path().join("d2"))
         .stdout(std::process::Stdio::piped())
@@ -1209,7 +1211,8 @@ async fn admin_methods_are_served_on_the_admin_address_only() {
     let (clean, report) = check(&replica.data_dir).unwrap();
     assert!(clean, "{report}");
 
-    let out = std::process::Command::new(plait_tests::binary("plaitd").unwrap())
+    let out = plait_tests::plaitd_command()
+        .unwrap()
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path().join("exposed"))
         .output()

@@ -40,11 +40,7 @@ impl Cluster {
         // Replicas of one cluster share a writer key, so a log whose ACL names it accepts
         // writes through any of them (and a wiped replica can still write).
         let writer_key = dir.path().join("writer.key");
-        let out = std::process::Command::new(crate::binary("plaitd")?)
-            .arg("keygen")
-            .arg("--out")
-            .arg(&writer_key)
-            .output()?;
+        let out = crate::plaitd_command()?.arg("keygen").arg("--out").arg(&writer_key).output()?;
         anyhow::ensure!(
             out.status.success(),
             "plaitd keygen failed: {}",

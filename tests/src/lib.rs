@@ -38,6 +38,17 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A command that runs the built `plaitd`, with the free-space floor off: the tests share
+/// the build machine's disk, whose free space says nothing about the few megabytes a test
+/// writes (a disk nearly filled by build artifacts would otherwise refuse every write).
+/// The tests of the floor run on a small disk of their own and pass
+/// `--disk-free-min-mib`, which wins over the environment.
+pub fn plaitd_command() -> anyhow::Result<Command> {
+    let mut command = Command::new(binary("plaitd")?);
+    command.env("PLAIT_DISK_FREE_MIN_MIB", "0");
+    Ok(command)
+}
+
 /// A running `plaitd`.
 pub struct Plaitd {
     child: Option<Child>,
@@ -166,7 +177,7 @@ fn spawn_at(
 ) -> anyhow::Result<Ready> {
     let log_path = data_dir.with_extension("log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    let mut child = Command::new(binary("plaitd")?)
+    let mut child = plaitd_command()?
         .args(["--listen", listen, "--data-dir"])
         .arg(data_dir)
         .args(extra)
@@ -253,7 +264,7 @@ where
 /// Runs `plaitd check` on a stopped replica's data directory; returns its output and
 /// whether the data is clean.
 pub fn check(data_dir: &Path) -> anyhow::Result<(bool, String)> {
-    let out = Command::new(binary("plaitd")?).arg("check").arg("--data-dir").arg(data_dir).output()?;
+    let out = plaitd_command()?.arg("check").arg("--data-dir").arg(data_dir).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.success(), text))
 }

@@ -352,6 +352,12 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub skip_if_initialized: bool,
 
+    /// Free space, in MiB, that the data directory's disk must keep while the restore
+    /// writes: below it the restore stops with an error (the staging directory is left
+    /// for the next attempt to clear) instead of filling the disk. 0 turns it off.
+    #[arg(long, env = "PLAIT_DISK_FREE_MIN_MIB", default_value_t = plait_store::DISK_FREE_MIN_BYTES / (1024 * 1024))]
+    pub disk_free_min_mib: u64,
+
     #[command(flatten)]
     pub s3: S3Args,
 }

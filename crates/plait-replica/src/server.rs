@@ -94,7 +94,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let mut config = StoreConfig::new(&args.data_dir, writer_key);
     config.pending_per_log_max = args.pending_per_log_max;
     config.cache_bytes = args.cache_mib * 1024 * 1024;
-    config.disk_free_min_bytes = args.disk_free_min_mib * 1024 * 1024;
+    config.disk_free_min_bytes = args.disk_free_min_mib.saturating_mul(1024 * 1024);
     config.write_buffer_bytes = write_buffer_bytes;
     config.engine_threads = usize::from(args.engine_threads);
     let observer: Arc<dyn StoreObserver> = Arc::new(MetricsObserver(metrics.clone()));
@@ -495,7 +495,8 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         None => staging.join("writer.key"),
     };
     let (writer_key, _) = load_or_create_key(&writer_path, &mut rand::rngs::OsRng)?;
-    let config = StoreConfig::new(&staging, writer_key);
+    let mut config = StoreConfig::new(&staging, writer_key);
+    config.disk_free_min_bytes = args.disk_free_min_mib.saturating_mul(1024 * 1024);
     let store = tokio::task::spawn_blocking(move || {
         Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
     })

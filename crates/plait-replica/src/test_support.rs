@@ -8,7 +8,7 @@ use plait_store::{Store, StoreConfig};
 
 /// A real store in `dir`, written by `key`.
 pub(crate) async fn open_store(dir: &Path, key: &WriterKey) -> Store {
-    let config = StoreConfig::new(dir, key.clone());
+    let config = StoreConfig::new(dir, key.clone()).without_disk_floor();
     tokio::task::spawn_blocking(move || {
         Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
     })

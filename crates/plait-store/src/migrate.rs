@@ -228,7 +228,7 @@ mod tests {
             rows
         };
         let store = Store::open(
-            StoreConfig::new(dir.path(), WriterKey::from_secret([9; 32])),
+            StoreConfig::new(dir.path(), WriterKey::from_secret([9; 32])).without_disk_floor(),
             &mut StdRng::seed_from_u64(1),
             Arc::new(NoopObserver),
         )

@@ -598,7 +598,7 @@ mod tests {
     async fn kv_store(dir: &std::path::Path) -> (Store, plait_core::LogId) {
         let key = WriterKey::generate(&mut StdRng::seed_from_u64(1));
         let store = Store::open(
-            StoreConfig::new(dir, key.clone()),
+            StoreConfig::new(dir, key.clone()).without_disk_floor(),
             &mut StdRng::seed_from_u64(2),
             Arc::new(NoopObserver),
         )

@@ -1433,7 +1433,7 @@ mod tests {
         let key = WriterKey::from_secret([3; 32]);
         let open = || {
             Store::open(
-                StoreConfig::new(dir.path(), key.clone()),
+                StoreConfig::new(dir.path(), key.clone()).without_disk_floor(),
                 &mut StdRng::seed_from_u64(1),
                 Arc::new(NoopObserver),
             )

@@ -103,7 +103,7 @@ async fn bad_entries_are_refused_individually() {
 async fn pending_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let (replica, client) = (key(1), key(2));
-    let mut config = plait_store::StoreConfig::new(dir.path(), replica.clone());
+    let mut config = plait_store::StoreConfig::new(dir.path(), replica.clone()).without_disk_floor();
     config.pending_per_log_max = 3;
     let store = plait_store::Store::open(
         config,

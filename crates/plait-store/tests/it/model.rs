@@ -386,7 +386,7 @@ fn check_view(store: &Store, log: &plait_core::LogId, view: &LogView) {
 }
 
 fn open(path: &Path, key: &WriterKey, faults: Arc<FailNextCommit>) -> Store {
-    let mut config = StoreConfig::new(path, key.clone());
+    let mut config = StoreConfig::new(path, key.clone()).without_disk_floor();
     config.faults = Some(faults);
     Store::open(config, &mut StdRng::seed_from_u64(7), Arc::new(NoopObserver)).unwrap()
 }

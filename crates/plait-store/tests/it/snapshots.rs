@@ -139,7 +139,7 @@ async fn deltas_on_the_wrong_base_are_refused() {
     // A delta from another source epoch.
     // A node of its own epoch (the test helper's stores share a seeded one).
     let other = Store::open(
-        plait_store::StoreConfig::new(dir.path().join("other"), writer.clone()),
+        plait_store::StoreConfig::new(dir.path().join("other"), writer.clone()).without_disk_floor(),
         &mut rand::rngs::OsRng,
         Arc::new(plait_store::NoopObserver),
     )

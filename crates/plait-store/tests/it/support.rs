@@ -13,8 +13,12 @@ pub(crate) fn key(seed: u64) -> WriterKey {
 }
 
 pub(crate) fn open(path: &Path, writer: &WriterKey) -> Store {
-    Store::open(StoreConfig::new(path, writer.clone()), &mut StdRng::seed_from_u64(7), Arc::new(NoopObserver))
-        .unwrap()
+    Store::open(
+        StoreConfig::new(path, writer.clone()).without_disk_floor(),
+        &mut StdRng::seed_from_u64(7),
+        Arc::new(NoopObserver),
+    )
+    .unwrap()
 }
 
 pub(crate) fn manifest(name: &str, log_type: LogType, writers: &[&WriterKey]) -> SignedManifest {

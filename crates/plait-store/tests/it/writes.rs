@@ -307,7 +307,7 @@ impl plait_store::StoreObserver for Stalls {
 async fn a_write_buffer_bound_holds_writes_for_flushes_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let writer = key(1);
-    let mut config = plait_store::StoreConfig::new(dir.path(), writer.clone());
+    let mut config = plait_store::StoreConfig::new(dir.path(), writer.clone()).without_disk_floor();
     // Below what the active memtables hold: every group after a memtable is sealed waits.
     config.write_buffer_bytes = 1024 * 1024;
     let stalls = std::sync::Arc::new(Stalls::default());
