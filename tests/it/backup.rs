@@ -5,8 +5,6 @@
 //! on the replica's command line (`--backup-destination NAME=URL`); `Backup` takes only
 //! a name, and concurrent backups to one destination all end up in its catalog.
 
-use std::process::Command;
-
 use futures::StreamExt;
 use plait_proto::pb;
 use plait_tests::Plaitd;
