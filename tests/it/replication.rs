@@ -695,3 +695,53 @@ async fn entries_and_holds_arrive_in_notices_without_a_pull() {
     assert!(carried >= PUTS as f64 - 5.0, "only {carried} of {PUTS} entries came with their notices");
     assert_clean(&mut cluster).await;
 }
+
+/// Every op a replica's Subscribe delivers says where the replica got it: written there
+/// (local), or replicated from the peer with that node id. The origins are stored with
+/// the entries, so a restarted replica says the same of its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribe_says_where_each_op_came_from() {
+    let mut cluster = Cluster::start(2, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    let nodes = [status_node(&cluster.endpoint(0)).await, status_node(&cluster.endpoint(1)).await];
+    for (i, key) in [(0, "written-on-0"), (1, "written-on-1")] {
+        let op = pb::op::Op::Put(pb::KvPut { key: key.into(), value: b"v".to_vec() });
+        data(&cluster.endpoint(i))
+            .await
+            .write(pb::WriteRequest { ops: vec![routed("kv", op)], concern: None })
+            .await
+            .unwrap();
+    }
+    converged(&endpoints(&cluster), &[], CONVERGE).await.unwrap();
+    // What each replica's Subscribe says of each key: its origin kind and peer node id.
+    async fn origins(endpoint: &str) -> BTreeMap<Vec<u8>, (i32, Vec<u8>)> {
+        let mut stream = data(endpoint)
+            .await
+            .subscribe(pb::SubscribeRequest { log: "kv".into(), after_seq: 0, follow: false })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = BTreeMap::new();
+        while let Some(applied) = stream.message().await.unwrap() {
+            let Some(pb::op::Op::Put(put)) = applied.op.and_then(|o| o.op) else { panic!("a kv put") };
+            let origin = applied.origin.expect("every delivered op has an origin");
+            out.insert(put.key, (origin.kind, origin.peer_node_id));
+        }
+        out
+    }
+    let (local, peer) = (pb::OriginKind::Local as i32, pb::OriginKind::Peer as i32);
+    let expect = |i: usize| {
+        let other = nodes[1 - i].clone();
+        let (mine, theirs) =
+            if i == 0 { ("written-on-0", "written-on-1") } else { ("written-on-1", "written-on-0") };
+        BTreeMap::from([
+            (mine.as_bytes().to_vec(), (local, Vec::new())),
+            (theirs.as_bytes().to_vec(), (peer, other)),
+        ])
+    };
+    assert_eq!(origins(&cluster.endpoint(0)).await, expect(0));
+    assert_eq!(origins(&cluster.endpoint(1)).await, expect(1));
+    cluster.restart(1).unwrap();
+    assert_eq!(origins(&cluster.endpoint(1)).await, expect(1), "the same after a restart");
+    assert_clean(&mut cluster).await;
+}

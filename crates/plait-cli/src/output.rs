@@ -268,6 +268,7 @@ pub(crate) fn applied_append_json(applied: &AppliedOp, value: &[u8]) -> Value {
     out.insert("entry_hash".into(), applied.entry_hash.to_hex().into());
     out.insert("op_index".into(), applied.op_index.into());
     out.insert("seq".into(), applied.seq.into());
+    out.insert("origin".into(), applied.origin.to_string().into());
     Value::Object(out)
 }
 

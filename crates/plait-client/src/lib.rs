@@ -40,7 +40,7 @@ pub use options::{ClientOptions, PEM_FILE_BYTES_MAX, TOKEN_BYTES_MAX};
 pub use types::{
     AppliedOp, BackupJobReport, BackupJobState, BackupKind, BackupObject, BackupReport, Caller,
     CheckpointInfo, CreateLogOptions, Direction, DrainedLog, EPOCH_LEN, Edge, EdgePage, EdgesOptions,
-    FeedItem, FeedPage, Head, Heads, ImportKind, ImportReport, KeyValue, LogInfo, PeerLogStatus, PeerStatus,
-    ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitOutcome, SubmitResult,
-    Versioned, WriteAck,
+    FeedItem, FeedPage, Head, Heads, ImportKind, ImportReport, KeyValue, LogInfo, Origin, PeerLogStatus,
+    PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitOutcome,
+    SubmitResult, Versioned, WriteAck,
 };

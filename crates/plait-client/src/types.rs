@@ -515,6 +515,52 @@ pub struct AppliedOp {
     pub op: Op,
     /// The op's place in the total order (for feeds, a `FeedItem` position).
     pub position: Vec<u8>,
+    /// Where the replica got the op's entry.
+    pub origin: Origin,
+}
+
+/// Where a replica got an entry: kept by that replica, so one entry is `Local` on the
+/// replica it was written on and `Peer` on the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Stored before the replica kept origins, or a kind this client does not know.
+    Unknown,
+    /// Written through the replica's write calls.
+    Local,
+    /// Signed elsewhere and handed to the replica by a call (`submit`, a push).
+    Submitted,
+    /// Replicated from the peer replica with this node id.
+    Peer(PublicKey),
+    /// Read from a snapshot or backup.
+    Restored,
+}
+
+impl Origin {
+    fn from_pb(origin: Option<pb::Origin>) -> Result<Origin, ClientError> {
+        let Some(origin) = origin else { return Ok(Origin::Unknown) };
+        Ok(match pb::OriginKind::try_from(origin.kind) {
+            Ok(pb::OriginKind::Local) => Origin::Local,
+            Ok(pb::OriginKind::Submitted) => Origin::Submitted,
+            Ok(pb::OriginKind::Peer) => {
+                Origin::Peer(convert::public_key("origin.peer_node_id", &origin.peer_node_id)?)
+            }
+            Ok(pb::OriginKind::Restored) => Origin::Restored,
+            Ok(pb::OriginKind::Unknown) | Err(_) => Origin::Unknown,
+        })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    /// `local`, `submitted`, `peer:<node id hex>`, `restored` or `unknown`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Unknown => f.write_str("unknown"),
+            Origin::Local => f.write_str("local"),
+            Origin::Submitted => f.write_str("submitted"),
+            Origin::Peer(node) => write!(f, "peer:{}", node.to_hex()),
+            Origin::Restored => f.write_str("restored"),
+        }
+    }
 }
 
 impl TryFrom<pb::AppliedOp> for AppliedOp {
@@ -528,6 +574,7 @@ impl TryFrom<pb::AppliedOp> for AppliedOp {
             clock: convert::clock("clock", applied.clock.as_ref())?,
             op: convert::op("op", applied.op)?,
             position: applied.position,
+            origin: Origin::from_pb(applied.origin)?,
         })
     }
 }
@@ -1230,10 +1277,34 @@ mod tests {
             clock: pb_clock(1),
             op: Some(pb::Op::from(Op::Delete { key: b"k".to_vec() })),
             position: vec![],
+            origin: None,
         };
         assert_eq!(AppliedOp::try_from(applied.clone()).unwrap().op, Op::Delete { key: b"k".to_vec() });
         let err = AppliedOp::try_from(pb::AppliedOp { op: None, ..applied }).unwrap_err();
         assert!(err.to_string().contains("op is missing"), "{err}");
+    }
+
+    /// An applied op's origin: a peer's needs its 32-byte node id; a kind this client does
+    /// not know, or none at all (an older replica), is unknown.
+    #[test]
+    fn applied_op_origins() {
+        let applied = |kind: i32, peer: Vec<u8>| pb::AppliedOp {
+            seq: 1,
+            entry_hash: vec![1; 32],
+            op_index: 0,
+            clock: pb_clock(1),
+            op: Some(pb::Op::from(Op::Delete { key: b"k".to_vec() })),
+            position: vec![],
+            origin: Some(pb::Origin { kind, peer_node_id: peer }),
+        };
+        let origin = |a| AppliedOp::try_from(a).map(|a: AppliedOp| a.origin);
+        assert_eq!(origin(applied(pb::OriginKind::Local as i32, vec![])).unwrap(), Origin::Local);
+        let peer = origin(applied(pb::OriginKind::Peer as i32, vec![7; 32])).unwrap();
+        assert_eq!(peer, Origin::Peer(PublicKey([7; 32])));
+        assert_eq!(peer.to_string(), format!("peer:{}", "07".repeat(32)));
+        assert!(origin(applied(pb::OriginKind::Peer as i32, vec![7; 3])).is_err(), "a short node id");
+        assert_eq!(origin(applied(99, vec![])).unwrap(), Origin::Unknown);
+        assert_eq!(origin(pb::AppliedOp { origin: None, ..applied(0, vec![]) }).unwrap(), Origin::Unknown);
     }
 
     /// Status requires a 16-byte epoch.

@@ -119,6 +119,7 @@ impl Store {
                 ));
             }
             self.compare_view(no, name, &view, &mut report)?;
+            self.check_origins(no, name, entries, &mut report)?;
             report.entries += entries;
             report.ops += ops;
             report.pending += ks.pending.prefix(no.bytes()).count() as u64;
@@ -136,6 +137,46 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// A log's origin runs are readable, in order, disjoint and within its seqs, and each
+    /// pending-origin row belongs to an entry that is pending.
+    fn check_origins(
+        &self,
+        no: keys::LogNo,
+        name: &str,
+        entries: u64,
+        report: &mut IntegrityReport,
+    ) -> StoreResult<()> {
+        let ks = &self.shared.ks;
+        let mut last = 0;
+        for row in ks.origins.prefix(no.bytes()) {
+            let (k, v) = row.into_inner()?;
+            if crate::origins::is_pending_key(&k) {
+                let hash = &k[keys::NO + 1..];
+                let pending = EntryHash::from_slice(hash)
+                    .is_some_and(|h| ks.pending.contains_key(keys::entry_key(no, &h)).unwrap_or(false));
+                if crate::origins::parse_pending(&v).is_none() || !pending {
+                    report.problems.push(format!(
+                        "log {name}: an origin row of pending entry {} without the entry, or unreadable",
+                        hex::encode(hash)
+                    ));
+                }
+                continue;
+            }
+            let Some(run) = crate::origins::parse_run(&k, &v) else {
+                report.problems.push(format!("log {name}: an unreadable origin row ({})", hex::encode(&k)));
+                continue;
+            };
+            if run.first <= last || run.last > entries {
+                report.problems.push(format!(
+                    "log {name}: origin run {}..={} overlaps the one before (ending at {last}) or passes the last seq ({entries})",
+                    run.first, run.last
+                ));
+            }
+            last = run.last;
+        }
+        Ok(())
     }
 
     /// Every hosted log has its own number, below `meta/next_log_no`, and every number

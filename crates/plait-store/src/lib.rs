@@ -11,6 +11,7 @@ mod error;
 mod integrity;
 mod keys;
 mod migrate;
+mod origins;
 mod reads;
 mod snapshots;
 mod store;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use integrity::IntegrityReport;
+pub use origins::{Origin, OriginRun};
 pub use reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit, StoredEntry};
 pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{

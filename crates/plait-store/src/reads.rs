@@ -356,6 +356,34 @@ impl Store {
             })
             .collect()
     }
+
+    /// The origin runs that cover seqs `first..=last` of `log`, in order: the run holding
+    /// `first` (found by a reverse seek) and every later one starting by `last`. Seqs that
+    /// no run covers were stored before this replica kept origins.
+    pub fn origins(&self, log: &LogId, first: u64, last: u64) -> StoreResult<Vec<crate::OriginRun>> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(Vec::new()) };
+        let keyspace = &self.shared.ks.origins;
+        let prefix = crate::origins::run_prefix(no);
+        let parse = |row: fjall::Guard| -> StoreResult<crate::OriginRun> {
+            let (k, v) = row.into_inner()?;
+            crate::origins::parse_run(&k, &v).ok_or_else(|| corrupt("origin"))
+        };
+        let mut runs = Vec::new();
+        let start = crate::origins::run_key(no, first);
+        if let Some(row) = keyspace.range(prefix.to_vec()..=start.to_vec()).next_back() {
+            let run = parse(row)?;
+            if run.last >= first {
+                runs.push(run);
+            }
+        }
+        let end = crate::origins::run_key(no, last);
+        for row in
+            keyspace.range(crate::origins::run_key(no, first.saturating_add(1)).to_vec()..=end.to_vec())
+        {
+            runs.push(parse(row)?);
+        }
+        Ok(runs)
+    }
 }
 
 impl Store {

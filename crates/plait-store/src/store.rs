@@ -236,6 +236,9 @@ pub(crate) struct Keyspaces {
     /// Each log's number on this replica (log id -> 4-byte number), the prefix of its
     /// keys in the keyspaces with a row per entry or op. Local, like `creators`.
     pub(crate) log_nos: Keyspace,
+    /// Where each stored entry came from, as runs of seqs (see `origins.rs`). Local, like
+    /// `creators`.
+    pub(crate) origins: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -249,8 +252,8 @@ const MEMTABLE_BYTES_SMALL: u64 = 2 * 1024 * 1024;
 /// The keyspaces with [`MEMTABLE_BYTES_LARGE`] memtables.
 const LARGE_MEMTABLE_KEYSPACES: [&str; 7] =
     ["entries", "seq", "by_hash", "kv", "feed", "graph_out", "graph_in"];
-/// What the active memtables alone may hold: seven large ones, twelve small ones.
-pub const MEMTABLES_BYTES_MAX: u64 = 7 * MEMTABLE_BYTES_LARGE + 12 * MEMTABLE_BYTES_SMALL;
+/// What the active memtables alone may hold: seven large ones, thirteen small ones.
+pub const MEMTABLES_BYTES_MAX: u64 = 7 * MEMTABLE_BYTES_LARGE + 13 * MEMTABLE_BYTES_SMALL;
 /// The default bound on active and sealed memtables together (the store's
 /// `write_buffer_bytes`): room for the active ones and 50 MiB waiting for flushes.
 pub const WRITE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
@@ -282,12 +285,13 @@ impl Keyspaces {
             restores: ks("restores")?,
             creators: ks("creators")?,
             log_nos: ks("log_nos")?,
+            origins: ks("origins")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 19] {
+    fn all(&self) -> [&Keyspace; 20] {
         [
             &self.meta,
             &self.logs,
@@ -308,6 +312,7 @@ impl Keyspaces {
             &self.restores,
             &self.creators,
             &self.log_nos,
+            &self.origins,
         ]
     }
 
@@ -604,7 +609,27 @@ impl Store {
         entries: Vec<VerifiedEntry>,
         source: IngestSource,
     ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
-        self.call(|reply| Command::Ingest { entries, source, cursor: None, restore: None, reply }).await
+        let origin = crate::Origin::Submitted;
+        self.call(|reply| Command::Ingest { entries, source, origin, cursor: None, restore: None, reply })
+            .await
+    }
+
+    /// Stores entries a peer replica sent outside a pull with a cursor (reconciled or
+    /// fetched), recorded as that peer's.
+    pub async fn ingest_from_peer(
+        &self,
+        entries: Vec<VerifiedEntry>,
+        peer: PublicKey,
+    ) -> StoreResult<Vec<StoreResult<SubmitOutcome>>> {
+        self.call(|reply| Command::Ingest {
+            entries,
+            source: IngestSource::Sync,
+            origin: crate::Origin::Peer(peer),
+            cursor: None,
+            restore: None,
+            reply,
+        })
+        .await
     }
 
     /// Stores entries pulled from a peer and, in the same atomic batch, the cursor that
@@ -619,6 +644,7 @@ impl Store {
         self.call(|reply| Command::Ingest {
             entries,
             source: IngestSource::Sync,
+            origin: crate::Origin::Restored,
             cursor: None,
             restore: Some(mark),
             reply,
@@ -634,6 +660,7 @@ impl Store {
         self.call(|reply| Command::Ingest {
             entries,
             source: IngestSource::Sync,
+            origin: crate::Origin::Peer(cursor.peer),
             cursor: Some(cursor),
             restore: None,
             reply,

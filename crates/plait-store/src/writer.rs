@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::keys::{self, LogNo};
+use crate::origins::{self, Origin, OriginRun};
 use crate::store::{
     Creator, Cursor, FaultInjector, IngestSource, LogSummary, Members, RestoreMark, Shared, SubmitOutcome,
     WriteAck,
@@ -68,6 +69,8 @@ pub(crate) enum Command {
     Ingest {
         entries: Vec<VerifiedEntry>,
         source: IngestSource,
+        /// Where the entries come from, recorded with them.
+        origin: Origin,
         /// Written in the same batch as the entries, for pulls.
         cursor: Option<Cursor>,
         /// Written in the same batch as the entries, for restores.
@@ -142,11 +145,23 @@ struct LogState {
     ops: u64,
     /// Who created the log here, when a client did.
     creator: Option<Arc<str>>,
+    /// The origin run of the log's last entries, which the next entry of the same origin
+    /// extends.
+    origin_run: Option<OriginRun>,
 }
 
 impl LogState {
     fn new(manifest: SignedManifest, no: LogNo, creator: Option<Arc<str>>) -> LogState {
-        LogState { manifest, no, next_seq: 1, heads: BTreeMap::new(), pending: 0, ops: 0, creator }
+        LogState {
+            manifest,
+            no,
+            next_seq: 1,
+            heads: BTreeMap::new(),
+            pending: 0,
+            ops: 0,
+            creator,
+            origin_run: None,
+        }
     }
 
     fn summary(&self) -> LogSummary {
@@ -274,6 +289,14 @@ struct Group {
     /// The peer the entries being ingested now were pulled from (`None` for anything
     /// else, and for children completed from pending, whoever sent them).
     source: Option<plait_core::PublicKey>,
+    /// The origin of the entries being ingested now.
+    origin: Origin,
+    /// Origin runs this batch closed (a new origin followed them), to write at commit;
+    /// the open run of each log in `origins_touched` is written from its staged state.
+    origin_rows: Vec<(LogNo, OriginRun)>,
+    origins_touched: HashSet<LogId>,
+    /// The arrival origin of entries parked in this batch.
+    pending_origins: HashMap<EntryHash, Origin>,
     /// Every entry stored in this batch: log, seq, and the peer it was pulled from.
     provenance: Vec<(LogId, u64, Option<plait_core::PublicKey>)>,
     /// Pull cursors this batch writes, in order, for the change notices: a peer watching
@@ -375,7 +398,17 @@ impl Writer {
                 )),
                 None => None,
             };
-            let state = LogState { manifest, no, next_seq: last_seq + 1, heads, pending, ops, creator };
+            let origin_run = match ks.origins.prefix(origins::run_prefix(no)).next_back() {
+                Some(row) => {
+                    let (k, v) = row.into_inner()?;
+                    Some(origins::parse_run(&k, &v).ok_or_else(|| {
+                        StoreError::Corrupt(format!("log {log} has an unreadable origin row"))
+                    })?)
+                }
+                None => None,
+            };
+            let state =
+                LogState { manifest, no, next_seq: last_seq + 1, heads, pending, ops, creator, origin_run };
             shared.publish(state.summary(), state.next_seq - 1, None, None);
             logs.insert(log, state);
         }
@@ -469,12 +502,14 @@ impl Writer {
                     }
                     Err(e) => drop(reply.send(Err(e))),
                 },
-                Command::Ingest { entries, source, cursor, restore, reply } => {
+                Command::Ingest { entries, source, origin, cursor, restore, reply } => {
                     // Callers count by source; the writer treats every source alike.
                     let _ = source;
                     group.source = cursor.as_ref().map(|c| c.peer);
+                    group.origin = origin;
                     let outcomes = entries.into_iter().map(|e| self.ingest_one(&mut group, e)).collect();
                     group.source = None;
+                    group.origin = Origin::Unknown;
                     let ks = &self.shared.ks;
                     if let Some(m) = restore {
                         group.batch.insert(
@@ -553,6 +588,10 @@ impl Writer {
             members: None,
             source: None,
             provenance: Vec::new(),
+            origin: Origin::Unknown,
+            origin_rows: Vec::new(),
+            origins_touched: HashSet::new(),
+            pending_origins: HashMap::new(),
             cursors: Vec::new(),
             entries_stored: 0,
             ops_stored: 0,
@@ -580,6 +619,7 @@ impl Writer {
         for (log, state) in &group.staged {
             group.batch.insert(&self.shared.ks.counters, log.0, state.ops.to_be_bytes().to_vec());
         }
+        self.put_origins(&mut group);
         self.put_rows(&mut group);
         self.assert_staged(&group);
         if self.poisoned() {
@@ -625,6 +665,30 @@ impl Writer {
         }
         self.answer(replies, writes);
         true
+    }
+
+    /// Puts the origin runs the group closed and the open run of every log it stored
+    /// entries in into its batch, each row once.
+    fn put_origins(&self, group: &mut Group) {
+        let ks = &self.shared.ks;
+        for (no, run) in group.origin_rows.drain(..) {
+            group.batch.insert(
+                &ks.origins,
+                origins::run_key(no, run.first).to_vec(),
+                origins::run_value(&run),
+            );
+        }
+        for log in group.origins_touched.drain() {
+            let Some(state) = group.staged.get(&log) else { continue };
+            if let Some(run) = &state.origin_run {
+                debug_assert_eq!(run.last, state.next_seq - 1, "the open origin run ends at the last seq");
+                group.batch.insert(
+                    &ks.origins,
+                    origins::run_key(state.no, run.first).to_vec(),
+                    origins::run_value(run),
+                );
+            }
+        }
     }
 
     /// Puts the group's view rows into its batch, sorted by keyspace and key: inserting
@@ -848,7 +912,7 @@ impl Writer {
             }
             batch.remove(&ks.pending, k);
         }
-        for keyspace in [&ks.heads, &ks.kv, &ks.feed, &ks.graph_out, &ks.graph_in] {
+        for keyspace in [&ks.heads, &ks.kv, &ks.feed, &ks.graph_out, &ks.graph_in, &ks.origins] {
             for row in keyspace.prefix(no) {
                 batch.remove(keyspace, row.key()?);
             }
@@ -958,7 +1022,7 @@ impl Writer {
                 let entry = self.sign_local(group, log, ops)?;
                 // No pending entry can wait for a hash that did not exist until now, so
                 // there are no children to resolve.
-                let seq = self.apply(group, &entry);
+                let seq = self.apply(group, &entry, Origin::Local);
                 for (position, (write, index)) in places.into_iter().enumerate() {
                     group.writes[write].acks[index] = Some(WriteAck {
                         log,
@@ -1066,7 +1130,8 @@ impl Writer {
             return Ok(SubmitOutcome::Pending);
         }
         check_clock(state, &entry, parents_time)?;
-        let seq = self.apply(group, &entry);
+        let origin = group.origin;
+        let seq = self.apply(group, &entry, origin);
         self.resolve_children(group, hash);
         Ok(SubmitOutcome::Stored { seq })
     }
@@ -1076,6 +1141,12 @@ impl Writer {
         let (log, hash) = (entry.log(), entry.hash());
         let ks = &self.shared.ks;
         group.batch.insert(&ks.pending, keys::entry_key(no, &hash).to_vec(), entry.bytes().to_vec());
+        group.batch.insert(
+            &ks.origins,
+            origins::pending_key(no, &hash).to_vec(),
+            origins::pending_value(group.origin),
+        );
+        group.pending_origins.insert(hash, group.origin);
         for parent in missing {
             group.batch.insert(&ks.missing, keys::hash_hash(parent, &hash).to_vec(), log.0.to_vec());
             group.missing_added.entry(*parent).or_default().push(hash);
@@ -1162,6 +1233,7 @@ impl Writer {
                     // Still waiting for another parent (or it cannot be read now).
                     Ok(None) | Err(_) => continue,
                 };
+                let origin = self.pending_origin(group, &log, &child);
                 self.unpark(group, &log, &child);
                 let checked = match parents {
                     ParentCheck::Ours { time } => match self.state(group, &log) {
@@ -1176,7 +1248,7 @@ impl Writer {
                     tracing::warn!(entry = %child, error = %e, "dropping a pending entry that its parents refuse");
                     continue;
                 }
-                self.apply(group, &entry);
+                self.apply(group, &entry, origin);
                 ready.push(child);
             }
         }
@@ -1197,19 +1269,38 @@ impl Writer {
         Ok(Some(ParentCheck::Ours { time }))
     }
 
+    /// The origin a pending entry arrived with: from this batch, or from its row. An
+    /// unreadable row says nothing about the entry itself, which is applied as unknown.
+    fn pending_origin(&self, group: &Group, log: &LogId, hash: &EntryHash) -> Origin {
+        if let Some(origin) = group.pending_origins.get(hash) {
+            return *origin;
+        }
+        let Some(no) = self.state(group, log).map(|s| s.no) else { return Origin::Unknown };
+        match self.shared.ks.origins.get(origins::pending_key(no, hash)) {
+            Ok(Some(v)) => origins::parse_pending(&v).unwrap_or(Origin::Unknown),
+            Ok(None) => Origin::Unknown,
+            Err(e) => {
+                tracing::warn!(entry = %hash, error = %e, "cannot read a pending entry's origin");
+                Origin::Unknown
+            }
+        }
+    }
+
     /// Takes an entry out of pending, in the batch and in the staged count.
     fn unpark(&self, group: &mut Group, log: &LogId, hash: &EntryHash) {
         group.pending_added.remove(hash);
         group.pending_removed.insert(*hash);
+        group.pending_origins.remove(hash);
         if let Some(state) = stage(&self.logs, &mut group.staged, log) {
             state.pending = state.pending.saturating_sub(1);
             group.batch.remove(&self.shared.ks.pending, keys::entry_key(state.no, hash).to_vec());
+            group.batch.remove(&self.shared.ks.origins, origins::pending_key(state.no, hash).to_vec());
         }
     }
 
     /// Stages everything one entry changes: the entry, its seq, heads, counters, view.
     /// The caller has checked parents, ACL, op types and clock.
-    fn apply(&self, group: &mut Group, entry: &VerifiedEntry) -> u64 {
+    fn apply(&self, group: &mut Group, entry: &VerifiedEntry, origin: Origin) -> u64 {
         let log = entry.log();
         let hash = entry.hash();
         let time = entry.clock().time;
@@ -1239,6 +1330,16 @@ impl Writer {
         applied.ops += op_count;
         state.next_seq += 1;
         state.ops += op_count;
+        match &mut state.origin_run {
+            Some(run) if run.last + 1 == seq && run.origin == origin => run.last = seq,
+            run => {
+                debug_assert!(run.is_none_or(|r| r.last < seq), "origin runs must follow the seqs");
+                if let Some(closed) = run.replace(OriginRun { first: seq, last: seq, origin }) {
+                    group.origin_rows.push((no, closed));
+                }
+            }
+        }
+        group.origins_touched.insert(log);
         let replaced: Vec<EntryHash> =
             entry.entry().next.iter().filter(|p| state.heads.remove(p).is_some()).copied().collect();
         state.heads.insert(hash, time);

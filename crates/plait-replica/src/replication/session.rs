@@ -781,6 +781,7 @@ impl Session {
             self.apply_page(
                 log,
                 page.entries.into_iter().map(|e| e.entry).collect(),
+                peer.node_id,
                 None,
                 PageMode::Complete,
             )
@@ -801,13 +802,14 @@ impl Session {
         &mut self,
         log: LogId,
         raw: Vec<Vec<u8>>,
+        from: plait_core::PublicKey,
         cursor: Option<Cursor>,
         mode: PageMode,
     ) -> anyhow::Result<()> {
         let Some(verified) = self.check(log, raw, mode, HashSet::new()).await? else { return Ok(()) };
         let outcomes = match cursor {
             Some(cursor) => self.ctx.store.ingest_pulled(verified, cursor).await?,
-            None => self.ctx.store.ingest(verified, plait_store::IngestSource::Sync).await?,
+            None => self.ctx.store.ingest_from_peer(verified, from).await?,
         };
         self.account(log, outcomes, cursor)
     }
@@ -916,7 +918,7 @@ impl Session {
                 return Ok(()); // Another peer may have them; the next pass tries again.
             }
             let before = self.ctx.store.log(&log).map_or(0, |s| s.pending);
-            self.apply_page(log, found, None, PageMode::Fetched).await?;
+            self.apply_page(log, found, peer.node_id, None, PageMode::Fetched).await?;
             let after = self.ctx.store.log(&log).map_or(0, |s| s.pending);
             self.pending_from_peer = self.pending_from_peer.saturating_sub(before.saturating_sub(after));
         }

@@ -457,17 +457,27 @@ impl DataService {
                             SUBSCRIBE_PAGE_BYTES,
                         )?;
                         page.retain(|e| e.seq <= durable);
-                        Ok::<_, ReplicaError>(page)
+                        let runs = match (page.first(), page.last()) {
+                            (Some(first), Some(last)) => store.origins(&log, first.seq, last.seq)?,
+                            _ => Vec::new(),
+                        };
+                        Ok::<_, ReplicaError>((page, runs))
                     })
                     .await;
-                let page = match page {
+                let (page, runs) = match page {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(fail(e)).await;
                         return;
                     }
                 };
+                let mut runs = runs.into_iter().peekable();
                 for stored in &page {
+                    while runs.next_if(|run| run.last < stored.seq).is_some() {}
+                    let origin = match runs.peek() {
+                        Some(run) if run.first <= stored.seq => origin_to_pb(run.origin),
+                        _ => origin_to_pb(plait_store::Origin::Unknown),
+                    };
                     for (id, op) in stored.entry.op_ids() {
                         let applied = pb::AppliedOp {
                             seq: stored.seq,
@@ -476,6 +486,7 @@ impl DataService {
                             clock: Some(id.clock().into()),
                             op: Some(op.into()),
                             position: id.to_sort_key().to_vec(),
+                            origin: Some(origin.clone()),
                         };
                         if tx.send(Ok(applied)).await.is_err() {
                             return; // The client went away.
@@ -608,4 +619,17 @@ impl pb::data_server::Data for DataService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         reply(self.subscribe(request.into_inner()).await)
     }
+}
+
+/// Where this replica got an entry, as Subscribe delivers it.
+fn origin_to_pb(origin: plait_store::Origin) -> pb::Origin {
+    use plait_store::Origin;
+    let (kind, peer) = match origin {
+        Origin::Unknown => (pb::OriginKind::Unknown, Vec::new()),
+        Origin::Local => (pb::OriginKind::Local, Vec::new()),
+        Origin::Submitted => (pb::OriginKind::Submitted, Vec::new()),
+        Origin::Peer(node) => (pb::OriginKind::Peer, node.0.to_vec()),
+        Origin::Restored => (pb::OriginKind::Restored, Vec::new()),
+    };
+    pb::Origin { kind: kind as i32, peer_node_id: peer }
 }

@@ -6,5 +6,6 @@ mod convergence;
 mod fixture;
 mod ingest;
 mod model;
+mod origins;
 mod snapshots;
 mod writes;
