@@ -161,12 +161,13 @@ pub(crate) fn log_json(log: &LogInfo) -> Value {
         "heads": log.heads,
         "pending": log.pending,
         "ops": log.ops,
+        "digest": log.digest.map(|d| d.to_hex()),
     })
 }
 
 pub(crate) fn log_human(log: &LogInfo) -> String {
     format!(
-        "name:     {}\nid:       {}\ntype:     {}\nwriters:  {}\nsigner:   {}\ncreator:  {}\nseq:      {}\nheads:    {}\npending:  {}\nops:      {}\n",
+        "name:     {}\nid:       {}\ntype:     {}\nwriters:  {}\nsigner:   {}\ncreator:  {}\nseq:      {}\nheads:    {}\npending:  {}\nops:      {}\ndigest:   {}\n",
         log.name,
         log.log_id,
         log.log_type,
@@ -176,7 +177,8 @@ pub(crate) fn log_human(log: &LogInfo) -> String {
         log.seq,
         log.heads,
         log.pending,
-        log.ops
+        log.ops,
+        log.digest.map_or_else(|| "-".to_owned(), |d| d.to_hex())
     )
 }
 
@@ -775,6 +777,7 @@ mod tests {
             pending: 0,
             ops: 40,
             creator: "token:app".into(),
+            digest: Some(plait_core::SetDigest([9; 32])),
         }
     }
 

@@ -173,6 +173,9 @@ pub struct LogInfo {
     /// The principal that created the log on this replica (`token:app`, ...); empty for
     /// a log learned from peers or restored.
     pub creator: String,
+    /// The digest of the log's stored entries on the replica: two replicas holding the
+    /// same entries report the same one. `None` from a replica that does not keep it.
+    pub digest: Option<plait_core::SetDigest>,
 }
 
 impl LogInfo {
@@ -213,6 +216,12 @@ impl TryFrom<pb::LogInfo> for LogInfo {
             pending: info.pending,
             ops: info.ops,
             creator: info.creator,
+            digest: match info.digest.len() {
+                0 => None,
+                _ => Some(plait_core::SetDigest(info.digest.as_slice().try_into().map_err(|_| {
+                    ClientError::Corrupt(format!("digest of {} bytes, not 32", info.digest.len()))
+                })?)),
+            },
         })
     }
 }
@@ -1125,6 +1134,7 @@ mod tests {
             pending: 0,
             ops: 9,
             creator: "token:app".into(),
+            digest: vec![5; 32],
         }
     }
 

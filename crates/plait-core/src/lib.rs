@@ -6,6 +6,7 @@
 
 pub mod catalog;
 mod cbor;
+mod digest;
 mod entry;
 mod error;
 mod ids;
@@ -18,6 +19,7 @@ mod order;
 mod snapshot;
 mod view;
 
+pub use digest::SetDigest;
 pub use entry::{DecodedEntry, Entry, EntryDraft, VerifiedEntry, decode_and_verify, verify_batch};
 pub use error::{DecodeError, VerifyError};
 pub use ids::{EntryHash, IdParseError, LogId, PublicKey, Signature};

@@ -302,6 +302,7 @@ pub fn log_info(manifest: &SignedManifest) -> pb::LogInfo {
         pending: 0,
         ops: 0,
         creator: String::new(),
+        digest: Vec::new(),
     }
 }
 

@@ -429,7 +429,8 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<bool> {
     if !args.data_dir.join("meta").exists() && !args.data_dir.exists() {
         anyhow::bail!("{} does not exist", args.data_dir.display());
     }
-    // Checking writes nothing, so any writer key will do.
+    // Checking writes no entries (opening may finish a migration or store a missing
+    // digest), so any writer key will do.
     let key = plait_core::WriterKey::generate(&mut rand::rngs::OsRng);
     let config = StoreConfig::new(&args.data_dir, key);
     let store = tokio::task::spawn_blocking(move || {

@@ -43,6 +43,7 @@ impl Store {
             let mut expected_seq = 1;
             let mut ops = 0;
             let no = summary.no;
+            let mut digest = plait_core::SetDigest::default();
             for row in ks.seq.prefix(no.bytes()) {
                 let (k, v) = row.into_inner()?;
                 let seq = keys::u64_at(&k, keys::NO).unwrap_or(0);
@@ -92,6 +93,7 @@ impl Store {
                     named_as_parent.insert(*parent);
                 }
                 times.insert(hash, entry.clock().time);
+                digest.add(&hash);
                 ops += entry.entry().ops.len() as u64;
                 view.apply(&entry);
             }
@@ -103,6 +105,14 @@ impl Store {
             }
             if ops != summary.ops {
                 report.problems.push(format!("log {name}: {ops} ops but the counter says {}", summary.ops));
+            }
+            let stored = ks.counters.get(log.0)?.as_deref().and_then(keys::counters_digest);
+            if stored != Some(digest) || summary.digest != digest {
+                report.problems.push(format!(
+                    "log {name}: the digest of its entries is {} but the stored one is {}",
+                    digest.to_hex(),
+                    stored.map_or_else(|| "missing".to_owned(), |d| d.to_hex())
+                ));
             }
             let expected_heads: BTreeSet<EntryHash> =
                 times.keys().filter(|h| !named_as_parent.contains(*h)).copied().collect();

@@ -190,6 +190,20 @@ pub(crate) fn peer_log(peer: &PublicKey, log: &LogId) -> [u8; 64] {
     k
 }
 
+/// `counters` value: ops stored (u64 BE) ‖ the digest of the stored entries. Replicas that
+/// did not keep digests wrote the op count alone, which still reads.
+pub(crate) fn counters_value(ops: u64, digest: &plait_core::SetDigest) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40);
+    v.extend_from_slice(&ops.to_be_bytes());
+    v.extend_from_slice(&digest.0);
+    v
+}
+
+/// The digest of a `counters` value, `None` when it has none.
+pub(crate) fn counters_digest(v: &[u8]) -> Option<plait_core::SetDigest> {
+    v.get(8..40).filter(|_| v.len() == 40).map(|d| plait_core::SetDigest(d.try_into().expect("32 bytes")))
+}
+
 /// `peers` value: the peer's epoch ‖ seq.
 pub(crate) fn cursor_value(epoch: &[u8; 16], seq: u64) -> [u8; 24] {
     let mut v = [0u8; 24];

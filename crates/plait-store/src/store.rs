@@ -139,6 +139,9 @@ pub struct LogSummary {
     /// Who created the log on this replica (`token:app`, `certificate:alice`, ...); none
     /// for logs learned from peers or restored from snapshots.
     pub creator: Option<Arc<str>>,
+    /// The digest of the log's stored entries (pending ones not included): equal on two
+    /// replicas that hold the same entries, whatever order they arrived in.
+    pub digest: plait_core::SetDigest,
     /// The log's number on this replica (the prefix of its hot keys).
     pub(crate) no: crate::keys::LogNo,
 }

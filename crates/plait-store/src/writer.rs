@@ -24,7 +24,7 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use plait_core::limits::{
     CLOCK_LEAD_MAX, ENTRY_BYTES_MAX, ENTRY_ENVELOPE_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX, TIME_MAX,
 };
-use plait_core::{EntryDraft, EntryHash, LogId, Op, SignedManifest, VerifiedEntry, WriterKey};
+use plait_core::{EntryDraft, EntryHash, LogId, Op, SetDigest, SignedManifest, VerifiedEntry, WriterKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::disk::DiskGuard;
@@ -148,6 +148,9 @@ struct LogState {
     /// The origin run of the log's last entries, which the next entry of the same origin
     /// extends.
     origin_run: Option<OriginRun>,
+    /// The digest of the stored entries, kept in the log's `counters` row after the op
+    /// count.
+    digest: SetDigest,
 }
 
 impl LogState {
@@ -161,6 +164,7 @@ impl LogState {
             ops: 0,
             creator,
             origin_run: None,
+            digest: SetDigest::default(),
         }
     }
 
@@ -173,6 +177,7 @@ impl LogState {
             pending: self.pending,
             ops: self.ops,
             creator: self.creator.clone(),
+            digest: self.digest,
             no: self.no,
         }
     }
@@ -347,6 +352,7 @@ impl Writer {
         let next_no = crate::migrate::next_log_no(ks)?;
         let mut logs = HashMap::new();
         let mut numbered: HashMap<LogNo, LogId> = HashMap::new();
+        let mut summed = Vec::new();
         for row in ks.logs.iter() {
             let (id, bytes) = row.into_inner()?;
             let manifest = SignedManifest::decode_and_verify(&bytes)
@@ -390,7 +396,24 @@ impl Writer {
                 );
             }
             let pending = ks.pending.prefix(no.bytes()).count() as u64;
-            let ops = ks.counters.get(log.0)?.and_then(|v| keys::u64_at(&v, 0)).unwrap_or(0);
+            let counters = ks.counters.get(log.0)?;
+            let ops = counters.as_deref().and_then(|v| keys::u64_at(v, 0)).unwrap_or(0);
+            let digest = match counters.as_deref().and_then(keys::counters_digest) {
+                Some(digest) => digest,
+                // Written by a replica that did not keep digests (or none yet): summed
+                // from the log's seq rows once, and stored below.
+                None => {
+                    let mut digest = SetDigest::default();
+                    for row in ks.seq.prefix(no.bytes()) {
+                        let v = row.value()?;
+                        let hash = EntryHash::from_slice(&v)
+                            .ok_or_else(|| StoreError::Corrupt("short seq value".into()))?;
+                        digest.add(&hash);
+                    }
+                    summed.push((log, ops, digest));
+                    digest
+                }
+            };
             let creator = match ks.creators.get(log.0)? {
                 Some(v) => Some(Arc::from(
                     std::str::from_utf8(&v)
@@ -407,10 +430,27 @@ impl Writer {
                 }
                 None => None,
             };
-            let state =
-                LogState { manifest, no, next_seq: last_seq + 1, heads, pending, ops, creator, origin_run };
+            let state = LogState {
+                manifest,
+                no,
+                next_seq: last_seq + 1,
+                heads,
+                pending,
+                ops,
+                creator,
+                origin_run,
+                digest,
+            };
             shared.publish(state.summary(), state.next_seq - 1, None, None);
             logs.insert(log, state);
+        }
+        if !summed.is_empty() {
+            tracing::info!(logs = summed.len(), "stored the digests of logs written without them");
+            let mut batch = shared.db.batch().durability(Some(PersistMode::SyncData));
+            for (log, ops, digest) in &summed {
+                batch.insert(&ks.counters, log.0, keys::counters_value(*ops, digest));
+            }
+            batch.commit()?;
         }
         Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs, next_no })
     }
@@ -617,7 +657,11 @@ impl Writer {
             return true;
         }
         for (log, state) in &group.staged {
-            group.batch.insert(&self.shared.ks.counters, log.0, state.ops.to_be_bytes().to_vec());
+            group.batch.insert(
+                &self.shared.ks.counters,
+                log.0,
+                keys::counters_value(state.ops, &state.digest),
+            );
         }
         self.put_origins(&mut group);
         self.put_rows(&mut group);
@@ -1330,6 +1374,7 @@ impl Writer {
         applied.ops += op_count;
         state.next_seq += 1;
         state.ops += op_count;
+        state.digest.add(&hash);
         match &mut state.origin_run {
             Some(run) if run.last + 1 == seq && run.origin == origin => run.last = seq,
             run => {
@@ -1563,5 +1608,69 @@ mod tests {
             Err(e) => panic!("refused for another reason: {e}"),
             Ok(_) => panic!("a directory with two logs on one number opened"),
         }
+    }
+
+    /// A log whose `counters` row has no digest (written by a replica that did not keep
+    /// digests) gets it summed from its entries at open, and stored: the digest is then
+    /// the one the writer kept, and the check compares it with the entries.
+    #[tokio::test]
+    async fn a_digest_missing_from_counters_is_summed_at_open() {
+        use std::sync::Arc;
+
+        use plait_core::{Op, SetDigest, WriterKey};
+        use rand::SeedableRng;
+        use rand::rngs::StdRng;
+
+        use crate::store::Keyspaces;
+        use crate::{NoopObserver, Store, StoreConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = WriterKey::from_secret([4; 32]);
+        let open = || {
+            Store::open(
+                StoreConfig::new(dir.path(), key.clone()).without_disk_floor(),
+                &mut StdRng::seed_from_u64(1),
+                Arc::new(NoopObserver),
+            )
+            .unwrap()
+        };
+        let store = open();
+        let log = store.create_log(crate::test_support::kv_manifest("a", &key)).await.unwrap().0.log_id;
+        for k in [b"x", b"y", b"z"] {
+            store.write(vec![(log, Op::Put { key: k.to_vec(), value: b"v".to_vec() })]).await.unwrap();
+        }
+        let kept = store.log(&log).unwrap().digest;
+        let hashes: Vec<_> =
+            store.entries_after(&log, 0, 10, usize::MAX).unwrap().iter().map(|e| e.entry.hash()).collect();
+        assert_eq!(kept, SetDigest::of(&hashes), "the writer's digest is the set's");
+        store.close().await.unwrap();
+        drop(store);
+        let ops = {
+            let db = fjall::Database::builder(dir.path()).open().unwrap();
+            let ks = Keyspaces::open(&db).unwrap();
+            let row = ks.counters.get(log.0).unwrap().unwrap();
+            assert_eq!(row.len(), 40, "op count and digest");
+            ks.counters.insert(log.0, row[..8].to_vec()).unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+            u64::from_be_bytes(row[..8].try_into().unwrap())
+        };
+        let store = open();
+        assert_eq!(store.log(&log).unwrap().digest, kept);
+        assert_eq!(store.log(&log).unwrap().ops, ops);
+        let report = store.check_integrity().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        store.close().await.unwrap();
+        drop(store);
+        // A stored digest that disagrees with the entries is what the check reports.
+        {
+            let db = fjall::Database::builder(dir.path()).open().unwrap();
+            let ks = Keyspaces::open(&db).unwrap();
+            let mut row = ks.counters.get(log.0).unwrap().unwrap().to_vec();
+            row[20] ^= 1;
+            ks.counters.insert(log.0, row).unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        let report = open().check_integrity().unwrap();
+        assert!(report.problems.iter().any(|p| p.contains("digest")), "{:?}", report.problems);
     }
 }

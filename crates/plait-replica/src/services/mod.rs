@@ -180,6 +180,7 @@ pub(crate) fn log_info(summary: &LogSummary) -> plait_proto::pb::LogInfo {
         pending: summary.pending,
         ops: summary.ops,
         creator: summary.creator.as_deref().unwrap_or_default().to_owned(),
+        digest: summary.digest.0.to_vec(),
         ..plait_proto::convert::log_info(&summary.manifest)
     }
 }
