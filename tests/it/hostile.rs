@@ -238,6 +238,7 @@ impl SyncService for FakePeer {
                 manifest: m.bytes().to_vec(),
                 seq: FAKE_SEQ,
                 heads: vec![],
+                ..Default::default()
             })
             .collect();
         Ok(Response::new(pb::HelloResponse {

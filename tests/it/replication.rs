@@ -761,3 +761,35 @@ async fn subscribe_says_where_each_op_came_from() {
     assert_eq!(origins(&cluster.endpoint(1)).await, expect(1), "the same after a restart");
     assert_clean(&mut cluster).await;
 }
+
+/// Replicas that hold the same heads compare their logs' digests on every anti-entropy
+/// round: once converged, each one's status says of each log and peer "verified equal at
+/// seq s", s being its own seq, and no mismatch is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn converged_replicas_verify_their_digests_equal() {
+    let mut cluster = Cluster::start(2, &[]).await.unwrap();
+    create_logs(&cluster).await;
+    let acked = Acked::default();
+    run_writers(&cluster, 40, &acked).await;
+    converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    for endpoint in endpoints(&cluster) {
+        plait_tests::wait_until(CONVERGE, "every log verified equal with the peer", || {
+            let endpoint = endpoint.clone();
+            async move {
+                let mut admin = pb::admin_client::AdminClient::new(channel(&endpoint).await.unwrap());
+                let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+                let seqs: BTreeMap<Vec<u8>, u64> =
+                    status.logs.iter().map(|l| (l.log_id.clone(), l.seq)).collect();
+                status.peers.len() == 1
+                    && status.peers[0].logs.len() == 3
+                    && status.peers[0].logs.iter().all(|l| {
+                        assert!(!l.digest_mismatch, "{l:?}");
+                        l.verified_seq > 0 && seqs.get(&l.log_id) == Some(&l.verified_seq)
+                    })
+            }
+        })
+        .await
+        .unwrap();
+    }
+    assert_clean(&mut cluster).await;
+}

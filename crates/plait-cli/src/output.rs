@@ -467,6 +467,8 @@ fn peer_log_json(log: &PeerLogStatus) -> Value {
         "peer_seq": log.peer_seq,
         "lag": log.lag,
         "peer_holds": log.peer_holds,
+        "verified_seq": log.verified_seq,
+        "digest_mismatch": log.digest_mismatch,
     })
 }
 
@@ -513,6 +515,13 @@ pub(crate) fn peer_logs_table(peers: &[PeerStatus]) -> String {
                     log.peer_seq.to_string(),
                     log.lag.to_string(),
                     log.peer_holds.to_string(),
+                    if log.digest_mismatch {
+                        "MISMATCH".to_owned()
+                    } else if log.verified_seq > 0 {
+                        format!("equal at {}", log.verified_seq)
+                    } else {
+                        "-".to_owned()
+                    },
                 ]
             })
         })
@@ -520,7 +529,7 @@ pub(crate) fn peer_logs_table(peers: &[PeerStatus]) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    table(&["PEER", "LOG", "CURSOR", "PEER SEQ", "LAG", "PEER HOLDS"], &rows)
+    table(&["PEER", "LOG", "CURSOR", "PEER SEQ", "LAG", "PEER HOLDS", "DIGEST"], &rows)
 }
 
 /// `alice (certificate; roles read, log-admin)`, or `anonymous (security off)`.
@@ -914,6 +923,8 @@ mod tests {
                     peer_seq: 12,
                     lag: 2,
                     peer_holds: 9,
+                    verified_seq: 11,
+                    digest_mismatch: false,
                 }],
             },
             PeerStatus {
@@ -977,8 +988,8 @@ mod tests {
              10.0.0.2:7070  members  cdcdcdcdcdcdcdcd  yes        1.2s ago      -\n\
              10.0.0.3:7070  flag     -                 no         never         {error_cell}\n\
              \n\
-             PEER           LOG   CURSOR  PEER SEQ  LAG  PEER HOLDS\n\
-             10.0.0.2:7070  chat  10      12        2    9\n"
+             PEER           LOG   CURSOR  PEER SEQ  LAG  PEER HOLDS  DIGEST\n\
+             10.0.0.2:7070  chat  10      12        2    9           equal at 11\n"
         );
         assert!(human.ends_with(&peers_and_logs), "{human}");
 
@@ -1005,6 +1016,8 @@ mod tests {
                     "peer_seq": 12,
                     "lag": 2,
                     "peer_holds": 9,
+                    "verified_seq": 11,
+                    "digest_mismatch": false,
                 }],
             })
         );

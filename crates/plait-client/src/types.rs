@@ -770,6 +770,11 @@ pub struct PeerLogStatus {
     pub lag: u64,
     /// How far the peer has pulled from this replica, in this replica's numbering.
     pub peer_holds: u64,
+    /// This replica's seq when the log's digest was last found equal to the peer's at
+    /// the same heads (0: not yet on this connection).
+    pub verified_seq: u64,
+    /// The last comparison found the same heads but different digests.
+    pub digest_mismatch: bool,
 }
 
 impl PeerLogStatus {
@@ -781,6 +786,8 @@ impl PeerLogStatus {
             peer_seq: log.peer_seq,
             lag: log.lag,
             peer_holds: log.peer_holds,
+            verified_seq: log.verified_seq,
+            digest_mismatch: log.digest_mismatch,
         })
     }
 }
@@ -1351,6 +1358,8 @@ mod tests {
                 peer_seq: 12,
                 lag: 2,
                 peer_holds: 7,
+                verified_seq: 11,
+                digest_mismatch: false,
             }],
             source: "members".into(),
         }
@@ -1393,6 +1402,8 @@ mod tests {
                 peer_seq: 12,
                 lag: 2,
                 peer_holds: 7,
+                verified_seq: 11,
+                digest_mismatch: false,
             }],
         };
         assert_eq!(status.peers, vec![expected]);

@@ -37,6 +37,11 @@ impl SetDigest {
         digest
     }
 
+    /// Exactly 32 bytes; anything else (an older peer's empty field) is `None`.
+    pub fn from_slice(bytes: &[u8]) -> Option<SetDigest> {
+        <[u8; 32]>::try_from(bytes).ok().map(SetDigest)
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

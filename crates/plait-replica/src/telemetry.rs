@@ -311,6 +311,9 @@ struct Instruments {
     /// `plait_peers_cut_off_total`: peers or pushes cut off for invalid entries or for
     /// flooding pending space.
     peers_cut_off: Counter<u64>,
+    /// `plait_digest_mismatches_total`: comparisons with a peer that found the same heads
+    /// but a different digest of a log's entries (an entry lost or corrupted on one side).
+    digest_mismatches: Counter<u64>,
     /// `plait_pulled_duplicates_total`: entries pulled from peers that this replica
     /// already held (replication doing work twice; near zero when peers leave out what
     /// they pulled from here).
@@ -391,6 +394,11 @@ impl Metrics {
                 .with_unit("{peer}")
                 .with_description("Peers or pushes cut off for invalid entries or flooding pending space.")
                 .build(),
+            digest_mismatches: meter
+                .u64_counter("plait.digest.mismatches")
+                .with_unit("{comparison}")
+                .with_description("Comparisons with a peer at the same heads that found a different digest.")
+                .build(),
             pulled_duplicates: meter
                 .u64_counter("plait.pulled.duplicates")
                 .with_unit("{entry}")
@@ -460,6 +468,10 @@ impl Metrics {
     }
 
     /// `n` entries of a pulled page were already here.
+    pub fn record_digest_mismatch(&self) {
+        self.instruments.digest_mismatches.add(1, &[]);
+    }
+
     pub fn record_pulled_duplicates(&self, n: u64) {
         if n > 0 {
             self.instruments.pulled_duplicates.add(n, &[]);

@@ -512,12 +512,15 @@ fn main() {
                     manifest: kv.bytes().to_vec(),
                     seq: 4,
                     heads: vec![history[3].hash().0.to_vec()],
+                    digest: vec![9; 32],
+                    head_count: 1,
                 },
                 pb::HostedLog {
                     log_id: feed_log.0.to_vec(),
                     manifest: feed.bytes().to_vec(),
                     seq: 0,
                     heads: vec![],
+                    ..Default::default()
                 },
             ],
         },

@@ -29,6 +29,17 @@ pub(crate) struct PeerInfo {
     pub(crate) is_self: bool,
     /// Per log: our cursor into the peer's numbering, and the peer's seq as last seen.
     pub(crate) logs: HashMap<LogId, (u64, u64)>,
+    /// Per log: the last comparison of digests with the peer at equal heads.
+    pub(crate) digests: HashMap<LogId, DigestCheck>,
+}
+
+/// What comparing a log's digest with a peer's, both at the same heads, found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DigestCheck {
+    /// Equal, at this replica's seq.
+    Equal { seq: u64 },
+    /// Different: one of the two lost or corrupted an entry.
+    Mismatch,
 }
 
 /// Peer address → what its session knows.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub(crate) use client::PeerClientConfig;
 pub(crate) use holds::{Holds, Listeners};
-pub(crate) use membership::{EngineCtx, Membership, PeerInfo, PeerTable};
+pub(crate) use membership::{DigestCheck, EngineCtx, Membership, PeerInfo, PeerTable};
 
 /// Settings of the replication engine.
 #[derive(Clone, Debug)]

@@ -272,6 +272,7 @@ impl Session {
             info.synced = false;
             info.last_contact = Some(Instant::now());
             info.last_error.clear();
+            info.digests.clear();
         });
         // A write concern waiting since before this peer's node id was known may be met
         // by what the peer already held.
@@ -658,7 +659,8 @@ impl Session {
             .await?
             .is_some_and(|c| c.epoch == peer.epoch && c.seq >= hosted.seq);
         if !caught_up || hosted.heads.is_empty() {
-            return Ok(());
+            // Equal heads need no cursor: the digests can be compared all the same.
+            return self.compare_digests(peer, log, hosted).await;
         }
         let heads = plait_proto::convert::entry_hashes("heads", &hosted.heads)?;
         let store = self.ctx.store.clone();
@@ -674,8 +676,75 @@ impl Session {
         if let Some(head) = missing {
             tracing::warn!(peer = %self.address, log = %log, head = %head, "anti-entropy: a peer head is missing although the cursor is caught up; reconciling");
             self.reconcile(peer, log).await?;
+            return Ok(());
         }
-        Ok(())
+        self.compare_digests(peer, log, hosted).await
+    }
+
+    /// When the peer listed all its heads of `log` and they are exactly this replica's,
+    /// both hold the same entries, so their digests must be equal. Equal is recorded for
+    /// the status ("verified at seq s"); different means one side lost or corrupted an
+    /// entry: logged, counted, shown, and repaired here by a reconcile of the whole log
+    /// (which brings whatever the peer has that this replica lacks; the peer's own
+    /// anti-entropy brings it what this replica has).
+    async fn compare_digests(
+        &mut self,
+        peer: &mut Peer,
+        log: LogId,
+        hosted: &pb::HostedLog,
+    ) -> anyhow::Result<()> {
+        let Some(theirs) = plait_core::SetDigest::from_slice(&hosted.digest) else { return Ok(()) };
+        if hosted.head_count as usize != hosted.heads.len() {
+            return Ok(()); // Not every head listed (too many, or some replaced meanwhile).
+        }
+        let their_heads: std::collections::BTreeSet<EntryHash> =
+            plait_proto::convert::entry_hashes("heads", &hosted.heads)?.into_iter().collect();
+        let store = self.ctx.store.clone();
+        let ours = tokio::task::spawn_blocking(
+            move || -> plait_store::StoreResult<Option<(u64, plait_core::SetDigest)>> {
+                let Some(summary) = store.log(&log) else { return Ok(None) };
+                // Heads at the summary's seq: a head newer than it, or a count that moved,
+                // means the two were not read at one moment; compare on the next round.
+                let heads: std::collections::BTreeSet<EntryHash> = store
+                    .heads(&log)?
+                    .iter()
+                    .filter(|h| h.seq <= summary.seq)
+                    .map(|h| h.entry.hash())
+                    .collect();
+                Ok((heads.len() == summary.heads as usize && heads == their_heads)
+                    .then_some((summary.seq, summary.digest)))
+            },
+        )
+        .await??;
+        let Some((seq, digest)) = ours else { return Ok(()) };
+        if digest == theirs {
+            self.ctx.table.update(&self.address, |info| {
+                info.digests.insert(log, super::DigestCheck::Equal { seq });
+            });
+            return Ok(());
+        }
+        tracing::error!(
+            peer = %self.address,
+            log = %log,
+            seq,
+            ours = %digest.to_hex(),
+            theirs = %theirs.to_hex(),
+            "the peer holds the same heads but a different set of entries: one side lost or corrupted an entry; reconciling"
+        );
+        self.ctx.metrics.record_digest_mismatch();
+        let mut again = false;
+        self.ctx.table.update(&self.address, |info| {
+            again =
+                info.digests.insert(log, super::DigestCheck::Mismatch) == Some(super::DigestCheck::Mismatch);
+        });
+        if again {
+            // A whole reconcile with this peer already ran on this connection and the
+            // digests still differ: the loss is on the peer's side, or the peer lies.
+            // Another full transfer every round would repair nothing; the next
+            // connection tries once more.
+            return Ok(());
+        }
+        self.reconcile_whole(peer, log).await
     }
 
     /// One pull after `after_seq`; returns how far the pull brought this replica, or
@@ -761,6 +830,22 @@ impl Session {
     async fn reconcile(&mut self, peer: &mut Peer, log: LogId) -> anyhow::Result<()> {
         let store = self.ctx.store.clone();
         let heads = tokio::task::spawn_blocking(move || store.heads(&log)).await??;
+        self.reconcile_after(peer, log, heads).await
+    }
+
+    /// A reconcile that names no heads, so the peer sends its whole log: what repairs a
+    /// digest mismatch, where the heads agree and so say nothing of what is missing.
+    /// Everything already held is a duplicate, refused by hash before it is stored.
+    async fn reconcile_whole(&mut self, peer: &mut Peer, log: LogId) -> anyhow::Result<()> {
+        self.reconcile_after(peer, log, Vec::new()).await
+    }
+
+    async fn reconcile_after(
+        &mut self,
+        peer: &mut Peer,
+        log: LogId,
+        heads: Vec<plait_store::StoredEntry>,
+    ) -> anyhow::Result<()> {
         let request = pb::ReconcileRequest {
             log_id: log.0.to_vec(),
             heads: heads.iter().map(|h| h.entry.hash().0.to_vec()).collect(),

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::{Ctx, log_info};
 use crate::auth::Principal;
 use crate::error::{ReplicaError, ReplicaResult};
+use crate::replication::DigestCheck;
 use crate::status::reply;
 
 /// Bytes per chunk of an exported snapshot stream, and chunks buffered.
@@ -59,6 +60,11 @@ impl AdminService {
                         peer_seq: *peer_seq,
                         lag: peer_seq.saturating_sub(*cursor),
                         peer_holds: info.node_id.map_or(0, |n| self.ctx.holds.held_by(&n, log)),
+                        verified_seq: match info.digests.get(log) {
+                            Some(DigestCheck::Equal { seq }) => *seq,
+                            _ => 0,
+                        },
+                        digest_mismatch: info.digests.get(log) == Some(&DigestCheck::Mismatch),
                     })
                     .collect();
                 logs.sort_by(|a, b| a.name.cmp(&b.name));

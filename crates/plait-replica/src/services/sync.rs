@@ -183,6 +183,8 @@ impl SyncService {
                         manifest: s.manifest.bytes().to_vec(),
                         seq: s.seq,
                         heads,
+                        digest: s.digest.0.to_vec(),
+                        head_count: s.heads,
                     });
                 }
                 Ok::<_, ReplicaError>(logs)
