@@ -822,6 +822,29 @@ async fn operator_runs_a_cluster_through_scaling_and_failures() -> anyhow::Resul
     writer.create_log(&CreateLogOptions::new("orders", LogType::Kv)).await?;
     writer.put("orders", "first", "1").await?;
     wait_for_value(kubelet.endpoint(2), "orders", "first", "1").await?;
+    // The replicas compare the log's digest whenever their heads agree, and the operator
+    // shows that every pair found it equal: first each replica says so of the log with
+    // each of its peers, then the next reconcile's condition does.
+    for ordinal in 0..3 {
+        let client = replica_client(kubelet.endpoint(ordinal)).await;
+        plait_tests::wait_until(CONVERGE_TIMEOUT, &format!("replica {ordinal} to verify orders"), || {
+            let client = client.clone();
+            async move {
+                client.status().await.is_ok_and(|s| {
+                    s.peers.len() == 2
+                        && s.peers.iter().all(|p| {
+                            p.logs
+                                .iter()
+                                .any(|l| l.name == "orders" && l.verified_seq > 0 && !l.digest_mismatch)
+                        })
+                })
+            }
+        })
+        .await?;
+    }
+    let fresh = clusters.get("db").await?;
+    plait_operator::reconcile_cluster(Arc::new(fresh), operator.ctx.clone()).await?;
+    converge(&mut kubelet, "Converged", |c| condition(c, "Converged").as_deref() == Some("True")).await?;
 
     // A reconcile with nothing changed changes nothing. The replicas' own state (their
     // readiness, lag) may still move between two passes and is then rightly written, so

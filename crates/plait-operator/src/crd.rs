@@ -505,7 +505,7 @@ pub struct PlaitClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_addresses: Vec<String>,
     /// `Available`, `Ready`, `Progressing`, `Degraded`, `MembershipConsistent`,
-    /// `Paused`, `BackupReady`, by type.
+    /// `Converged`, `Paused`, `BackupReady`, by type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -1064,6 +1064,43 @@ pub(crate) fn paused_conditions(
     list
 }
 
+/// `Converged`: every member compared each log's digest with each peer at the same heads
+/// and found it equal. A mismatch (a replica lost or corrupted an entry) says where; it
+/// clears once the replicas' reconcile repaired it and the next comparison is equal.
+fn converged(members: &[&(i32, Probed)]) -> (String, bool, String, String) {
+    let mismatches: Vec<String> = members
+        .iter()
+        .filter_map(|(o, p)| p.status().map(|s| (o, s)))
+        .flat_map(|(o, s)| s.digest_mismatches.iter().map(move |m| format!("replica {o}: {m}")))
+        .collect();
+    if !mismatches.is_empty() {
+        return condition(
+            "Converged",
+            false,
+            "DigestMismatch",
+            format!("same heads, different entries: {}", mismatches.join(", ")),
+        );
+    }
+    let pending: Vec<String> = members
+        .iter()
+        .filter_map(|(o, p)| match p.status() {
+            None => Some(format!("replica {o} is unreachable")),
+            Some(s) if s.unverified > 0 => Some(format!("replica {o}: {} not compared yet", s.unverified)),
+            Some(_) => None,
+        })
+        .collect();
+    if pending.is_empty() {
+        condition(
+            "Converged",
+            true,
+            "DigestsEqual",
+            "every replica found its logs' digests equal to its peers' at the same heads".into(),
+        )
+    } else {
+        condition("Converged", false, "NotYetVerified", pending.join(", "))
+    }
+}
+
 /// The conditions and phase of an observation. Transition times are kept from `previous`
 /// when a condition's status did not change, so an unchanged cluster gets an unchanged
 /// status.
@@ -1183,6 +1220,7 @@ pub(crate) fn conditions(obs: &Observation, previous: &[Condition], now: &Time) 
             format!("want generation {}: {}", obs.members_generation, behind.join(", ")),
         )
     });
+    list.push(converged(&members));
     list.push(condition(
         "Paused",
         false,
@@ -1610,6 +1648,43 @@ mod tests {
         assert_eq!(get(&third, "MembershipConsistent"), "False");
         let ready = third.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time, t2, "a transition is stamped");
+    }
+
+    /// `Converged` is true once every member found its digests equal to its peers', says
+    /// which replica, log and peer disagree on a mismatch, and waits (false, not yet
+    /// verified) while a comparison is outstanding or a member does not answer.
+    #[test]
+    fn converged_follows_the_digest_comparisons() {
+        let obs = |probes: Vec<(i32, Probed)>| Observation {
+            desired_replicas: 2,
+            replicas: 2,
+            probes,
+            members_generation: 1,
+            ..Observation::default()
+        };
+        let converged = |obs: &Observation| {
+            let (_, list) = conditions(obs, &[], &Time(jiff::Timestamp::UNIX_EPOCH));
+            let c = list.into_iter().find(|c| c.type_ == "Converged").unwrap();
+            (c.status, c.reason, c.message)
+        };
+        let (status, reason, _) = converged(&obs(vec![(0, answered(1)), (1, answered(1))]));
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "DigestsEqual"));
+        let mut waiting = answered(1);
+        let mut corrupt = answered(1);
+        if let (Probed::Answered(w), Probed::Answered(c)) = (&mut waiting, &mut corrupt) {
+            w.unverified = 2;
+            c.digest_mismatches = vec!["chat (db-0.db-headless:7070)".into()];
+        }
+        let (status, reason, message) = converged(&obs(vec![(0, answered(1)), (1, waiting.clone())]));
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "NotYetVerified"));
+        assert!(message.contains("replica 1: 2 not compared yet"), "{message}");
+        let (status, reason, message) = converged(&obs(vec![(0, waiting), (1, corrupt)]));
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "DigestMismatch"), "a mismatch wins");
+        assert!(message.contains("replica 1: chat (db-0.db-headless:7070)"), "{message}");
+        let (status, reason, message) =
+            converged(&obs(vec![(0, answered(1)), (1, Probed::Unreachable("refused".into()))]));
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "NotYetVerified"));
+        assert!(message.contains("replica 1 is unreachable"), "{message}");
     }
 
     /// An invalid spec fails the cluster with a clear condition.

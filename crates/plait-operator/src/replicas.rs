@@ -141,6 +141,11 @@ pub struct ReplicaStatus {
     /// `None` when the replica reports itself ready for clients (caught up with the
     /// members it reaches), else its reason.
     pub not_ready: Option<String>,
+    /// Logs whose digest differs from a peer's at the same heads, as `log (peer)`.
+    pub digest_mismatches: Vec<String>,
+    /// Peer and log pairs (of logs with entries) whose digests it has not yet found equal
+    /// at the same heads on the current connection.
+    pub unverified: u64,
 }
 
 /// A backup request as the operator makes it.
@@ -262,6 +267,22 @@ impl ReplicaAdmin for GrpcAdmin {
                 members_generation: status.members_generation,
                 lag,
                 not_ready: status.not_ready,
+                digest_mismatches: status
+                    .peers
+                    .iter()
+                    .flat_map(|peer| {
+                        peer.logs
+                            .iter()
+                            .filter(|log| log.digest_mismatch)
+                            .map(move |log| format!("{} ({})", log.name, peer.address))
+                    })
+                    .collect(),
+                unverified: status
+                    .peers
+                    .iter()
+                    .flat_map(|peer| peer.logs.iter())
+                    .filter(|log| log.verified_seq == 0 && !log.digest_mismatch && log.peer_seq > 0)
+                    .count() as u64,
             })
         })
     }

@@ -173,6 +173,8 @@ fn ready(generation: u64) -> FakeReplica {
             members_generation: generation,
             lag: 0,
             not_ready: None,
+            digest_mismatches: Vec::new(),
+            unverified: 0,
         }),
         drain: Ok(()),
         start_backup: Err("no backup scripted".into()),
