@@ -313,6 +313,27 @@ impl Store {
 
     /// Entries with seq greater than `after_seq`, in seq order, at most `limit` entries
     /// and about `bytes_max` bytes (at least one entry).
+    /// The hashes of `log`'s heads with their seqs, from the heads and `by_hash` rows
+    /// alone (no entry is read or verified): cheap enough for every anti-entropy round.
+    pub fn head_seqs(&self, log: &LogId) -> StoreResult<Vec<(EntryHash, u64)>> {
+        let mut out = Vec::new();
+        let Some(no) = self.shared.log_no(log) else { return Ok(out) };
+        for row in self.shared.ks.heads.prefix(no.bytes()) {
+            let k = row.key()?;
+            let hash = EntryHash::from_slice(&k[keys::NO..]).ok_or_else(|| corrupt("heads"))?;
+            let location = self
+                .shared
+                .ks
+                .by_hash
+                .get(hash.0)?
+                .as_deref()
+                .and_then(keys::parse_location)
+                .ok_or_else(|| StoreError::Corrupt(format!("head {hash} is not stored")))?;
+            out.push((hash, location.seq));
+        }
+        Ok(out)
+    }
+
     pub fn entries_after(
         &self,
         log: &LogId,

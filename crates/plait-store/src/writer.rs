@@ -297,9 +297,8 @@ struct Group {
     /// The origin of the entries being ingested now.
     origin: Origin,
     /// Origin runs this batch closed (a new origin followed them), to write at commit;
-    /// the open run of each log in `origins_touched` is written from its staged state.
+    /// the open run of each log it applied entries to is written from its staged state.
     origin_rows: Vec<(LogNo, OriginRun)>,
-    origins_touched: HashSet<LogId>,
     /// The arrival origin of entries parked in this batch.
     pending_origins: HashMap<EntryHash, Origin>,
     /// Every entry stored in this batch: log, seq, and the peer it was pulled from.
@@ -630,7 +629,6 @@ impl Writer {
             provenance: Vec::new(),
             origin: Origin::Unknown,
             origin_rows: Vec::new(),
-            origins_touched: HashSet::new(),
             pending_origins: HashMap::new(),
             cursors: Vec::new(),
             entries_stored: 0,
@@ -722,8 +720,8 @@ impl Writer {
                 origins::run_value(&run),
             );
         }
-        for log in group.origins_touched.drain() {
-            let Some(state) = group.staged.get(&log) else { continue };
+        for log in group.applied.keys() {
+            let Some(state) = group.staged.get(log) else { continue };
             if let Some(run) = &state.origin_run {
                 debug_assert_eq!(run.last, state.next_seq - 1, "the open origin run ends at the last seq");
                 group.batch.insert(
@@ -1384,7 +1382,6 @@ impl Writer {
                 }
             }
         }
-        group.origins_touched.insert(log);
         let replaced: Vec<EntryHash> =
             entry.entry().next.iter().filter(|p| state.heads.remove(p).is_some()).copied().collect();
         state.heads.insert(hash, time);

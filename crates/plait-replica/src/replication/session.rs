@@ -681,10 +681,11 @@ impl Session {
         self.compare_digests(peer, log, hosted).await
     }
 
-    /// When the peer listed all its heads of `log` and they are exactly this replica's,
-    /// both hold the same entries, so their digests must be equal. Equal is recorded for
-    /// the status ("verified at seq s"); different means one side lost or corrupted an
-    /// entry: logged, counted, shown, and repaired here by a reconcile of the whole log
+    /// Equal digests mean both hold the same entries, recorded for the status ("verified
+    /// at seq s"). Different digests while the peer listed all its heads of `log` and they
+    /// are exactly this replica's mean one side lost or corrupted an entry (the same heads
+    /// name the same causal past): logged, counted, shown, and repaired here by a reconcile
+    /// of the whole log
     /// (which brings whatever the peer has that this replica lacks; the peer's own
     /// anti-entropy brings it what this replica has).
     async fn compare_digests(
@@ -694,33 +695,33 @@ impl Session {
         hosted: &pb::HostedLog,
     ) -> anyhow::Result<()> {
         let Some(theirs) = plait_core::SetDigest::from_slice(&hosted.digest) else { return Ok(()) };
+        let Some(summary) = self.ctx.store.log(&log) else { return Ok(()) };
+        let (seq, digest) = (summary.seq, summary.digest);
+        if digest == theirs {
+            // The same set of entries: no heads need reading (the common case, and all an
+            // idle log costs per round).
+            self.ctx.table.update(&self.address, |info| {
+                info.digests.insert(log, super::DigestCheck::Equal { seq });
+            });
+            return Ok(());
+        }
+        // Different digests are a fault only when both hold the same heads; otherwise
+        // replication has not converged yet.
         if hosted.head_count as usize != hosted.heads.len() {
             return Ok(()); // Not every head listed (too many, or some replaced meanwhile).
         }
         let their_heads: std::collections::BTreeSet<EntryHash> =
             plait_proto::convert::entry_hashes("heads", &hosted.heads)?.into_iter().collect();
         let store = self.ctx.store.clone();
-        let ours = tokio::task::spawn_blocking(
-            move || -> plait_store::StoreResult<Option<(u64, plait_core::SetDigest)>> {
-                let Some(summary) = store.log(&log) else { return Ok(None) };
-                // Heads at the summary's seq: a head newer than it, or a count that moved,
-                // means the two were not read at one moment; compare on the next round.
-                let heads: std::collections::BTreeSet<EntryHash> = store
-                    .heads(&log)?
-                    .iter()
-                    .filter(|h| h.seq <= summary.seq)
-                    .map(|h| h.entry.hash())
-                    .collect();
-                Ok((heads.len() == summary.heads as usize && heads == their_heads)
-                    .then_some((summary.seq, summary.digest)))
-            },
-        )
+        let same_heads = tokio::task::spawn_blocking(move || -> plait_store::StoreResult<bool> {
+            // Heads at the summary's seq: a head newer than it, or a count that moved,
+            // means the two were not read at one moment; compare on the next round.
+            let heads: std::collections::BTreeSet<EntryHash> =
+                store.head_seqs(&log)?.into_iter().filter(|(_, s)| *s <= seq).map(|(h, _)| h).collect();
+            Ok(heads.len() == summary.heads as usize && heads == their_heads)
+        })
         .await??;
-        let Some((seq, digest)) = ours else { return Ok(()) };
-        if digest == theirs {
-            self.ctx.table.update(&self.address, |info| {
-                info.digests.insert(log, super::DigestCheck::Equal { seq });
-            });
+        if !same_heads {
             return Ok(());
         }
         tracing::error!(

@@ -172,11 +172,11 @@ impl SyncService {
                     // Only durable heads: the summary's seq is durable, and heads are read
                     // after it, so anything newer is filtered out by its seq.
                     let heads = store
-                        .heads(&s.log_id)?
+                        .head_seqs(&s.log_id)?
                         .into_iter()
-                        .filter(|h| h.seq <= s.seq)
+                        .filter(|(_, seq)| *seq <= s.seq)
                         .take(HELLO_HEADS_MAX)
-                        .map(|h| h.entry.hash().0.to_vec())
+                        .map(|(hash, _)| hash.0.to_vec())
                         .collect();
                     logs.push(pb::HostedLog {
                         log_id: s.log_id.0.to_vec(),

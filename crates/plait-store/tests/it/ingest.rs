@@ -1,27 +1,9 @@
 //! Ingest of entries signed elsewhere: pending parents, duplicates, bad clocks, ACL.
 
-use plait_core::{EntryDraft, LogType, Op, VerifiedEntry, WriterKey};
+use plait_core::{EntryDraft, LogType, Op, VerifiedEntry};
 use plait_store::{IngestSource, StoreError, SubmitOutcome};
 
-use crate::support::{key, manifest, open};
-
-fn entry(
-    writer: &WriterKey,
-    log: plait_core::LogId,
-    time: u64,
-    next: Vec<plait_core::EntryHash>,
-    k: &str,
-) -> VerifiedEntry {
-    EntryDraft {
-        log,
-        time,
-        next,
-        refs: vec![],
-        ops: vec![Op::Put { key: k.as_bytes().to_vec(), value: b"v".to_vec() }],
-    }
-    .sign(writer)
-    .unwrap()
-}
+use crate::support::{entry, key, manifest, open};
 
 /// A child that arrives before its parents waits in pending, survives a restart there,
 /// and is applied together with its ancestry when the parents arrive.

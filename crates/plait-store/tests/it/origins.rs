@@ -2,27 +2,10 @@
 //! seqs, kept across restarts, and for an entry that waited for its parents, the origin
 //! of its arrival rather than of the batch that completed it.
 
-use plait_core::{EntryDraft, LogType, Op, PublicKey, VerifiedEntry, WriterKey};
+use plait_core::{LogType, Op, PublicKey};
 use plait_store::{Cursor, IngestSource, Origin, OriginRun, SubmitOutcome};
 
-use crate::support::{key, manifest, open};
-
-fn entry(
-    writer: &WriterKey,
-    log: plait_core::LogId,
-    time: u64,
-    next: Vec<plait_core::EntryHash>,
-) -> VerifiedEntry {
-    EntryDraft {
-        log,
-        time,
-        next,
-        refs: vec![],
-        ops: vec![Op::Put { key: vec![time as u8], value: b"v".to_vec() }],
-    }
-    .sign(writer)
-    .unwrap()
-}
+use crate::support::{entry, key, manifest, open};
 
 fn run(first: u64, last: u64, origin: Origin) -> OriginRun {
     OriginRun { first, last, origin }
@@ -48,16 +31,17 @@ async fn every_stored_entry_has_the_origin_it_arrived_with() {
         store.write(put("b")).await.unwrap();
         assert_eq!(store.origins(&log, 1, 2).unwrap(), vec![run(1, 2, Origin::Local)]);
         // Seq 3 from a client, seq 4 pulled from peer A.
-        e3 = entry(&client, log, 3, store.heads(&log).unwrap().iter().map(|h| h.entry.hash()).collect());
+        e3 =
+            entry(&client, log, 3, store.heads(&log).unwrap().iter().map(|h| h.entry.hash()).collect(), "e3");
         let out = store.ingest(vec![e3.clone()], IngestSource::Submit).await.unwrap();
         assert_eq!(out[0].as_ref().unwrap(), &SubmitOutcome::Stored { seq: 3 });
-        e4 = entry(&client, log, 4, vec![e3.hash()]);
+        e4 = entry(&client, log, 4, vec![e3.hash()], "e4");
         let cursor = Cursor { peer: peer_a, log, epoch: [1; 16], seq: 1 };
         store.ingest_pulled(vec![e4.clone()], cursor).await.unwrap();
         store.close().await.unwrap();
     }
-    let e5 = entry(&client, log, 5, vec![e4.hash()]);
-    let e6 = entry(&client, log, 6, vec![e5.hash()]);
+    let e5 = entry(&client, log, 5, vec![e4.hash()], "e5");
+    let e6 = entry(&client, log, 6, vec![e5.hash()], "e6");
     // A child from peer B before its parent, which then comes from a client: the child
     // waits in pending across a restart.
     {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use plait_core::{LogType, Manifest, SignedManifest, WriterKey, Writers};
+use plait_core::{EntryDraft, LogType, Manifest, Op, SignedManifest, VerifiedEntry, WriterKey, Writers};
 use plait_store::{NoopObserver, Store, StoreConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -31,5 +31,24 @@ pub(crate) fn manifest(name: &str, log_type: LogType, writers: &[&WriterKey]) ->
         options: vec![],
     }
     .sign(writers[0])
+    .unwrap()
+}
+
+/// An entry by `writer` of one put of `k` at clock `time` after `next`, signed.
+pub(crate) fn entry(
+    writer: &WriterKey,
+    log: plait_core::LogId,
+    time: u64,
+    next: Vec<plait_core::EntryHash>,
+    k: &str,
+) -> VerifiedEntry {
+    EntryDraft {
+        log,
+        time,
+        next,
+        refs: vec![],
+        ops: vec![Op::Put { key: k.as_bytes().to_vec(), value: b"v".to_vec() }],
+    }
+    .sign(writer)
     .unwrap()
 }
