@@ -94,7 +94,7 @@ pub struct ServeArgs {
     /// Bound, in MiB, on the storage engine's memtables (written data not yet flushed to
     /// tables, every keyspace together). Above it, with flushes outstanding, writes and
     /// replication wait for the flushes, so memory stays bounded when the disk falls
-    /// behind. At least 82 (what the active memtables alone may hold); 0: no bound.
+    /// behind. At least 90 (what the active memtables alone may hold); 0: no bound.
     #[arg(long, env = "PLAIT_WRITE_BUFFER_MIB", default_value_t = plait_store::WRITE_BUFFER_BYTES_DEFAULT / (1024 * 1024))]
     pub write_buffer_mib: u64,
 

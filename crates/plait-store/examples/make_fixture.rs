@@ -2,7 +2,7 @@
 //! to the on-disk layout that cannot read the current format version fails a test.
 //!
 //! Run from the workspace root only when adding a new format version's fixture:
-//! `cargo run -p plait-store --example make_fixture -- crates/plait-store/tests/fixtures/format-v2`
+//! `cargo run -p plait-store --example make_fixture -- crates/plait-store/tests/fixtures/format-v3`
 
 use std::sync::Arc;
 

@@ -44,6 +44,7 @@ impl Store {
             let mut ops = 0;
             let no = summary.no;
             let mut digest = plait_core::SetDigest::default();
+            let mut versions = RowSet::default();
             for row in ks.seq.prefix(no.bytes()) {
                 let (k, v) = row.into_inner()?;
                 let seq = keys::u64_at(&k, keys::NO).unwrap_or(0);
@@ -93,6 +94,11 @@ impl Store {
                     named_as_parent.insert(*parent);
                 }
                 times.insert(hash, entry.clock().time);
+                for (id, op) in entry.op_ids() {
+                    for (k, v) in keys::version_rows(no, seq, &id, op) {
+                        versions.add(&k, &v);
+                    }
+                }
                 digest.add(&hash);
                 ops += entry.entry().ops.len() as u64;
                 view.apply(&entry);
@@ -129,6 +135,17 @@ impl Store {
                 ));
             }
             self.compare_view(no, name, &view, &mut report)?;
+            let mut stored_versions = RowSet::default();
+            for row in ks.versions.prefix(no.bytes()) {
+                let (k, v) = row.into_inner()?;
+                stored_versions.add(&k, &v);
+            }
+            if stored_versions != versions {
+                report.problems.push(format!(
+                    "log {name}: the history of its keys differs from its entries ({} version rows expected, {} stored)",
+                    versions.rows, stored_versions.rows
+                ));
+            }
             self.check_origins(no, name, entries, &mut report)?;
             report.entries += entries;
             report.ops += ops;
@@ -289,5 +306,24 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// A set of rows as a count and an order-independent digest, so comparing what a log's
+/// entries imply with what is stored takes no memory per row.
+#[derive(Default, PartialEq, Eq)]
+struct RowSet {
+    rows: u64,
+    digest: plait_core::SetDigest,
+}
+
+impl RowSet {
+    fn add(&mut self, key: &[u8], value: &[u8]) {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&(key.len() as u64).to_be_bytes());
+        hasher.update(key);
+        hasher.update(value);
+        self.rows += 1;
+        self.digest.add(&EntryHash(*hasher.finalize().as_bytes()));
     }
 }

@@ -229,3 +229,226 @@ pub(crate) fn parse_members(v: &[u8]) -> Option<Members> {
     let addresses = if text.is_empty() { Vec::new() } else { text.split('\n').map(str::to_owned).collect() };
     Some(Members { generation, addresses })
 }
+
+/// The kinds of `versions` rows, the byte after the log number.
+pub(crate) const VERSION_KV: u8 = b'k';
+pub(crate) const VERSION_OUT: u8 = b'o';
+pub(crate) const VERSION_IN: u8 = b'i';
+
+/// Appends `part` with every 0x00 written as 0x00 0xff, so that no escaped part holds
+/// 0x00 0x01: the terminator [`push_component`] ends a part with. Escaping keeps byte
+/// order (and prefixes: the escaped prefix of a key is a prefix of the escaped key).
+fn push_escaped(k: &mut Vec<u8>, part: &[u8]) {
+    for &b in part {
+        k.push(b);
+        if b == 0 {
+            k.push(0xff);
+        }
+    }
+}
+
+fn push_component(k: &mut Vec<u8>, part: &[u8]) {
+    push_escaped(k, part);
+    k.extend_from_slice(&[0, 1]);
+}
+
+/// Splits one escaped, terminated part off the front of `k`.
+fn take_component(k: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        match *k.get(i)? {
+            0 => match *k.get(i + 1)? {
+                0xff => out.push(0),
+                1 => return Some((out, &k[i + 2..])),
+                _ => return None,
+            },
+            b => {
+                out.push(b);
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+}
+
+/// `versions` key of a kv op: log number ‖ 'k' ‖ escaped key ‖ 0x00 0x01 ‖ op id sort key,
+/// so one key's versions are one prefix, in total order, and keys sort as in `kv`.
+pub(crate) fn kv_version_key(no: LogNo, key: &[u8], id: &OpId) -> Vec<u8> {
+    let mut k = kv_version_prefix(no, key, true);
+    k.extend_from_slice(&id.to_sort_key());
+    k
+}
+
+/// The start of the `versions` rows of `key` (`whole`), or of every key that starts
+/// with `key` (not `whole`); also the first row of keys at or after `key` in key order.
+pub(crate) fn kv_version_prefix(no: LogNo, key: &[u8], whole: bool) -> Vec<u8> {
+    let mut k = Vec::with_capacity(NO + 1 + key.len() + 2 + OpId::SORT_KEY_LEN);
+    k.extend_from_slice(&no.bytes());
+    k.push(VERSION_KV);
+    if whole {
+        push_component(&mut k, key);
+    } else {
+        push_escaped(&mut k, key);
+    }
+    k
+}
+
+/// `versions` key of a graph op, out of `node` ('o', node = src) or into it ('i', node =
+/// dst): log number ‖ kind ‖ node ‖ label ‖ other node (each escaped and terminated) ‖
+/// op id sort key.
+pub(crate) fn edge_version_key(
+    no: LogNo,
+    kind: u8,
+    node: &[u8],
+    label: &str,
+    other: &[u8],
+    id: &OpId,
+) -> Vec<u8> {
+    let mut k = edge_version_group(no, kind, node, label, other);
+    k.extend_from_slice(&id.to_sort_key());
+    k
+}
+
+/// The prefix of every version of one edge.
+pub(crate) fn edge_version_group(no: LogNo, kind: u8, node: &[u8], label: &str, other: &[u8]) -> Vec<u8> {
+    let mut k = edge_version_prefix(no, kind, node, Some(label));
+    push_component(&mut k, other);
+    k
+}
+
+pub(crate) fn edge_version_prefix(no: LogNo, kind: u8, node: &[u8], label: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(NO + 1 + node.len() + 40 + OpId::SORT_KEY_LEN);
+    k.extend_from_slice(&no.bytes());
+    k.push(kind);
+    push_component(&mut k, node);
+    if let Some(label) = label {
+        push_component(&mut k, label.as_bytes());
+    }
+    k
+}
+
+/// A `versions` key split: its parts (one for kv, node, label and other node for graph)
+/// and its op id. `None` when the key is not one.
+pub(crate) fn parse_version_key(k: &[u8]) -> Option<(u8, Vec<Vec<u8>>, OpId)> {
+    let kind = *k.get(NO)?;
+    let split = k.len().checked_sub(OpId::SORT_KEY_LEN)?;
+    let id = OpId::from_sort_key(&k[split..])?;
+    let mut rest = k.get(NO + 1..split)?;
+    let mut parts = Vec::new();
+    while !rest.is_empty() {
+        let (part, tail) = take_component(rest)?;
+        parts.push(part);
+        rest = tail;
+    }
+    let expected = if kind == VERSION_KV { 1 } else { 3 };
+    (parts.len() == expected && matches!(kind, VERSION_KV | VERSION_OUT | VERSION_IN))
+        .then_some((kind, parts, id))
+}
+
+/// The length of a `versions` key without its op id: the prefix all versions of one key
+/// or edge share.
+pub(crate) fn version_group(k: &[u8]) -> &[u8] {
+    &k[..k.len().saturating_sub(OpId::SORT_KEY_LEN)]
+}
+
+/// `versions` value: the seq of the op's entry ‖ live flag ‖ payload (value or props).
+pub(crate) fn version_value(seq: u64, payload: Option<&[u8]>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + payload.map_or(0, <[u8]>::len));
+    v.extend_from_slice(&seq.to_be_bytes());
+    match payload {
+        Some(p) => {
+            v.push(1);
+            v.extend_from_slice(p);
+        }
+        None => v.push(0),
+    }
+    v
+}
+
+pub(crate) fn parse_version_value(v: &[u8]) -> Option<(u64, Option<&[u8]>)> {
+    let seq = u64_at(v, 0)?;
+    match v.get(8)? {
+        1 => Some((seq, Some(&v[9..]))),
+        0 if v.len() == 9 => Some((seq, None)),
+        _ => None,
+    }
+}
+
+/// The `versions` rows of one op of an entry stored at `seq`: one for a kv op, two for a
+/// graph op (out of src and into dst); none for a feed append.
+pub(crate) fn version_rows(no: LogNo, seq: u64, id: &OpId, op: &plait_core::Op) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use plait_core::Op;
+    match op {
+        Op::Append { .. } => Vec::new(),
+        Op::Put { key, value } => vec![(kv_version_key(no, key, id), version_value(seq, Some(value)))],
+        Op::Delete { key } => vec![(kv_version_key(no, key, id), version_value(seq, None))],
+        Op::Link { src, label, dst, props } => {
+            let v = version_value(seq, Some(props));
+            vec![
+                (edge_version_key(no, VERSION_OUT, src, label, dst, id), v.clone()),
+                (edge_version_key(no, VERSION_IN, dst, label, src, id), v),
+            ]
+        }
+        Op::Unlink { src, label, dst } => {
+            let v = version_value(seq, None);
+            vec![
+                (edge_version_key(no, VERSION_OUT, src, label, dst, id), v.clone()),
+                (edge_version_key(no, VERSION_IN, dst, label, src, id), v),
+            ]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(time: u64) -> OpId {
+        OpId { time, writer: PublicKey([7; 32]), entry: EntryHash([9; 32]), index: 0 }
+    }
+
+    proptest! {
+        /// Version keys sort by key first, then total order, exactly as the kv view's
+        /// keys sort; a key's escaped prefix is a prefix of exactly the keys that start
+        /// with it; and the key parses back.
+        #[test]
+        fn kv_version_keys_keep_key_order_prefixes_and_parse_back(
+            a in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xffu8), any::<u8>()], 0..8),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xffu8), any::<u8>()], 0..8),
+            ta in 0u64..3, tb in 0u64..3,
+        ) {
+            let no = LogNo(3);
+            let (ka, kb) = (kv_version_key(no, &a, &id(ta)), kv_version_key(no, &b, &id(tb)));
+            prop_assert_eq!((a.clone(), ta).cmp(&(b.clone(), tb)), ka.cmp(&kb));
+            prop_assert_eq!(b.starts_with(&a), kb.starts_with(&kv_version_prefix(no, &a, false)));
+            prop_assert_eq!(a == b, kb.starts_with(&kv_version_prefix(no, &a, true)));
+            prop_assert!((b >= a) == (kb.as_slice() >= kv_version_prefix(no, &a, false).as_slice()));
+            let (kind, parts, parsed) = parse_version_key(&ka).unwrap();
+            prop_assert_eq!((kind, parts, parsed), (VERSION_KV, vec![a], id(ta)));
+        }
+
+        #[test]
+        fn edge_version_keys_parse_back(
+            src in proptest::collection::vec(any::<u8>(), 0..6),
+            label in "[a-z\\x00]{0,4}",
+            dst in proptest::collection::vec(any::<u8>(), 0..6),
+        ) {
+            let k = edge_version_key(LogNo(1), VERSION_IN, &dst, &label, &src, &id(5));
+            prop_assert!(k.starts_with(&edge_version_prefix(LogNo(1), VERSION_IN, &dst, Some(&label))));
+            let (kind, parts, parsed) = parse_version_key(&k).unwrap();
+            prop_assert_eq!((kind, parts, parsed), (VERSION_IN, vec![dst, label.into_bytes(), src], id(5)));
+        }
+    }
+
+    #[test]
+    fn version_values_round_trip_and_bad_ones_are_refused() {
+        assert_eq!(parse_version_value(&version_value(7, Some(b"v"))), Some((7, Some(&b"v"[..]))));
+        assert_eq!(parse_version_value(&version_value(7, None)), Some((7, None)));
+        assert_eq!(parse_version_value(&[0; 8]), None);
+        assert_eq!(parse_version_value(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 5]), None);
+        assert_eq!(parse_version_key(&[0, 0, 0, 1, b'k', 0, 2]), None);
+    }
+}

@@ -8,6 +8,7 @@
 
 mod disk;
 mod error;
+mod history;
 mod integrity;
 mod keys;
 mod migrate;
@@ -20,6 +21,7 @@ mod test_support;
 mod writer;
 
 pub use error::{StoreError, StoreResult};
+pub use history::{AsOf, Version, VersionPage, WriterEntry, WriterPage};
 pub use integrity::IntegrityReport;
 pub use origins::{Origin, OriginRun};
 pub use reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit, StoredEntry};

@@ -8,6 +8,12 @@
 //! anywhere (a crash, a full disk) and start again: a key is in the new layout exactly
 //! when its first four bytes are a number given to a log, because numbers that equal the
 //! first four bytes of a hosted log's id are never given out.
+//!
+//! Format 3 adds the `versions` keyspace (every kv and graph op by key or edge, with its
+//! entry's seq). Migrating a format-2 directory writes those rows from the stored
+//! entries, log by log in seq order and in bounded batches, and only then records format
+//! 3. The rows are a function of the entries, so a migration cut short simply starts
+//! again: writing a row twice writes the same row.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +23,8 @@ use plait_core::LogId;
 use crate::error::{StoreError, StoreResult};
 use crate::keys::{self, LogNo};
 use crate::store::{FORMAT_VERSION, Keyspaces};
+
+const _: () = assert!(FORMAT_VERSION == 3, "a new format needs its migration here");
 
 /// `meta` key of the number the next log gets.
 pub(crate) const NEXT_LOG_NO: &str = "next_log_no";
@@ -109,9 +117,86 @@ pub(crate) fn v1_to_v2(db: &Database, ks: &Keyspaces, rows_max: Option<u64>) -> 
         }
     }
     let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-    batch.insert(&ks.meta, "format", FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.insert(&ks.meta, "format", 2u32.to_be_bytes().to_vec());
     batch.commit()?;
     tracing::info!(rows = rewritten, "the data directory is now format 2");
+    Ok(true)
+}
+
+/// Migrates a format-2 directory to format 3: writes the `versions` rows of every stored
+/// entry. `rows_max` stops it after about that many rows without recording format 3.
+/// Returns whether it finished.
+pub(crate) fn v2_to_v3(db: &Database, ks: &Keyspaces, rows_max: Option<u64>) -> StoreResult<bool> {
+    let mut numbers = Vec::new();
+    for row in ks.log_nos.iter() {
+        let v = row.value()?;
+        numbers
+            .push(LogNo::parse(&v).ok_or_else(|| StoreError::Corrupt("a log number is not 4 bytes".into()))?);
+    }
+    tracing::info!(
+        logs = numbers.len(),
+        "migrating the data directory from format 2 to 3 (history of every key and edge)"
+    );
+    let mut written = 0u64;
+    let batch_rows = rows_max.map_or(MIGRATE_BATCH_ROWS, |max| (max as usize).clamp(1, MIGRATE_BATCH_ROWS));
+    for no in numbers {
+        let mut next_seq = 1u64;
+        loop {
+            let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+            let mut rows = 0usize;
+            let mut done = true;
+            // A fresh iterator per batch, as above: no snapshot is held for long.
+            for row in
+                ks.seq.range(keys::seq_key(no, next_seq).to_vec()..keys::seq_key(no, u64::MAX).to_vec())
+            {
+                let (k, hash) = row.into_inner()?;
+                let seq = keys::u64_at(&k, keys::NO)
+                    .ok_or_else(|| StoreError::Corrupt("a seq key is short".into()))?;
+                let hash = plait_core::EntryHash::from_slice(&hash)
+                    .ok_or_else(|| StoreError::Corrupt(format!("seq {seq} does not hold an entry hash")))?;
+                let bytes = ks
+                    .entries
+                    .get(hash.0)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("entry {hash} at seq {seq} is missing")))?;
+                let entry = plait_core::DecodedEntry::decode(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("entry {hash} at seq {seq}: {e}")))?;
+                let clock = entry.entry().clock;
+                for (index, op) in entry.entry().ops.iter().enumerate() {
+                    let id = plait_core::OpId {
+                        time: clock.time,
+                        writer: clock.writer,
+                        entry: hash,
+                        index: index as u32,
+                    };
+                    for (key, value) in keys::version_rows(no, seq, &id, op) {
+                        batch.insert(&ks.versions, key, value);
+                        rows += 1;
+                    }
+                }
+                next_seq = seq + 1;
+                if rows >= batch_rows {
+                    done = false;
+                    break;
+                }
+            }
+            batch.commit()?;
+            let before = written;
+            written += rows as u64;
+            if written / PROGRESS_ROWS > before / PROGRESS_ROWS {
+                tracing::info!(rows = written, "migrating to format 3");
+            }
+            if rows_max.is_some_and(|max| written >= max) {
+                return Ok(false);
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+    batch.insert(&ks.meta, "format", FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.commit()?;
+    tracing::info!(rows = written, "the data directory is now format 3");
     Ok(true)
 }
 
@@ -244,6 +329,41 @@ mod tests {
         let ks = Keyspaces::open(&db).unwrap();
         assert_eq!(format(&ks), FORMAT_VERSION);
         assert_eq!(layouts(&ks), (rows, 0), "every row is rewritten once");
+    }
+
+    /// The history migration cut short leaves format 2 with part of the `versions` rows;
+    /// the next open writes the rest (rewriting a row is harmless: the same key and
+    /// value), the integrity check finds exactly the rows the entries make, and the
+    /// directory says format 3.
+    #[tokio::test]
+    async fn a_history_migration_cut_short_finishes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v2"), dir.path());
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let ks = Keyspaces::open(&db).unwrap();
+            assert_eq!(format(&ks), 2);
+            assert_eq!(ks.versions.iter().count(), 0);
+            assert!(!v2_to_v3(&db, &ks, Some(1)).unwrap(), "the migration stops after its first batch");
+            assert_eq!(format(&ks), 2, "a migration cut short does not say it finished");
+            assert!(ks.versions.iter().count() > 0, "the first batch is stored");
+        }
+        let store = Store::open(
+            StoreConfig::new(dir.path(), WriterKey::from_secret([9; 32])).without_disk_floor(),
+            &mut StdRng::seed_from_u64(1),
+            Arc::new(NoopObserver),
+        )
+        .unwrap();
+        let settings = store.resolve("settings").unwrap();
+        let theme = store.kv_history(&settings.log_id, b"theme", None, crate::PageLimit::rows(10)).unwrap();
+        assert_eq!(theme.versions.last().unwrap().value.as_deref(), Some(b"dark".as_slice()));
+        let report = store.check_integrity().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        store.close().await.unwrap();
+        drop(store);
+        let db = Database::builder(dir.path()).open().unwrap();
+        let ks = Keyspaces::open(&db).unwrap();
+        assert_eq!(format(&ks), FORMAT_VERSION);
     }
 
     /// Numbers are never the first four bytes of a hosted log's id, so the two layouts

@@ -30,7 +30,7 @@ impl PageLimit {
 
     /// Whether a page of `len` rows and `bytes` bytes is full before the next row of
     /// `next` bytes.
-    fn full(&self, len: usize, bytes: usize, next: usize) -> bool {
+    pub(crate) fn full(&self, len: usize, bytes: usize, next: usize) -> bool {
         len >= self.rows || (len > 0 && bytes.saturating_add(next) > self.bytes)
     }
 }
@@ -49,6 +49,9 @@ pub struct FeedPage {
     pub items: Vec<FeedRow>,
     /// Set when more items follow (forward reads only): continue after the last item.
     pub more: bool,
+    /// Where to continue when that is not after the last item: a read as of a point in
+    /// the past can stop, having examined its bound of rows, with no item to show.
+    pub next_after: Option<Vec<u8>>,
 }
 
 /// A live kv pair and the op that wrote it.
@@ -188,7 +191,7 @@ impl Store {
         if tail {
             let (mut items, _) = take(&mut ks.prefix(no.bytes()).rev())?;
             items.reverse();
-            return Ok(FeedPage { items, more: false });
+            return Ok(FeedPage { items, more: false, next_after: None });
         }
         let mut from = no.bytes().to_vec();
         if let Some(after) = after {
@@ -204,7 +207,7 @@ impl Store {
             from.push(0);
         }
         let (items, more) = take(&mut Self::keyspace_range(ks, from, keys::prefix_end(&no.bytes())))?;
-        Ok(FeedPage { items, more })
+        Ok(FeedPage { items, more, next_after: None })
     }
 
     /// Live edges out of (or into) `node`, optionally with one label, as many as `page`

@@ -357,6 +357,7 @@ impl Store {
         let applied = self.apply_snapshot(&path, &header, kind).await;
         match applied {
             Ok((entries_read, entries_stored)) => {
+                self.record_restored_checkpoint(&checkpoint).await?;
                 Ok(ImportReport { log, kind, checkpoint, entries_read, entries_stored })
             }
             Err(e) => {
@@ -370,6 +371,45 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Records the checkpoint a restore brought this replica to as one of its own, at the
+    /// seq where the log holds exactly the checkpoint's entries, so that reads as of the
+    /// checkpoint answer here as on the source. Only when that seq exists: every head of
+    /// the checkpoint is stored (so all its entries are) and the log holds as many
+    /// entries as it covers (so no others). A log that also holds entries from elsewhere
+    /// answers as of its own seqs only.
+    async fn record_restored_checkpoint(&self, checkpoint: &Checkpoint) -> StoreResult<()> {
+        let log = checkpoint.log;
+        let Some(summary) = self.log(&log) else { return Ok(()) };
+        if summary.seq != checkpoint.n_entries {
+            tracing::info!(%log, seq = summary.seq, checkpoint_entries = checkpoint.n_entries, "the restored log holds more than the checkpoint; reads as of it are not answered here");
+            return Ok(());
+        }
+        let heads = checkpoint.heads.clone();
+        let all_stored = self
+            .run_blocking(move |store| -> StoreResult<bool> {
+                for head in &heads {
+                    match store
+                        .shared
+                        .ks
+                        .by_hash
+                        .get(head.0)?
+                        .as_deref()
+                        .and_then(crate::keys::parse_location)
+                    {
+                        Some(l) if l.log == log && l.seq <= summary.seq => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        if !all_stored {
+            return Ok(());
+        }
+        self.record_checkpoint(Checkpoint { epoch: self.epoch(), seq: summary.seq, ..checkpoint.clone() })
+            .await
     }
 
     /// Applies a snapshot's entries batch by batch with the restore watermark, then

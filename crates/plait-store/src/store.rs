@@ -17,10 +17,10 @@ use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::writer::{Command, Writer};
 
-/// The on-disk layout version, kept in the `meta` keyspace. Version 1 (log ids at the
-/// start of every key) is migrated in place when it opens; any other version is refused
-/// rather than misread.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk layout version, kept in the `meta` keyspace. Versions 1 (log ids at the
+/// start of every key) and 2 (no `versions` keyspace) are migrated in place when they
+/// open; any other version is refused rather than misread.
+pub const FORMAT_VERSION: u32 = 3;
 /// Commands waiting for the writer thread. Senders wait when it is full (backpressure).
 const COMMAND_QUEUE_MAX: usize = 4096;
 /// Change notices buffered per listener; a listener that falls further behind is told it
@@ -242,6 +242,9 @@ pub(crate) struct Keyspaces {
     /// Where each stored entry came from, as runs of seqs (see `origins.rs`). Local, like
     /// `creators`.
     pub(crate) origins: Keyspace,
+    /// Every kv and graph op with the seq of its entry, by key or edge in total order
+    /// (see `keys::kv_version_key`): what time-travel reads and History read.
+    pub(crate) versions: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -253,10 +256,10 @@ const JOURNAL_BYTES_MIN: u64 = 64 * 1024 * 1024;
 const MEMTABLE_BYTES_LARGE: u64 = 8 * 1024 * 1024;
 const MEMTABLE_BYTES_SMALL: u64 = 2 * 1024 * 1024;
 /// The keyspaces with [`MEMTABLE_BYTES_LARGE`] memtables.
-const LARGE_MEMTABLE_KEYSPACES: [&str; 7] =
-    ["entries", "seq", "by_hash", "kv", "feed", "graph_out", "graph_in"];
-/// What the active memtables alone may hold: seven large ones, thirteen small ones.
-pub const MEMTABLES_BYTES_MAX: u64 = 7 * MEMTABLE_BYTES_LARGE + 13 * MEMTABLE_BYTES_SMALL;
+const LARGE_MEMTABLE_KEYSPACES: [&str; 8] =
+    ["entries", "seq", "by_hash", "kv", "feed", "graph_out", "graph_in", "versions"];
+/// What the active memtables alone may hold: eight large ones, thirteen small ones.
+pub const MEMTABLES_BYTES_MAX: u64 = 8 * MEMTABLE_BYTES_LARGE + 13 * MEMTABLE_BYTES_SMALL;
 /// The default bound on active and sealed memtables together (the store's
 /// `write_buffer_bytes`): room for the active ones and 50 MiB waiting for flushes.
 pub const WRITE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
@@ -289,12 +292,13 @@ impl Keyspaces {
             creators: ks("creators")?,
             log_nos: ks("log_nos")?,
             origins: ks("origins")?,
+            versions: ks("versions")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 20] {
+    fn all(&self) -> [&Keyspace; 21] {
         [
             &self.meta,
             &self.logs,
@@ -316,6 +320,7 @@ impl Keyspaces {
             &self.creators,
             &self.log_nos,
             &self.origins,
+            &self.versions,
         ]
     }
 
@@ -836,10 +841,13 @@ fn init_meta(db: &Database, ks: &Keyspaces, rng: &mut impl RngCore) -> StoreResu
                 .map_err(|_| StoreError::Corrupt("meta/format is not a 4-byte version".into()))?;
             if version == 1 {
                 crate::migrate::v1_to_v2(db, ks, None)?;
+            }
+            if version == 1 || version == 2 {
+                crate::migrate::v2_to_v3(db, ks, None)?;
             } else if version != FORMAT_VERSION {
                 return Err(StoreError::FailedPrecondition(format!(
-                    "data directory has format version {version}; this plaitd reads versions 1 (migrated \
-                     when it opens) and {FORMAT_VERSION}"
+                    "data directory has format version {version}; this plaitd reads versions 1 and 2 \
+                     (migrated when they open) and {FORMAT_VERSION}"
                 )));
             }
             let epoch =

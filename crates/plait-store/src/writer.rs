@@ -954,7 +954,8 @@ impl Writer {
             }
             batch.remove(&ks.pending, k);
         }
-        for keyspace in [&ks.heads, &ks.kv, &ks.feed, &ks.graph_out, &ks.graph_in, &ks.origins] {
+        for keyspace in [&ks.heads, &ks.kv, &ks.feed, &ks.graph_out, &ks.graph_in, &ks.origins, &ks.versions]
+        {
             for row in keyspace.prefix(no) {
                 batch.remove(keyspace, row.key()?);
             }
@@ -1398,6 +1399,14 @@ impl Writer {
         group.entries_stored += 1;
         group.ops_stored += op_count;
         for (id, op) in entry.op_ids() {
+            for (key, value) in keys::version_rows(no, seq, &id, op) {
+                debug_assert!(
+                    keys::parse_version_key(&key).is_some_and(|(_, _, parsed)| parsed == id)
+                        && keys::parse_version_value(&value).is_some_and(|(at, _)| at == seq),
+                    "a versions row parses back to its op and seq"
+                );
+                group.batch.insert(&ks.versions, key, value);
+            }
             match op {
                 Op::Append { value } => group.batch.insert(&ks.feed, keys::feed_key(no, &id), value.clone()),
                 Op::Put { key, value } => {

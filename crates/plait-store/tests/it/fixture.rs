@@ -33,6 +33,12 @@ async fn open_fixture(name: &str) {
     assert_eq!((settings.seq, settings.pending, settings.ops), (2, 1, 3));
     assert_eq!(store.get_kv(&settings.log_id, b"theme").unwrap().unwrap().value, b"dark");
     assert!(store.get_kv(&settings.log_id, b"lang").unwrap().is_none());
+    // History is there whichever format wrote the directory: the migration to format 3
+    // builds it from the stored entries.
+    let theme = store.kv_history(&settings.log_id, b"theme", None, PageLimit::rows(10)).unwrap().versions;
+    assert_eq!(theme.last().unwrap().value.as_deref(), Some(b"dark".as_slice()));
+    assert_eq!(store.get_kv_as_of(&settings.log_id, b"theme", settings.seq).unwrap().unwrap().value, b"dark");
+    assert!(store.get_kv_as_of(&settings.log_id, b"theme", 0).unwrap().is_none());
     let chat = store.resolve("chat").unwrap();
     assert_eq!(
         store.read_feed(&chat.log_id, None, PageLimit::rows(10), false).unwrap().items[0].value,
@@ -73,11 +79,18 @@ async fn format_v1_fixture_is_migrated() {
     open_fixture("format-v1").await;
 }
 
-/// The version-2 fixture (log numbers at the start of the hot keys) opens as it is.
+/// The version-2 fixture (log numbers at the start of the hot keys, no history) is
+/// migrated when it opens: its history is built from the entries.
 #[tokio::test]
-async fn format_v2_fixture_still_opens() {
-    assert_eq!(FORMAT_VERSION, 2, "a new format version needs its own fixture next to these");
+async fn format_v2_fixture_is_migrated() {
     open_fixture("format-v2").await;
+}
+
+/// The version-3 fixture (history in the `versions` keyspace) opens as it is.
+#[tokio::test]
+async fn format_v3_fixture_still_opens() {
+    assert_eq!(FORMAT_VERSION, 3, "a new format version needs its own fixture next to these");
+    open_fixture("format-v3").await;
 }
 
 /// Files under `dir`, recursively.

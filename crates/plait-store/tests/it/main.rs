@@ -4,6 +4,7 @@ mod support;
 
 mod convergence;
 mod fixture;
+mod history;
 mod ingest;
 mod model;
 mod origins;

@@ -1,0 +1,487 @@
+//! History: reads of a log as it was at a point in its past, and every version of a key
+//! or edge.
+//!
+//! A point in the past is a seq of this replica: the view of exactly the entries stored
+//! at that seq or before, folded in total order, as if the later entries had never
+//! arrived. A recorded checkpoint names one (the seq at which this replica held exactly
+//! the checkpoint's entries). Kv and graph reads come from the `versions` keyspace,
+//! which keeps every op by key or edge in total order with the seq of its entry: the view
+//! at seq `s` of a key is its greatest version with a seq of at most `s`. Feed reads walk
+//! the feed in total order and leave out items of entries stored after `s`.
+
+use fjall::Slice;
+use plait_core::{DecodedEntry, EntryHash, LogId, OpId, PublicKey};
+
+use crate::error::{StoreError, StoreResult};
+use crate::keys;
+use crate::reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit};
+use crate::store::Store;
+
+/// Version rows (or feed rows) a time-travel or history read examines before it returns
+/// a page; a read stops only between two keys, so one key's versions are read whole.
+const VERSION_ROWS_MAX: usize = 100_000;
+/// Entries a writer-range read decodes at most before it returns a page.
+const WRITER_ENTRIES_MAX: usize = 10_000;
+/// What a row costs a page beyond its payload: clock, hash, seq and framing.
+const ROW_OVERHEAD_BYTES: usize = 96;
+
+/// A point in a log's past.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// A seq of this replica (0: before the first entry).
+    Seq(u64),
+    /// A checkpoint recorded on this replica, by its state root: taken here, or restored
+    /// here from a snapshot or backup.
+    Checkpoint([u8; 32]),
+}
+
+/// One version of a key or edge: the op that wrote it, the seq of its entry here, and
+/// the value (kv) or properties (graph) it set, `None` for a delete or unlink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub seq: u64,
+    pub id: OpId,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A page of versions; `next_after` is set when more may follow (pass it as `after`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionPage {
+    pub versions: Vec<Version>,
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// An entry by one writer: where it is stored here and what it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterEntry {
+    pub seq: u64,
+    pub hash: EntryHash,
+    pub time: u64,
+    pub ops: u32,
+}
+
+/// A page of a writer's entries; `next_seq` is set when more of the range is left.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterPage {
+    pub entries: Vec<WriterEntry>,
+    pub next_seq: Option<u64>,
+}
+
+fn corrupt() -> StoreError {
+    StoreError::Corrupt("unreadable versions row".into())
+}
+
+/// The versions of one key or edge, as a reader at some seq sees them.
+struct VersionGroup {
+    /// The versions key without the op id: what all rows of the group share.
+    group: Vec<u8>,
+    /// Key (kv), or node, label and other node (graph), from the group's first row.
+    parts: Vec<Vec<u8>>,
+    /// The greatest version at or before the reader's seq: op id and payload.
+    at: Option<(OpId, Option<Vec<u8>>)>,
+}
+
+/// Groups consecutive `versions` rows by key or edge.
+struct Groups<I> {
+    rows: I,
+    pending: Option<(Slice, Slice)>,
+    seq: u64,
+    examined: usize,
+}
+
+impl<I: Iterator<Item = fjall::Guard>> Groups<I> {
+    fn new(rows: I, seq: u64) -> Groups<I> {
+        Groups { rows, pending: None, seq, examined: 0 }
+    }
+
+    fn next_row(&mut self) -> StoreResult<Option<(Slice, Slice)>> {
+        if let Some(row) = self.pending.take() {
+            return Ok(Some(row));
+        }
+        match self.rows.next() {
+            None => Ok(None),
+            Some(guard) => {
+                self.examined += 1;
+                Ok(Some(guard.into_inner()?))
+            }
+        }
+    }
+
+    fn next_group(&mut self) -> StoreResult<Option<VersionGroup>> {
+        let Some((k, v)) = self.next_row()? else { return Ok(None) };
+        let (_, parts, _) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
+        let mut out = VersionGroup { group: keys::version_group(&k).to_vec(), parts, at: None };
+        let mut row = Some((k, v));
+        while let Some((k, v)) = row.take() {
+            if keys::version_group(&k) != out.group.as_slice() {
+                self.pending = Some((k, v));
+                break;
+            }
+            let (seq, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
+            // Rows come in total order: the last one at or before the seq wins.
+            if seq <= self.seq {
+                let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
+                out.at = Some((id, payload.map(<[u8]>::to_vec)));
+            }
+            row = self.next_row()?;
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Store {
+    /// The seq a point in `log`'s past names here. A seq past the log's end, or a
+    /// checkpoint this replica has not recorded, is refused and the error says what is
+    /// valid.
+    pub fn resolve_as_of(&self, log: &LogId, as_of: AsOf) -> StoreResult<u64> {
+        let summary =
+            self.log(log).ok_or_else(|| StoreError::NotFound(format!("no log {log} on this replica")))?;
+        match as_of {
+            AsOf::Seq(seq) if seq <= summary.seq => Ok(seq),
+            AsOf::Seq(seq) => Err(StoreError::Invalid(format!(
+                "as_of seq {seq} is past the end of log {}: this replica holds seqs 0 to {}",
+                summary.manifest.manifest().name,
+                summary.seq
+            ))),
+            AsOf::Checkpoint(root) => {
+                let recorded = self.checkpoints(log)?;
+                let epoch = self.epoch();
+                if let Some(c) = recorded.iter().rev().find(|c| c.state_root == root && c.epoch == epoch) {
+                    return Ok(c.seq);
+                }
+                let known: Vec<String> = recorded
+                    .iter()
+                    .rev()
+                    .filter(|c| c.epoch == epoch)
+                    .take(5)
+                    .map(|c| format!("{} (seq {})", hex::encode(c.state_root), c.seq))
+                    .collect();
+                Err(StoreError::NotFound(format!(
+                    "no checkpoint with state root {} of log {} on this replica; {}",
+                    hex::encode(root),
+                    summary.manifest.manifest().name,
+                    if known.is_empty() {
+                        "it has recorded none (use a seq, or take a checkpoint)".to_owned()
+                    } else {
+                        format!("the newest recorded: {}", known.join(", "))
+                    }
+                )))
+            }
+        }
+    }
+
+    /// The value of a kv key at `seq` (resolved by [`Store::resolve_as_of`]).
+    pub fn get_kv_as_of(&self, log: &LogId, key: &[u8], seq: u64) -> StoreResult<Option<KvRow>> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(None) };
+        for row in self.shared.ks.versions.prefix(keys::kv_version_prefix(no, key, true)).rev() {
+            let (k, v) = row.into_inner()?;
+            let (at, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
+            if at <= seq {
+                let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
+                return Ok(payload.map(|value| KvRow { key: key.to_vec(), value: value.to_vec(), id }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Store::scan_kv`] at `seq`: live pairs in key order within `[start, end)` and
+    /// under `prefix`, as the log was then. Returns the key to continue from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan_kv_as_of(
+        &self,
+        log: &LogId,
+        prefix: &[u8],
+        start: &[u8],
+        end: &[u8],
+        page: PageLimit,
+        seq: u64,
+    ) -> StoreResult<(Vec<KvRow>, Option<Vec<u8>>)> {
+        let Some(no) = self.shared.log_no(log) else { return Ok((Vec::new(), None)) };
+        let from = keys::kv_version_prefix(no, start.max(prefix), false);
+        let mut to = keys::prefix_end(&keys::kv_version_prefix(no, prefix, false));
+        if !end.is_empty() {
+            let end_full = keys::kv_version_prefix(no, end, false);
+            to = Some(match to {
+                Some(t) if t < end_full => t,
+                _ => end_full,
+            });
+        }
+        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match to {
+            Some(to) => Box::new(self.shared.ks.versions.range(from..to)),
+            None => Box::new(self.shared.ks.versions.range(from..)),
+        };
+        let mut groups = Groups::new(rows, seq);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            let examined = groups.examined;
+            let Some(group) = groups.next_group()? else { return Ok((out, None)) };
+            let key = group.parts.into_iter().next().ok_or_else(corrupt)?;
+            if examined >= VERSION_ROWS_MAX {
+                return Ok((out, Some(key)));
+            }
+            let Some((id, Some(value))) = group.at else { continue };
+            let size = key.len() + value.len() + ROW_OVERHEAD_BYTES;
+            if page.full(out.len(), bytes, size) {
+                return Ok((out, Some(key)));
+            }
+            bytes += size;
+            out.push(KvRow { key, value, id });
+        }
+    }
+
+    /// [`Store::edges`] at `seq`. The continuation is this read's own (`next_after` of
+    /// an earlier page of the same node, direction, label and point in the past).
+    #[allow(clippy::too_many_arguments)]
+    pub fn edges_as_of(
+        &self,
+        log: &LogId,
+        node: &[u8],
+        direction: Direction,
+        label: Option<&str>,
+        after: Option<&[u8]>,
+        page: PageLimit,
+        seq: u64,
+    ) -> StoreResult<EdgePage> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(EdgePage::default()) };
+        let kind = match direction {
+            Direction::Out => keys::VERSION_OUT,
+            Direction::In => keys::VERSION_IN,
+        };
+        let prefix = keys::edge_version_prefix(no, kind, node, label);
+        let to = keys::prefix_end(&prefix);
+        let from = match after {
+            None => prefix.clone(),
+            Some(after) if after.starts_with(&prefix) && after.len() > prefix.len() => {
+                keys::prefix_end(after)
+                    .ok_or_else(|| StoreError::Invalid("after is not a continuation".into()))?
+            }
+            Some(_) => {
+                return Err(StoreError::Invalid(
+                    "after must be the next_after of an earlier page of the same node, direction, label and as_of"
+                        .into(),
+                ));
+            }
+        };
+        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match to {
+            Some(to) => Box::new(self.shared.ks.versions.range(from..to)),
+            None => Box::new(self.shared.ks.versions.range(from..)),
+        };
+        let mut groups = Groups::new(rows, seq);
+        let mut out = EdgePage::default();
+        let mut bytes = 0usize;
+        // The group read last, whole: a page that stops continues after it.
+        let mut previous: Option<Vec<u8>> = None;
+        loop {
+            let examined = groups.examined;
+            let Some(group) = groups.next_group()? else { return Ok(out) };
+            if examined >= VERSION_ROWS_MAX {
+                out.next_after = previous;
+                return Ok(out);
+            }
+            let Some((id, Some(props))) = group.at else {
+                previous = Some(group.group);
+                continue;
+            };
+            let [this, label, other]: [Vec<u8>; 3] = group.parts.try_into().map_err(|_| corrupt())?;
+            let label = String::from_utf8(label).map_err(|_| corrupt())?;
+            let size = this.len() + label.len() + other.len() + props.len() + ROW_OVERHEAD_BYTES;
+            if page.full(out.edges.len(), bytes, size) {
+                out.next_after = previous;
+                return Ok(out);
+            }
+            previous = Some(group.group);
+            bytes += size;
+            let (src, dst) = match direction {
+                Direction::Out => (this, other),
+                Direction::In => (other, this),
+            };
+            out.edges.push(EdgeRow { src, label, dst, props, id });
+        }
+    }
+
+    /// [`Store::read_feed`] at `seq`: the items of entries stored at or before it. A
+    /// forward page that stops having examined its bound of rows says where to go on in
+    /// `next_after` (it may hold no item).
+    pub fn read_feed_as_of(
+        &self,
+        log: &LogId,
+        after: Option<&[u8]>,
+        page: PageLimit,
+        tail: bool,
+        seq: u64,
+    ) -> StoreResult<FeedPage> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(FeedPage::default()) };
+        let ks = &self.shared.ks;
+        let mut from = no.bytes().to_vec();
+        if let Some(after) = after {
+            if after.len() != OpId::SORT_KEY_LEN {
+                return Err(StoreError::Invalid(format!(
+                    "a feed position is {} bytes, got {}; pass the position of an item you read",
+                    OpId::SORT_KEY_LEN,
+                    after.len()
+                )));
+            }
+            from.extend_from_slice(after);
+            from.push(0);
+        }
+        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match (tail, keys::prefix_end(&no.bytes())) {
+            (true, _) => Box::new(ks.feed.prefix(no.bytes()).rev()),
+            (false, Some(to)) => Box::new(ks.feed.range(from..to)),
+            (false, None) => Box::new(ks.feed.range(from..)),
+        };
+        // Consecutive items mostly share an entry: one by_hash read per entry.
+        let mut last: Option<(EntryHash, u64)> = None;
+        let mut out = FeedPage::default();
+        let mut bytes = 0usize;
+        for (examined, row) in rows.enumerate() {
+            let (k, v) = row.into_inner()?;
+            let id = OpId::from_sort_key(&k[keys::NO..])
+                .ok_or_else(|| StoreError::Corrupt("unreadable feed row".into()))?;
+            if examined == VERSION_ROWS_MAX {
+                out.more = !tail;
+                if !tail && out.items.is_empty() {
+                    out.next_after = Some(k[keys::NO..].to_vec());
+                }
+                break;
+            }
+            let entry_seq = match last {
+                Some((hash, s)) if hash == id.entry => s,
+                _ => {
+                    let location = ks.by_hash.get(id.entry.0)?.as_deref().and_then(keys::parse_location);
+                    let s = location
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "feed item of entry {} with no by_hash row",
+                                id.entry
+                            ))
+                        })?
+                        .seq;
+                    last = Some((id.entry, s));
+                    s
+                }
+            };
+            if entry_seq > seq {
+                continue;
+            }
+            let size = v.len() + ROW_OVERHEAD_BYTES;
+            if page.full(out.items.len(), bytes, size) {
+                out.more = !tail;
+                break;
+            }
+            bytes += size;
+            out.items.push(FeedRow { value: v.to_vec(), id });
+        }
+        if tail {
+            out.items.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Every version of a kv key in total order, after `after` (an earlier page's
+    /// `next_after`).
+    pub fn kv_history(
+        &self,
+        log: &LogId,
+        key: &[u8],
+        after: Option<&[u8]>,
+        page: PageLimit,
+    ) -> StoreResult<VersionPage> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(VersionPage::default()) };
+        self.history(keys::kv_version_prefix(no, key, true), after, page)
+    }
+
+    /// Every version of one edge in total order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn edge_history(
+        &self,
+        log: &LogId,
+        src: &[u8],
+        label: &str,
+        dst: &[u8],
+        after: Option<&[u8]>,
+        page: PageLimit,
+    ) -> StoreResult<VersionPage> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(VersionPage::default()) };
+        self.history(keys::edge_version_group(no, keys::VERSION_OUT, src, label, dst), after, page)
+    }
+
+    fn history(&self, prefix: Vec<u8>, after: Option<&[u8]>, page: PageLimit) -> StoreResult<VersionPage> {
+        let mut from = prefix.clone();
+        if let Some(after) = after {
+            if after.len() != OpId::SORT_KEY_LEN {
+                return Err(StoreError::Invalid(format!(
+                    "after is {} bytes of an earlier page's next_after, got {}",
+                    OpId::SORT_KEY_LEN,
+                    after.len()
+                )));
+            }
+            from.extend_from_slice(after);
+            from.push(0);
+        }
+        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match keys::prefix_end(&prefix) {
+            Some(to) => Box::new(self.shared.ks.versions.range(from..to)),
+            None => Box::new(self.shared.ks.versions.range(from..)),
+        };
+        let mut out = VersionPage::default();
+        let mut bytes = 0usize;
+        for (examined, row) in rows.enumerate() {
+            let (k, v) = row.into_inner()?;
+            let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
+            let (seq, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
+            let size = payload.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
+            if examined == VERSION_ROWS_MAX || page.full(out.versions.len(), bytes, size) {
+                out.next_after = out.versions.last().map(|v: &Version| v.id.to_sort_key().to_vec());
+                return Ok(out);
+            }
+            bytes += size;
+            out.versions.push(Version { seq, id, value: payload.map(<[u8]>::to_vec) });
+        }
+        Ok(out)
+    }
+
+    /// The entries `writer` signed among `log`'s seqs `from..=to`, in seq order.
+    pub fn writer_entries(
+        &self,
+        log: &LogId,
+        writer: &PublicKey,
+        from: u64,
+        to: u64,
+        page: PageLimit,
+    ) -> StoreResult<WriterPage> {
+        let Some(no) = self.shared.log_no(log) else { return Ok(WriterPage::default()) };
+        let ks = &self.shared.ks;
+        let mut out = WriterPage::default();
+        if from > to {
+            return Ok(out);
+        }
+        let rows = ks.seq.range(keys::seq_key(no, from).to_vec()..=keys::seq_key(no, to).to_vec());
+        for (examined, row) in rows.enumerate() {
+            let (k, hash) = row.into_inner()?;
+            let seq =
+                keys::u64_at(&k, keys::NO).ok_or_else(|| StoreError::Corrupt("short seq key".into()))?;
+            if examined == WRITER_ENTRIES_MAX || out.entries.len() >= page.rows {
+                out.next_seq = Some(seq);
+                return Ok(out);
+            }
+            let hash = EntryHash::from_slice(&hash)
+                .ok_or_else(|| StoreError::Corrupt(format!("seq {seq} does not hold an entry hash")))?;
+            let bytes = ks
+                .entries
+                .get(hash.0)?
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {hash} is missing")))?;
+            let entry = DecodedEntry::decode(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("entry {hash}: {e}")))?;
+            let clock = entry.entry().clock;
+            if clock.writer == *writer {
+                out.entries.push(WriterEntry {
+                    seq,
+                    hash,
+                    time: clock.time,
+                    ops: entry.entry().ops.len() as u32,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
