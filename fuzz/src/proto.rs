@@ -61,6 +61,8 @@ pub const KINDS: &[&str] = &[
     "HeadsResponse",
     "WriteResponse",
     "ListLogsResponse",
+    // Added later: kinds go at the end, so the committed corpus keeps its selectors.
+    "HistoryRequest",
 ];
 
 /// The selector byte of a kind, for the seed generator.
@@ -181,6 +183,12 @@ pub fn run(data: &[u8]) {
             converted(convert::log_id("log_id", &r.log_id));
         }),
         "Entry" => with(bytes, entry_message),
+        "HistoryRequest" => with(bytes, |r: pb::HistoryRequest| {
+            log_ref(&r.log);
+            if let Some(pb::history_request::Target::Writer(range)) = r.target {
+                converted(convert::public_key("writer", &range.writer));
+            }
+        }),
         "HeadsResponse" => with(bytes, |r: pb::HeadsResponse| {
             converted(convert::log_id("log_id", &r.log_id));
             for (i, head) in r.heads.iter().enumerate() {

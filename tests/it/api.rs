@@ -46,13 +46,18 @@ async fn typed_writes_and_reads() {
         .unwrap()
         .into_inner();
     assert_eq!((ack.seq, ack.op_index), (1, 0));
-    let got = c.data.get(pb::GetRequest { log: "kv".into(), key: b"a".to_vec() }).await.unwrap().into_inner();
+    let got = c
+        .data
+        .get(pb::GetRequest { log: "kv".into(), key: b"a".to_vec(), as_of: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(got.found);
     assert_eq!(got.value, b"1");
     c.data.delete(pb::DeleteRequest { log: "kv".into(), key: b"a".to_vec(), concern: None }).await.unwrap();
     assert!(
         !c.data
-            .get(pb::GetRequest { log: "kv".into(), key: b"a".to_vec() })
+            .get(pb::GetRequest { log: "kv".into(), key: b"a".to_vec(), as_of: None })
             .await
             .unwrap()
             .into_inner()
@@ -238,8 +243,12 @@ async fn presigned_entries_and_pending_parents() {
         .unwrap()
         .into_inner();
     assert_eq!(r.results[0].outcome, pb::SubmitOutcome::Stored as i32);
-    let got =
-        c.data.get(pb::GetRequest { log: "mine".into(), key: b"k".to_vec() }).await.unwrap().into_inner();
+    let got = c
+        .data
+        .get(pb::GetRequest { log: "mine".into(), key: b"k".to_vec(), as_of: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.value, b"2", "the child was applied once its parent arrived");
     let r = c
         .data

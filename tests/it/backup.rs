@@ -110,6 +110,73 @@ async fn file_backups_restore_to_the_same_state() {
     assert_ne!(epoch(restored.endpoint()).await, epoch(source.endpoint()).await, "a restore is a new epoch");
 }
 
+/// The kv answers of a replica as of a point: the scan of every key, and one key read.
+async fn kv_as_of(endpoint: &str, as_of: Option<pb::AsOf>) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
+    let mut data = pb::data_client::DataClient::new(channel(endpoint).await.unwrap());
+    let scan =
+        pb::ScanRequest { log: "kv".into(), limit: 10_000, as_of: as_of.clone(), ..Default::default() };
+    let page = data.scan(scan).await.unwrap().into_inner();
+    assert!(page.next_start.is_empty());
+    let get = pb::GetRequest { log: "kv".into(), key: b"a-0".to_vec(), as_of };
+    let value = data.get(get).await.unwrap().into_inner().value;
+    (page.items.into_iter().map(|kv| (kv.key, kv.value)).collect(), value)
+}
+
+/// The feed's values as of a point.
+async fn feed_as_of(endpoint: &str, as_of: Option<pb::AsOf>) -> Vec<Vec<u8>> {
+    let mut data = pb::data_client::DataClient::new(channel(endpoint).await.unwrap());
+    let read = pb::ReadFeedRequest { log: "feed".into(), limit: 10_000, as_of, ..Default::default() };
+    data.read_feed(read).await.unwrap().into_inner().items.into_iter().map(|i| i.value).collect()
+}
+
+/// A replica restored from a full and a delta backup answers reads as of each backup's
+/// checkpoint (named by its state root, the same on both) exactly as the source does, and
+/// those answers are the past: later overwrites and appends are left out, the current
+/// view has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_replica_reads_as_of_the_backups_checkpoints_like_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let destination = format!("file://{}", dir.path().join("backups").display());
+    let source =
+        Plaitd::start(&dir.path().join("source"), &flags(&destination_flag("local", &destination))).unwrap();
+    create_logs(&source.endpoint()).await;
+    write(&source.endpoint(), "a", 20).await;
+    let full = backup(&source.endpoint(), "local", false).await;
+    // Overwrites of keys the full backup holds, and more items.
+    let mut data = pb::data_client::DataClient::new(channel(&source.endpoint()).await.unwrap());
+    for i in 0..5 {
+        let ops = vec![crate::support::put_op("kv", &format!("a-{i}"), "overwritten")];
+        data.write(pb::WriteRequest { ops, concern: None }).await.unwrap();
+    }
+    write(&source.endpoint(), "b", 10).await;
+    let delta = backup(&source.endpoint(), "local", true).await;
+    write(&source.endpoint(), "c", 5).await;
+
+    let out = restore(&destination, &dir.path().join("restored"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = Plaitd::start(&dir.path().join("restored"), &[]).unwrap();
+    let root_of = |objects: &[pb::BackupObject], name: &str| {
+        let object = objects.iter().find(|o| o.name == name).unwrap();
+        Some(pb::AsOf {
+            point: Some(pb::as_of::Point::Checkpoint(object.checkpoint.as_ref().unwrap().state_root.clone())),
+        })
+    };
+    for (objects, kv_len, feed_len, a0) in
+        [(&full.objects, 20, 20, b"v".as_slice()), (&delta.objects, 30, 30, b"overwritten".as_slice())]
+    {
+        let (kv_source, a0_source) = kv_as_of(&source.endpoint(), root_of(objects, "kv")).await;
+        assert_eq!(kv_source.len(), kv_len);
+        assert_eq!(a0_source, a0);
+        assert_eq!(kv_as_of(&restored.endpoint(), root_of(objects, "kv")).await, (kv_source, a0_source));
+        let feed_source = feed_as_of(&source.endpoint(), root_of(objects, "feed")).await;
+        assert_eq!(feed_source.len(), feed_len);
+        assert_eq!(feed_as_of(&restored.endpoint(), root_of(objects, "feed")).await, feed_source);
+    }
+    // The source's present has moved on; the restored replica's present is the delta's.
+    assert_eq!(kv_as_of(&source.endpoint(), None).await.0.len(), 35);
+    assert_eq!(feed_as_of(&restored.endpoint(), None).await.len(), 30);
+}
+
 /// The same against a real S3-compatible server: backups go into a bucket through
 /// `object_store`, credentials and endpoint from the environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

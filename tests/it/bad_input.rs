@@ -65,11 +65,15 @@ async fn bad_writes_and_reads() {
         "over the limit",
     );
     expect(
-        c.data.get(pb::GetRequest { log: "feed".into(), key: b"k".to_vec() }).await,
+        c.data.get(pb::GetRequest { log: "feed".into(), key: b"k".to_vec(), as_of: None }).await,
         Code::InvalidArgument,
         "kv logs",
     );
-    expect(c.data.get(pb::GetRequest { log: "kv".into(), key: vec![] }).await, Code::InvalidArgument, "key");
+    expect(
+        c.data.get(pb::GetRequest { log: "kv".into(), key: vec![], as_of: None }).await,
+        Code::InvalidArgument,
+        "key",
+    );
     expect(
         c.data.scan(pb::ScanRequest { log: "kv".into(), limit: 1_000_000, ..Default::default() }).await,
         Code::InvalidArgument,
@@ -367,6 +371,86 @@ async fn bad_pull_page_sizes() {
     assert_eq!(seq_of(&mut c, "kv").await, 3, "nothing of a refused request was stored");
     let put = pb::PutRequest { log: "kv".into(), key: b"d".to_vec(), value: b"v".to_vec(), concern: None };
     assert_eq!(c.data.put(put).await.expect("the replica keeps serving").into_inner().seq, 4);
+    replica.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+}
+
+/// Reads of the past and History with bad points and targets: a seq past the log's end
+/// and a malformed checkpoint are INVALID_ARGUMENT, an unknown checkpoint is NOT_FOUND, and
+/// each message says what is valid; History without a target, of the wrong log type or
+/// with a foreign continuation is refused. A good read as of a recorded checkpoint, in
+/// between, is answered. Nothing is stored, the next write continues the log and the data
+/// directory is clean.
+#[tokio::test]
+async fn bad_points_in_the_past_and_bad_history_requests() {
+    let (_dir, mut replica) = start();
+    let mut c = connect(&replica).await;
+    create(&mut c, "kv", pb::LogType::Kv).await;
+    create(&mut c, "feed", pb::LogType::Feed).await;
+    for value in ["1", "2"] {
+        c.data.write(pb::WriteRequest { ops: vec![put_op("kv", "k", value)], concern: None }).await.unwrap();
+    }
+    let taken = c.admin.checkpoint(pb::CheckpointRequest { log: "kv".into() }).await.unwrap().into_inner();
+    let seq = |s| Some(pb::AsOf { point: Some(pb::as_of::Point::Seq(s)) });
+    let root = |r: Vec<u8>| Some(pb::AsOf { point: Some(pb::as_of::Point::Checkpoint(r)) });
+    let get = |as_of| pb::GetRequest { log: "kv".into(), key: b"k".to_vec(), as_of };
+
+    expect(c.data.get(get(seq(3))).await, Code::InvalidArgument, "holds seqs 0 to 2");
+    expect(c.data.get(get(root(vec![7; 5]))).await, Code::InvalidArgument, "32 bytes");
+    expect(c.data.get(get(Some(pb::AsOf { point: None }))).await, Code::InvalidArgument, "names no point");
+    expect(c.data.get(get(root(vec![7; 32]))).await, Code::NotFound, &hex::encode(&taken.state_root));
+    let scan = pb::ScanRequest { log: "kv".into(), as_of: seq(9), ..Default::default() };
+    expect(c.data.scan(scan).await, Code::InvalidArgument, "past the end");
+    let feed = pb::ReadFeedRequest { log: "feed".into(), as_of: root(vec![1; 32]), ..Default::default() };
+    expect(c.data.read_feed(feed).await, Code::NotFound, "it has recorded none");
+    // One caller's refused read does not disturb another's good one.
+    let good = c.data.get(get(root(taken.state_root.clone()))).await.unwrap().into_inner();
+    assert_eq!(good.value, b"2");
+    let first = c.data.get(get(seq(1))).await.unwrap().into_inner();
+    assert_eq!((first.found, first.value.as_slice()), (true, b"1".as_slice()));
+
+    use pb::history_request::Target;
+    let history =
+        |log: &str, target, after: Vec<u8>| pb::HistoryRequest { log: log.into(), target, limit: 0, after };
+    expect(c.data.history(history("kv", None, vec![])).await, Code::InvalidArgument, "needs a target");
+    let edge = Target::Edge(pb::EdgeRef { src: b"a".to_vec(), label: "l".into(), dst: b"b".to_vec() });
+    expect(c.data.history(history("kv", Some(edge), vec![])).await, Code::InvalidArgument, "graph");
+    expect(
+        c.data.history(history("kv", Some(Target::Key(b"k".to_vec())), vec![1; 3])).await,
+        Code::InvalidArgument,
+        "next_after",
+    );
+    expect(
+        c.data.history(history("kv", Some(Target::Key(vec![])), vec![])).await,
+        Code::InvalidArgument,
+        "empty",
+    );
+    let writer = |w: Vec<u8>, from, to| Some(Target::Writer(pb::WriterRange { writer: w, from, to }));
+    expect(
+        c.data.history(history("kv", writer(vec![1; 3], 1, 0), vec![])).await,
+        Code::InvalidArgument,
+        "writer",
+    );
+    let node_key = c.admin.status(pb::StatusRequest {}).await.unwrap().into_inner().node_id;
+    expect(
+        c.data.history(history("kv", writer(node_key.clone(), 5, 2), vec![])).await,
+        Code::InvalidArgument,
+        "after",
+    );
+    expect(
+        c.data.history(history("nope", Some(Target::Key(b"k".to_vec())), vec![])).await,
+        Code::NotFound,
+        "nope",
+    );
+    let versions =
+        c.data.history(history("kv", Some(Target::Key(b"k".to_vec())), vec![])).await.unwrap().into_inner();
+    let values: Vec<_> = versions.versions.iter().map(|v| (v.seq, v.live, v.value.clone())).collect();
+    assert_eq!(values, vec![(1, true, b"1".to_vec()), (2, true, b"2".to_vec())]);
+
+    assert_eq!(seq_of(&mut c, "kv").await, 2, "nothing of a refused request was stored");
+    c.data.write(pb::WriteRequest { ops: vec![put_op("kv", "k", "3")], concern: None }).await.unwrap();
+    assert_eq!(seq_of(&mut c, "kv").await, 3, "the next write continues the log");
     replica.terminate().unwrap();
     let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
     assert!(clean, "{report}");

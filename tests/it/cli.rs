@@ -453,3 +453,61 @@ fn a_write_buffer_bound_too_small_is_refused_at_start() {
         assert!(replica.is_ok(), "--write-buffer-mib {bound} did not start: {:?}", replica.err());
     }
 }
+
+/// `--as-of` reads the past by seq and by a checkpoint's state root; `history` lists a
+/// key's and an edge's versions (deletes too) and a writer's entries; a point that does
+/// not exist is refused with a message saying what is valid.
+#[test]
+fn reads_of_the_past_and_history() {
+    let (_dir, replica) = start();
+    let addr = replica.endpoint();
+    ok(&addr, &["log", "create", "settings", "--type", "kv"]);
+    ok(&addr, &["put", "settings", "theme", "dark"]);
+    let checkpoint = json(&addr, &["checkpoint", "settings"]);
+    let root = checkpoint["state_root"].as_str().unwrap().to_owned();
+    ok(&addr, &["put", "settings", "theme", "light"]);
+    ok(&addr, &["delete", "settings", "theme"]);
+    assert_eq!(ok(&addr, &["get", "settings", "theme", "--as-of", "1"]).trim(), "dark");
+    assert_eq!(ok(&addr, &["get", "settings", "theme", "--as-of", "2"]).trim(), "light");
+    assert_eq!(ok(&addr, &["get", "settings", "theme", "--as-of", &root]).trim(), "dark");
+    assert!(fails(&addr, &["get", "settings", "theme", "--as-of", "3"]).contains("was not set"));
+    assert!(fails(&addr, &["get", "settings", "theme", "--as-of", "4"]).contains("seqs 0 to 3"));
+    let usage = plaitctl(&addr, &["get", "settings", "theme", "--as-of", "nonsense"]);
+    assert_eq!(usage.status.code(), Some(2), "a malformed point is a usage error");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("state root"));
+    assert_eq!(ok(&addr, &["scan", "settings", "--as-of", "2"]).trim(), "theme\tlight");
+
+    let history = ok(&addr, &["history", "settings", "theme"]);
+    let lines: Vec<_> = history.lines().collect();
+    assert_eq!(lines.len(), 3, "{history}");
+    assert!(
+        lines[0].ends_with("dark") && lines[1].ends_with("light") && lines[2].ends_with("deleted"),
+        "{history}"
+    );
+    let versions = json(&addr, &["history", "settings", "theme"]);
+    assert_eq!(versions[2]["live"], false);
+    let hash = versions[0]["entry_hash"].as_str().unwrap();
+    assert!(ok(&addr, &["entry", hash]).contains("dark"), "each version names its entry");
+    let writer = versions[0]["clock"]["writer"].as_str().unwrap();
+    let entries = json(&addr, &["history", "settings", "--writer", writer, "--from", "2"]);
+    assert_eq!(
+        entries.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(),
+        [2, 3]
+    );
+
+    ok(&addr, &["log", "create", "people", "--type", "graph"]);
+    ok(&addr, &["link", "people", "ann", "knows", "bob"]);
+    ok(&addr, &["unlink", "people", "ann", "knows", "bob"]);
+    assert!(ok(&addr, &["edges", "people", "ann", "--as-of", "1"]).contains("bob"));
+    assert!(!ok(&addr, &["edges", "people", "ann"]).contains("bob"));
+    let edge = json(&addr, &["history", "people", "--edge", "ann", "knows", "bob"]);
+    assert_eq!(
+        edge.as_array().unwrap().iter().map(|v| v["live"].as_bool().unwrap()).collect::<Vec<_>>(),
+        [true, false]
+    );
+
+    ok(&addr, &["log", "create", "chat", "--type", "feed"]);
+    ok(&addr, &["append", "chat", "one"]);
+    ok(&addr, &["append", "chat", "two"]);
+    assert_eq!(ok(&addr, &["tail", "chat", "--as-of", "1"]).trim(), "one");
+}

@@ -128,7 +128,7 @@ async fn acknowledged_writes_survive_sigkill() {
         for (key, (_, value)) in &acked_now {
             let got = c
                 .data
-                .get(pb::GetRequest { log: "kv".into(), key: key.clone().into_bytes() })
+                .get(pb::GetRequest { log: "kv".into(), key: key.clone().into_bytes(), as_of: None })
                 .await
                 .unwrap()
                 .into_inner();

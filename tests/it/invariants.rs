@@ -46,8 +46,12 @@ async fn mixed_sizes_in_one_write_are_split_into_entries() {
     let next =
         c.data.write(pb::WriteRequest { ops: vec![put_op("a", "next", "2")], concern: None }).await.unwrap();
     assert_eq!(next.into_inner().acks[0].seq, 2, "the next write to a continues its seq");
-    let got =
-        c.data.get(pb::GetRequest { log: "b".into(), key: b"big2".to_vec() }).await.unwrap().into_inner();
+    let got = c
+        .data
+        .get(pb::GetRequest { log: "b".into(), key: b"big2".to_vec(), as_of: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.value, vec![3; 400 * 1024]);
     assert!(replica.terminate().unwrap().success());
     let (clean, report) = check(&replica.data_dir).unwrap();
@@ -167,8 +171,12 @@ async fn a_full_disk_refuses_writes_and_stops_cleanly() {
     assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
     assert!(refusal.message().contains("free"), "{}", refusal.message());
     assert!(acknowledged > 0);
-    let got =
-        c.data.get(pb::GetRequest { log: "kv".into(), key: b"k0".to_vec() }).await.unwrap().into_inner();
+    let got = c
+        .data
+        .get(pb::GetRequest { log: "kv".into(), key: b"k0".to_vec(), as_of: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.value.len(), 256 * 1024, "reads go on");
     let started = std::time::Instant::now();
     let status = replica.terminate().unwrap();
@@ -192,7 +200,8 @@ async fn a_full_disk_refuses_writes_and_stops_cleanly() {
     };
     assert_eq!(again.code(), Code::ResourceExhausted, "{again:?}");
     let last = format!("k{}", acknowledged - 1);
-    let got = c.data.get(pb::GetRequest { log: "kv".into(), key: last.into_bytes() }).await.unwrap();
+    let got =
+        c.data.get(pb::GetRequest { log: "kv".into(), key: last.into_bytes(), as_of: None }).await.unwrap();
     assert_eq!(got.into_inner().value.len(), 256 * 1024, "every acknowledged write survived");
     assert!(replica.terminate().unwrap().success());
     drop(disk);

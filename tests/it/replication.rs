@@ -351,7 +351,7 @@ async fn write_concern_waits_for_replicas() {
     for i in 1..3 {
         let mut di = data(&cluster.endpoint(i)).await;
         let got = di
-            .get(pb::GetRequest { log: "kv".into(), key: b"all-three".to_vec() })
+            .get(pb::GetRequest { log: "kv".into(), key: b"all-three".to_vec(), as_of: None })
             .await
             .unwrap()
             .into_inner();
@@ -363,7 +363,7 @@ async fn write_concern_waits_for_replicas() {
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     assert!(err.message().contains("not undone"), "{}", err.message());
     let got = d
-        .get(pb::GetRequest { log: "kv".into(), key: b"three-cut-off".to_vec() })
+        .get(pb::GetRequest { log: "kv".into(), key: b"three-cut-off".to_vec(), as_of: None })
         .await
         .unwrap()
         .into_inner();

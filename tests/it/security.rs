@@ -291,7 +291,10 @@ async fn roles_reach_exactly_their_methods() {
         match method {
             "ListLogs" => logs.list_logs(with_token(pb::ListLogsRequest::default(), t)).await.map(|_| ()),
             "Get" => data
-                .get(with_token(pb::GetRequest { log: "orders-eu".into(), key: b"k".to_vec() }, t))
+                .get(with_token(
+                    pb::GetRequest { log: "orders-eu".into(), key: b"k".to_vec(), as_of: None },
+                    t,
+                ))
                 .await
                 .map(|_| ()),
             "Put" => data.put(with_token(put("orders-eu", b"k"), t)).await.map(|_| ()),
@@ -809,7 +812,7 @@ async fn large_values_read_in_pages_bounded_by_bytes() {
     // The feed, with the default page: every page answers, none is over ~4 MiB.
     let (mut seen, mut after, mut pages) = (0, Vec::new(), 0);
     loop {
-        let read = plait_client::ReadFeedOptions { after: after.clone(), limit: 0, tail: false };
+        let read = plait_client::ReadFeedOptions { after: after.clone(), ..Default::default() };
         let page = client.read_feed_page("photos", &read).await.unwrap();
         assert!(!page.items.is_empty() && page.items.len() <= 8, "a page of {} items", page.items.len());
         seen += page.items.len();
@@ -1204,7 +1207,7 @@ async fn admin_methods_are_served_on_the_admin_address_only() {
         on_admin.checkpoint(pb::CheckpointRequest { log: "kv".into() }).await.unwrap().into_inner();
     assert_eq!(checkpoint.n_ops, 2, "the checkpoint covers both writes");
     let mut data_on_admin = pb::data_client::DataClient::new(admin);
-    let got = data_on_admin.get(pb::GetRequest { log: "kv".into(), key: b"before".to_vec() });
+    let got = data_on_admin.get(pb::GetRequest { log: "kv".into(), key: b"before".to_vec(), as_of: None });
     assert!(got.await.unwrap().into_inner().found);
     drop((api, on_api, on_admin, data, logs, data_on_admin));
     replica.terminate().unwrap();

@@ -216,6 +216,7 @@ pub async fn state(endpoint: &str, graph_nodes: &[&[u8]]) -> anyhow::Result<BTre
                             after: after.clone(),
                             limit: 10_000,
                             tail: false,
+                            as_of: None,
                         })
                         .await?
                         .into_inner();

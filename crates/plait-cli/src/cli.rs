@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use plait_client::AsOf;
 use plait_core::{EntryHash, LogType, PublicKey};
 
 /// Largest page or count a read may ask for, as the API allows.
@@ -221,11 +222,18 @@ pub(crate) enum Command {
     },
 
     /// Print the current value of a key of a kv log; fails if the key is not set.
-    #[command(after_help = "Example:\n  plaitctl get settings theme")]
+    #[command(
+        after_help = "Examples:\n  plaitctl get settings theme\n  plaitctl get settings theme --as-of 42\n  \
+                            plaitctl get settings theme --as-of <state root from plaitctl checkpoint>"
+    )]
     Get {
         /// The kv log, by name or hex id.
         log: String,
         key: String,
+        /// Read the log as it was at a point in its past: a seq of this replica (0 to the
+        /// log's seq), or the state root of a checkpoint it recorded (64 hex characters).
+        #[arg(long, value_name = "SEQ|STATE_ROOT", value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
     },
 
     /// Delete a key of a kv log (a tombstone that wins over older puts).
@@ -261,6 +269,10 @@ pub(crate) enum Command {
         /// At most this many keys (default: all).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
+        /// Read the log as it was at a point in its past: a seq of this replica (0 to the
+        /// log's seq), or the state root of a checkpoint it recorded (64 hex characters).
+        #[arg(long, value_name = "SEQ|STATE_ROOT", value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
     },
 
     /// Append a value to a feed log, or each line of stdin with --stdin.
@@ -299,8 +311,12 @@ pub(crate) enum Command {
               value_parser = clap::value_parser!(u32).range(0..=i64::from(READ_LIMIT_MAX)))]
         lines: u32,
         /// Keep printing new items as they land.
-        #[arg(short, long)]
+        #[arg(short, long, conflicts_with = "as_of")]
         follow: bool,
+        /// Read the log as it was at a point in its past: a seq of this replica (0 to the
+        /// log's seq), or the state root of a checkpoint it recorded (64 hex characters).
+        #[arg(long, value_name = "SEQ|STATE_ROOT", value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
     },
 
     /// Add or update the edge (src, label, dst) of a graph log.
@@ -348,6 +364,45 @@ pub(crate) enum Command {
         /// At most this many edges (default: the server's, 1000).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(READ_LIMIT_MAX)))]
         limit: Option<u32>,
+        /// Read the log as it was at a point in its past: a seq of this replica (0 to the
+        /// log's seq), or the state root of a checkpoint it recorded (64 hex characters).
+        #[arg(long, value_name = "SEQ|STATE_ROOT", value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
+    },
+
+    /// Show the history of a key or an edge (every version, oldest first), or the entries
+    /// one writer signed in a range of seqs.
+    #[command(
+        long_about = "Show the history kept for a log.\n\nWith a KEY (kv log), every version of the \
+                      key in the total order: the seq of its entry here, the writer and clock, the \
+                      entry hash (`plaitctl entry HASH` shows the signed entry) and the value, or \
+                      `deleted`. With --edge SRC LABEL DST (graph log), every version of the edge. \
+                      With --writer KEY, the entries that writer signed among seqs --from to --to \
+                      of this replica. Everything is fetched page by page.",
+        after_help = "Examples:\n  plaitctl history settings theme\n  plaitctl history social --edge alice follows bob\n  \
+                      plaitctl history chat --writer 3b6a...9f --from 100 --to 200"
+    )]
+    History {
+        /// The log, by name or hex id.
+        log: String,
+        /// The key (kv logs).
+        #[arg(required_unless_present_any = ["edge", "writer"], conflicts_with_all = ["edge", "writer"])]
+        key: Option<String>,
+        /// The edge (graph logs).
+        #[arg(long, num_args = 3, value_names = ["SRC", "LABEL", "DST"], conflicts_with = "writer")]
+        edge: Option<Vec<String>>,
+        /// The writer's public key, 64 hex characters.
+        #[arg(long, value_parser = parse_public_key)]
+        writer: Option<PublicKey>,
+        /// With --writer: the first seq of the range.
+        #[arg(long, default_value_t = 1, requires = "writer")]
+        from: u64,
+        /// With --writer: the last seq of the range (default: the log's end).
+        #[arg(long, requires = "writer")]
+        to: Option<u64>,
+        /// At most this many versions or entries (default: all).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
 
     /// Show one entry by hash: clock, parents, ops, signature. The entry is verified.
@@ -700,6 +755,21 @@ pub(crate) struct LinkArgs {
 fn parse_public_key(s: &str) -> Result<PublicKey, String> {
     PublicKey::from_hex(s.trim())
         .map_err(|_| "expected an ed25519 public key as 64 hex characters".to_owned())
+}
+
+/// A point in a log's past: a seq, or a checkpoint's state root as 64 hex characters.
+fn parse_as_of(s: &str) -> Result<AsOf, String> {
+    let s = s.trim();
+    if let Ok(seq) = s.parse::<u64>() {
+        return Ok(AsOf::Seq(seq));
+    }
+    let root = hex::decode(s.strip_prefix("checkpoint:").unwrap_or(s))
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    root.map(AsOf::Checkpoint).ok_or_else(|| {
+        "expected a seq (a number) or a checkpoint's state root (64 hex characters, as plaitctl checkpoint prints it)"
+            .to_owned()
+    })
 }
 
 fn parse_entry_hash(s: &str) -> Result<EntryHash, String> {

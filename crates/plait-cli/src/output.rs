@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 
 use plait_client::{
     AppliedOp, BackupReport, Caller, CheckpointInfo, DrainedLog, Edge, FeedItem, Heads, ImportReport,
-    KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, WriteAck,
+    KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, Version, WriteAck,
+    WriterEntry,
 };
 use plait_core::{Clock, Op, Writers};
 use serde_json::{Map, Value, json};
@@ -760,6 +761,63 @@ pub(crate) fn backup_human(report: &BackupReport) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// History.
+
+pub(crate) fn versions_human(versions: &[Version]) -> String {
+    if versions.is_empty() {
+        return "(no versions)\n".to_owned();
+    }
+    let mut out = String::new();
+    for v in versions {
+        let value = match &v.value {
+            Some(value) => bytes_text(value),
+            None => "deleted".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "seq {:<8} time {:<8} writer {}  entry {}  {value}",
+            v.seq,
+            v.clock.time,
+            &v.clock.writer.to_hex()[..ID_PREFIX_LEN],
+            v.entry_hash,
+        );
+    }
+    out
+}
+
+pub(crate) fn version_json(v: &Version) -> Value {
+    let mut out = Map::new();
+    out.insert("seq".into(), v.seq.into());
+    out.insert("entry_hash".into(), v.entry_hash.to_hex().into());
+    out.insert("op_index".into(), v.op_index.into());
+    out.insert("clock".into(), clock_json(&v.clock));
+    out.insert("live".into(), v.value.is_some().into());
+    if let Some(value) = &v.value {
+        put_bytes(&mut out, "value", value);
+    }
+    Value::Object(out)
+}
+
+pub(crate) fn writer_entries_human(entries: &[WriterEntry]) -> String {
+    if entries.is_empty() {
+        return "(no entries by that writer in the range)\n".to_owned();
+    }
+    let mut out = String::new();
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "seq {:<8} time {:<8} ops {:<5} entry {}",
+            e.seq, e.clock.time, e.op_count, e.entry_hash
+        );
+    }
+    out
+}
+
+pub(crate) fn writer_entry_json(e: &WriterEntry) -> Value {
+    json!({ "seq": e.seq, "entry_hash": e.entry_hash.to_hex(), "clock": clock_json(&e.clock), "op_count": e.op_count })
 }
 
 #[cfg(test)]

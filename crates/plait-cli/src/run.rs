@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plait_client::{
-    Client, CreateLogOptions, Direction, EdgesOptions, RoutedOp, ScanOptions, ServingStatus, WriteAck,
+    Client, CreateLogOptions, Direction, EdgesOptions, HistoryTarget, ReadFeedOptions, RoutedOp, ScanOptions,
+    ServingStatus, WriteAck,
 };
 use plait_core::limits::{ENTRY_BYTES_MAX, VALUE_BYTES_MAX};
 use plait_core::{EntryHash, Op, WriterKey};
@@ -99,9 +100,12 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
     match command {
         Command::Log(command) => run_log(client, printer, command).await,
         Command::Put { log, key, value, .. } => print_ack(printer, &client.put(&log, key, value).await?),
-        Command::Get { log, key } => {
-            let Some(found) = client.get(&log, key.as_str()).await? else {
-                bail!("key {key:?} is not set in log {log:?}");
+        Command::Get { log, key, as_of } => {
+            let Some(found) = client.get_as_of(&log, key.as_str(), as_of).await? else {
+                match as_of {
+                    None => bail!("key {key:?} is not set in log {log:?}"),
+                    Some(_) => bail!("key {key:?} was not set in log {log:?} at that point"),
+                }
             };
             printer.emit(
                 || output::feed_value_human(&found.value),
@@ -115,12 +119,13 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
             )
         }
         Command::Delete { log, key, .. } => print_ack(printer, &client.delete(&log, key).await?),
-        Command::Scan { log, prefix, start, end, limit } => {
+        Command::Scan { log, prefix, start, end, limit, as_of } => {
             let options = ScanOptions {
                 prefix: prefix.map(String::into_bytes).unwrap_or_default(),
                 start: start.map(String::into_bytes).unwrap_or_default(),
                 end: end.map(String::into_bytes).unwrap_or_default(),
                 limit: 0,
+                as_of,
             };
             scan(client, printer, &log, options, limit).await
         }
@@ -128,14 +133,28 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
             print_ack(printer, &client.append(&log, value).await?)
         }
         Command::Append { log, .. } => append_stdin(client, printer, &log).await,
-        Command::Tail { log, lines, follow } => tail(client, printer, &log, lines, follow).await,
+        Command::Tail { log, lines, as_of: Some(as_of), .. } => {
+            // A limit of 0 would mean the server's default, not nothing.
+            let items = if lines == 0 {
+                Vec::new()
+            } else {
+                let options =
+                    ReadFeedOptions { limit: lines, tail: true, as_of: Some(as_of), ..Default::default() };
+                client.read_feed(&log, &options).await?
+            };
+            printer.emit(
+                || items.iter().map(|item| output::feed_value_human(&item.value)).collect(),
+                || items.iter().map(output::feed_item_json).collect::<Vec<_>>().into(),
+            )
+        }
+        Command::Tail { log, lines, follow, .. } => tail(client, printer, &log, lines, follow).await,
         Command::Link { log, src, label, dst, props, .. } => {
             print_ack(printer, &client.link(&log, src, label, dst, props).await?)
         }
         Command::Unlink { log, src, label, dst, .. } => {
             print_ack(printer, &client.unlink(&log, src, label, dst).await?)
         }
-        Command::Edges { log, node, incoming, label, limit } => {
+        Command::Edges { log, node, incoming, label, limit, as_of } => {
             // Pages stop at a byte bound too: read on until the limit (default 1000).
             let wanted = limit.unwrap_or(1000) as usize;
             let mut options = EdgesOptions {
@@ -143,6 +162,7 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
                 label,
                 limit: limit.unwrap_or(0),
                 after: Vec::new(),
+                as_of,
             };
             let mut edges = Vec::new();
             loop {
@@ -160,6 +180,19 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
                 || output::edges_table(&edges),
                 || edges.iter().map(output::edge_json).collect::<Vec<_>>().into(),
             )
+        }
+        Command::History { log, key, edge, writer, from, to, limit } => {
+            let target = match (key, edge, writer) {
+                (Some(key), _, _) => HistoryTarget::Key(key.into_bytes()),
+                (_, Some(edge), _) => {
+                    let [src, label, dst]: [String; 3] =
+                        edge.try_into().map_err(|_| anyhow!("--edge takes SRC LABEL DST"))?;
+                    HistoryTarget::Edge { src: src.into_bytes(), label, dst: dst.into_bytes() }
+                }
+                (_, _, Some(writer)) => HistoryTarget::Writer { writer, from, to: to.unwrap_or(0) },
+                _ => bail!("name a key, --edge SRC LABEL DST or --writer KEY"),
+            };
+            history(client, printer, &log, &target, limit).await
         }
         Command::Entry { hash } => {
             let stored = client.get_entry(hash).await?;
@@ -492,6 +525,45 @@ async fn append_stdin(client: &Client, printer: &Printer, log: &str) -> anyhow::
 }
 
 /// Prints the last `lines` items of a feed; with `follow`, keeps printing new ones.
+/// Prints a history page by page, up to `limit` rows.
+async fn history(
+    client: &Client,
+    printer: &Printer,
+    log: &str,
+    target: &HistoryTarget,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut after = Vec::new();
+    let mut versions = Vec::new();
+    let mut entries = Vec::new();
+    loop {
+        let left = limit.map_or(u64::MAX, |l| l - (versions.len() + entries.len()) as u64);
+        let page_limit = u32::try_from(left.min(SCAN_PAGE_KEYS)).expect("a page is at most SCAN_PAGE_KEYS");
+        let page = client.history(log, target, after.clone(), page_limit).await?;
+        versions.extend(page.versions);
+        entries.extend(page.entries);
+        let done = limit.is_some_and(|l| (versions.len() + entries.len()) as u64 >= l);
+        match page.next_after {
+            Some(next) if !done && next != after => after = next,
+            _ => break,
+        }
+    }
+    if let Some(l) = limit {
+        versions.truncate(l as usize);
+        entries.truncate(l as usize);
+    }
+    match target {
+        HistoryTarget::Writer { .. } => printer.emit(
+            || output::writer_entries_human(&entries),
+            || entries.iter().map(output::writer_entry_json).collect::<Vec<_>>().into(),
+        ),
+        _ => printer.emit(
+            || output::versions_human(&versions),
+            || versions.iter().map(output::version_json).collect::<Vec<_>>().into(),
+        ),
+    }
+}
+
 async fn tail(client: &Client, printer: &Printer, log: &str, lines: u32, follow: bool) -> anyhow::Result<()> {
     // The seq is read before the tail, so nothing that lands in between is missed; what
     // lands in between and is also in the tail is skipped by its op id below.

@@ -20,9 +20,10 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::ClientError;
 use crate::options::{ClientOptions, Credentials};
 use crate::types::{
-    AppliedOp, BackupJobReport, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog, Edge,
-    EdgePage, EdgesOptions, FeedItem, FeedPage, Heads, ImportReport, KeyValue, LogInfo, ReadFeedOptions,
-    RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult, Versioned, WriteAck,
+    AppliedOp, AsOf, BackupJobReport, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog,
+    Edge, EdgePage, EdgesOptions, FeedItem, FeedPage, Heads, HistoryPage, HistoryTarget, ImportReport,
+    KeyValue, LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult,
+    Version, Versioned, WriteAck, WriterEntry,
 };
 
 /// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
@@ -378,7 +379,17 @@ impl Client {
 
     /// The current value of a kv key, or `None` if it was never set or is deleted.
     pub async fn get(&self, log: &str, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, ClientError> {
-        let request = pb::GetRequest { log: log.to_owned(), key: key.into() };
+        self.get_as_of(log, key, None).await
+    }
+
+    /// The value a kv key had at a point in the log's past (`None`: now).
+    pub async fn get_as_of(
+        &self,
+        log: &str,
+        key: impl Into<Vec<u8>>,
+        as_of: Option<AsOf>,
+    ) -> Result<Option<Versioned>, ClientError> {
+        let request = pb::GetRequest { log: log.to_owned(), key: key.into(), as_of: as_of.map(AsOf::to_pb) };
         let reply = self.data.clone().get(request).await?.into_inner();
         if !reply.found {
             return Ok(None);
@@ -396,6 +407,7 @@ impl Client {
             start: options.start.clone(),
             end: options.end.clone(),
             limit: options.limit,
+            as_of: options.as_of.map(AsOf::to_pb),
         };
         let reply = self.data.clone().scan(request).await?.into_inner();
         let items = reply.items.into_iter().map(KeyValue::try_from).collect::<Result<Vec<_>, _>>()?;
@@ -424,15 +436,17 @@ impl Client {
             after: options.after.clone(),
             limit: options.limit,
             tail: options.tail,
+            as_of: options.as_of.map(AsOf::to_pb),
         };
         let reply = self.data.clone().read_feed(request).await?.into_inner();
         let items = reply.items.into_iter().map(FeedItem::try_from).collect::<Result<_, _>>()?;
-        Ok(FeedPage { items, more: reply.more })
+        let next_after = (!reply.next_after.is_empty()).then_some(reply.next_after);
+        Ok(FeedPage { items, more: reply.more, next_after })
     }
 
     /// The last `n` items of a feed, oldest first (`n` of 0 lets the server choose).
     pub async fn tail(&self, log: &str, n: u32) -> Result<Vec<FeedItem>, ClientError> {
-        self.read_feed(log, &ReadFeedOptions { after: Vec::new(), limit: n, tail: true }).await
+        self.read_feed(log, &ReadFeedOptions { limit: n, tail: true, ..Default::default() }).await
     }
 
     /// Edges of a graph log out of or into `node`: one page ([`Client::edges_page`]
@@ -464,10 +478,66 @@ impl Client {
             label: options.label.clone().unwrap_or_default(),
             limit: options.limit,
             after: options.after.clone(),
+            as_of: options.as_of.map(AsOf::to_pb),
         };
         let reply = self.data.clone().edges(request).await?.into_inner();
         let edges = reply.edges.into_iter().map(Edge::try_from).collect::<Result<_, _>>()?;
         Ok(EdgePage { edges, next_after: (!reply.next_after.is_empty()).then_some(reply.next_after) })
+    }
+
+    /// One page of a log's history: every version of a key or edge in the total order,
+    /// or a writer's entries in a range of seqs. Continue with `after =
+    /// page.next_after` while it is set (`after` empty for the first page; `limit` 0
+    /// lets the server choose).
+    pub async fn history(
+        &self,
+        log: &str,
+        target: &HistoryTarget,
+        after: Vec<u8>,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        use pb::history_request::Target;
+        let target = match target {
+            HistoryTarget::Key(key) => Target::Key(key.clone()),
+            HistoryTarget::Edge { src, label, dst } => {
+                Target::Edge(pb::EdgeRef { src: src.clone(), label: label.clone(), dst: dst.clone() })
+            }
+            HistoryTarget::Writer { writer, from, to } => {
+                Target::Writer(pb::WriterRange { writer: writer.0.to_vec(), from: *from, to: *to })
+            }
+        };
+        let request = pb::HistoryRequest { log: log.to_owned(), target: Some(target), limit, after };
+        let reply = self.data.clone().history(request).await?.into_inner();
+        let versions = reply
+            .versions
+            .into_iter()
+            .map(|v| {
+                Ok(Version {
+                    seq: v.seq,
+                    entry_hash: convert::entry_hash("entry_hash", &v.entry_hash)?,
+                    op_index: v.op_index,
+                    clock: convert::clock("clock", v.clock.as_ref())?,
+                    value: v.live.then_some(v.value),
+                })
+            })
+            .collect::<Result<_, ClientError>>()?;
+        let entries = reply
+            .entries
+            .into_iter()
+            .map(|e| {
+                Ok(WriterEntry {
+                    seq: e.seq,
+                    entry_hash: convert::entry_hash("entry_hash", &e.entry_hash)?,
+                    clock: convert::clock("clock", e.clock.as_ref())?,
+                    op_count: e.op_count,
+                })
+            })
+            .collect::<Result<_, ClientError>>()?;
+        Ok(HistoryPage {
+            versions,
+            entries,
+            next_after: (!reply.next_after.is_empty()).then_some(reply.next_after),
+        })
     }
 
     /// One entry by hash, verified against that hash and its writer's signature.

@@ -38,9 +38,9 @@ pub use client::{
 pub use error::ClientError;
 pub use options::{ClientOptions, PEM_FILE_BYTES_MAX, TOKEN_BYTES_MAX};
 pub use types::{
-    AppliedOp, BackupJobReport, BackupJobState, BackupKind, BackupObject, BackupReport, Caller,
+    AppliedOp, AsOf, BackupJobReport, BackupJobState, BackupKind, BackupObject, BackupReport, Caller,
     CheckpointInfo, CreateLogOptions, Direction, DrainedLog, EPOCH_LEN, Edge, EdgePage, EdgesOptions,
-    FeedItem, FeedPage, Head, Heads, ImportKind, ImportReport, KeyValue, LogInfo, Origin, PeerLogStatus,
-    PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitOutcome,
-    SubmitResult, Versioned, WriteAck,
+    FeedItem, FeedPage, Head, Heads, HistoryPage, HistoryTarget, ImportKind, ImportReport, KeyValue, LogInfo,
+    Origin, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry,
+    SubmitOutcome, SubmitResult, Version, Versioned, WriteAck, WriterEntry,
 };

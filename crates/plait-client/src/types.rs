@@ -104,6 +104,8 @@ pub struct ScanOptions {
     pub end: Vec<u8>,
     /// Most items in one page, 1 to 10000; 0 lets the server choose (1000).
     pub limit: u32,
+    /// Scan the log as it was at this point; `None` for now.
+    pub as_of: Option<AsOf>,
 }
 
 /// Where a [`Client::read_feed`](crate::Client::read_feed) starts and how much it reads.
@@ -117,6 +119,8 @@ pub struct ReadFeedOptions {
     pub limit: u32,
     /// The last `limit` items instead (as many of the newest as fit a page), oldest first.
     pub tail: bool,
+    /// Read the feed as it was at this point; `None` for now.
+    pub as_of: Option<AsOf>,
 }
 
 /// Which way an edge query goes from its node.
@@ -140,8 +144,77 @@ pub struct EdgesOptions {
     /// about 4 MiB.
     pub limit: u32,
     /// Continue after this: the `next_after` of an earlier [`EdgePage`] of the same
-    /// node, direction and label. Empty: from the first edge.
+    /// node, direction, label and `as_of`. Empty: from the first edge.
     pub after: Vec<u8>,
+    /// The edges as they were at this point; `None` for now.
+    pub as_of: Option<AsOf>,
+}
+
+/// A point in a log's past, for reads of the log as it was then: the view of exactly the
+/// entries it held at that point, as if later entries had never arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// A seq of the replica asked (0: before the first entry). Seqs are the replica's own.
+    Seq(u64),
+    /// The state root of a checkpoint the replica recorded (taken there, or restored
+    /// there from a snapshot or backup): the same point on every replica that holds it.
+    Checkpoint([u8; 32]),
+}
+
+impl AsOf {
+    pub(crate) fn to_pb(self) -> pb::AsOf {
+        pb::AsOf {
+            point: Some(match self {
+                AsOf::Seq(seq) => pb::as_of::Point::Seq(seq),
+                AsOf::Checkpoint(root) => pb::as_of::Point::Checkpoint(root.to_vec()),
+            }),
+        }
+    }
+}
+
+/// What a [`Client::history`](crate::Client::history) call asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryTarget {
+    /// Every version of a key of a kv log.
+    Key(Vec<u8>),
+    /// Every version of an edge of a graph log.
+    Edge { src: Vec<u8>, label: String, dst: Vec<u8> },
+    /// The entries one writer signed among the replica's seqs `from..=to` (`to` of 0: to
+    /// the log's end).
+    Writer { writer: PublicKey, from: u64, to: u64 },
+}
+
+/// One version of a key or edge: the op that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The seq of its entry on the replica asked.
+    pub seq: u64,
+    /// The entry that carries the op ([`Client::get_entry`](crate::Client::get_entry)
+    /// fetches and verifies it) and the op's index in it.
+    pub entry_hash: EntryHash,
+    pub op_index: u32,
+    /// Writer and Lamport time.
+    pub clock: Clock,
+    /// The value (kv) or properties (graph) set; `None` for a delete or unlink.
+    pub value: Option<Vec<u8>>,
+}
+
+/// An entry of the writer asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterEntry {
+    pub seq: u64,
+    pub entry_hash: EntryHash,
+    pub clock: Clock,
+    pub op_count: u32,
+}
+
+/// A page of history: versions (key, edge) or entries (writer), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub versions: Vec<Version>,
+    pub entries: Vec<WriterEntry>,
+    /// Set when more may follow: the `after` of the next page.
+    pub next_after: Option<Vec<u8>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -357,8 +430,12 @@ pub struct ScanPage {
 pub struct FeedPage {
     /// Items in the total order.
     pub items: Vec<FeedItem>,
-    /// Set when more items follow: read again after the last item's `position`.
+    /// Set when more items follow: read again after the last item's `position` (or
+    /// after `next_after` when it is set).
     pub more: bool,
+    /// Set when a read as of a point in the past stopped having examined its bound of
+    /// items with none to return: read again after it.
+    pub next_after: Option<Vec<u8>>,
 }
 
 /// A page of edges.

@@ -371,7 +371,30 @@ fn main() {
         "mixed",
         &pb::SubmitRequest { entries: vec![singles[7].1.bytes().to_vec(), b"not an entry".to_vec()] },
     );
-    c.proto("GetRequest", "kv", &pb::GetRequest { log: "settings".into(), key: b"theme".to_vec() });
+    c.proto(
+        "GetRequest",
+        "kv",
+        &pb::GetRequest { log: "settings".into(), key: b"theme".to_vec(), as_of: None },
+    );
+    c.proto(
+        "GetRequest",
+        "as-of",
+        &pb::GetRequest {
+            log: "settings".into(),
+            key: b"theme".to_vec(),
+            as_of: Some(pb::AsOf { point: Some(pb::as_of::Point::Checkpoint(vec![7; 32])) }),
+        },
+    );
+    c.proto(
+        "HistoryRequest",
+        "key",
+        &pb::HistoryRequest {
+            log: "settings".into(),
+            target: Some(pb::history_request::Target::Key(b"theme".to_vec())),
+            limit: 2,
+            after: vec![],
+        },
+    );
     c.proto(
         "ScanRequest",
         "prefix",
@@ -381,18 +404,19 @@ fn main() {
             start: vec![],
             end: b"z".to_vec(),
             limit: 10,
+            as_of: None,
         },
     );
     let position = singles[0].1.op_ids().next().expect("one op").0.to_sort_key().to_vec();
     c.proto(
         "ReadFeedRequest",
         "after",
-        &pb::ReadFeedRequest { log: "chat".into(), after: position, limit: 5, tail: false },
+        &pb::ReadFeedRequest { log: "chat".into(), after: position, limit: 5, tail: false, as_of: None },
     );
     c.proto(
         "ReadFeedRequest",
         "tail",
-        &pb::ReadFeedRequest { log: "chat".into(), after: vec![], limit: 0, tail: true },
+        &pb::ReadFeedRequest { log: "chat".into(), after: vec![], limit: 0, tail: true, as_of: None },
     );
     c.proto(
         "EdgesRequest",

@@ -1722,7 +1722,8 @@ async fn kv_get(dir: &DataDir, args: &ReadArgs, scale: Scale, report: &mut Repor
                 }
                 let key = bench_key(rng.gen_range(0..keys));
                 let call = Instant::now();
-                let response = data.get(pb::GetRequest { log: LOG_NAME.into(), key }).await?.into_inner();
+                let response =
+                    data.get(pb::GetRequest { log: LOG_NAME.into(), key, as_of: None }).await?.into_inner();
                 if n >= warm_up {
                     latencies.push(call.elapsed());
                 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use plait_core::limits::{KEY_BYTES_MAX, LABEL_BYTES_MAX, NODE_BYTES_MAX};
 use plait_core::{DecodedEntry, EntryHash, LogId, LogType, Op, OpId, verify_batch};
 use plait_proto::{convert, pb};
-use plait_store::{Direction, IngestSource, LogSummary, SubmitOutcome, WriteAck};
+use plait_store::{AsOf, Direction, IngestSource, LogSummary, SubmitOutcome, WriteAck};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -301,9 +301,13 @@ impl DataService {
     async fn get(&self, r: pb::GetRequest) -> ReplicaResult<pb::GetResponse> {
         bounded("key", &r.key, KEY_BYTES_MAX)?;
         let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Get")?.log_id;
-        // A point read: a few block lookups, mostly in the cache. Run on the async worker,
-        // where a hop to the blocking pool would cost more than the read itself.
-        let row = self.ctx.store.get_kv(&log, &r.key)?;
+        let row = match self.as_of(&log, r.as_of)? {
+            // A point read: a few block lookups, mostly in the cache. Run on the async
+            // worker, where a hop to the blocking pool would cost more than the read itself.
+            None => self.ctx.store.get_kv(&log, &r.key)?,
+            // Walks the key's versions back from the newest: off the async workers.
+            Some(seq) => self.ctx.blocking(move |store| store.get_kv_as_of(&log, &r.key, seq)).await?,
+        };
         Ok(match row {
             Some(row) => {
                 pb::GetResponse { found: true, value: row.value, clock: Some(row.id.clock().into()) }
@@ -318,8 +322,14 @@ impl DataService {
         optional_bounded("end", &r.end, KEY_BYTES_MAX)?;
         let limit = page_limit(r.limit)?;
         let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Scan")?.log_id;
-        let (rows, next) =
-            self.ctx.blocking(move |store| store.scan_kv(&log, &r.prefix, &r.start, &r.end, limit)).await?;
+        let as_of = self.as_of(&log, r.as_of)?;
+        let (rows, next) = self
+            .ctx
+            .blocking(move |store| match as_of {
+                None => store.scan_kv(&log, &r.prefix, &r.start, &r.end, limit),
+                Some(seq) => store.scan_kv_as_of(&log, &r.prefix, &r.start, &r.end, limit, seq),
+            })
+            .await?;
         let items = rows
             .into_iter()
             .map(|row| pb::KeyValue { key: row.key, value: row.value, clock: Some(row.id.clock().into()) })
@@ -340,11 +350,15 @@ impl DataService {
             )));
         }
         let log = self.ctx.resolve_typed(&r.log, LogType::Feed, "ReadFeed")?.log_id;
+        let as_of = self.as_of(&log, r.as_of)?;
         let page = self
             .ctx
             .blocking(move |store| {
                 let after = (!r.after.is_empty()).then_some(r.after.as_slice());
-                store.read_feed(&log, after, limit, r.tail)
+                match as_of {
+                    None => store.read_feed(&log, after, limit, r.tail),
+                    Some(seq) => store.read_feed_as_of(&log, after, limit, r.tail, seq),
+                }
             })
             .await?;
         let items = page
@@ -358,7 +372,7 @@ impl DataService {
                 position: row.id.to_sort_key().to_vec(),
             })
             .collect();
-        Ok(pb::ReadFeedResponse { items, more: page.more })
+        Ok(pb::ReadFeedResponse { items, more: page.more, next_after: page.next_after.unwrap_or_default() })
     }
 
     async fn edges(&self, r: pb::EdgesRequest) -> ReplicaResult<pb::EdgesResponse> {
@@ -382,12 +396,16 @@ impl DataService {
                 r.after.len()
             )));
         }
+        let as_of = self.as_of(&log, r.as_of)?;
         let page = self
             .ctx
             .blocking(move |store| {
                 let label = (!r.label.is_empty()).then_some(r.label.as_str());
                 let after = (!r.after.is_empty()).then_some(r.after.as_slice());
-                store.edges(&log, &r.node, direction, label, after, limit)
+                match as_of {
+                    None => store.edges(&log, &r.node, direction, label, after, limit),
+                    Some(seq) => store.edges_as_of(&log, &r.node, direction, label, after, limit, seq),
+                }
             })
             .await?;
         let edges = page
@@ -402,6 +420,131 @@ impl DataService {
             })
             .collect();
         Ok(pb::EdgesResponse { edges, next_after: page.next_after.unwrap_or_default() })
+    }
+
+    /// The seq a request's `as_of` names on this replica, `None` for the current view.
+    fn as_of(&self, log: &LogId, as_of: Option<pb::AsOf>) -> ReplicaResult<Option<u64>> {
+        let Some(as_of) = as_of else { return Ok(None) };
+        let point = match as_of.point {
+            None => {
+                return Err(ReplicaError::Invalid(
+                    "as_of names no point: set its seq or its checkpoint (a state root)".into(),
+                ));
+            }
+            Some(pb::as_of::Point::Seq(seq)) => AsOf::Seq(seq),
+            Some(pb::as_of::Point::Checkpoint(root)) => {
+                let root: [u8; 32] = root.as_slice().try_into().map_err(|_| {
+                    ReplicaError::Invalid(format!(
+                        "as_of.checkpoint is a checkpoint's state root, 32 bytes; got {} bytes",
+                        root.len()
+                    ))
+                })?;
+                AsOf::Checkpoint(root)
+            }
+        };
+        Ok(Some(self.ctx.store.resolve_as_of(log, point)?))
+    }
+
+    async fn history(&self, r: pb::HistoryRequest) -> ReplicaResult<pb::HistoryResponse> {
+        let limit = page_limit(r.limit)?;
+        if r.after.len() > plait_core::limits::NODE_BYTES_MAX * 2 + LABEL_BYTES_MAX + 64 {
+            return Err(ReplicaError::Invalid(format!(
+                "after is {} bytes: it must be the next_after of an earlier page",
+                r.after.len()
+            )));
+        }
+        let after = (!r.after.is_empty()).then_some(r.after);
+        let versions = |page: plait_store::VersionPage| pb::HistoryResponse {
+            versions: page
+                .versions
+                .into_iter()
+                .map(|v| pb::Version {
+                    seq: v.seq,
+                    entry_hash: v.id.entry.0.to_vec(),
+                    op_index: v.id.index,
+                    clock: Some(v.id.clock().into()),
+                    live: v.value.is_some(),
+                    value: v.value.unwrap_or_default(),
+                })
+                .collect(),
+            entries: Vec::new(),
+            next_after: page.next_after.unwrap_or_default(),
+        };
+        match r.target {
+            None => {
+                Err(ReplicaError::Invalid("History needs a target: a key, an edge or a writer range".into()))
+            }
+            Some(pb::history_request::Target::Key(key)) => {
+                bounded("key", &key, KEY_BYTES_MAX)?;
+                let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "History of a key")?.log_id;
+                let page = self
+                    .ctx
+                    .blocking(move |store| store.kv_history(&log, &key, after.as_deref(), limit))
+                    .await?;
+                Ok(versions(page))
+            }
+            Some(pb::history_request::Target::Edge(edge)) => {
+                bounded("edge.src", &edge.src, NODE_BYTES_MAX)?;
+                bounded("edge.dst", &edge.dst, NODE_BYTES_MAX)?;
+                bounded("edge.label", edge.label.as_bytes(), LABEL_BYTES_MAX)?;
+                let log = self.ctx.resolve_typed(&r.log, LogType::Graph, "History of an edge")?.log_id;
+                let page = self
+                    .ctx
+                    .blocking(move |store| {
+                        store.edge_history(&log, &edge.src, &edge.label, &edge.dst, after.as_deref(), limit)
+                    })
+                    .await?;
+                Ok(versions(page))
+            }
+            Some(pb::history_request::Target::Writer(range)) => {
+                let writer = convert::public_key("writer.writer", &range.writer)?;
+                let summary = self.ctx.resolve(&r.log)?;
+                let log = summary.log_id;
+                let to = if range.to == 0 { summary.seq } else { range.to };
+                if range.from > to {
+                    return Err(ReplicaError::Invalid(format!(
+                        "writer.from {} is after writer.to {to}",
+                        range.from
+                    )));
+                }
+                let from = match &after {
+                    None => range.from,
+                    Some(a) => {
+                        let next =
+                            <[u8; 8]>::try_from(a.as_slice()).map(u64::from_be_bytes).map_err(|_| {
+                                ReplicaError::Invalid(
+                                    "after must be the next_after of an earlier page".into(),
+                                )
+                            })?;
+                        if next < range.from || next > to {
+                            return Err(ReplicaError::Invalid(format!(
+                                "after names seq {next}, outside the range {} to {to}",
+                                range.from
+                            )));
+                        }
+                        next
+                    }
+                };
+                let page = self
+                    .ctx
+                    .blocking(move |store| store.writer_entries(&log, &writer, from, to, limit))
+                    .await?;
+                Ok(pb::HistoryResponse {
+                    versions: Vec::new(),
+                    entries: page
+                        .entries
+                        .into_iter()
+                        .map(|e| pb::WriterEntry {
+                            seq: e.seq,
+                            entry_hash: e.hash.0.to_vec(),
+                            clock: Some(plait_core::Clock { time: e.time, writer }.into()),
+                            op_count: e.ops,
+                        })
+                        .collect(),
+                    next_after: page.next_seq.map(|s| s.to_be_bytes().to_vec()).unwrap_or_default(),
+                })
+            }
+        }
     }
 
     async fn get_entry(&self, r: pb::GetEntryRequest) -> ReplicaResult<pb::Entry> {
@@ -601,6 +744,13 @@ impl pb::data_server::Data for DataService {
 
     async fn edges(&self, request: Request<pb::EdgesRequest>) -> Result<Response<pb::EdgesResponse>, Status> {
         reply(self.edges(request.into_inner()).await)
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        reply(self.history(request.into_inner()).await)
     }
 
     async fn get_entry(&self, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
