@@ -831,6 +831,11 @@ impl Store {
     pub fn disk_bytes(&self) -> u64 {
         self.shared.db.disk_space().unwrap_or(0)
     }
+
+    /// Bytes the history (the `versions` keyspace) takes in flushed tables on disk.
+    pub fn history_disk_bytes(&self) -> u64 {
+        self.shared.ks.versions.disk_space()
+    }
 }
 
 fn init_meta(db: &Database, ks: &Keyspaces, rng: &mut impl RngCore) -> StoreResult<[u8; 16]> {

@@ -172,6 +172,8 @@ enum Command {
     Security(SecurityArgs),
     /// Replication CPU per write with one hosted log and with many (all but one idle).
     ManyLogs(ManyLogsArgs),
+    /// History: keys overwritten many times; disk per version, reads as of a past seq.
+    History(HistoryArgs),
     /// Every figure with its defaults, one table.
     All(AllArgs),
     /// A bare tonic unary server (grpc.health.v1 only) on 127.0.0.1, printing its address:
@@ -248,6 +250,19 @@ struct KvGetArgs {
     keys: Option<u64>,
     #[command(flatten)]
     reads: ReadArgs,
+}
+
+#[derive(Args, Debug)]
+struct HistoryArgs {
+    /// Distinct keys. [default: 1000000; --quick: 10000]
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Versions written of every key, one round of puts over all keys each.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..))]
+    versions: u64,
+    /// Timed reads of each kind. [default: 200000; --quick: 2000]
+    #[arg(long)]
+    reads: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -1028,6 +1043,147 @@ struct IngestRound {
     peak_rss: u64,
     raw_per_op: Duration,
     raw_per_entry: Duration,
+}
+
+/// The value version `v` of key `i` holds in the history figure.
+fn history_value(i: u64, v: u64) -> Vec<u8> {
+    filler(i.wrapping_mul(1_000_003) ^ v, VALUE_BYTES)
+}
+
+/// Keys overwritten `versions` times, one round of puts over every key per version, then
+/// random reads now and as of the end of a random earlier round, side by side.
+async fn history(
+    args: &HistoryArgs,
+    scale: Scale,
+    work_dir: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let keys = scale.n(args.keys, 1_000_000);
+    let versions = args.versions;
+    let reads = scale.n(args.reads, 200_000);
+    eprintln!("history: {} keys x {versions} versions of {VALUE_BYTES} B", group_digits(keys));
+    let tmp = temp_dir(work_dir, "history")?;
+    let key = writer_key();
+    let (store, _) = open_store(&tmp.path().join("store"), &key, Arc::new(plait_store::NoopObserver)).await?;
+    let log = ensure_log(&store, &key).await?;
+    const TASKS: usize = 8;
+    const BATCH: u64 = 1000;
+    // The seq at the end of each round: as of it, every key holds that round's value.
+    let mut ends = Vec::with_capacity(versions as usize);
+    let mut took = Duration::ZERO;
+    let (mut disk_first, mut history_first) = (0, 0);
+    for v in 0..versions {
+        let next = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let progress =
+            spawn_progress(format!("history: version {} of {versions}", v + 1), done.clone(), keys);
+        let started = Instant::now();
+        let mut handles = Vec::with_capacity(TASKS);
+        for _ in 0..TASKS {
+            let (store, next, done) = (store.clone(), next.clone(), done.clone());
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let from = next.fetch_add(BATCH, Ordering::Relaxed);
+                    if from >= keys {
+                        return anyhow::Ok(());
+                    }
+                    let to = (from + BATCH).min(keys);
+                    let ops =
+                        (from..to).map(|i| (log, Op::Put { key: bench_key(i), value: history_value(i, v) }));
+                    store.write(ops.collect()).await?;
+                    done.fetch_add(to - from, Ordering::Relaxed);
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await??;
+        }
+        took += started.elapsed();
+        progress.abort();
+        ends.push(store.log(&log).context("the bench log vanished")?.seq);
+        if v == 0 {
+            (disk_first, history_first) = (store.disk_bytes(), store.history_disk_bytes());
+        }
+    }
+    let (disk, history_disk) = (store.disk_bytes(), store.history_disk_bytes());
+    let overwrites = keys * (versions - 1);
+
+    let reader = store.clone();
+    let ends_read = ends.clone();
+    let (now, past) = tokio::task::spawn_blocking(move || {
+        let mut rng = StdRng::seed_from_u64(13);
+        let warm_up = (reads / 10).min(10_000);
+        let (mut now, mut past) = (Vec::with_capacity(reads as usize), Vec::with_capacity(reads as usize));
+        // Interleaved, so both kinds see the same cache and machine.
+        for n in 0..warm_up + reads {
+            let i = rng.gen_range(0..keys);
+            let v = rng.gen_range(0..versions);
+            let k = bench_key(i);
+            let started = Instant::now();
+            let row = reader.get_kv(&log, &k)?;
+            let current = started.elapsed();
+            let started = Instant::now();
+            let at = reader.resolve_as_of(&log, plait_store::AsOf::Seq(ends_read[v as usize]))?;
+            let old = reader.get_kv_as_of(&log, &k, at)?;
+            let then = started.elapsed();
+            anyhow::ensure!(
+                row.map(|r| r.value) == Some(history_value(i, versions - 1)),
+                "key {i} does not hold its last version"
+            );
+            anyhow::ensure!(
+                old.map(|r| r.value) == Some(history_value(i, v)),
+                "key {i} as of seq {at} does not hold version {v}"
+            );
+            if n >= warm_up {
+                now.push(current);
+                past.push(then);
+            }
+        }
+        now.sort();
+        past.sort();
+        anyhow::Ok((now, past))
+    })
+    .await??;
+    close_store(store).await?;
+
+    report.info(
+        format!(
+            "history: write {} keys x {versions} versions, durable, {TASKS} tasks x {BATCH}-op calls",
+            group_digits(keys)
+        ),
+        rate(per_second(keys * versions, took), "ops/s"),
+    );
+    report.info(
+        "history: disk per overwritten version (whole store; of it the history rows)",
+        format!(
+            "{:.0} B ({:.0} B); history {} of {} on disk",
+            disk.saturating_sub(disk_first) as f64 / overwrites as f64,
+            history_disk.saturating_sub(history_first) as f64 / overwrites as f64,
+            mib(history_disk),
+            mib(disk)
+        ),
+    );
+    let p99 = percentile(&past, 0.99);
+    report.below(
+        format!(
+            "history: Store::get_kv_as_of at {} keys x {versions} versions, p99 (p50)",
+            group_digits(keys)
+        ),
+        p99.as_secs_f64(),
+        format!("{} ({})", micros(p99), micros(percentile(&past, 0.5))),
+        0.001,
+        "1 ms",
+    );
+    report.info(
+        "history: Store::get_kv now, same run, p99 (p50); as-of / now at p50",
+        format!(
+            "{} ({}); {:.2}",
+            micros(percentile(&now, 0.99)),
+            micros(percentile(&now, 0.5)),
+            percentile(&past, 0.5).as_secs_f64() / percentile(&now, 0.5).as_secs_f64().max(1e-9)
+        ),
+    );
+    Ok(())
 }
 
 /// One round: the store, then raw fjall of the same bytes, each in a fresh directory.
@@ -3156,6 +3312,7 @@ async fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::EntryCpu(args) => entry_cpu(args, scale, &mut report)?,
         Command::Ingest(args) => ingest(args, scale, work_dir, &mut report).await?,
+        Command::History(args) => history(args, scale, work_dir, &mut report).await?,
         Command::Unary(args) => unary(args, scale, work_dir, &mut report).await?,
         Command::BareServer => return bare_server().await,
         Command::Reopen(args) => drop(reopen(args, scale, work_dir, &mut report).await?),
@@ -3214,6 +3371,8 @@ async fn main() -> anyhow::Result<()> {
             many_logs(&many_logs_args, scale, work_dir, &mut report).await?;
             let restore_args = RestoreArgs { ops: None, backup_ops: None, seconds: None, clients: 16 };
             restore(&restore_args, scale, work_dir, &mut report).await?;
+            let history_args = HistoryArgs { keys: None, versions: 10, reads: None };
+            history(&history_args, scale, work_dir, &mut report).await?;
         }
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
