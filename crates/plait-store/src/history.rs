@@ -4,10 +4,12 @@
 //! A point in the past is a seq of this replica: the view of exactly the entries stored
 //! at that seq or before, folded in total order, as if the later entries had never
 //! arrived. A recorded checkpoint names one (the seq at which this replica held exactly
-//! the checkpoint's entries). Kv and graph reads come from the `versions` keyspace,
-//! which keeps every op by key or edge in total order with the seq of its entry: the view
-//! at seq `s` of a key is its greatest version with a seq of at most `s`. Feed reads walk
-//! the feed in total order and leave out items of entries stored after `s`.
+//! the checkpoint's entries). The view at seq `s` of a key or edge is its greatest op
+//! whose entry has a seq of at most `s`. The view row holds the greatest op of all; the
+//! `versions` keyspace holds every other op, by key or edge in total order, with the seq
+//! of its entry. So a read takes the view row when its entry's seq is at most `s`, and
+//! otherwise the greatest version at or before `s`. Feed reads walk the feed in total
+//! order and leave out items of entries stored after `s`.
 
 use fjall::Slice;
 use plait_core::{DecodedEntry, EntryHash, LogId, OpId, PublicKey};
@@ -71,63 +73,32 @@ fn corrupt() -> StoreError {
     StoreError::Corrupt("unreadable versions row".into())
 }
 
-/// The versions of one key or edge, as a reader at some seq sees them.
-struct VersionGroup {
-    /// The versions key without the op id: what all rows of the group share.
-    group: Vec<u8>,
-    /// Key (kv), or node, label and other node (graph), from the group's first row.
-    parts: Vec<Vec<u8>>,
-    /// The greatest version at or before the reader's seq: op id and payload.
-    at: Option<(OpId, Option<Vec<u8>>)>,
+/// Seqs of entries by hash, read once per entry: consecutive rows often share one.
+#[derive(Default)]
+struct Seqs {
+    last: Option<(EntryHash, u64)>,
 }
 
-/// Groups consecutive `versions` rows by key or edge.
-struct Groups<I> {
-    rows: I,
-    pending: Option<(Slice, Slice)>,
-    seq: u64,
-    examined: usize,
-}
-
-impl<I: Iterator<Item = fjall::Guard>> Groups<I> {
-    fn new(rows: I, seq: u64) -> Groups<I> {
-        Groups { rows, pending: None, seq, examined: 0 }
-    }
-
-    fn next_row(&mut self) -> StoreResult<Option<(Slice, Slice)>> {
-        if let Some(row) = self.pending.take() {
-            return Ok(Some(row));
+impl Seqs {
+    fn of(&mut self, store: &Store, entry: &EntryHash) -> StoreResult<u64> {
+        if let Some((hash, seq)) = self.last
+            && hash == *entry
+        {
+            return Ok(seq);
         }
-        match self.rows.next() {
-            None => Ok(None),
-            Some(guard) => {
-                self.examined += 1;
-                Ok(Some(guard.into_inner()?))
-            }
-        }
-    }
-
-    fn next_group(&mut self) -> StoreResult<Option<VersionGroup>> {
-        let Some((k, v)) = self.next_row()? else { return Ok(None) };
-        let (_, parts, _) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
-        let mut out = VersionGroup { group: keys::version_group(&k).to_vec(), parts, at: None };
-        let mut row = Some((k, v));
-        while let Some((k, v)) = row.take() {
-            if keys::version_group(&k) != out.group.as_slice() {
-                self.pending = Some((k, v));
-                break;
-            }
-            let (seq, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
-            // Rows come in total order: the last one at or before the seq wins.
-            if seq <= self.seq {
-                let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
-                out.at = Some((id, payload.map(<[u8]>::to_vec)));
-            }
-            row = self.next_row()?;
-        }
-        Ok(Some(out))
+        let location = store.shared.ks.by_hash.get(entry.0)?;
+        let seq = location
+            .as_deref()
+            .and_then(keys::parse_location)
+            .ok_or_else(|| StoreError::Corrupt(format!("op of entry {entry} with no by_hash row")))?
+            .seq;
+        self.last = Some((*entry, seq));
+        Ok(seq)
     }
 }
+
+/// What a key or edge held at some seq: the op and its payload, `None` if nothing yet.
+type At = Option<(OpId, Option<Vec<u8>>)>;
 
 impl Store {
     /// The seq a point in `log`'s past names here. A seq past the log's end, or a
@@ -173,12 +144,26 @@ impl Store {
     /// The value of a kv key at `seq` (resolved by [`Store::resolve_as_of`]).
     pub fn get_kv_as_of(&self, log: &LogId, key: &[u8], seq: u64) -> StoreResult<Option<KvRow>> {
         let Some(no) = self.shared.log_no(log) else { return Ok(None) };
-        for row in self.shared.ks.versions.prefix(keys::kv_version_prefix(no, key, true)).rev() {
+        let Some(current) = self.shared.ks.kv.get(keys::kv_key(no, key))? else { return Ok(None) };
+        let at =
+            self.register_at(&current, seq, &mut Seqs::default(), keys::kv_version_prefix(no, key, true))?;
+        Ok(at.and_then(|(id, value)| value.map(|value| KvRow { key: key.to_vec(), value, id })))
+    }
+
+    /// A register's op at `seq`: the view row's when its entry is stored by then, else the
+    /// greatest version under `versions` (the key's or edge's rows) stored by then.
+    fn register_at(&self, current: &[u8], seq: u64, seqs: &mut Seqs, versions: Vec<u8>) -> StoreResult<At> {
+        let register =
+            keys::parse_register(current).ok_or_else(|| StoreError::Corrupt("unreadable view row".into()))?;
+        if seqs.of(self, &register.id.entry)? <= seq {
+            return Ok(Some((register.id, register.payload.map(<[u8]>::to_vec))));
+        }
+        for row in self.shared.ks.versions.prefix(versions).rev() {
             let (k, v) = row.into_inner()?;
             let (at, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
             if at <= seq {
                 let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
-                return Ok(payload.map(|value| KvRow { key: key.to_vec(), value: value.to_vec(), id }));
+                return Ok(Some((id, payload.map(<[u8]>::to_vec))));
             }
         }
         Ok(None)
@@ -186,7 +171,6 @@ impl Store {
 
     /// [`Store::scan_kv`] at `seq`: live pairs in key order within `[start, end)` and
     /// under `prefix`, as the log was then. Returns the key to continue from.
-    #[allow(clippy::too_many_arguments)]
     pub fn scan_kv_as_of(
         &self,
         log: &LogId,
@@ -197,30 +181,33 @@ impl Store {
         seq: u64,
     ) -> StoreResult<(Vec<KvRow>, Option<Vec<u8>>)> {
         let Some(no) = self.shared.log_no(log) else { return Ok((Vec::new(), None)) };
-        let from = keys::kv_version_prefix(no, start.max(prefix), false);
-        let mut to = keys::prefix_end(&keys::kv_version_prefix(no, prefix, false));
+        let from = keys::kv_key(no, start.max(prefix));
+        let mut to = keys::prefix_end(&keys::kv_key(no, prefix));
         if !end.is_empty() {
-            let end_full = keys::kv_version_prefix(no, end, false);
+            let end_full = keys::kv_key(no, end);
             to = Some(match to {
                 Some(t) if t < end_full => t,
                 _ => end_full,
             });
         }
         let rows: Box<dyn Iterator<Item = fjall::Guard>> = match to {
-            Some(to) => Box::new(self.shared.ks.versions.range(from..to)),
-            None => Box::new(self.shared.ks.versions.range(from..)),
+            Some(to) => Box::new(self.shared.ks.kv.range(from..to)),
+            None => Box::new(self.shared.ks.kv.range(from..)),
         };
-        let mut groups = Groups::new(rows, seq);
+        let mut seqs = Seqs::default();
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        loop {
-            let examined = groups.examined;
-            let Some(group) = groups.next_group()? else { return Ok((out, None)) };
-            let key = group.parts.into_iter().next().ok_or_else(corrupt)?;
-            if examined >= VERSION_ROWS_MAX {
+        for (examined, row) in rows.enumerate() {
+            let (k, v) = row.into_inner()?;
+            let key = k[keys::NO..].to_vec();
+            if examined == VERSION_ROWS_MAX {
                 return Ok((out, Some(key)));
             }
-            let Some((id, Some(value))) = group.at else { continue };
+            let Some((id, Some(value))) =
+                self.register_at(&v, seq, &mut seqs, keys::kv_version_prefix(no, &key, true))?
+            else {
+                continue;
+            };
             let size = key.len() + value.len() + ROW_OVERHEAD_BYTES;
             if page.full(out.len(), bytes, size) {
                 return Ok((out, Some(key)));
@@ -228,10 +215,11 @@ impl Store {
             bytes += size;
             out.push(KvRow { key, value, id });
         }
+        Ok((out, None))
     }
 
-    /// [`Store::edges`] at `seq`. The continuation is this read's own (`next_after` of
-    /// an earlier page of the same node, direction, label and point in the past).
+    /// [`Store::edges`] at `seq`, with the same continuations (`next_after` of an earlier
+    /// page of the same node, direction, label and point in the past).
     #[allow(clippy::too_many_arguments)]
     pub fn edges_as_of(
         &self,
@@ -244,17 +232,18 @@ impl Store {
         seq: u64,
     ) -> StoreResult<EdgePage> {
         let Some(no) = self.shared.log_no(log) else { return Ok(EdgePage::default()) };
-        let kind = match direction {
-            Direction::Out => keys::VERSION_OUT,
-            Direction::In => keys::VERSION_IN,
+        let (ks, kind) = match direction {
+            Direction::Out => (&self.shared.ks.graph_out, keys::VERSION_OUT),
+            Direction::In => (&self.shared.ks.graph_in, keys::VERSION_IN),
         };
-        let prefix = keys::edge_version_prefix(no, kind, node, label);
+        let prefix = keys::edge_prefix(no, node, label);
         let to = keys::prefix_end(&prefix);
         let from = match after {
             None => prefix.clone(),
             Some(after) if after.starts_with(&prefix) && after.len() > prefix.len() => {
-                keys::prefix_end(after)
-                    .ok_or_else(|| StoreError::Invalid("after is not a continuation".into()))?
+                let mut from = after.to_vec();
+                from.push(0);
+                from
             }
             Some(_) => {
                 return Err(StoreError::Invalid(
@@ -264,40 +253,47 @@ impl Store {
             }
         };
         let rows: Box<dyn Iterator<Item = fjall::Guard>> = match to {
-            Some(to) => Box::new(self.shared.ks.versions.range(from..to)),
-            None => Box::new(self.shared.ks.versions.range(from..)),
+            Some(to) => Box::new(ks.range(from..to)),
+            None => Box::new(ks.range(from..)),
         };
-        let mut groups = Groups::new(rows, seq);
+        let mut seqs = Seqs::default();
         let mut out = EdgePage::default();
         let mut bytes = 0usize;
-        // The group read last, whole: a page that stops continues after it.
+        // The key of the row examined last: a page that stops continues after it.
         let mut previous: Option<Vec<u8>> = None;
-        loop {
-            let examined = groups.examined;
-            let Some(group) = groups.next_group()? else { return Ok(out) };
-            if examined >= VERSION_ROWS_MAX {
+        for (examined, row) in rows.enumerate() {
+            let (k, v) = row.into_inner()?;
+            if examined == VERSION_ROWS_MAX {
                 out.next_after = previous;
                 return Ok(out);
             }
-            let Some((id, Some(props))) = group.at else {
-                previous = Some(group.group);
+            let (this, label, other) =
+                keys::parse_edge_key(&k).ok_or_else(|| StoreError::Corrupt("unreadable graph row".into()))?;
+            let versions = keys::edge_version_group(no, kind, this, label, other);
+            let Some((id, Some(props))) = self.register_at(&v, seq, &mut seqs, versions)? else {
+                previous = Some(k.to_vec());
                 continue;
             };
-            let [this, label, other]: [Vec<u8>; 3] = group.parts.try_into().map_err(|_| corrupt())?;
-            let label = String::from_utf8(label).map_err(|_| corrupt())?;
             let size = this.len() + label.len() + other.len() + props.len() + ROW_OVERHEAD_BYTES;
             if page.full(out.edges.len(), bytes, size) {
                 out.next_after = previous;
                 return Ok(out);
             }
-            previous = Some(group.group);
+            previous = Some(k.to_vec());
             bytes += size;
             let (src, dst) = match direction {
                 Direction::Out => (this, other),
                 Direction::In => (other, this),
             };
-            out.edges.push(EdgeRow { src, label, dst, props, id });
+            out.edges.push(EdgeRow {
+                src: src.to_vec(),
+                label: label.to_owned(),
+                dst: dst.to_vec(),
+                props,
+                id,
+            });
         }
+        Ok(out)
     }
 
     /// [`Store::read_feed`] at `seq`: the items of entries stored at or before it. A
@@ -388,25 +384,32 @@ impl Store {
         page: PageLimit,
     ) -> StoreResult<VersionPage> {
         let Some(no) = self.shared.log_no(log) else { return Ok(VersionPage::default()) };
-        self.history(keys::kv_version_prefix(no, key, true), after, page)
+        let current = self.shared.ks.kv.get(keys::kv_key(no, key))?;
+        self.history(keys::kv_version_prefix(no, key, true), current, after, page)
     }
 
     /// Every version of one edge in total order.
-    #[allow(clippy::too_many_arguments)]
     pub fn edge_history(
         &self,
         log: &LogId,
-        src: &[u8],
-        label: &str,
-        dst: &[u8],
+        edge: (&[u8], &str, &[u8]),
         after: Option<&[u8]>,
         page: PageLimit,
     ) -> StoreResult<VersionPage> {
+        let (src, label, dst) = edge;
         let Some(no) = self.shared.log_no(log) else { return Ok(VersionPage::default()) };
-        self.history(keys::edge_version_group(no, keys::VERSION_OUT, src, label, dst), after, page)
+        let current = self.shared.ks.graph_out.get(keys::edge_key(no, src, label, dst))?;
+        self.history(keys::edge_version_group(no, keys::VERSION_OUT, src, label, dst), current, after, page)
     }
 
-    fn history(&self, prefix: Vec<u8>, after: Option<&[u8]>, page: PageLimit) -> StoreResult<VersionPage> {
+    /// The versions under `prefix`, then the view row's op: it is greater than all of them.
+    fn history(
+        &self,
+        prefix: Vec<u8>,
+        current: Option<Slice>,
+        after: Option<&[u8]>,
+        page: PageLimit,
+    ) -> StoreResult<VersionPage> {
         let mut from = prefix.clone();
         if let Some(after) = after {
             if after.len() != OpId::SORT_KEY_LEN {
@@ -425,18 +428,34 @@ impl Store {
         };
         let mut out = VersionPage::default();
         let mut bytes = 0usize;
+        let stop = |out: &mut VersionPage| {
+            out.next_after = out.versions.last().map(|v: &Version| v.id.to_sort_key().to_vec());
+        };
         for (examined, row) in rows.enumerate() {
             let (k, v) = row.into_inner()?;
             let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
             let (seq, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
             let size = payload.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
             if examined == VERSION_ROWS_MAX || page.full(out.versions.len(), bytes, size) {
-                out.next_after = out.versions.last().map(|v: &Version| v.id.to_sort_key().to_vec());
+                stop(&mut out);
                 return Ok(out);
             }
             bytes += size;
             out.versions.push(Version { seq, id, value: payload.map(<[u8]>::to_vec) });
         }
+        let Some(current) = current else { return Ok(out) };
+        let register = keys::parse_register(&current)
+            .ok_or_else(|| StoreError::Corrupt("unreadable view row".into()))?;
+        if after.is_some_and(|a| a >= register.id.to_sort_key().as_slice()) {
+            return Ok(out);
+        }
+        let size = register.payload.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
+        if page.full(out.versions.len(), bytes, size) {
+            stop(&mut out);
+            return Ok(out);
+        }
+        let seq = Seqs::default().of(self, &register.id.entry)?;
+        out.versions.push(Version { seq, id: register.id, value: register.payload.map(<[u8]>::to_vec) });
         Ok(out)
     }
 

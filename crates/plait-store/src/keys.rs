@@ -347,12 +347,6 @@ pub(crate) fn parse_version_key(k: &[u8]) -> Option<(u8, Vec<Vec<u8>>, OpId)> {
         .then_some((kind, parts, id))
 }
 
-/// The length of a `versions` key without its op id: the prefix all versions of one key
-/// or edge share.
-pub(crate) fn version_group(k: &[u8]) -> &[u8] {
-    &k[..k.len().saturating_sub(OpId::SORT_KEY_LEN)]
-}
-
 /// `versions` value: the seq of the op's entry ‖ live flag ‖ payload (value or props).
 pub(crate) fn version_value(seq: u64, payload: Option<&[u8]>) -> Vec<u8> {
     let mut v = Vec::with_capacity(9 + payload.map_or(0, <[u8]>::len));
@@ -398,6 +392,23 @@ pub(crate) fn version_rows(no: LogNo, seq: u64, id: &OpId, op: &plait_core::Op) 
                 (edge_version_key(no, VERSION_IN, dst, label, src, id), v),
             ]
         }
+    }
+}
+
+/// The op of `op`'s key or edge that sets `payload`: a put or link with it, a delete or
+/// unlink without (a feed append stays itself).
+pub(crate) fn register_op(op: &plait_core::Op, payload: Option<Vec<u8>>) -> plait_core::Op {
+    use plait_core::Op;
+    match (op, payload) {
+        (Op::Put { key, .. } | Op::Delete { key }, Some(value)) => Op::Put { key: key.clone(), value },
+        (Op::Put { key, .. } | Op::Delete { key }, None) => Op::Delete { key: key.clone() },
+        (Op::Link { src, label, dst, .. } | Op::Unlink { src, label, dst }, Some(props)) => {
+            Op::Link { src: src.clone(), label: label.clone(), dst: dst.clone(), props }
+        }
+        (Op::Link { src, label, dst, .. } | Op::Unlink { src, label, dst }, None) => {
+            Op::Unlink { src: src.clone(), label: label.clone(), dst: dst.clone() }
+        }
+        (op @ Op::Append { .. }, _) => op.clone(),
     }
 }
 

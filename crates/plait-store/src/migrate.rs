@@ -124,7 +124,7 @@ pub(crate) fn v1_to_v2(db: &Database, ks: &Keyspaces, rows_max: Option<u64>) -> 
 }
 
 /// Migrates a format-2 directory to format 3: writes the `versions` rows of every stored
-/// entry. `rows_max` stops it after about that many rows without recording format 3.
+/// op but those the view rows hold. `rows_max` stops it after about that many rows without recording format 3.
 /// Returns whether it finished.
 pub(crate) fn v2_to_v3(db: &Database, ks: &Keyspaces, rows_max: Option<u64>) -> StoreResult<bool> {
     let mut numbers = Vec::new();
@@ -168,6 +168,20 @@ pub(crate) fn v2_to_v3(db: &Database, ks: &Keyspaces, rows_max: Option<u64>) -> 
                         entry: hash,
                         index: index as u32,
                     };
+                    // The op a view row holds stays out of the history.
+                    let view_row = match op {
+                        plait_core::Op::Put { key, .. } | plait_core::Op::Delete { key } => {
+                            ks.kv.get(keys::kv_key(no, key))?
+                        }
+                        plait_core::Op::Link { src, label, dst, .. }
+                        | plait_core::Op::Unlink { src, label, dst } => {
+                            ks.graph_out.get(keys::edge_key(no, src, label, dst))?
+                        }
+                        plait_core::Op::Append { .. } => None,
+                    };
+                    if view_row.as_deref().and_then(keys::parse_register).is_some_and(|r| r.id == id) {
+                        continue;
+                    }
                     for (key, value) in keys::version_rows(no, seq, &id, op) {
                         batch.insert(&ks.versions, key, value);
                         rows += 1;

@@ -24,7 +24,9 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use plait_core::limits::{
     CLOCK_LEAD_MAX, ENTRY_BYTES_MAX, ENTRY_ENVELOPE_BYTES_MAX, NEXT_MAX, OPS_PER_ENTRY_MAX, TIME_MAX,
 };
-use plait_core::{EntryDraft, EntryHash, LogId, Op, SetDigest, SignedManifest, VerifiedEntry, WriterKey};
+use plait_core::{
+    EntryDraft, EntryHash, LogId, Op, OpId, SetDigest, SignedManifest, VerifiedEntry, WriterKey,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::disk::DiskGuard;
@@ -1361,12 +1363,6 @@ impl Writer {
         let state = stage(&self.logs, &mut group.staged, &log).expect("apply is only called for hosted logs");
         let seq = state.next_seq;
         let no = state.no;
-        // Every stored op has a time of at most the highest head's (times grow along
-        // parent links), and the total order compares time first: an entry past that
-        // wins against everything stored, so its ops need not read the registers. A
-        // local entry always is (its time is one past every head's); so are most pulled
-        // and restored entries, which arrive in causal order.
-        let newest = time > state.time_max();
         let applied = group.applied.entry(log).or_default();
         debug_assert_eq!(seq, durable_next + applied.entries, "seq must be the last seq plus one");
         applied.entries += 1;
@@ -1399,70 +1395,103 @@ impl Writer {
         group.entries_stored += 1;
         group.ops_stored += op_count;
         for (id, op) in entry.op_ids() {
-            for (key, value) in keys::version_rows(no, seq, &id, op) {
-                debug_assert!(
-                    keys::parse_version_key(&key).is_some_and(|(_, _, parsed)| parsed == id)
-                        && keys::parse_version_value(&value).is_some_and(|(at, _)| at == seq),
-                    "a versions row parses back to its op and seq"
-                );
-                group.batch.insert(&ks.versions, key, value);
-            }
-            match op {
-                Op::Append { value } => group.batch.insert(&ks.feed, keys::feed_key(no, &id), value.clone()),
-                Op::Put { key, value } => {
-                    self.merge_register(group, newest, ViewRow::kv(no, key), &id, Some(value))
+            let loser = match op {
+                Op::Append { value } => {
+                    group.batch.insert(&ks.feed, keys::feed_key(no, &id), value.clone());
+                    continue;
                 }
-                Op::Delete { key } => self.merge_register(group, newest, ViewRow::kv(no, key), &id, None),
+                Op::Put { key, value } => self.merge_register(group, ViewRow::kv(no, key), &id, Some(value)),
+                Op::Delete { key } => self.merge_register(group, ViewRow::kv(no, key), &id, None),
                 Op::Link { src, label, dst, props } => {
-                    self.merge_register(group, newest, ViewRow::edge(no, src, label, dst), &id, Some(props))
+                    self.merge_register(group, ViewRow::edge(no, src, label, dst), &id, Some(props))
                 }
                 Op::Unlink { src, label, dst } => {
-                    self.merge_register(group, newest, ViewRow::edge(no, src, label, dst), &id, None)
+                    self.merge_register(group, ViewRow::edge(no, src, label, dst), &id, None)
                 }
+            };
+            // History keeps every op of a key or edge but the one its view row holds: the
+            // op that lost, which is this one or the winner it replaced.
+            let rows = match loser {
+                Loser::None => continue,
+                Loser::This => keys::version_rows(no, seq, &id, op),
+                Loser::Replaced(old, payload) => {
+                    let Some(old_seq) = self.seq_of(group, &old.entry) else { continue };
+                    keys::version_rows(no, old_seq, &old, &keys::register_op(op, payload))
+                }
+            };
+            for (key, value) in rows {
+                debug_assert!(
+                    keys::parse_version_key(&key).is_some()
+                        && keys::parse_version_value(&value).is_some_and(|(at, _)| at <= seq),
+                    "a versions row parses back and names a stored seq"
+                );
+                group.batch.insert(&ks.versions, key, value);
             }
         }
         seq
     }
 
-    /// Last-writer-wins: writes the register only if `id` is greater than the stored op's.
-    /// `newest` says the op's entry is past every stored op, so there is nothing to read:
-    /// within an entry later ops come later, so it wins against the group's rows too.
-    fn merge_register(
-        &self,
-        group: &mut Group,
-        newest: bool,
-        row: ViewRow,
-        id: &plait_core::OpId,
-        payload: Option<&[u8]>,
-    ) {
+    /// Last-writer-wins: writes the register if `id` is greater than the op it holds, and
+    /// says which op lost. The current row is always read (from the group's writes, else
+    /// the view): when the new op wins, the one it replaces goes to the history.
+    fn merge_register(&self, group: &mut Group, row: ViewRow, id: &OpId, payload: Option<&[u8]>) -> Loser {
         let ViewRow { keyspace, key, mirror } = row;
         let row = (keyspace, key);
-        if !newest {
-            let ks = &self.shared.ks;
-            let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
-            let current = match group.rows.get(&row) {
-                Some(w) => keys::parse_register(&w.value).map(|r| r.id),
-                None => match target.get(&row.1) {
-                    Ok(v) => v.as_deref().and_then(keys::parse_register).map(|r| r.id),
-                    Err(e) => {
-                        // A failed read here means the engine is failing; refusing to
-                        // guess keeps the view exact, and the commit will fail and poison.
-                        tracing::error!(error = %e, "cannot read a view row");
-                        self.shared.poison();
-                        return;
-                    }
-                },
-            };
-            if current.is_some_and(|current| current >= *id) {
-                return;
-            }
-        } else if cfg!(debug_assertions)
-            && let Some(current) = group.rows.get(&row).and_then(|w| keys::parse_register(&w.value))
-        {
-            assert!(current.id < *id, "an op of the newest entry must beat the group's row");
-        }
+        let ks = &self.shared.ks;
+        let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
+        let current = match group.rows.get(&row) {
+            Some(w) => keys::parse_register(&w.value).map(|r| (r.id, r.payload.map(<[u8]>::to_vec))),
+            None => match target.get(&row.1) {
+                Ok(v) => {
+                    v.as_deref().and_then(keys::parse_register).map(|r| (r.id, r.payload.map(<[u8]>::to_vec)))
+                }
+                Err(e) => {
+                    // A failed read here means the engine is failing; refusing to guess
+                    // keeps the view exact, and the commit will fail and poison.
+                    tracing::error!(error = %e, "cannot read a view row");
+                    self.shared.poison();
+                    return Loser::None;
+                }
+            },
+        };
+        let loser = match current {
+            Some((current, _)) if current >= *id => return Loser::This,
+            Some((current, payload)) => Loser::Replaced(current, payload),
+            None => Loser::None,
+        };
         group.rows.insert(row, RowWrite { value: keys::register_value(id, payload), mirror });
+        loser
     }
+
+    /// The seq of a stored entry: from this group, else from its `by_hash` row. A view row
+    /// always names a stored entry; a failure to read it poisons the store.
+    fn seq_of(&self, group: &Group, entry: &EntryHash) -> Option<u64> {
+        if let Some((_, seq, _)) = group.entries.get(entry) {
+            return Some(*seq);
+        }
+        match self.shared.ks.by_hash.get(entry.0) {
+            Ok(Some(v)) => keys::parse_location(&v).map(|l| l.seq).or_else(|| {
+                tracing::error!(%entry, "unreadable by_hash row of a view's op");
+                self.shared.poison();
+                None
+            }),
+            Ok(None) | Err(_) => {
+                tracing::error!(%entry, "the entry of a view's op is not stored");
+                self.shared.poison();
+                None
+            }
+        }
+    }
+}
+
+/// Which op a register merge left out of the view.
+enum Loser {
+    /// None: the key or edge had no op before.
+    None,
+    /// The new op: the view holds a greater one.
+    This,
+    /// The op the view held, with its payload: the new op replaced it.
+    Replaced(OpId, Option<Vec<u8>>),
 }
 
 /// What the parents of a completed pending entry say about it.

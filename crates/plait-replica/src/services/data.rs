@@ -491,7 +491,7 @@ impl DataService {
                 let page = self
                     .ctx
                     .blocking(move |store| {
-                        store.edge_history(&log, &edge.src, &edge.label, &edge.dst, after.as_deref(), limit)
+                        store.edge_history(&log, (&edge.src, &edge.label, &edge.dst), after.as_deref(), limit)
                     })
                     .await?;
                 Ok(versions(page))

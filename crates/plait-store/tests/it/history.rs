@@ -176,7 +176,8 @@ proptest! {
                 .map(|e| (store.get_entry(&e.hash()).unwrap().unwrap().seq, e.clone()))
                 .collect();
             let end = store.log(&log).unwrap().seq;
-            prop_assert_eq!(end as usize, entries.len());
+            // Two steps may make the same entry: count distinct ones.
+            prop_assert_eq!(end as usize, by_seq.len());
             for seq in 0..=end {
                 prop_assert_eq!(store.resolve_as_of(&log, AsOf::Seq(seq)).unwrap(), seq);
                 assert_view_at(&store, &log, seq, &fold_upto(&m, &by_seq, seq));
@@ -208,7 +209,7 @@ proptest! {
                 loop {
                     let page = match log_type {
                         LogType::Kv => store.kv_history(&log, &group, after.as_deref(), PageLimit::rows(2)).unwrap(),
-                        _ => store.edge_history(&log, &group[..1], "l", &group[1..], after.as_deref(), PageLimit::rows(2)).unwrap(),
+                        _ => store.edge_history(&log, (&group[..1], "l", &group[1..]), after.as_deref(), PageLimit::rows(2)).unwrap(),
                     };
                     got.extend(page.versions.into_iter().map(|v| (v.id, v.seq, v.value)));
                     match page.next_after {
