@@ -281,6 +281,9 @@ struct Group {
     applied: HashMap<LogId, Applied>,
     /// Entries stored in this batch: hash → (log, seq, time).
     entries: HashMap<EntryHash, (LogId, u64, u64)>,
+    /// Seqs of stored entries read for the history in this batch (the ops an entry's ops
+    /// replace mostly come from a few entries).
+    seqs_read: HashMap<EntryHash, u64>,
     /// View rows this batch writes, by keyspace name and key: each row's last value
     /// only, put into the batch in key order at commit (fewer and cheaper memtable
     /// inserts than one per op in arrival order).
@@ -621,6 +624,7 @@ impl Writer {
             staged: HashMap::new(),
             applied: HashMap::new(),
             entries: HashMap::new(),
+            seqs_read: HashMap::new(),
             rows: RowMap::default(),
             pending_added: HashMap::new(),
             pending_removed: HashSet::new(),
@@ -1465,18 +1469,24 @@ impl Writer {
 
     /// The seq of a stored entry: from this group, else from its `by_hash` row. A view row
     /// always names a stored entry; a failure to read it poisons the store.
-    fn seq_of(&self, group: &Group, entry: &EntryHash) -> Option<u64> {
+    fn seq_of(&self, group: &mut Group, entry: &EntryHash) -> Option<u64> {
         if let Some((_, seq, _)) = group.entries.get(entry) {
             return Some(*seq);
         }
-        match self.shared.ks.by_hash.get(entry.0) {
-            Ok(Some(v)) => keys::parse_location(&v).map(|l| l.seq).or_else(|| {
-                tracing::error!(%entry, "unreadable by_hash row of a view's op");
-                self.shared.poison();
-                None
-            }),
-            Ok(None) | Err(_) => {
-                tracing::error!(%entry, "the entry of a view's op is not stored");
+        if let Some(seq) = group.seqs_read.get(entry) {
+            return Some(*seq);
+        }
+        let seq = match self.shared.ks.by_hash.get(entry.0) {
+            Ok(Some(v)) => keys::parse_location(&v).map(|l| l.seq),
+            Ok(None) | Err(_) => None,
+        };
+        match seq {
+            Some(seq) => {
+                group.seqs_read.insert(*entry, seq);
+                Some(seq)
+            }
+            None => {
+                tracing::error!(%entry, "the entry of a view's op is not stored or not readable");
                 self.shared.poison();
                 None
             }
