@@ -16,7 +16,7 @@ use plait_core::{DecodedEntry, EntryHash, LogId, OpId, PublicKey};
 
 use crate::error::{StoreError, StoreResult};
 use crate::keys;
-use crate::reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit};
+use crate::reads::{Direction, EdgePage, FeedPage, FeedRow, KvRow, PageLimit};
 use crate::store::Store;
 
 /// Version rows (or feed rows) a time-travel or history read examines before it returns
@@ -232,68 +232,15 @@ impl Store {
         seq: u64,
     ) -> StoreResult<EdgePage> {
         let Some(no) = self.shared.log_no(log) else { return Ok(EdgePage::default()) };
-        let (ks, kind) = match direction {
-            Direction::Out => (&self.shared.ks.graph_out, keys::VERSION_OUT),
-            Direction::In => (&self.shared.ks.graph_in, keys::VERSION_IN),
-        };
-        let prefix = keys::edge_prefix(no, node, label);
-        let to = keys::prefix_end(&prefix);
-        let from = match after {
-            None => prefix.clone(),
-            Some(after) if after.starts_with(&prefix) && after.len() > prefix.len() => {
-                let mut from = after.to_vec();
-                from.push(0);
-                from
-            }
-            Some(_) => {
-                return Err(StoreError::Invalid(
-                    "after must be the next_after of an earlier page of the same node, direction, label and as_of"
-                        .into(),
-                ));
-            }
-        };
-        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match to {
-            Some(to) => Box::new(ks.range(from..to)),
-            None => Box::new(ks.range(from..)),
+        let kind = match direction {
+            Direction::Out => keys::VERSION_OUT,
+            Direction::In => keys::VERSION_IN,
         };
         let mut seqs = Seqs::default();
-        let mut out = EdgePage::default();
-        let mut bytes = 0usize;
-        // The key of the row examined last: a page that stops continues after it.
-        let mut previous: Option<Vec<u8>> = None;
-        for (examined, row) in rows.enumerate() {
-            let (k, v) = row.into_inner()?;
-            if examined == VERSION_ROWS_MAX {
-                out.next_after = previous;
-                return Ok(out);
-            }
-            let (this, label, other) =
-                keys::parse_edge_key(&k).ok_or_else(|| StoreError::Corrupt("unreadable graph row".into()))?;
-            let versions = keys::edge_version_group(no, kind, this, label, other);
-            let Some((id, Some(props))) = self.register_at(&v, seq, &mut seqs, versions)? else {
-                previous = Some(k.to_vec());
-                continue;
-            };
-            let size = this.len() + label.len() + other.len() + props.len() + ROW_OVERHEAD_BYTES;
-            if page.full(out.edges.len(), bytes, size) {
-                out.next_after = previous;
-                return Ok(out);
-            }
-            previous = Some(k.to_vec());
-            bytes += size;
-            let (src, dst) = match direction {
-                Direction::Out => (this, other),
-                Direction::In => (other, this),
-            };
-            out.edges.push(EdgeRow {
-                src: src.to_vec(),
-                label: label.to_owned(),
-                dst: dst.to_vec(),
-                props,
-                id,
-            });
-        }
-        Ok(out)
+        let mut then = |this: &[u8], label: &str, other: &[u8], v: &[u8]| {
+            self.register_at(v, seq, &mut seqs, keys::edge_version_group(no, kind, this, label, other))
+        };
+        self.edge_page(log, node, direction, label, after, page, &mut then)
     }
 
     /// [`Store::read_feed`] at `seq`: the items of entries stored at or before it. A

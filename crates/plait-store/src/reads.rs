@@ -43,6 +43,11 @@ pub struct EdgePage {
     pub next_after: Option<Vec<u8>>,
 }
 
+/// Reads one graph row (this node, label, other node, row value) as the op and props
+/// an edge read sees: now, or as of a point in the past.
+pub(crate) type EdgeResolve<'a> =
+    dyn FnMut(&[u8], &str, &[u8], &[u8]) -> StoreResult<Option<(OpId, Option<Vec<u8>>)>> + 'a;
+
 /// A page of feed items.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeedPage {
@@ -221,6 +226,26 @@ impl Store {
         after: Option<&[u8]>,
         page: PageLimit,
     ) -> StoreResult<EdgePage> {
+        let mut now = |_: &[u8], _: &str, _: &[u8], v: &[u8]| {
+            let register = keys::parse_register(v).ok_or_else(|| corrupt("graph"))?;
+            Ok(Some((register.id, register.payload.map(<[u8]>::to_vec))))
+        };
+        self.edge_page(log, node, direction, label, after, page, &mut now)
+    }
+
+    /// A page of edges of `node`, each graph row's op and props as `resolve` reads them
+    /// (this node, label, other node, row value; `None`: no op yet).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn edge_page(
+        &self,
+        log: &LogId,
+        node: &[u8],
+        direction: Direction,
+        label: Option<&str>,
+        after: Option<&[u8]>,
+        page: PageLimit,
+        resolve: &mut EdgeResolve<'_>,
+    ) -> StoreResult<EdgePage> {
         let ks = match direction {
             Direction::Out => &self.shared.ks.graph_out,
             Direction::In => &self.shared.ks.graph_in,
@@ -232,7 +257,7 @@ impl Store {
             Some(after) => {
                 if !after.starts_with(&prefix) || after.len() == prefix.len() {
                     return Err(StoreError::Invalid(
-                        "after must be the next_after of an earlier page of the same node, direction and label"
+                        "after must be the next_after of an earlier page of the same node, direction, label and as_of"
                             .into(),
                     ));
                 }
@@ -253,8 +278,7 @@ impl Store {
                 return Ok(out);
             }
             let (this, label, other) = keys::parse_edge_key(&k).ok_or_else(|| corrupt("graph"))?;
-            let register = keys::parse_register(&v).ok_or_else(|| corrupt("graph"))?;
-            let Some(props) = register.payload else {
+            let Some((id, Some(props))) = resolve(this, label, other, &v)? else {
                 previous = Some(k.to_vec());
                 continue;
             };
@@ -273,8 +297,8 @@ impl Store {
                 src: src.to_vec(),
                 label: label.to_owned(),
                 dst: dst.to_vec(),
-                props: props.to_vec(),
-                id: register.id,
+                props,
+                id,
             });
         }
         Ok(out)

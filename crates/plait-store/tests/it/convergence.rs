@@ -1,24 +1,11 @@
 //! The store's incremental views and heads equal the reference fold for any arrival
 //! order, duplicates included, and the integrity check agrees.
 
-use plait_core::{EntryDraft, IngestOutcome, LogType, LogView, MemoryLog, Op, VerifiedEntry};
+use plait_core::{EntryDraft, IngestOutcome, LogType, LogView, MemoryLog, VerifiedEntry};
 use plait_store::{Direction, IngestSource, PageLimit};
 use proptest::prelude::*;
 
-use crate::support::{key, manifest, open};
-
-fn op_for(log_type: LogType, k: u8, v: u8, delete: bool) -> Op {
-    let key = vec![b'a' + k % 3];
-    match (log_type, delete) {
-        (LogType::Kv, false) => Op::Put { key, value: vec![v] },
-        (LogType::Kv, true) => Op::Delete { key },
-        (LogType::Feed, _) => Op::Append { value: vec![v] },
-        (LogType::Graph, false) => {
-            Op::Link { src: key, label: "l".into(), dst: vec![b'x' + v % 2], props: vec![v] }
-        }
-        (LogType::Graph, true) => Op::Unlink { src: key, label: "l".into(), dst: vec![b'x' + v % 2] },
-    }
-}
+use crate::support::{key, manifest, op_for, open};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]

@@ -9,20 +9,7 @@ use plait_core::{EntryDraft, EntryHash, LogType, LogView, MemoryLog, Op, OpId, V
 use plait_store::{AsOf, Direction, IngestSource, PageLimit, Store, StoreError};
 use proptest::prelude::*;
 
-use crate::support::{key, manifest, open};
-
-fn op_for(log_type: LogType, k: u8, v: u8, delete: bool) -> Op {
-    let key = vec![b'a' + k % 3];
-    match (log_type, delete) {
-        (LogType::Kv, false) => Op::Put { key, value: vec![v] },
-        (LogType::Kv, true) => Op::Delete { key },
-        (LogType::Feed, _) => Op::Append { value: vec![v] },
-        (LogType::Graph, false) => {
-            Op::Link { src: key, label: "l".into(), dst: vec![b'x' + v % 2], props: vec![v] }
-        }
-        (LogType::Graph, true) => Op::Unlink { src: key, label: "l".into(), dst: vec![b'x' + v % 2] },
-    }
-}
+use crate::support::{key, manifest, op_for, open};
 
 /// One version as History reports it: op, seq of its entry, value or none.
 type VersionOf = (OpId, u64, Option<Vec<u8>>);

@@ -52,3 +52,18 @@ pub(crate) fn entry(
     .sign(writer)
     .unwrap()
 }
+
+/// A small op of `log_type` on one of three keys (or edges out of them), from generated
+/// numbers: what the property tests build entries of.
+pub(crate) fn op_for(log_type: LogType, k: u8, v: u8, delete: bool) -> Op {
+    let key = vec![b'a' + k % 3];
+    match (log_type, delete) {
+        (LogType::Kv, false) => Op::Put { key, value: vec![v] },
+        (LogType::Kv, true) => Op::Delete { key },
+        (LogType::Feed, _) => Op::Append { value: vec![v] },
+        (LogType::Graph, false) => {
+            Op::Link { src: key, label: "l".into(), dst: vec![b'x' + v % 2], props: vec![v] }
+        }
+        (LogType::Graph, true) => Op::Unlink { src: key, label: "l".into(), dst: vec![b'x' + v % 2] },
+    }
+}
