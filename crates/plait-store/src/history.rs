@@ -73,10 +73,12 @@ fn corrupt() -> StoreError {
     StoreError::Corrupt("unreadable versions row".into())
 }
 
-/// Seqs of entries by hash, read once per entry: consecutive rows often share one.
+/// Seqs of entries by hash, read once per entry (consecutive rows often share one), and
+/// the version rows a read walked, which count against its bound.
 #[derive(Default)]
 struct Seqs {
     last: Option<(EntryHash, u64)>,
+    walked: usize,
 }
 
 impl Seqs {
@@ -159,6 +161,7 @@ impl Store {
             return Ok(Some((register.id, register.payload.map(<[u8]>::to_vec))));
         }
         for row in self.shared.ks.versions.prefix(versions).rev() {
+            seqs.walked += 1;
             let (k, v) = row.into_inner()?;
             let (at, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
             if at <= seq {
@@ -200,7 +203,8 @@ impl Store {
         for (examined, row) in rows.enumerate() {
             let (k, v) = row.into_inner()?;
             let key = k[keys::NO..].to_vec();
-            if examined == VERSION_ROWS_MAX {
+            // View rows and the versions walked behind them; a page stops between keys.
+            if examined + seqs.walked >= VERSION_ROWS_MAX {
                 return Ok((out, Some(key)));
             }
             let Some((id, Some(value))) =
@@ -238,7 +242,10 @@ impl Store {
         };
         let mut seqs = Seqs::default();
         let mut then = |this: &[u8], label: &str, other: &[u8], v: &[u8]| {
-            self.register_at(v, seq, &mut seqs, keys::edge_version_group(no, kind, this, label, other))
+            let before = seqs.walked;
+            let at =
+                self.register_at(v, seq, &mut seqs, keys::edge_version_group(no, kind, this, label, other))?;
+            Ok((at, seqs.walked - before))
         };
         self.edge_page(log, node, direction, label, after, page, &mut then)
     }

@@ -44,9 +44,10 @@ pub struct EdgePage {
 }
 
 /// Reads one graph row (this node, label, other node, row value) as the op and props
-/// an edge read sees: now, or as of a point in the past.
+/// an edge read sees (now, or as of a point in the past), and how many more rows it read
+/// to know (they count against the page's bound).
 pub(crate) type EdgeResolve<'a> =
-    dyn FnMut(&[u8], &str, &[u8], &[u8]) -> StoreResult<Option<(OpId, Option<Vec<u8>>)>> + 'a;
+    dyn FnMut(&[u8], &str, &[u8], &[u8]) -> StoreResult<(Option<(OpId, Option<Vec<u8>>)>, usize)> + 'a;
 
 /// A page of feed items.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -228,7 +229,7 @@ impl Store {
     ) -> StoreResult<EdgePage> {
         let mut now = |_: &[u8], _: &str, _: &[u8], v: &[u8]| {
             let register = keys::parse_register(v).ok_or_else(|| corrupt("graph"))?;
-            Ok(Some((register.id, register.payload.map(<[u8]>::to_vec))))
+            Ok((Some((register.id, register.payload.map(<[u8]>::to_vec))), 0))
         };
         self.edge_page(log, node, direction, label, after, page, &mut now)
     }
@@ -271,14 +272,18 @@ impl Store {
         // The key of the row examined last, live or not: a page that stops before a row
         // continues after this one (every key between them was examined already).
         let mut previous: Option<Vec<u8>> = None;
-        for (examined, row) in rows.enumerate() {
+        // Rows examined, with any a read of the past walked behind them.
+        let mut examined = 0usize;
+        for row in rows {
             let (k, v) = row.into_inner()?;
-            if examined == RANGE_ROWS_MAX {
+            if examined >= RANGE_ROWS_MAX {
                 out.next_after = previous;
                 return Ok(out);
             }
             let (this, label, other) = keys::parse_edge_key(&k).ok_or_else(|| corrupt("graph"))?;
-            let Some((id, Some(props))) = resolve(this, label, other, &v)? else {
+            let (at, walked) = resolve(this, label, other, &v)?;
+            examined += 1 + walked;
+            let Some((id, Some(props))) = at else {
                 previous = Some(k.to_vec());
                 continue;
             };
