@@ -16,16 +16,13 @@ use plait_core::{DecodedEntry, EntryHash, LogId, OpId, PublicKey};
 
 use crate::error::{StoreError, StoreResult};
 use crate::keys;
-use crate::reads::{Direction, EdgePage, FeedPage, FeedRow, KvRow, PageLimit};
+use crate::reads::{
+    Direction, EdgePage, FeedPage, FeedRow, KvRow, PageLimit, RANGE_ROWS_MAX, ROW_OVERHEAD_BYTES,
+};
 use crate::store::Store;
 
-/// Version rows (or feed rows) a time-travel or history read examines before it returns
-/// a page; a read stops only between two keys, so one key's versions are read whole.
-const VERSION_ROWS_MAX: usize = 100_000;
 /// Entries a writer-range read decodes at most before it returns a page.
 const WRITER_ENTRIES_MAX: usize = 10_000;
-/// What a row costs a page beyond its payload: clock, hash, seq and framing.
-const ROW_OVERHEAD_BYTES: usize = 96;
 
 /// A point in a log's past.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +201,7 @@ impl Store {
             let (k, v) = row.into_inner()?;
             let key = k[keys::NO..].to_vec();
             // View rows and the versions walked behind them; a page stops between keys.
-            if examined + seqs.walked >= VERSION_ROWS_MAX {
+            if examined + seqs.walked >= RANGE_ROWS_MAX {
                 return Ok((out, Some(key)));
             }
             let Some((id, Some(value))) =
@@ -262,55 +259,22 @@ impl Store {
         seq: u64,
     ) -> StoreResult<FeedPage> {
         let Some(no) = self.shared.log_no(log) else { return Ok(FeedPage::default()) };
-        let ks = &self.shared.ks;
-        let mut from = no.bytes().to_vec();
-        if let Some(after) = after {
-            if after.len() != OpId::SORT_KEY_LEN {
-                return Err(StoreError::Invalid(format!(
-                    "a feed position is {} bytes, got {}; pass the position of an item you read",
-                    OpId::SORT_KEY_LEN,
-                    after.len()
-                )));
-            }
-            from.extend_from_slice(after);
-            from.push(0);
-        }
-        let rows: Box<dyn Iterator<Item = fjall::Guard>> = match (tail, keys::prefix_end(&no.bytes())) {
-            (true, _) => Box::new(ks.feed.prefix(no.bytes()).rev()),
-            (false, Some(to)) => Box::new(ks.feed.range(from..to)),
-            (false, None) => Box::new(ks.feed.range(from..)),
-        };
-        // Consecutive items mostly share an entry: one by_hash read per entry.
-        let mut last: Option<(EntryHash, u64)> = None;
+        let rows = self.feed_rows(no, after, tail)?;
+        let mut seqs = Seqs::default();
         let mut out = FeedPage::default();
         let mut bytes = 0usize;
         for (examined, row) in rows.enumerate() {
             let (k, v) = row.into_inner()?;
             let id = OpId::from_sort_key(&k[keys::NO..])
                 .ok_or_else(|| StoreError::Corrupt("unreadable feed row".into()))?;
-            if examined == VERSION_ROWS_MAX {
+            if examined == RANGE_ROWS_MAX {
                 out.more = !tail;
                 if !tail && out.items.is_empty() {
                     out.next_after = Some(k[keys::NO..].to_vec());
                 }
                 break;
             }
-            let entry_seq = match last {
-                Some((hash, s)) if hash == id.entry => s,
-                _ => {
-                    let location = ks.by_hash.get(id.entry.0)?.as_deref().and_then(keys::parse_location);
-                    let s = location
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "feed item of entry {} with no by_hash row",
-                                id.entry
-                            ))
-                        })?
-                        .seq;
-                    last = Some((id.entry, s));
-                    s
-                }
-            };
+            let entry_seq = seqs.of(self, &id.entry)?;
             if entry_seq > seq {
                 continue;
             }
@@ -390,7 +354,7 @@ impl Store {
             let (_, _, id) = keys::parse_version_key(&k).ok_or_else(corrupt)?;
             let (seq, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
             let size = payload.map_or(0, <[u8]>::len) + ROW_OVERHEAD_BYTES;
-            if examined == VERSION_ROWS_MAX || page.full(out.versions.len(), bytes, size) {
+            if examined == RANGE_ROWS_MAX || page.full(out.versions.len(), bytes, size) {
                 stop(&mut out);
                 return Ok(out);
             }

@@ -144,34 +144,38 @@ impl Store {
                 let (k, v) = row.into_inner()?;
                 stored_versions.add(&k, &v);
             }
-            let winners: Vec<(plait_core::OpId, plait_core::Op)> = match &view {
-                LogView::Feed(_) => Vec::new(),
-                LogView::Kv(map) => map
-                    .iter()
-                    .map(|(key, r)| {
-                        let op = match &r.value {
-                            Some(value) => plait_core::Op::Put { key: key.clone(), value: value.clone() },
-                            None => plait_core::Op::Delete { key: key.clone() },
-                        };
-                        (r.id, op)
-                    })
-                    .collect(),
-                LogView::Graph(map) => map
-                    .iter()
-                    .map(|(e, r)| {
-                        let (src, label, dst) = (e.src.clone(), e.label.clone(), e.dst.clone());
-                        let op = match &r.value {
-                            Some(v) => plait_core::Op::Link { src, label, dst, props: v.props.clone() },
-                            None => plait_core::Op::Unlink { src, label, dst },
-                        };
-                        (r.id, op)
-                    })
-                    .collect(),
-            };
-            for (id, op) in &winners {
+            // The view's winners, as the ops that wrote them: the view rows hold these.
+            let mut add_winner = |id: &plait_core::OpId, op: plait_core::Op| {
                 let seq = seqs.get(&id.entry).copied().unwrap_or(0);
-                for (k, v) in keys::version_rows(no, seq, id, op) {
+                for (k, v) in keys::version_rows(no, seq, id, &op) {
                     stored_versions.add(&k, &v);
+                }
+            };
+            match &view {
+                LogView::Feed(_) => {}
+                LogView::Kv(map) => {
+                    for (key, r) in map {
+                        let key = key.clone();
+                        add_winner(
+                            &r.id,
+                            match &r.value {
+                                Some(value) => plait_core::Op::Put { key, value: value.clone() },
+                                None => plait_core::Op::Delete { key },
+                            },
+                        );
+                    }
+                }
+                LogView::Graph(map) => {
+                    for (e, r) in map {
+                        let (src, label, dst) = (e.src.clone(), e.label.clone(), e.dst.clone());
+                        add_winner(
+                            &r.id,
+                            match &r.value {
+                                Some(v) => plait_core::Op::Link { src, label, dst, props: v.props.clone() },
+                                None => plait_core::Op::Unlink { src, label, dst },
+                            },
+                        );
+                    }
                 }
             }
             if stored_versions != versions {

@@ -8,11 +8,12 @@ use crate::error::{StoreError, StoreResult};
 use crate::keys;
 use crate::store::Store;
 
-/// Rows any single range read examines at most, live or not, before it returns a page.
-const RANGE_ROWS_MAX: usize = 100_000;
+/// Rows any single range read examines at most, live or not, before it returns a page
+/// (reads of the past count the versions they walk too).
+pub(crate) const RANGE_ROWS_MAX: usize = 100_000;
 
 /// What a row costs a page beyond its keys and values: its clock, hash and framing.
-const ROW_OVERHEAD_BYTES: usize = 64;
+pub(crate) const ROW_OVERHEAD_BYTES: usize = 64;
 
 /// How big a page of a range read may get: at most `rows` rows, and rows while the page
 /// is under `bytes` (a page always takes its first row, so one large row still reads).
@@ -172,7 +173,6 @@ impl Store {
         page: PageLimit,
         tail: bool,
     ) -> StoreResult<FeedPage> {
-        let ks = &self.shared.ks.feed;
         let parse = |row: fjall::Guard| -> StoreResult<FeedRow> {
             let (k, v) = row.into_inner()?;
             let id = OpId::from_sort_key(&k[keys::NO..]).ok_or_else(|| corrupt("feed"))?;
@@ -194,10 +194,25 @@ impl Store {
             Ok((out, false))
         };
         let Some(no) = self.shared.log_no(log) else { return Ok(FeedPage::default()) };
+        let (mut items, more) = take(&mut self.feed_rows(no, after, tail)?)?;
         if tail {
-            let (mut items, _) = take(&mut ks.prefix(no.bytes()).rev())?;
             items.reverse();
             return Ok(FeedPage { items, more: false, next_after: None });
+        }
+        Ok(FeedPage { items, more, next_after: None })
+    }
+
+    /// A log's feed rows in total order after `after` (a position from an earlier item),
+    /// or newest first for a tail read.
+    pub(crate) fn feed_rows(
+        &self,
+        no: keys::LogNo,
+        after: Option<&[u8]>,
+        tail: bool,
+    ) -> StoreResult<Box<dyn Iterator<Item = fjall::Guard> + '_>> {
+        let ks = &self.shared.ks.feed;
+        if tail {
+            return Ok(Box::new(ks.prefix(no.bytes()).rev()));
         }
         let mut from = no.bytes().to_vec();
         if let Some(after) = after {
@@ -212,8 +227,7 @@ impl Store {
             // The smallest key after `after`: exclusive start.
             from.push(0);
         }
-        let (items, more) = take(&mut Self::keyspace_range(ks, from, keys::prefix_end(&no.bytes())))?;
-        Ok(FeedPage { items, more, next_after: None })
+        Ok(Self::keyspace_range(ks, from, keys::prefix_end(&no.bytes())))
     }
 
     /// Live edges out of (or into) `node`, optionally with one label, as many as `page`

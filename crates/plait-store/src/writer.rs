@@ -1367,6 +1367,11 @@ impl Writer {
         let state = stage(&self.logs, &mut group.staged, &log).expect("apply is only called for hosted logs");
         let seq = state.next_seq;
         let no = state.no;
+        // Every stored op has a time of at most the highest head's (times grow along
+        // parent links), and the total order compares time first: an entry past that
+        // wins against everything stored. Its ops still read the registers (what they
+        // replace goes to the history), but none of them can lose.
+        let newest = time > state.time_max();
         let applied = group.applied.entry(log).or_default();
         debug_assert_eq!(seq, durable_next + applied.entries, "seq must be the last seq plus one");
         applied.entries += 1;
@@ -1413,6 +1418,7 @@ impl Writer {
                     self.merge_register(group, ViewRow::edge(no, src, label, dst), &id, None)
                 }
             };
+            debug_assert!(!(newest && matches!(loser, Loser::This)), "an op of the newest entry must win");
             // History keeps every op of a key or edge but the one its view row holds: the
             // op that lost, which is this one or the winner it replaced.
             let rows = match loser {
@@ -1443,11 +1449,13 @@ impl Writer {
         let row = (keyspace, key);
         let ks = &self.shared.ks;
         let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
+        let stored;
         let current = match group.rows.get(&row) {
-            Some(w) => keys::parse_register(&w.value).map(|r| (r.id, r.payload.map(<[u8]>::to_vec))),
+            Some(w) => Some(w.value.as_slice()),
             None => match target.get(&row.1) {
                 Ok(v) => {
-                    v.as_deref().and_then(keys::parse_register).map(|r| (r.id, r.payload.map(<[u8]>::to_vec)))
+                    stored = v;
+                    stored.as_deref()
                 }
                 Err(e) => {
                     // A failed read here means the engine is failing; refusing to guess
@@ -1458,9 +1466,10 @@ impl Writer {
                 }
             },
         };
-        let loser = match current {
-            Some((current, _)) if current >= *id => return Loser::This,
-            Some((current, payload)) => Loser::Replaced(current, payload),
+        // The payload is copied only when it goes to the history.
+        let loser = match current.and_then(keys::parse_register) {
+            Some(current) if current.id >= *id => return Loser::This,
+            Some(current) => Loser::Replaced(current.id, current.payload.map(<[u8]>::to_vec)),
             None => Loser::None,
         };
         group.rows.insert(row, RowWrite { value: keys::register_value(id, payload), mirror });

@@ -72,6 +72,30 @@ fn optional_bounded(field: &str, value: &[u8], max: usize) -> ReplicaResult<()> 
     Ok(())
 }
 
+/// The point a request's `as_of` names, checked; `None` for the current view. The store
+/// resolves it to a seq with the read, on the blocking pool (a checkpoint is looked up).
+fn as_of(as_of: Option<pb::AsOf>) -> ReplicaResult<Option<AsOf>> {
+    let Some(as_of) = as_of else { return Ok(None) };
+    let point = match as_of.point {
+        None => {
+            return Err(ReplicaError::Invalid(
+                "as_of names no point: set its seq or its checkpoint (a state root)".into(),
+            ));
+        }
+        Some(pb::as_of::Point::Seq(seq)) => AsOf::Seq(seq),
+        Some(pb::as_of::Point::Checkpoint(root)) => {
+            let root: [u8; 32] = root.as_slice().try_into().map_err(|_| {
+                ReplicaError::Invalid(format!(
+                    "as_of.checkpoint is a checkpoint's state root, 32 bytes; got {} bytes",
+                    root.len()
+                ))
+            })?;
+            AsOf::Checkpoint(root)
+        }
+    };
+    Ok(Some(point))
+}
+
 fn check_concern(concern: Option<&pb::WriteConcern>) -> ReplicaResult<()> {
     if let Some(c) = concern {
         if c.replicas > CONCERN_REPLICAS_MAX {
@@ -301,12 +325,18 @@ impl DataService {
     async fn get(&self, r: pb::GetRequest) -> ReplicaResult<pb::GetResponse> {
         bounded("key", &r.key, KEY_BYTES_MAX)?;
         let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Get")?.log_id;
-        let row = match self.as_of(&log, r.as_of)? {
+        let row = match as_of(r.as_of)? {
             // A point read: a few block lookups, mostly in the cache. Run on the async
             // worker, where a hop to the blocking pool would cost more than the read itself.
             None => self.ctx.store.get_kv(&log, &r.key)?,
             // Walks the key's versions back from the newest: off the async workers.
-            Some(seq) => self.ctx.blocking(move |store| store.get_kv_as_of(&log, &r.key, seq)).await?,
+            Some(point) => {
+                self.ctx
+                    .blocking(move |store| {
+                        store.get_kv_as_of(&log, &r.key, store.resolve_as_of(&log, point)?)
+                    })
+                    .await?
+            }
         };
         Ok(match row {
             Some(row) => {
@@ -322,12 +352,15 @@ impl DataService {
         optional_bounded("end", &r.end, KEY_BYTES_MAX)?;
         let limit = page_limit(r.limit)?;
         let log = self.ctx.resolve_typed(&r.log, LogType::Kv, "Scan")?.log_id;
-        let as_of = self.as_of(&log, r.as_of)?;
+        let as_of = as_of(r.as_of)?;
         let (rows, next) = self
             .ctx
             .blocking(move |store| match as_of {
                 None => store.scan_kv(&log, &r.prefix, &r.start, &r.end, limit),
-                Some(seq) => store.scan_kv_as_of(&log, &r.prefix, &r.start, &r.end, limit, seq),
+                Some(point) => {
+                    let seq = store.resolve_as_of(&log, point)?;
+                    store.scan_kv_as_of(&log, &r.prefix, &r.start, &r.end, limit, seq)
+                }
             })
             .await?;
         let items = rows
@@ -350,14 +383,17 @@ impl DataService {
             )));
         }
         let log = self.ctx.resolve_typed(&r.log, LogType::Feed, "ReadFeed")?.log_id;
-        let as_of = self.as_of(&log, r.as_of)?;
+        let as_of = as_of(r.as_of)?;
         let page = self
             .ctx
             .blocking(move |store| {
                 let after = (!r.after.is_empty()).then_some(r.after.as_slice());
                 match as_of {
                     None => store.read_feed(&log, after, limit, r.tail),
-                    Some(seq) => store.read_feed_as_of(&log, after, limit, r.tail, seq),
+                    Some(point) => {
+                        let seq = store.resolve_as_of(&log, point)?;
+                        store.read_feed_as_of(&log, after, limit, r.tail, seq)
+                    }
                 }
             })
             .await?;
@@ -396,7 +432,7 @@ impl DataService {
                 r.after.len()
             )));
         }
-        let as_of = self.as_of(&log, r.as_of)?;
+        let as_of = as_of(r.as_of)?;
         let page = self
             .ctx
             .blocking(move |store| {
@@ -404,7 +440,10 @@ impl DataService {
                 let after = (!r.after.is_empty()).then_some(r.after.as_slice());
                 match as_of {
                     None => store.edges(&log, &r.node, direction, label, after, limit),
-                    Some(seq) => store.edges_as_of(&log, &r.node, direction, label, after, limit, seq),
+                    Some(point) => {
+                        let seq = store.resolve_as_of(&log, point)?;
+                        store.edges_as_of(&log, &r.node, direction, label, after, limit, seq)
+                    }
                 }
             })
             .await?;
@@ -420,29 +459,6 @@ impl DataService {
             })
             .collect();
         Ok(pb::EdgesResponse { edges, next_after: page.next_after.unwrap_or_default() })
-    }
-
-    /// The seq a request's `as_of` names on this replica, `None` for the current view.
-    fn as_of(&self, log: &LogId, as_of: Option<pb::AsOf>) -> ReplicaResult<Option<u64>> {
-        let Some(as_of) = as_of else { return Ok(None) };
-        let point = match as_of.point {
-            None => {
-                return Err(ReplicaError::Invalid(
-                    "as_of names no point: set its seq or its checkpoint (a state root)".into(),
-                ));
-            }
-            Some(pb::as_of::Point::Seq(seq)) => AsOf::Seq(seq),
-            Some(pb::as_of::Point::Checkpoint(root)) => {
-                let root: [u8; 32] = root.as_slice().try_into().map_err(|_| {
-                    ReplicaError::Invalid(format!(
-                        "as_of.checkpoint is a checkpoint's state root, 32 bytes; got {} bytes",
-                        root.len()
-                    ))
-                })?;
-                AsOf::Checkpoint(root)
-            }
-        };
-        Ok(Some(self.ctx.store.resolve_as_of(log, point)?))
     }
 
     async fn history(&self, r: pb::HistoryRequest) -> ReplicaResult<pb::HistoryResponse> {

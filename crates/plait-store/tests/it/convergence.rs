@@ -1,11 +1,11 @@
 //! The store's incremental views and heads equal the reference fold for any arrival
 //! order, duplicates included, and the integrity check agrees.
 
-use plait_core::{EntryDraft, IngestOutcome, LogType, LogView, MemoryLog, VerifiedEntry};
+use plait_core::{IngestOutcome, LogType, LogView, MemoryLog};
 use plait_store::{Direction, IngestSource, PageLimit};
 use proptest::prelude::*;
 
-use crate::support::{key, manifest, op_for, open};
+use crate::support::{arrival, key, manifest, open, signed_entries};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
@@ -21,23 +21,12 @@ proptest! {
     ) {
         let writers = [key(1), key(2), key(3)];
         let m = manifest("log", log_type, &writers.iter().collect::<Vec<_>>());
-        let mut entries: Vec<VerifiedEntry> = Vec::new();
-        for (w, seen, ops) in &steps {
-            let next: Vec<_> = if entries.is_empty() { vec![] } else { seen.iter().map(|i| entries[i % entries.len()].hash()).collect() };
-            let time = 1 + next.iter().map(|h| entries.iter().find(|e| e.hash() == *h).unwrap().clock().time).max().unwrap_or(0);
-            let ops = ops.iter().map(|(k, v, d)| op_for(log_type, *k, *v, *d)).collect();
-            entries.push(EntryDraft { log: m.log_id(), time, next, refs: vec![], ops }.sign(&writers[*w]).unwrap());
-        }
+        let entries = signed_entries(&m, &writers, &steps);
         let mut reference = MemoryLog::new(m.clone());
         for e in &entries {
             prop_assert!(!matches!(reference.ingest(e.clone()), IngestOutcome::Rejected(_)));
         }
-        let mut arrival = entries.clone();
-        for (i, ix) in shuffle.iter().enumerate() {
-            let len = arrival.len();
-            arrival.swap(i % len, ix.index(len));
-        }
-        arrival.extend(entries.iter().take(3).cloned());
+        let arrival = arrival(&entries, &shuffle, 3);
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();

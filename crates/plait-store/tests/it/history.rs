@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use plait_core::{EntryDraft, EntryHash, LogType, LogView, MemoryLog, Op, OpId, VerifiedEntry};
+use plait_core::{EntryHash, LogType, LogView, MemoryLog, Op, OpId, VerifiedEntry};
 use plait_store::{AsOf, Direction, IngestSource, PageLimit, Store, StoreError};
 use proptest::prelude::*;
 
-use crate::support::{key, manifest, op_for, open};
+use crate::support::{arrival, key, manifest, open, signed_entries};
 
 /// One version as History reports it: op, seq of its entry, value or none.
 type VersionOf = (OpId, u64, Option<Vec<u8>>);
@@ -126,19 +126,8 @@ proptest! {
     ) {
         let writers = [key(1), key(2), key(3)];
         let m = manifest("log", log_type, &writers.iter().collect::<Vec<_>>());
-        let mut entries: Vec<VerifiedEntry> = Vec::new();
-        for (w, seen, ops) in &steps {
-            let next: Vec<_> = if entries.is_empty() { vec![] } else { seen.iter().map(|i| entries[i % entries.len()].hash()).collect() };
-            let time = 1 + next.iter().map(|h| entries.iter().find(|e| e.hash() == *h).unwrap().clock().time).max().unwrap_or(0);
-            let ops = ops.iter().map(|(k, v, d)| op_for(log_type, *k, *v, *d)).collect();
-            entries.push(EntryDraft { log: m.log_id(), time, next, refs: vec![], ops }.sign(&writers[*w]).unwrap());
-        }
-        let mut arrival = entries.clone();
-        for (i, ix) in shuffle.iter().enumerate() {
-            let len = arrival.len();
-            arrival.swap(i % len, ix.index(len));
-        }
-        arrival.extend(entries.iter().take(2).cloned());
+        let entries = signed_entries(&m, &writers, &steps);
+        let arrival = arrival(&entries, &shuffle, 2);
         let chunks: Vec<_> = arrival.chunks(chunk).map(<[_]>::to_vec).collect();
         let cut = cut.index(chunks.len());
 

@@ -55,7 +55,7 @@ pub(crate) fn entry(
 
 /// A small op of `log_type` on one of three keys (or edges out of them), from generated
 /// numbers: what the property tests build entries of.
-pub(crate) fn op_for(log_type: LogType, k: u8, v: u8, delete: bool) -> Op {
+fn op_for(log_type: LogType, k: u8, v: u8, delete: bool) -> Op {
     let key = vec![b'a' + k % 3];
     match (log_type, delete) {
         (LogType::Kv, false) => Op::Put { key, value: vec![v] },
@@ -66,4 +66,50 @@ pub(crate) fn op_for(log_type: LogType, k: u8, v: u8, delete: bool) -> Op {
         }
         (LogType::Graph, true) => Op::Unlink { src: key, label: "l".into(), dst: vec![b'x' + v % 2] },
     }
+}
+
+/// One generated step of a property test: a writer (index), parents (indices into the
+/// entries made so far) and ops (key, value, delete).
+pub(crate) type Step = (usize, Vec<usize>, Vec<(u8, u8, bool)>);
+
+/// Entries signed by `writers` from generated steps, each on top of the earlier entries
+/// its step names, with a clock one past its parents'.
+pub(crate) fn signed_entries(
+    m: &SignedManifest,
+    writers: &[WriterKey],
+    steps: &[Step],
+) -> Vec<VerifiedEntry> {
+    let log_type = m.manifest().log_type;
+    let mut entries: Vec<VerifiedEntry> = Vec::new();
+    for (w, seen, ops) in steps {
+        let next: Vec<_> = if entries.is_empty() {
+            vec![]
+        } else {
+            seen.iter().map(|i| entries[i % entries.len()].hash()).collect()
+        };
+        let time = 1 + next
+            .iter()
+            .map(|h| entries.iter().find(|e| e.hash() == *h).unwrap().clock().time)
+            .max()
+            .unwrap_or(0);
+        let ops = ops.iter().map(|(k, v, d)| op_for(log_type, *k, *v, *d)).collect();
+        entries
+            .push(EntryDraft { log: m.log_id(), time, next, refs: vec![], ops }.sign(&writers[*w]).unwrap());
+    }
+    entries
+}
+
+/// `entries` in a generated order, with the first `duplicates` sent again at the end.
+pub(crate) fn arrival(
+    entries: &[VerifiedEntry],
+    shuffle: &[proptest::sample::Index],
+    duplicates: usize,
+) -> Vec<VerifiedEntry> {
+    let mut arrival = entries.to_vec();
+    for (i, ix) in shuffle.iter().enumerate() {
+        let len = arrival.len();
+        arrival.swap(i % len, ix.index(len));
+    }
+    arrival.extend(entries.iter().take(duplicates).cloned());
+    arrival
 }
