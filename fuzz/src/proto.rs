@@ -63,6 +63,7 @@ pub const KINDS: &[&str] = &[
     "ListLogsResponse",
     // Added later: kinds go at the end, so the committed corpus keeps its selectors.
     "HistoryRequest",
+    "CommitConsumerRequest",
 ];
 
 /// The selector byte of a kind, for the seed generator.
@@ -189,6 +190,7 @@ pub fn run(data: &[u8]) {
                 converted(convert::public_key("writer", &range.writer));
             }
         }),
+        "CommitConsumerRequest" => with(bytes, |r: pb::CommitConsumerRequest| log_ref(&r.log)),
         "HeadsResponse" => with(bytes, |r: pb::HeadsResponse| {
             converted(convert::log_id("log_id", &r.log_id));
             for (i, head) in r.heads.iter().enumerate() {

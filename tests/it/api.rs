@@ -287,7 +287,12 @@ async fn subscribe_from_cursor_then_live() {
     }
     let mut stream = c
         .data
-        .subscribe(pb::SubscribeRequest { log: "feed".into(), after_seq: 1, follow: true })
+        .subscribe(pb::SubscribeRequest {
+            log: "feed".into(),
+            after_seq: 1,
+            follow: true,
+            consumer: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();

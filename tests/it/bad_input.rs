@@ -455,3 +455,57 @@ async fn bad_points_in_the_past_and_bad_history_requests() {
     let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
     assert!(clean, "{report}");
 }
+
+/// Durable consumers refuse bad names (commit, delete and Subscribe alike), a commit past
+/// the log's end, a new consumer over the limit per log, and unknown consumers or logs,
+/// each with its code and a message that says what is valid. A good commit in between is
+/// answered; nothing of a refusal is stored; the next write continues the log and the data
+/// directory is clean.
+#[tokio::test]
+async fn bad_consumer_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut replica =
+        plait_tests::Plaitd::start(&dir.path().join("data"), &["--consumers-per-log-max", "2"]).unwrap();
+    let mut c = connect(&replica).await;
+    create(&mut c, "kv", pb::LogType::Kv).await;
+    c.data.write(pb::WriteRequest { ops: vec![put_op("kv", "k", "1")], concern: None }).await.unwrap();
+    let commit =
+        |consumer: &str, seq| pb::CommitConsumerRequest { log: "kv".into(), consumer: consumer.into(), seq };
+    let long = "x".repeat(129);
+    for bad in ["", long.as_str(), "a/b", "white space", "ünï"] {
+        expect(c.data.commit_consumer(commit(bad, 0)).await, Code::InvalidArgument, "consumer name");
+        let delete = pb::DeleteConsumerRequest { log: "kv".into(), consumer: bad.into() };
+        expect(c.data.delete_consumer(delete).await, Code::InvalidArgument, "consumer name");
+        // An empty consumer in Subscribe is no consumer (proto3's default).
+        if !bad.is_empty() {
+            let subscribe =
+                pb::SubscribeRequest { log: "kv".into(), consumer: bad.into(), ..Default::default() };
+            expect(c.data.subscribe(subscribe).await.map(|_| ()), Code::InvalidArgument, "consumer name");
+        }
+    }
+    expect(c.data.commit_consumer(commit("a", 2)).await, Code::InvalidArgument, "holds seqs 0 to 1");
+    let nope = pb::CommitConsumerRequest { log: "nope".into(), consumer: "a".into(), seq: 0 };
+    expect(c.data.commit_consumer(nope).await, Code::NotFound, "nope");
+    let unknown = pb::DeleteConsumerRequest { log: "kv".into(), consumer: "a".into() };
+    expect(c.data.delete_consumer(unknown).await, Code::NotFound, "no consumer \"a\"");
+    // Good commits between the refusals are answered; the third new consumer is over the
+    // limit, by commit and by Subscribe, while the existing ones still commit.
+    let ok = c.data.commit_consumer(commit("a", 1)).await.unwrap().into_inner();
+    assert_eq!((ok.committed_seq, ok.lag), (1, 0));
+    c.data.commit_consumer(commit("b", 0)).await.unwrap();
+    expect(c.data.commit_consumer(commit("c", 0)).await, Code::ResourceExhausted, "has 2 consumers");
+    let over = pb::SubscribeRequest { log: "kv".into(), consumer: "c".into(), ..Default::default() };
+    expect(c.data.subscribe(over).await.map(|_| ()), Code::ResourceExhausted, "has 2 consumers");
+    c.data.commit_consumer(commit("b", 1)).await.unwrap();
+
+    let listed =
+        c.data.list_consumers(pb::ListConsumersRequest { log: "kv".into() }).await.unwrap().into_inner();
+    let names: Vec<_> = listed.consumers.iter().map(|c| (c.name.as_str(), c.committed_seq)).collect();
+    assert_eq!((names, listed.limit), (vec![("a", 1), ("b", 1)], 2), "nothing of a refusal was stored");
+    assert_eq!(seq_of(&mut c, "kv").await, 1);
+    c.data.write(pb::WriteRequest { ops: vec![put_op("kv", "k", "2")], concern: None }).await.unwrap();
+    assert_eq!(seq_of(&mut c, "kv").await, 2, "the next write continues the log");
+    replica.terminate().unwrap();
+    let (clean, report) = plait_tests::check(&replica.data_dir).unwrap();
+    assert!(clean, "{report}");
+}

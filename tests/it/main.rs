@@ -7,6 +7,7 @@ mod backup;
 mod bad_input;
 mod chart;
 mod cli;
+mod consumers;
 mod crash;
 mod edge;
 mod hostile;

@@ -733,7 +733,12 @@ async fn subscribe_says_where_each_op_came_from() {
     async fn origins(endpoint: &str) -> BTreeMap<Vec<u8>, (i32, Vec<u8>)> {
         let mut stream = data(endpoint)
             .await
-            .subscribe(pb::SubscribeRequest { log: "kv".into(), after_seq: 0, follow: false })
+            .subscribe(pb::SubscribeRequest {
+                log: "kv".into(),
+                after_seq: 0,
+                follow: false,
+                consumer: String::new(),
+            })
             .await
             .unwrap()
             .into_inner();

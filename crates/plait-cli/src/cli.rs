@@ -405,6 +405,46 @@ pub(crate) enum Command {
         limit: Option<u64>,
     },
 
+    /// Print a log's applied ops in seq order, any log type; resume a durable consumer.
+    #[command(
+        long_about = "Print the applied ops of a log in seq order, one line each: the seq of the \
+                      entry, the op's index in it, where this replica got the entry (local, \
+                      submitted, peer:<node id>, restored) and the op.\n\nWith --consumer NAME the \
+                      replica resumes after the seq that consumer committed (a new consumer starts \
+                      after --after and is kept from then on), and with --commit each entry's seq \
+                      is committed once all its ops are printed (batched: when the stream pauses, \
+                      at most every 1000 entries), so a later run with the same name prints \
+                      nothing twice and skips nothing. Commits are durable on the replica and \
+                      survive restarts; `plaitctl consumer` lists, moves and deletes them.",
+        after_help = "Examples:\n  plaitctl subscribe chat --follow\n  plaitctl subscribe orders --after 120\n  \
+                      plaitctl subscribe orders --consumer billing --commit --follow"
+    )]
+    Subscribe {
+        /// The log, by name or hex id.
+        log: String,
+        /// Start after this seq of the replica (0: from the beginning). With --consumer,
+        /// only where a new consumer starts.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep printing ops as they land.
+        #[arg(short, long)]
+        follow: bool,
+        /// The durable consumer to resume: 1 to 128 characters of A-Z a-z 0-9 . _ -
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Commit each entry's seq to the consumer once its ops are printed.
+        #[arg(long, requires = "consumer")]
+        commit: bool,
+    },
+
+    /// List, move and delete the durable consumers of a log.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  plaitctl consumer list orders\n  plaitctl consumer commit orders billing 120\n  \
+                      plaitctl consumer delete orders billing"
+    )]
+    Consumer(ConsumerCommand),
+
     /// Show one entry by hash: clock, parents, ops, signature. The entry is verified.
     #[command(after_help = "Example:\n  plaitctl entry 3f9a...e1 (the 64-character hash a write printed)")]
     Entry {
@@ -640,6 +680,41 @@ pub(crate) enum LogCommand {
     Drop {
         /// The log, by name or hex id.
         log: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConsumerCommand {
+    /// List a log's consumers: committed seq and lag (entries stored here past it).
+    #[command(after_help = "Example:\n  plaitctl consumer list orders")]
+    List {
+        /// The log, by name or hex id.
+        log: String,
+    },
+    /// Commit a seq for a consumer (creating it if new): everything up to SEQ is processed.
+    #[command(
+        long_about = "Store, durably, that a consumer processed every entry of the log up to SEQ, \
+                      creating the consumer if it is new (at most --consumers-per-log-max per log \
+                      on the replica). SEQ is at most the log's seq on the replica; a lower seq \
+                      than the committed one moves the consumer back, so it reads those entries \
+                      again.",
+        after_help = "Examples:\n  plaitctl consumer commit orders billing 120\n  plaitctl consumer commit orders billing 0"
+    )]
+    Commit {
+        /// The log, by name or hex id.
+        log: String,
+        /// The consumer's name.
+        name: String,
+        /// The last seq processed.
+        seq: u64,
+    },
+    /// Delete a consumer, freeing its place.
+    #[command(after_help = "Example:\n  plaitctl consumer delete orders billing")]
+    Delete {
+        /// The log, by name or hex id.
+        log: String,
+        /// The consumer's name.
+        name: String,
     },
 }
 

@@ -7,9 +7,9 @@
 use std::fmt::Write as _;
 
 use plait_client::{
-    AppliedOp, BackupReport, Caller, CheckpointInfo, DrainedLog, Edge, FeedItem, Heads, ImportReport,
-    KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, Version, WriteAck,
-    WriterEntry,
+    AppliedOp, BackupReport, Caller, CheckpointInfo, ConsumerInfo, DrainedLog, Edge, FeedItem, Heads,
+    ImportReport, KeyValue, LogInfo, PeerLogStatus, PeerStatus, Status, StoredEntry, SubmitResult, Version,
+    WriteAck, WriterEntry,
 };
 use plait_core::{Clock, Op, Writers};
 use serde_json::{Map, Value, json};
@@ -163,6 +163,50 @@ pub(crate) fn log_json(log: &LogInfo) -> Value {
         "pending": log.pending,
         "ops": log.ops,
         "digest": log.digest.map(|d| d.to_hex()),
+        "consumers": log.consumers.iter().map(consumer_json).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn consumer_json(c: &ConsumerInfo) -> Value {
+    json!({ "name": c.name, "committed_seq": c.committed_seq, "lag": c.lag })
+}
+
+/// The consumers of the given logs, one row each; empty when none has any.
+pub(crate) fn consumers_table(logs: &[LogInfo]) -> String {
+    let rows: Vec<Vec<String>> = logs
+        .iter()
+        .flat_map(|log| {
+            log.consumers.iter().map(|c| {
+                vec![log.name.clone(), c.name.clone(), c.committed_seq.to_string(), c.lag.to_string()]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(&["LOG", "CONSUMER", "COMMITTED", "LAG"], &rows)
+}
+
+/// One applied op of a subscription: seq, op index, origin and the op.
+pub(crate) fn applied_human(applied: &AppliedOp) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\n",
+        applied.seq,
+        applied.op_index,
+        applied.origin,
+        op_human(&applied.op).trim_end()
+    )
+}
+
+pub(crate) fn applied_json(applied: &AppliedOp) -> Value {
+    json!({
+        "seq": applied.seq,
+        "entry_hash": applied.entry_hash.to_hex(),
+        "op_index": applied.op_index,
+        "entry_ops": applied.entry_ops,
+        "clock": clock_json(&applied.clock),
+        "origin": applied.origin.to_string(),
+        "op": op_json(&applied.op),
     })
 }
 
@@ -589,6 +633,11 @@ pub(crate) fn status_human(status: &Status) -> String {
     out = out.split_once('\n').map(|(_, rest)| rest.to_owned()).unwrap_or(out);
     out.push('\n');
     out.push_str(&logs_table(&status.logs));
+    let consumers = consumers_table(&status.logs);
+    if !consumers.is_empty() {
+        out.push('\n');
+        out.push_str(&consumers);
+    }
     out.push('\n');
     out.push_str(&peers_table(&status.peers));
     let peer_logs = peer_logs_table(&status.peers);
@@ -845,6 +894,7 @@ mod tests {
             ops: 40,
             creator: "token:app".into(),
             digest: Some(plait_core::SetDigest([9; 32])),
+            consumers: vec![],
         }
     }
 

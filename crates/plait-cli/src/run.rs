@@ -19,7 +19,7 @@ use plait_core::{EntryHash, Op, WriterKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::cli::{Cli, Command, LogCommand, MembersCommand, OpCommand, OutputFormat};
+use crate::cli::{Cli, Command, ConsumerCommand, LogCommand, MembersCommand, OpCommand, OutputFormat};
 use crate::output;
 
 /// Most ops `append --stdin` sends in one `Write` call.
@@ -205,6 +205,39 @@ async fn run_remote(client: &Client, printer: &Printer, command: Command) -> any
         Command::Status => {
             let status = client.status().await?;
             printer.emit(|| output::status_human(&status), || output::status_json(&status))
+        }
+        Command::Subscribe { log, after, follow, consumer, commit } => {
+            subscribe(client, printer, &log, after, follow, consumer.as_deref(), commit).await
+        }
+        Command::Consumer(ConsumerCommand::List { log }) => {
+            let (consumers, limit) = client.consumers(&log).await?;
+            printer.emit(
+                || {
+                    let rows: Vec<Vec<String>> = consumers
+                        .iter()
+                        .map(|c| vec![c.name.clone(), c.committed_seq.to_string(), c.lag.to_string()])
+                        .collect();
+                    let mut out = if rows.is_empty() {
+                        "no consumers\n".to_owned()
+                    } else {
+                        output::table(&["CONSUMER", "COMMITTED", "LAG"], &rows)
+                    };
+                    out.push_str(&format!("({} of at most {limit} per log)\n", consumers.len()));
+                    out
+                },
+                || json!({ "consumers": consumers.iter().map(output::consumer_json).collect::<Vec<_>>(), "limit": limit }),
+            )
+        }
+        Command::Consumer(ConsumerCommand::Commit { log, name, seq }) => {
+            let c = client.commit_consumer(&log, &name, seq).await?;
+            printer.emit(
+                || format!("consumer {} committed at seq {} (lag {})\n", c.name, c.committed_seq, c.lag),
+                || output::consumer_json(&c),
+            )
+        }
+        Command::Consumer(ConsumerCommand::Delete { log, name }) => {
+            client.delete_consumer(&log, &name).await?;
+            printer.emit(|| format!("consumer {name} deleted\n"), || json!({ "deleted": name }))
         }
         Command::Members(MembersCommand::Set { generation, members }) => {
             let generation = client.set_members(generation, members.clone()).await?;
@@ -604,6 +637,75 @@ async fn tail(client: &Client, printer: &Printer, log: &str, lines: u32, follow:
             }
         }
     }
+}
+
+/// Entries `subscribe --commit` may print before it commits, when the stream never
+/// pauses.
+const COMMIT_EVERY_ENTRIES: u64 = 1000;
+
+/// `plaitctl subscribe`: prints applied ops; with `--commit`, commits each finished entry
+/// when the stream pauses (nothing more ready to print), at the latest every
+/// [`COMMIT_EVERY_ENTRIES`], and at the end.
+async fn subscribe(
+    client: &Client,
+    printer: &Printer,
+    log: &str,
+    after: u64,
+    follow: bool,
+    consumer: Option<&str>,
+    commit: bool,
+) -> anyhow::Result<()> {
+    let mut ops = match consumer {
+        Some(name) => client.subscribe_consumer(log, name, after, follow).await?,
+        None => client.subscribe(log, after, follow).await?,
+    };
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    // The last seq whose every op was printed, and whether it is committed.
+    let (mut done, mut committed, mut since) = (None::<u64>, true, 0u64);
+    let flush = |done: Option<u64>| async move {
+        match (commit, consumer, done) {
+            (true, Some(name), Some(seq)) => client.commit_consumer(log, name, seq).await.map(|_| ()),
+            _ => Ok(()),
+        }
+    };
+    loop {
+        let next = match futures::FutureExt::now_or_never(ops.next()) {
+            Some(next) => next,
+            None => {
+                // Nothing ready: a pause, when what is printed is committed.
+                if !committed {
+                    flush(done).await?;
+                    committed = true;
+                    since = 0;
+                }
+                tokio::select! {
+                    _ = &mut interrupted => return Ok(()),
+                    next = ops.next() => next,
+                }
+            }
+        };
+        let Some(applied) = next else { break };
+        let applied = applied?;
+        printer.emit_line(|| output::applied_human(&applied), || output::applied_json(&applied))?;
+        if applied.ends_entry() {
+            done = Some(applied.seq);
+            committed = false;
+            since += 1;
+            if since >= COMMIT_EVERY_ENTRIES {
+                flush(done).await?;
+                committed = true;
+                since = 0;
+            }
+        }
+    }
+    if !committed {
+        flush(done).await?;
+    }
+    if follow {
+        bail!("the replica ended the subscription");
+    }
+    Ok(())
 }
 
 /// A byte-count progress bar on stderr, drawn only when stderr is a terminal: of

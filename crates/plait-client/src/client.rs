@@ -20,10 +20,10 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::ClientError;
 use crate::options::{ClientOptions, Credentials};
 use crate::types::{
-    AppliedOp, AsOf, BackupJobReport, BackupReport, CheckpointInfo, CreateLogOptions, Direction, DrainedLog,
-    Edge, EdgePage, EdgesOptions, FeedItem, FeedPage, Heads, HistoryPage, HistoryTarget, ImportReport,
-    KeyValue, LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry, SubmitResult,
-    Version, Versioned, WriteAck, WriterEntry,
+    AppliedOp, AsOf, BackupJobReport, BackupReport, CheckpointInfo, ConsumerInfo, CreateLogOptions,
+    Direction, DrainedLog, Edge, EdgePage, EdgesOptions, FeedItem, FeedPage, Heads, HistoryPage,
+    HistoryTarget, ImportReport, KeyValue, LogInfo, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status,
+    StoredEntry, SubmitResult, Version, Versioned, WriteAck, WriterEntry,
 };
 
 /// Largest gRPC message the client sends or accepts, both ways. Set on purpose rather
@@ -561,9 +561,63 @@ impl Client {
         after_seq: u64,
         follow: bool,
     ) -> Result<AppliedOpStream, ClientError> {
-        let request = pb::SubscribeRequest { log: log.to_owned(), after_seq, follow };
+        let request =
+            pb::SubscribeRequest { log: log.to_owned(), after_seq, follow, consumer: String::new() };
+        self.subscribe_request(request).await
+    }
+
+    /// The applied ops of a log after the committed seq of durable consumer `consumer`,
+    /// which the replica keeps across restarts of either side; commit progress with
+    /// [`Client::commit_consumer`]. A consumer the replica does not know yet is created,
+    /// committed at `start_after`; for a known one `start_after` is ignored.
+    pub async fn subscribe_consumer(
+        &self,
+        log: &str,
+        consumer: &str,
+        start_after: u64,
+        follow: bool,
+    ) -> Result<AppliedOpStream, ClientError> {
+        let request = pb::SubscribeRequest {
+            log: log.to_owned(),
+            after_seq: start_after,
+            follow,
+            consumer: consumer.to_owned(),
+        };
+        self.subscribe_request(request).await
+    }
+
+    async fn subscribe_request(&self, request: pb::SubscribeRequest) -> Result<AppliedOpStream, ClientError> {
         let stream = self.data.clone().subscribe(request).await?.into_inner();
         Ok(stream.map(|item| item.map_err(ClientError::from).and_then(AppliedOp::try_from)).boxed())
+    }
+
+    /// Stores, durably, that `consumer` processed every entry of `log` up to `seq`,
+    /// creating the consumer if it is new. A seq past the log's end on the replica is
+    /// [`ClientError::Invalid`]; a new consumer over the replica's limit per log,
+    /// [`ClientError::ResourceExhausted`].
+    pub async fn commit_consumer(
+        &self,
+        log: &str,
+        consumer: &str,
+        seq: u64,
+    ) -> Result<ConsumerInfo, ClientError> {
+        let request = pb::CommitConsumerRequest { log: log.to_owned(), consumer: consumer.to_owned(), seq };
+        Ok(self.data.clone().commit_consumer(request).await?.into_inner().into())
+    }
+
+    /// Removes a durable consumer ([`ClientError::NotFound`] if the log has none by
+    /// that name).
+    pub async fn delete_consumer(&self, log: &str, consumer: &str) -> Result<(), ClientError> {
+        let request = pb::DeleteConsumerRequest { log: log.to_owned(), consumer: consumer.to_owned() };
+        self.data.clone().delete_consumer(request).await?;
+        Ok(())
+    }
+
+    /// A log's durable consumers by name, and the most one log may have on the replica.
+    pub async fn consumers(&self, log: &str) -> Result<(Vec<ConsumerInfo>, u32), ClientError> {
+        let request = pb::ListConsumersRequest { log: log.to_owned() };
+        let reply = self.data.clone().list_consumers(request).await?.into_inner();
+        Ok((reply.consumers.into_iter().map(ConsumerInfo::from).collect(), reply.limit))
     }
 
     // -----------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ pub use error::ClientError;
 pub use options::{ClientOptions, PEM_FILE_BYTES_MAX, TOKEN_BYTES_MAX};
 pub use types::{
     AppliedOp, AsOf, BackupJobReport, BackupJobState, BackupKind, BackupObject, BackupReport, Caller,
-    CheckpointInfo, CreateLogOptions, Direction, DrainedLog, EPOCH_LEN, Edge, EdgePage, EdgesOptions,
-    FeedItem, FeedPage, Head, Heads, HistoryPage, HistoryTarget, ImportKind, ImportReport, KeyValue, LogInfo,
-    Origin, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage, Status, StoredEntry,
-    SubmitOutcome, SubmitResult, Version, Versioned, WriteAck, WriterEntry,
+    CheckpointInfo, ConsumerInfo, CreateLogOptions, Direction, DrainedLog, EPOCH_LEN, Edge, EdgePage,
+    EdgesOptions, FeedItem, FeedPage, Head, Heads, HistoryPage, HistoryTarget, ImportKind, ImportReport,
+    KeyValue, LogInfo, Origin, PeerLogStatus, PeerStatus, ReadFeedOptions, RoutedOp, ScanOptions, ScanPage,
+    Status, StoredEntry, SubmitOutcome, SubmitResult, Version, Versioned, WriteAck, WriterEntry,
 };

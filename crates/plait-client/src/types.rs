@@ -249,6 +249,25 @@ pub struct LogInfo {
     /// The digest of the log's stored entries on the replica: two replicas holding the
     /// same entries report the same one. `None` from a replica that does not keep it.
     pub digest: Option<plait_core::SetDigest>,
+    /// The log's durable consumers on the replica, by name.
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// A durable consumer of a log: a named position the replica keeps, which
+/// [`Client::subscribe_consumer`](crate::Client::subscribe_consumer) resumes after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub name: String,
+    /// Every entry up to this seq is processed.
+    pub committed_seq: u64,
+    /// Entries the replica holds past the committed seq.
+    pub lag: u64,
+}
+
+impl From<pb::ConsumerInfo> for ConsumerInfo {
+    fn from(c: pb::ConsumerInfo) -> ConsumerInfo {
+        ConsumerInfo { name: c.name, committed_seq: c.committed_seq, lag: c.lag }
+    }
 }
 
 impl LogInfo {
@@ -289,6 +308,7 @@ impl TryFrom<pb::LogInfo> for LogInfo {
             pending: info.pending,
             ops: info.ops,
             creator: info.creator,
+            consumers: info.consumers.into_iter().map(ConsumerInfo::from).collect(),
             digest: match info.digest.len() {
                 0 => None,
                 _ => Some(plait_core::SetDigest(info.digest.as_slice().try_into().map_err(|_| {
@@ -603,6 +623,17 @@ pub struct AppliedOp {
     pub position: Vec<u8>,
     /// Where the replica got the op's entry.
     pub origin: Origin,
+    /// How many ops the entry carries (0 from a replica that does not say): the op with
+    /// `op_index == entry_ops - 1` is the entry's last, after which its seq may be
+    /// committed.
+    pub entry_ops: u32,
+}
+
+impl AppliedOp {
+    /// Whether this is the last op of its entry.
+    pub fn ends_entry(&self) -> bool {
+        self.op_index + 1 == self.entry_ops
+    }
 }
 
 /// Where a replica got an entry: kept by that replica, so one entry is `Local` on the
@@ -661,6 +692,7 @@ impl TryFrom<pb::AppliedOp> for AppliedOp {
             op: convert::op("op", applied.op)?,
             position: applied.position,
             origin: Origin::from_pb(applied.origin)?,
+            entry_ops: applied.entry_ops,
         })
     }
 }
@@ -1219,6 +1251,7 @@ mod tests {
             ops: 9,
             creator: "token:app".into(),
             digest: vec![5; 32],
+            consumers: vec![pb::ConsumerInfo { name: "billing".into(), committed_seq: 5, lag: 2 }],
         }
     }
 
@@ -1372,7 +1405,9 @@ mod tests {
             op: Some(pb::Op::from(Op::Delete { key: b"k".to_vec() })),
             position: vec![],
             origin: None,
+            entry_ops: 1,
         };
+        assert!(AppliedOp::try_from(applied.clone()).unwrap().ends_entry());
         assert_eq!(AppliedOp::try_from(applied.clone()).unwrap().op, Op::Delete { key: b"k".to_vec() });
         let err = AppliedOp::try_from(pb::AppliedOp { op: None, ..applied }).unwrap_err();
         assert!(err.to_string().contains("op is missing"), "{err}");
@@ -1390,6 +1425,7 @@ mod tests {
             op: Some(pb::Op::from(Op::Delete { key: b"k".to_vec() })),
             position: vec![],
             origin: Some(pb::Origin { kind, peer_node_id: peer }),
+            entry_ops: 1,
         };
         let origin = |a| AppliedOp::try_from(a).map(|a: AppliedOp| a.origin);
         assert_eq!(origin(applied(pb::OriginKind::Local as i32, vec![])).unwrap(), Origin::Local);

@@ -303,6 +303,7 @@ pub fn log_info(manifest: &SignedManifest) -> pb::LogInfo {
         ops: 0,
         creator: String::new(),
         digest: Vec::new(),
+        consumers: Vec::new(),
     }
 }
 

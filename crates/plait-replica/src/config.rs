@@ -181,6 +181,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PLAIT_LOGS_PER_PRINCIPAL", default_value_t = 100)]
     pub logs_per_principal: usize,
 
+    /// Durable consumers one log may have on this replica (named positions that
+    /// `Subscribe` resumes from; see docs/consumers.md). A new consumer over the limit is
+    /// refused with RESOURCE_EXHAUSTED; deleting one frees its place. At least 1.
+    #[arg(long, env = "PLAIT_CONSUMERS_PER_LOG_MAX", default_value_t = plait_store::CONSUMERS_PER_LOG_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_535))]
+    pub consumers_per_log_max: usize,
+
     /// Entries a replica may be behind a reachable member, on any log, and still report
     /// ready on the `plait.v1.Ready` health service and `/readyz`. A replica that has not
     /// finished its first round with every reachable member is not ready either.

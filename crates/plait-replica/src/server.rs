@@ -101,6 +101,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
     let store = tokio::task::spawn_blocking(move || Store::open(config, &mut rand::rngs::OsRng, observer))
         .await?
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    telemetry.observe_consumers(store.consumer_lags());
     let recovered: u64 = store.logs().iter().map(|l| l.seq).sum();
     tracing::info!(
         epoch = %hex::encode(store.epoch()),
@@ -171,6 +172,7 @@ pub async fn serve(args: ServeArgs, telemetry: Telemetry) -> anyhow::Result<()> 
         data_dir: args.data_dir.clone(),
         logs_max: args.logs_max,
         logs_per_principal: args.logs_per_principal,
+        consumers_per_log: args.consumers_per_log_max,
         backups: Arc::new(backups),
         backup_clock: Arc::default(),
         backup_jobs: Arc::default(),

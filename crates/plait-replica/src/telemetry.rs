@@ -219,6 +219,29 @@ impl Telemetry {
         self.metrics.clone()
     }
 
+    /// Reports `plait_consumer_lag{log,consumer}` on every collection: entries each
+    /// durable consumer is behind its log. One series per consumer, bounded by
+    /// `--consumers-per-log-max` per hosted log; a deleted consumer's series goes.
+    pub fn observe_consumers(&self, lags: plait_store::ConsumerLags) {
+        let _gauge = self
+            .meter_provider
+            .meter(SCOPE_NAME)
+            .u64_observable_gauge("plait.consumer.lag")
+            .with_unit("{entry}")
+            .with_description(
+                "Entries stored past each durable consumer's committed seq, by log and consumer.",
+            )
+            .with_callback(move |observer| {
+                for lag in lags.read() {
+                    observer.observe(
+                        lag.lag,
+                        &[KeyValue::new("log", lag.log), KeyValue::new("consumer", lag.consumer.to_string())],
+                    );
+                }
+            })
+            .build();
+    }
+
     /// The current values in the Prometheus text exposition format.
     pub fn prometheus_text(&self) -> String {
         encode_prometheus(&self.registry)

@@ -201,7 +201,51 @@ impl Store {
                     .push(format!("a creator record names no hosted log ({})", hex::encode(&k))),
             }
         }
+        self.check_consumers(&mut report)?;
         Ok(report)
+    }
+
+    /// Every consumer row is readable, has a valid name, names a hosted log and a seq
+    /// that log holds, and matches what the replica serves from memory.
+    fn check_consumers(&self, report: &mut IntegrityReport) -> StoreResult<()> {
+        let mut stored = 0;
+        for row in self.shared.ks.consumers.iter() {
+            let (k, v) = row.into_inner()?;
+            let (Some((log, name)), Some(seq)) =
+                (crate::consumers::parse_key(&k), crate::consumers::parse_value(&v))
+            else {
+                report.problems.push(format!("an unreadable consumer row ({})", hex::encode(&k)));
+                continue;
+            };
+            stored += 1;
+            let Some(summary) = self.log(&log) else {
+                report.problems.push(format!("consumer {name:?} names no hosted log ({log})"));
+                continue;
+            };
+            let log_name = &summary.manifest.manifest().name;
+            if crate::consumers::check_consumer_name(name).is_err() {
+                report
+                    .problems
+                    .push(format!("log {log_name}: consumer {name:?} has a name no commit accepts"));
+            }
+            if seq > summary.seq {
+                report.problems.push(format!(
+                    "log {log_name}: consumer {name:?} committed seq {seq}, past the log's end ({})",
+                    summary.seq
+                ));
+            }
+            if self.consumer(&log, name) != Some(seq) {
+                report.problems.push(format!(
+                    "log {log_name}: consumer {name:?} is stored at seq {seq} but served at {:?}",
+                    self.consumer(&log, name)
+                ));
+            }
+        }
+        let served = self.all_consumers().len();
+        if served != stored {
+            report.problems.push(format!("{served} consumers are served but {stored} are stored"));
+        }
+        Ok(())
     }
 
     /// A log's origin runs are readable, in order, disjoint and within its seqs, and each

@@ -6,6 +6,7 @@
 //! one fsync, and acknowledges only after the fsync. Reads go straight to fjall from any
 //! thread; they are blocking calls, so async callers run them on blocking threads.
 
+mod consumers;
 mod disk;
 mod error;
 mod history;
@@ -20,6 +21,9 @@ mod store;
 mod test_support;
 mod writer;
 
+pub use consumers::{
+    CONSUMER_NAME_MAX, CONSUMERS_PER_LOG_DEFAULT, Consumer, ConsumerLag, ConsumerLags, check_consumer_name,
+};
 pub use error::{StoreError, StoreResult};
 pub use history::{AsOf, Version, VersionPage, WriterEntry, WriterPage};
 pub use integrity::IntegrityReport;

@@ -245,6 +245,9 @@ pub(crate) struct Keyspaces {
     /// Every kv and graph op with the seq of its entry, by key or edge in total order
     /// (see `keys::kv_version_key`): what time-travel reads and History read.
     pub(crate) versions: Keyspace,
+    /// Durable consumers' committed seqs (log id ‖ name -> seq; see `consumers.rs`).
+    /// Local, like `creators`.
+    pub(crate) consumers: Keyspace,
 }
 
 /// The smallest journal limit fjall accepts.
@@ -258,8 +261,8 @@ const MEMTABLE_BYTES_SMALL: u64 = 2 * 1024 * 1024;
 /// The keyspaces with [`MEMTABLE_BYTES_LARGE`] memtables.
 const LARGE_MEMTABLE_KEYSPACES: [&str; 8] =
     ["entries", "seq", "by_hash", "kv", "feed", "graph_out", "graph_in", "versions"];
-/// What the active memtables alone may hold: eight large ones, thirteen small ones.
-pub const MEMTABLES_BYTES_MAX: u64 = 8 * MEMTABLE_BYTES_LARGE + 13 * MEMTABLE_BYTES_SMALL;
+/// What the active memtables alone may hold: eight large ones, fourteen small ones.
+pub const MEMTABLES_BYTES_MAX: u64 = 8 * MEMTABLE_BYTES_LARGE + 14 * MEMTABLE_BYTES_SMALL;
 /// The default bound on active and sealed memtables together (the store's
 /// `write_buffer_bytes`): room for the active ones and 50 MiB waiting for flushes.
 pub const WRITE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
@@ -293,12 +296,13 @@ impl Keyspaces {
             log_nos: ks("log_nos")?,
             origins: ks("origins")?,
             versions: ks("versions")?,
+            consumers: ks("consumers")?,
         })
     }
 }
 
 impl Keyspaces {
-    fn all(&self) -> [&Keyspace; 21] {
+    fn all(&self) -> [&Keyspace; 22] {
         [
             &self.meta,
             &self.logs,
@@ -321,6 +325,7 @@ impl Keyspaces {
             &self.log_nos,
             &self.origins,
             &self.versions,
+            &self.consumers,
         ]
     }
 
@@ -360,6 +365,9 @@ pub(crate) struct Shared {
     /// [`Command`](crate::writer::Command)s weigh them), counted after each durable commit. Long
     /// scans compare it with its value at their cut to bound what they keep in memory.
     pub(crate) taken_in: AtomicU64,
+    /// Every log's durable consumers as of the last durable batch; only the writer
+    /// changes it, after the batch that stores the change.
+    pub(crate) consumers: RwLock<crate::consumers::ConsumerMap>,
 }
 
 /// A durable change of a log's seq (or a new log).
@@ -449,7 +457,60 @@ impl Shared {
         self.provenance.lock().expect("provenance lock poisoned").remove(log);
     }
 
+    /// The committed seq of a consumer, as of the last durable batch.
+    pub(crate) fn consumer_seq(&self, log: &LogId, name: &str) -> Option<u64> {
+        let all = self.consumers.read().expect("consumers lock poisoned");
+        all.get(log).and_then(|c| c.get(name)).copied()
+    }
+
+    /// How many consumers `log` has once `staged` (changes of that log in a batch not yet
+    /// durable, in order) are applied.
+    pub(crate) fn consumer_count<'a>(
+        &self,
+        log: &LogId,
+        staged: impl Iterator<Item = &'a (LogId, Arc<str>, Option<u64>)>,
+    ) -> usize {
+        let all = self.consumers.read().expect("consumers lock poisoned");
+        let durable = all.get(log);
+        let mut last: HashMap<&str, bool> = HashMap::new();
+        for (_, name, seq) in staged {
+            last.insert(name, seq.is_some());
+        }
+        let base = durable.map_or(0, |c| c.len());
+        last.iter().fold(base, |n, (name, exists)| {
+            match (durable.is_some_and(|c| c.contains_key(*name)), exists) {
+                (false, true) => n + 1,
+                (true, false) => n - 1,
+                _ => n,
+            }
+        })
+    }
+
+    /// Takes a durable batch's consumer changes into the map readers use.
+    pub(crate) fn adopt_consumers(&self, changes: Vec<(LogId, Arc<str>, Option<u64>)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut all = self.consumers.write().expect("consumers lock poisoned");
+        for (log, name, seq) in changes {
+            match seq {
+                Some(seq) => {
+                    all.entry(log).or_default().insert(name, seq);
+                }
+                None => {
+                    if let Some(c) = all.get_mut(&log) {
+                        c.remove(&name);
+                        if c.is_empty() {
+                            all.remove(&log);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn forget(&self, log: &LogId) {
+        self.consumers.write().expect("consumers lock poisoned").remove(log);
         self.logs.write().expect("log summaries lock poisoned").remove(log);
         // Dropping the sender ends every subscriber of the dropped log.
         self.seq_watch.lock().expect("seq watch lock poisoned").remove(log);
@@ -510,6 +571,7 @@ impl Store {
             changes: broadcast::channel(CHANGES_BUFFER).0,
             provenance: Mutex::new(HashMap::new()),
             taken_in: AtomicU64::new(0),
+            consumers: RwLock::new(Default::default()),
         });
         let disk = DiskGuard::new(config.path.clone(), config.disk_free_min_bytes);
         let writer = Writer::recover(
@@ -519,6 +581,9 @@ impl Store {
             disk,
             config.faults.clone(),
         )?;
+        // After recovery, which publishes the hosted logs.
+        let consumers = crate::consumers::load(&shared.ks.consumers, |log| shared.log_no(log).is_some())?;
+        *shared.consumers.write().expect("consumers lock poisoned") = consumers;
         let thread = std::thread::Builder::new()
             .name("plait-writer".into())
             .spawn(move || writer.run(rx))

@@ -29,6 +29,7 @@ use plait_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::consumers::{self, ConsumerChange};
 use crate::disk::DiskGuard;
 use crate::error::{StoreError, StoreResult};
 use crate::keys::{self, LogNo};
@@ -92,6 +93,13 @@ pub(crate) enum Command {
     SetMembers {
         members: Members,
         reply: oneshot::Sender<StoreResult<()>>,
+    },
+    /// Commits or deletes a durable consumer; answers whether a commit created it.
+    Consumer {
+        log: LogId,
+        name: Arc<str>,
+        change: ConsumerChange,
+        reply: oneshot::Sender<StoreResult<bool>>,
     },
     Shutdown,
 }
@@ -232,6 +240,7 @@ enum Reply {
     CreateLog(oneshot::Sender<StoreResult<(LogSummary, bool)>>, LogId, bool),
     Ingest(oneshot::Sender<StoreResult<Vec<StoreResult<SubmitOutcome>>>>, Vec<StoreResult<SubmitOutcome>>),
     Done(oneshot::Sender<StoreResult<()>>),
+    Consumer(oneshot::Sender<StoreResult<bool>>, bool),
 }
 
 impl Reply {
@@ -240,6 +249,7 @@ impl Reply {
             Reply::CreateLog(tx, ..) => drop(tx.send(Err(error()))),
             Reply::Ingest(tx, _) => drop(tx.send(Err(error()))),
             Reply::Done(tx) => drop(tx.send(Err(error()))),
+            Reply::Consumer(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -296,6 +306,9 @@ struct Group {
     missing_removed: HashSet<[u8; 64]>,
     /// A member list set in this batch, so two updates in one batch compare correctly.
     members: Option<Members>,
+    /// Consumer rows this batch writes (`None`: deleted), in order; the in-memory map
+    /// takes them once the batch is durable.
+    consumers: Vec<(LogId, Arc<str>, Option<u64>)>,
     /// The peer the entries being ingested now were pulled from (`None` for anything
     /// else, and for children completed from pending, whoever sent them).
     source: Option<plait_core::PublicKey>,
@@ -576,6 +589,12 @@ impl Writer {
                     Ok(()) => group.replies.push(Reply::Done(reply)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
+                Command::Consumer { log, name, change, reply } => {
+                    match self.change_consumer(&mut group, log, name, change) {
+                        Ok(created) => group.replies.push(Reply::Consumer(reply, created)),
+                        Err(e) => drop(reply.send(Err(e))),
+                    }
+                }
                 Command::DropLog { log, reply } => {
                     // Dropping rewrites a whole log: commit what came before, on its own.
                     let earlier = std::mem::replace(&mut group, self.new_group());
@@ -631,6 +650,7 @@ impl Writer {
             missing_added: HashMap::new(),
             missing_removed: HashSet::new(),
             members: None,
+            consumers: Vec::new(),
             source: None,
             provenance: Vec::new(),
             origin: Origin::Unknown,
@@ -685,6 +705,7 @@ impl Writer {
             provenance,
             cursors,
             weight,
+            consumers,
             ..
         } = group;
         let durable = match self.faults.as_ref().map(|f| f.before_commit()) {
@@ -708,6 +729,7 @@ impl Writer {
         let pending_changed = !staged.is_empty();
         self.shared.record_provenance(&provenance);
         self.adopt(staged, &provenance, &cursors);
+        self.shared.adopt_consumers(consumers);
         if pending_changed {
             self.shared.observer.pending_changed(self.logs.values().map(|s| s.pending).sum());
         }
@@ -805,6 +827,7 @@ impl Writer {
                 }
                 Reply::Ingest(tx, outcomes) => drop(tx.send(Ok(outcomes))),
                 Reply::Done(tx) => drop(tx.send(Ok(()))),
+                Reply::Consumer(tx, created) => drop(tx.send(Ok(created))),
             }
         }
         for write in writes {
@@ -936,6 +959,56 @@ impl Writer {
         Ok(())
     }
 
+    /// Stages a consumer's commit or deletion in the group's batch. A commit names a seq
+    /// the log holds (as this group leaves it); a new consumer counts against `limit`.
+    fn change_consumer(
+        &self,
+        group: &mut Group,
+        log: LogId,
+        name: Arc<str>,
+        change: ConsumerChange,
+    ) -> StoreResult<bool> {
+        let state = self
+            .state(group, &log)
+            .ok_or_else(|| StoreError::NotFound(format!("no log {log} on this replica")))?;
+        let log_name = &state.manifest.manifest().name;
+        let staged =
+            |n: &str| group.consumers.iter().rev().find(|(l, c, _)| *l == log && &**c == n).map(|c| c.2);
+        let current = staged(&name).unwrap_or_else(|| self.shared.consumer_seq(&log, &name));
+        let key = consumers::key(&log, &name);
+        match change {
+            ConsumerChange::Commit { seq, limit } => {
+                let end = state.next_seq - 1;
+                if seq > end {
+                    return Err(StoreError::Invalid(format!(
+                        "consumer {name:?} cannot commit seq {seq}: log {log_name} holds seqs 0 to {end} on this replica"
+                    )));
+                }
+                let created = current.is_none();
+                if created {
+                    let count =
+                        self.shared.consumer_count(&log, group.consumers.iter().filter(|c| c.0 == log));
+                    if count >= limit {
+                        return Err(StoreError::ResourceExhausted(format!(
+                            "log {log_name} has {count} consumers, the most this replica keeps per log; delete one first"
+                        )));
+                    }
+                }
+                group.batch.insert(&self.shared.ks.consumers, key, seq.to_be_bytes().to_vec());
+                group.consumers.push((log, name, Some(seq)));
+                Ok(created)
+            }
+            ConsumerChange::Delete => {
+                if current.is_none() {
+                    return Err(StoreError::NotFound(format!("log {log_name} has no consumer {name:?}")));
+                }
+                group.batch.remove(&self.shared.ks.consumers, key);
+                group.consumers.push((log, name, None));
+                Ok(false)
+            }
+        }
+    }
+
     fn drop_log(&mut self, log: LogId) -> StoreResult<()> {
         let Some(state) = self.logs.get(&log) else {
             return Err(StoreError::NotFound(format!("no log {log} on this replica")));
@@ -974,6 +1047,9 @@ impl Writer {
         }
         for row in ks.checkpoints.prefix(log.0) {
             batch.remove(&ks.checkpoints, row.key()?);
+        }
+        for row in ks.consumers.prefix(log.0) {
+            batch.remove(&ks.consumers, row.key()?);
         }
         batch.remove(&ks.restores, log.0);
         batch.remove(&ks.logs, log.0);
@@ -1582,6 +1658,7 @@ fn reject(command: Command, error: &dyn Fn() -> StoreError) {
         Command::Write { reply, .. } => drop(reply.send(Err(error()))),
         Command::Ingest { reply, .. } => drop(reply.send(Err(error()))),
         Command::SetMembers { reply, .. } => drop(reply.send(Err(error()))),
+        Command::Consumer { reply, .. } => drop(reply.send(Err(error()))),
         Command::Cut { reply, .. } => drop(reply.send(Err(error()))),
         Command::PutCheckpoint { reply, .. } => drop(reply.send(Err(error()))),
         Command::Shutdown => {}

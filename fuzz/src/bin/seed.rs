@@ -386,6 +386,21 @@ fn main() {
         },
     );
     c.proto(
+        "CommitConsumerRequest",
+        "commit",
+        &pb::CommitConsumerRequest { log: "chat".into(), consumer: "billing.v2".into(), seq: 10 },
+    );
+    c.proto(
+        "SubscribeRequest",
+        "consumer",
+        &pb::SubscribeRequest {
+            log: "chat".into(),
+            after_seq: 0,
+            follow: true,
+            consumer: "billing.v2".into(),
+        },
+    );
+    c.proto(
         "HistoryRequest",
         "key",
         &pb::HistoryRequest {
@@ -435,7 +450,7 @@ fn main() {
     c.proto(
         "SubscribeRequest",
         "follow",
-        &pb::SubscribeRequest { log: "chat".into(), after_seq: 10, follow: true },
+        &pb::SubscribeRequest { log: "chat".into(), after_seq: 10, follow: true, consumer: String::new() },
     );
     c.proto(
         "CreateLogRequest",

@@ -2598,7 +2598,12 @@ async fn subscribe_timestamps(
 ) -> anyhow::Result<(Seen, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let seen: Seen = Arc::default();
     let mut stream = data_client(channel.clone())
-        .subscribe(pb::SubscribeRequest { log: LOG_NAME.into(), after_seq: 0, follow: true })
+        .subscribe(pb::SubscribeRequest {
+            log: LOG_NAME.into(),
+            after_seq: 0,
+            follow: true,
+            consumer: String::new(),
+        })
         .await?
         .into_inner();
     let noted = seen.clone();

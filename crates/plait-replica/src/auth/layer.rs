@@ -55,6 +55,11 @@ const RULES: &[(&str, Need, bool)] = &[
     ("/plait.v1.Data/Heads", Need::Read, true),
     ("/plait.v1.Data/Subscribe", Need::Read, false),
     ("/plait.v1.Data/History", Need::Read, true),
+    // Consumers are readers' bookmarks: whoever may read a log may keep one (bounded per
+    // log by --consumers-per-log-max).
+    ("/plait.v1.Data/CommitConsumer", Need::Read, true),
+    ("/plait.v1.Data/DeleteConsumer", Need::Read, true),
+    ("/plait.v1.Data/ListConsumers", Need::Read, true),
     ("/plait.v1.Logs/GetLog", Need::Read, true),
     ("/plait.v1.Logs/ListLogs", Need::Read, true),
     ("/plait.v1.Data/Append", Need::Write, true),
@@ -413,6 +418,9 @@ mod tests {
             ("/plait.v1.Data/Unlink", Need::Write),
             ("/plait.v1.Data/Write", Need::Write),
             ("/plait.v1.Data/Submit", Need::Write),
+            ("/plait.v1.Data/CommitConsumer", Need::Read),
+            ("/plait.v1.Data/DeleteConsumer", Need::Read),
+            ("/plait.v1.Data/ListConsumers", Need::Read),
             ("/plait.v1.Logs/CreateLog", Need::LogAdmin),
             ("/plait.v1.Logs/DropLog", Need::LogAdmin),
             ("/plait.v1.Admin/SetMembers", Need::ClusterAdmin),

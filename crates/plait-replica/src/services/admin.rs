@@ -96,7 +96,11 @@ impl AdminService {
             epoch: ctx.store.epoch().to_vec(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_ms: ctx.started.elapsed().as_millis() as u64,
-            logs: if details { ctx.store.logs().iter().map(log_info).collect() } else { Vec::new() },
+            logs: if details {
+                ctx.store.logs().iter().map(|s| log_info(&ctx.store, s)).collect()
+            } else {
+                Vec::new()
+            },
             disk_bytes,
             writable: ctx.store.is_writable(),
             peers: if details { self.peers() } else { Vec::new() },

@@ -11,7 +11,7 @@ use plait_store::{AsOf, Direction, IngestSource, LogSummary, SubmitOutcome, Writ
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{Ctx, page_limit};
+use super::{Ctx, consumer_infos, page_limit};
 use crate::auth::Principal;
 use crate::error::{ReplicaError, ReplicaResult};
 use crate::status::reply;
@@ -585,6 +585,36 @@ impl DataService {
         })
     }
 
+    async fn commit_consumer(&self, r: pb::CommitConsumerRequest) -> ReplicaResult<pb::ConsumerInfo> {
+        let summary = self.ctx.resolve(&r.log)?;
+        let limit = self.ctx.consumers_per_log;
+        let created = self.ctx.store.commit_consumer(summary.log_id, &r.consumer, r.seq, limit).await?;
+        if created {
+            tracing::info!(log = %summary.manifest.manifest().name, consumer = %r.consumer, seq = r.seq, "consumer created");
+        }
+        // The seq only grows, so the lag is read after the commit.
+        let seq = self.ctx.store.log(&summary.log_id).map_or(summary.seq, |s| s.seq);
+        Ok(pb::ConsumerInfo { name: r.consumer, committed_seq: r.seq, lag: seq.saturating_sub(r.seq) })
+    }
+
+    async fn delete_consumer(
+        &self,
+        r: pb::DeleteConsumerRequest,
+    ) -> ReplicaResult<pb::DeleteConsumerResponse> {
+        let summary = self.ctx.resolve(&r.log)?;
+        self.ctx.store.delete_consumer(summary.log_id, &r.consumer).await?;
+        tracing::info!(log = %summary.manifest.manifest().name, consumer = %r.consumer, "consumer deleted");
+        Ok(pb::DeleteConsumerResponse {})
+    }
+
+    fn list_consumers(&self, r: pb::ListConsumersRequest) -> ReplicaResult<pb::ListConsumersResponse> {
+        let summary = self.ctx.resolve(&r.log)?;
+        Ok(pb::ListConsumersResponse {
+            consumers: consumer_infos(&self.ctx.store, &summary),
+            limit: u32::try_from(self.ctx.consumers_per_log).unwrap_or(u32::MAX),
+        })
+    }
+
     async fn subscribe(&self, r: pb::SubscribeRequest) -> ReplicaResult<SubscribeStream> {
         let summary = self.ctx.resolve(&r.log)?;
         let permit = self.ctx.subscriptions.clone().try_acquire_owned().map_err(|_| {
@@ -593,13 +623,29 @@ impl DataService {
             )
         })?;
         let log = summary.log_id;
+        // A durable consumer resumes after its committed seq; a new one is committed at
+        // after_seq first, so that a restart of either side resumes there too.
+        let after_seq = if r.consumer.is_empty() {
+            r.after_seq
+        } else {
+            plait_store::check_consumer_name(&r.consumer)?;
+            match self.ctx.store.consumer(&log, &r.consumer) {
+                Some(committed) => committed,
+                None => {
+                    let limit = self.ctx.consumers_per_log;
+                    self.ctx.store.commit_consumer(log, &r.consumer, r.after_seq, limit).await?;
+                    tracing::info!(log = %summary.manifest.manifest().name, consumer = %r.consumer, seq = r.after_seq, "consumer created");
+                    r.after_seq
+                }
+            }
+        };
         let mut seq_watch = self.ctx.store.watch_seq(&log)?;
         let mut shutdown = self.ctx.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut cursor = r.after_seq;
+            let mut cursor = after_seq;
             // The stream is the tonic boundary of this task: its errors become statuses
             // as they are sent.
             let fail = |e: ReplicaError| -> Result<pb::AppliedOp, Status> { Err(e.into()) };
@@ -637,6 +683,7 @@ impl DataService {
                         Some(run) if run.first <= stored.seq => origin_to_pb(run.origin),
                         _ => origin_to_pb(plait_store::Origin::Unknown),
                     };
+                    let entry_ops = u32::try_from(stored.entry.entry().ops.len()).unwrap_or(u32::MAX);
                     for (id, op) in stored.entry.op_ids() {
                         let applied = pb::AppliedOp {
                             seq: stored.seq,
@@ -646,6 +693,7 @@ impl DataService {
                             op: Some(op.into()),
                             position: id.to_sort_key().to_vec(),
                             origin: Some(origin.clone()),
+                            entry_ops,
                         };
                         if tx.send(Ok(applied)).await.is_err() {
                             return; // The client went away.
@@ -775,6 +823,27 @@ impl pb::data_server::Data for DataService {
 
     async fn heads(&self, request: Request<pb::HeadsRequest>) -> Result<Response<pb::HeadsResponse>, Status> {
         reply(self.heads(request.into_inner()).await)
+    }
+
+    async fn commit_consumer(
+        &self,
+        request: Request<pb::CommitConsumerRequest>,
+    ) -> Result<Response<pb::ConsumerInfo>, Status> {
+        reply(self.commit_consumer(request.into_inner()).await)
+    }
+
+    async fn delete_consumer(
+        &self,
+        request: Request<pb::DeleteConsumerRequest>,
+    ) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
+        reply(self.delete_consumer(request.into_inner()).await)
+    }
+
+    async fn list_consumers(
+        &self,
+        request: Request<pb::ListConsumersRequest>,
+    ) -> Result<Response<pb::ListConsumersResponse>, Status> {
+        reply(self.list_consumers(request.into_inner()))
     }
 
     type SubscribeStream = SubscribeStream;

@@ -87,7 +87,7 @@ impl LogsService {
                 "log created"
             );
         }
-        Ok(log_info(&summary))
+        Ok(log_info(&self.ctx.store, &summary))
     }
 
     async fn drop_log(&self, request: pb::DropLogRequest) -> ReplicaResult<pb::DropLogResponse> {
@@ -119,14 +119,14 @@ impl pb::logs_server::Logs for LogsService {
     }
 
     async fn get_log(&self, request: Request<pb::GetLogRequest>) -> Result<Response<pb::LogInfo>, Status> {
-        reply(self.ctx.resolve(&request.into_inner().log).map(|s| log_info(&s)))
+        reply(self.ctx.resolve(&request.into_inner().log).map(|s| log_info(&self.ctx.store, &s)))
     }
 
     async fn list_logs(
         &self,
         _: Request<pb::ListLogsRequest>,
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
-        let logs = self.ctx.store.logs().iter().map(log_info).collect();
+        let logs = self.ctx.store.logs().iter().map(|s| log_info(&self.ctx.store, s)).collect();
         Ok(Response::new(pb::ListLogsResponse { logs }))
     }
 

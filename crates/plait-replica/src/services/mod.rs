@@ -55,6 +55,8 @@ pub(crate) struct Ctx {
     pub(crate) logs_max: usize,
     /// Logs an authenticated principal may create here, unless the auth file says.
     pub(crate) logs_per_principal: usize,
+    /// Durable consumers one log may have here (`--consumers-per-log-max`).
+    pub(crate) consumers_per_log: usize,
     /// Checks the node proofs peers attach to their calls.
     pub(crate) proofs: Arc<crate::auth::ProofVerifier>,
 }
@@ -173,8 +175,9 @@ const _: () = assert!(
 
 /// A hosted log as the API shows it: the manifest's part from `plait-proto`, the counts
 /// from this replica's store.
-pub(crate) fn log_info(summary: &LogSummary) -> plait_proto::pb::LogInfo {
+pub(crate) fn log_info(store: &Store, summary: &LogSummary) -> plait_proto::pb::LogInfo {
     plait_proto::pb::LogInfo {
+        consumers: consumer_infos(store, summary),
         seq: summary.seq,
         heads: summary.heads,
         pending: summary.pending,
@@ -183,4 +186,17 @@ pub(crate) fn log_info(summary: &LogSummary) -> plait_proto::pb::LogInfo {
         digest: summary.digest.0.to_vec(),
         ..plait_proto::convert::log_info(&summary.manifest)
     }
+}
+
+/// A log's durable consumers with their lag behind the log's seq in `summary`.
+pub(crate) fn consumer_infos(store: &Store, summary: &LogSummary) -> Vec<plait_proto::pb::ConsumerInfo> {
+    store
+        .consumers(&summary.log_id)
+        .into_iter()
+        .map(|c| plait_proto::pb::ConsumerInfo {
+            name: c.name.to_string(),
+            committed_seq: c.seq,
+            lag: summary.seq.saturating_sub(c.seq),
+        })
+        .collect()
 }

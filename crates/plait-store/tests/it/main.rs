@@ -2,6 +2,7 @@
 
 mod support;
 
+mod consumers;
 mod convergence;
 mod fixture;
 mod history;
