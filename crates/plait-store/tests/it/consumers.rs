@@ -1,10 +1,55 @@
 //! Durable consumers: commits survive a reopen, are bounded per log, refuse seqs the log
 //! does not hold, and leave with their log.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
 use plait_core::{LogType, Op};
-use plait_store::{Consumer, StoreError};
+use plait_store::{Consumer, FaultInjector, NoopObserver, Store, StoreConfig, StoreError, StoreResult};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use crate::support::{key, manifest, open};
+
+/// Holds the writer in the next commit once armed, until released, so that commands
+/// sent meanwhile queue up and form the next group together.
+#[derive(Default)]
+struct Gate {
+    armed: AtomicBool,
+    /// (the writer is in the commit, released)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn arm(&self) {
+        *self.state.lock().unwrap() = (false, false);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn wait_entered(&self) {
+        let state = self.state.lock().unwrap();
+        drop(self.changed.wait_while(state, |s| !s.0).unwrap());
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl FaultInjector for Gate {
+    fn before_commit(&self) -> StoreResult<()> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let mut state = self.state.lock().unwrap();
+            state.0 = true;
+            self.changed.notify_all();
+            drop(self.changed.wait_while(state, |s| !s.1).unwrap());
+        }
+        Ok(())
+    }
+}
 
 fn put(k: &str) -> Op {
     Op::Put { key: k.as_bytes().to_vec(), value: b"v".to_vec() }
@@ -50,11 +95,14 @@ async fn a_committed_position_survives_a_reopen_and_a_delete_removes_it() {
 
 /// Refusals store nothing: a seq past the log's end, a bad name, an unknown log, and a
 /// new consumer over the limit, also when concurrent commits race for the last place.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_commits_store_nothing_and_the_limit_holds_under_races() {
     let dir = tempfile::tempdir().unwrap();
     let writer = key(2);
-    let store = open(dir.path(), &writer);
+    let gate = Arc::new(Gate::default());
+    let mut config = StoreConfig::new(dir.path(), writer.clone()).without_disk_floor();
+    config.faults = Some(gate.clone());
+    let store = Store::open(config, &mut StdRng::seed_from_u64(7), Arc::new(NoopObserver)).unwrap();
     let (log, _) = store.create_log(manifest("events", LogType::Feed, &[&writer])).await.unwrap();
     let log = log.log_id;
     store.write(vec![(log, Op::Append { value: b"x".to_vec() })]).await.unwrap();
@@ -71,14 +119,32 @@ async fn refused_commits_store_nothing_and_the_limit_holds_under_races() {
     assert!(matches!(store.commit_consumer(other, "c", 0, 4).await, Err(StoreError::NotFound(_))));
     assert!(store.consumers(&log).is_empty());
 
-    // Twelve new consumers race for four places: exactly four are created.
-    let tries = (0..12).map(|i| {
+    // Twelve new consumers race for four places, all in one group of the writer: the
+    // writer is held in the commit of a write while the twelve commands queue behind it.
+    gate.arm();
+    let write = {
         let store = store.clone();
-        tokio::spawn(async move { store.commit_consumer(log, &format!("c{i}"), 1, 4).await })
-    });
+        tokio::spawn(async move { store.write(vec![(log, Op::Append { value: b"w".to_vec() })]).await })
+    };
+    let waiting = gate.clone();
+    tokio::task::spawn_blocking(move || waiting.wait_entered()).await.unwrap();
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut tries: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            Box::pin(async move { store.commit_consumer(log, &format!("c{i}"), 1, 4).await })
+        })
+        .collect();
+    for t in &mut tries {
+        // The first poll queues the command; the answer waits for the group's commit.
+        assert!(t.as_mut().poll(&mut cx).is_pending());
+    }
+    gate.release();
+    write.await.unwrap().unwrap();
     let mut created = 0;
     for t in tries {
-        match t.await.unwrap() {
+        match t.await {
             Ok(true) => created += 1,
             Err(StoreError::ResourceExhausted(m)) => assert!(m.contains("4 consumers"), "{m}"),
             other => panic!("unexpected {other:?}"),
@@ -92,7 +158,7 @@ async fn refused_commits_store_nothing_and_the_limit_holds_under_races() {
     store.delete_consumer(log, &first).await.unwrap();
     assert!(store.commit_consumer(log, "late", 1, 4).await.unwrap());
     // The next write goes on normally.
-    assert_eq!(store.write(vec![(log, Op::Append { value: b"y".to_vec() })]).await.unwrap()[0].seq, 2);
+    assert_eq!(store.write(vec![(log, Op::Append { value: b"y".to_vec() })]).await.unwrap()[0].seq, 3);
     assert!(store.check_integrity().unwrap().is_clean());
     store.close().await.unwrap();
 }
