@@ -496,7 +496,11 @@ impl Shared {
             match seq {
                 Some(seq) => {
                     debug_assert!(
-                        self.logs.read().expect("log summaries lock poisoned").get(&log).is_some_and(|s| seq <= s.seq),
+                        self.logs
+                            .read()
+                            .expect("log summaries lock poisoned")
+                            .get(&log)
+                            .is_some_and(|s| seq <= s.seq),
                         "consumer {name} of log {log} committed seq {seq}, past the log's durable end"
                     );
                     all.entry(log).or_default().insert(name, seq);
