@@ -798,3 +798,83 @@ async fn converged_replicas_verify_their_digests_equal() {
     }
     assert_clean(&mut cluster).await;
 }
+
+/// A replica that lost an entry from its entry store (`plaitd lose-entry`, a test-only
+/// fault: the entry's rows gone, what it did still stored, its digest summed again at the
+/// next start) is found out and repaired by replication: the check of the stopped
+/// directory reports the loss; once it runs again, it and its peer hold the same heads
+/// with different digests, which is logged and counted, and the reconcile that follows
+/// puts the entry back at its seq. Then both verify their digests equal, the entry reads
+/// back, and every data directory is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_lost_an_entry_is_detected_and_repaired() {
+    let mut cluster = Cluster::start(2, &["--metrics-listen", "127.0.0.1:0"]).await.unwrap();
+    create_logs(&cluster).await;
+    let acked = Acked::default();
+    run_writers(&cluster, 40, &acked).await;
+    converged(&endpoints(&cluster), &[b"hub"], CONVERGE).await.unwrap();
+    let digest_of = |endpoint: String| async move {
+        let mut logs = pb::logs_client::LogsClient::new(channel(&endpoint).await.unwrap());
+        logs.get_log(pb::GetLogRequest { log: "kv".into() }).await.unwrap().into_inner().digest
+    };
+    let healthy = digest_of(cluster.endpoint(0)).await;
+
+    cluster.nodes[1].terminate().unwrap();
+    let dir = cluster.data_dir(1);
+    // The first entry that is not a head: one with children, so the heads stay the same.
+    let lost = (2..)
+        .take(40)
+        .find_map(|seq: u64| {
+            let out = plait_tests::plaitd_command()
+                .unwrap()
+                .args(["lose-entry", "--data-dir"])
+                .arg(&dir)
+                .args(["--log", "kv", "--seq", &seq.to_string()])
+                .output()
+                .unwrap();
+            out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+        })
+        .expect("an entry with children to lose");
+    let (clean, report) = plait_tests::check(&dir).unwrap();
+    assert!(!clean, "the check finds the lost entry: {report}");
+
+    cluster.restart(1).unwrap();
+    let endpoint = cluster.endpoint(1);
+    let hash = hex::decode(&lost).unwrap();
+    plait_tests::wait_until(CONVERGE, "the lost entry back and the digests equal", || {
+        let (endpoint, hash, healthy) = (endpoint.clone(), hash.clone(), healthy.clone());
+        async move {
+            let found = data(&endpoint).await.get_entry(pb::GetEntryRequest { hash }).await.is_ok();
+            found && digest_of(endpoint).await == healthy
+        }
+    })
+    .await
+    .unwrap();
+    let metrics = |i: usize| plait_tests::fetch_metrics(cluster.nodes[i].metrics.unwrap()).unwrap();
+    let mismatches = |text: String| {
+        text.lines()
+            .filter(|l| l.starts_with("plait_digest_mismatches_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let counted = tokio::task::block_in_place(|| mismatches(metrics(0)) + mismatches(metrics(1)));
+    assert!(counted >= 1.0, "the mismatch was counted");
+    for endpoint in endpoints(&cluster) {
+        plait_tests::wait_until(CONVERGE, "the kv log verified equal with the peer", || {
+            let endpoint = endpoint.clone();
+            async move {
+                let mut admin = pb::admin_client::AdminClient::new(channel(&endpoint).await.unwrap());
+                let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+                let kv = status.logs.iter().find(|l| l.name == "kv").unwrap();
+                status
+                    .peers
+                    .iter()
+                    .flat_map(|p| &p.logs)
+                    .any(|l| l.log_id == kv.log_id && !l.digest_mismatch && l.verified_seq == kv.seq)
+            }
+        })
+        .await
+        .unwrap();
+    }
+    assert_clean(&mut cluster).await;
+}

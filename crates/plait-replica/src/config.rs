@@ -381,6 +381,20 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// Settings of the hidden `plaitd lose-entry`, a fault for tests of detection and repair.
+#[derive(Args, Clone, Debug)]
+pub struct LoseEntryArgs {
+    /// Data directory of a stopped replica.
+    #[arg(long, env = "PLAIT_DATA_DIR", default_value = "./plait-data")]
+    pub data_dir: PathBuf,
+    /// The log, by name or hex id.
+    #[arg(long)]
+    pub log: String,
+    /// The seq of the entry to lose (not a head).
+    #[arg(long)]
+    pub seq: u64,
+}
+
 /// Settings of `plaitd keygen`.
 #[derive(Args, Clone, Debug)]
 pub struct KeygenArgs {

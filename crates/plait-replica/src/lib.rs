@@ -19,7 +19,7 @@ mod telemetry;
 #[cfg(test)]
 mod test_support;
 
-pub use config::{CheckArgs, KeygenArgs, RestoreArgs, S3Args, SecurityArgs, ServeArgs};
+pub use config::{CheckArgs, KeygenArgs, LoseEntryArgs, RestoreArgs, S3Args, SecurityArgs, ServeArgs};
 pub use keyfile::{load_or_create_key, read_key, write_key};
-pub use server::{check, restore, serve};
+pub use server::{check, lose_entry, restore, serve};
 pub use telemetry::{Metrics, Telemetry, TelemetryConfig, init as init_telemetry};

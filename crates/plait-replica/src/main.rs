@@ -1,7 +1,7 @@
 //! `plaitd`: a Plait replica.
 
 use clap::{Parser, Subcommand};
-use plait_replica::{CheckArgs, KeygenArgs, RestoreArgs, ServeArgs, TelemetryConfig};
+use plait_replica::{CheckArgs, KeygenArgs, LoseEntryArgs, RestoreArgs, ServeArgs, TelemetryConfig};
 
 /// A Plait replica: a tamper-evident, conflict-free replicated database served over gRPC.
 ///
@@ -32,6 +32,11 @@ enum Command {
     Restore(RestoreArgs),
     /// Generate an ed25519 key file (for a cluster's shared writer key, or a client).
     Keygen(KeygenArgs),
+    /// A fault for tests: loses one entry of a stopped replica's log from its entry
+    /// store (its entries, by_hash and seq rows), as a lost table block would, and drops
+    /// the log's stored digest so the next start sums it again. Prints the entry's hash.
+    #[command(hide = true)]
+    LoseEntry(LoseEntryArgs),
 }
 
 /// jemalloc in place of the system allocator: glibc's malloc kept 100-140 MiB more than
@@ -55,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Restore(args)) => plait_replica::restore(args).await,
+        Some(Command::LoseEntry(args)) => plait_replica::lose_entry(args).await,
         Some(Command::Keygen(args)) => {
             let key = plait_core::WriterKey::generate(&mut rand::rngs::OsRng);
             plait_replica::write_key(&args.out, &key)?;

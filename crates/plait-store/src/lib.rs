@@ -15,6 +15,7 @@ mod keys;
 mod migrate;
 mod origins;
 mod reads;
+mod repair;
 mod snapshots;
 mod store;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use history::{AsOf, Version, VersionPage, WriterEntry, WriterPage};
 pub use integrity::IntegrityReport;
 pub use origins::{Origin, OriginRun};
 pub use reads::{Direction, EdgePage, EdgeRow, FeedPage, FeedRow, KvRow, PageLimit, StoredEntry};
+pub use repair::SEQ_GAPS_MAX;
 pub use snapshots::{ImportReport, RestoreKind};
 pub use store::{
     Change, Creator, Cursor, DISK_FREE_MIN_BYTES, ENGINE_THREADS_DEFAULT, FORMAT_VERSION, FaultInjector,

@@ -94,6 +94,13 @@ pub(crate) enum Command {
         members: Members,
         reply: oneshot::Sender<StoreResult<()>>,
     },
+    /// Puts entries the log lost from its entry store back at their seqs (`repair.rs`).
+    RestoreLost {
+        log: LogId,
+        entries: Vec<VerifiedEntry>,
+        gaps: Vec<u64>,
+        reply: oneshot::Sender<StoreResult<Vec<(EntryHash, u64)>>>,
+    },
     /// Commits or deletes a durable consumer; answers whether a commit created it.
     Consumer {
         log: LogId,
@@ -241,6 +248,7 @@ enum Reply {
     Ingest(oneshot::Sender<StoreResult<Vec<StoreResult<SubmitOutcome>>>>, Vec<StoreResult<SubmitOutcome>>),
     Done(oneshot::Sender<StoreResult<()>>),
     Consumer(oneshot::Sender<StoreResult<bool>>, bool),
+    Restored(oneshot::Sender<StoreResult<Vec<(EntryHash, u64)>>>, Vec<(EntryHash, u64)>),
 }
 
 impl Reply {
@@ -250,6 +258,7 @@ impl Reply {
             Reply::Ingest(tx, _) => drop(tx.send(Err(error()))),
             Reply::Done(tx) => drop(tx.send(Err(error()))),
             Reply::Consumer(tx, _) => drop(tx.send(Err(error()))),
+            Reply::Restored(tx, _) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -589,6 +598,12 @@ impl Writer {
                     Ok(()) => group.replies.push(Reply::Done(reply)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
+                Command::RestoreLost { log, entries, gaps, reply } => {
+                    match self.restore_lost(&mut group, log, entries, gaps) {
+                        Ok(restored) => group.replies.push(Reply::Restored(reply, restored)),
+                        Err(e) => drop(reply.send(Err(e))),
+                    }
+                }
                 Command::Consumer { log, name, change, reply } => {
                     match self.change_consumer(&mut group, log, name, change) {
                         Ok(created) => group.replies.push(Reply::Consumer(reply, created)),
@@ -828,6 +843,7 @@ impl Writer {
                 Reply::Ingest(tx, outcomes) => drop(tx.send(Ok(outcomes))),
                 Reply::Done(tx) => drop(tx.send(Ok(()))),
                 Reply::Consumer(tx, created) => drop(tx.send(Ok(created))),
+                Reply::Restored(tx, restored) => drop(tx.send(Ok(restored))),
             }
         }
         for write in writes {
@@ -957,6 +973,63 @@ impl Writer {
         group.batch.insert(&self.shared.ks.meta, "members", keys::members_value(&members));
         group.members = Some(members);
         Ok(())
+    }
+
+    /// Stages the entries `log` lost from its entry store back at free seqs of `gaps`:
+    /// only entries it does not hold whose first op is applied here, each at the lowest
+    /// free seq above its parents'. Their `entries`, `by_hash` and `seq` rows and their
+    /// hashes in the digest; nothing else, since the rest of the store still counts them.
+    fn restore_lost(
+        &self,
+        group: &mut Group,
+        log: LogId,
+        entries: Vec<VerifiedEntry>,
+        gaps: Vec<u64>,
+    ) -> StoreResult<Vec<(EntryHash, u64)>> {
+        let state = self
+            .state(group, &log)
+            .ok_or_else(|| StoreError::NotFound(format!("no log {log} on this replica")))?;
+        let (no, log_type, end) = (state.no, state.manifest.manifest().log_type, state.next_seq - 1);
+        let ks = &self.shared.ks;
+        let mut free: std::collections::BTreeSet<u64> =
+            gaps.into_iter().filter(|g| (1..=end).contains(g)).collect();
+        let mut restored = Vec::new();
+        for entry in entries {
+            let hash = entry.hash();
+            if entry.log() != log || free.is_empty() || self.stored(group, &hash)?.is_some() {
+                continue;
+            }
+            let mut floor = Some(0);
+            for parent in &entry.entry().next {
+                floor = match (floor, self.stored(group, parent)?) {
+                    (Some(f), Some((l, seq, time))) if l == log && time < entry.clock().time => {
+                        Some(f.max(seq))
+                    }
+                    _ => None,
+                };
+            }
+            let Some(floor) = floor else { continue };
+            if !crate::repair::first_op_applied(&self.shared, no, log_type, &entry)? {
+                continue; // Never stored here: the ordinary ingest takes it.
+            }
+            let Some(seq) = crate::repair::take_gap(&mut free, floor) else { continue };
+            if ks.seq.contains_key(keys::seq_key(no, seq))? {
+                continue; // Not free after all; the gaps were read before a restore.
+            }
+            debug_assert!(
+                seq > floor && seq <= end,
+                "a restored entry goes between its parents and the log's end"
+            );
+            let time = entry.clock().time;
+            group.batch.insert(&ks.entries, hash.0, entry.bytes().to_vec());
+            group.batch.insert(&ks.seq, keys::seq_key(no, seq), hash.0);
+            group.batch.insert(&ks.by_hash, hash.0, keys::location(&log, seq, time));
+            group.entries.insert(hash, (log, seq, time));
+            stage(&self.logs, &mut group.staged, &log).expect("a hosted log").digest.add(&hash);
+            tracing::warn!(%log, seq, entry = %hash, "restored an entry lost from the entry store");
+            restored.push((hash, seq));
+        }
+        Ok(restored)
     }
 
     /// Stages a consumer's commit or deletion in the group's batch. A commit names a seq
@@ -1659,6 +1732,7 @@ fn reject(command: Command, error: &dyn Fn() -> StoreError) {
         Command::Ingest { reply, .. } => drop(reply.send(Err(error()))),
         Command::SetMembers { reply, .. } => drop(reply.send(Err(error()))),
         Command::Consumer { reply, .. } => drop(reply.send(Err(error()))),
+        Command::RestoreLost { reply, .. } => drop(reply.send(Err(error()))),
         Command::Cut { reply, .. } => drop(reply.send(Err(error()))),
         Command::PutCheckpoint { reply, .. } => drop(reply.send(Err(error()))),
         Command::Shutdown => {}

@@ -831,14 +831,29 @@ impl Session {
     async fn reconcile(&mut self, peer: &mut Peer, log: LogId) -> anyhow::Result<()> {
         let store = self.ctx.store.clone();
         let heads = tokio::task::spawn_blocking(move || store.heads(&log)).await??;
-        self.reconcile_after(peer, log, heads).await
+        self.reconcile_after(peer, log, heads, Vec::new()).await
     }
 
     /// A reconcile that names no heads, so the peer sends its whole log: what repairs a
     /// digest mismatch, where the heads agree and so say nothing of what is missing.
     /// Everything already held is a duplicate, refused by hash before it is stored.
+    ///
+    /// When this replica's own seqs have gaps, it is the side that lost entries (from its
+    /// entry store, with what they did still stored): those are put back at their seqs as
+    /// the peer's pages bring them, before the pages are ingested (`repair.rs`).
     async fn reconcile_whole(&mut self, peer: &mut Peer, log: LogId) -> anyhow::Result<()> {
-        self.reconcile_after(peer, log, Vec::new()).await
+        let store = self.ctx.store.clone();
+        let gaps = tokio::task::spawn_blocking(move || store.seq_gaps(&log)).await??;
+        if !gaps.is_empty() {
+            tracing::error!(
+                peer = %self.address,
+                log = %log,
+                lost = gaps.len(),
+                first = gaps[0],
+                "this replica lost entries from its entry store (its seqs have gaps); restoring them from the peer"
+            );
+        }
+        self.reconcile_after(peer, log, Vec::new(), gaps).await
     }
 
     async fn reconcile_after(
@@ -846,6 +861,7 @@ impl Session {
         peer: &mut Peer,
         log: LogId,
         heads: Vec<plait_store::StoredEntry>,
+        mut gaps: Vec<u64>,
     ) -> anyhow::Result<()> {
         let request = pb::ReconcileRequest {
             log_id: log.0.to_vec(),
@@ -864,20 +880,36 @@ impl Session {
             let Some(page) = page else { break };
             check_page_size(&page, PULL_PAGE_ENTRIES)?;
             server_seq = Some(page.server_seq);
-            self.apply_page(
-                log,
-                page.entries.into_iter().map(|e| e.entry).collect(),
-                peer.node_id,
-                None,
-                PageMode::Complete,
-            )
-            .await?;
+            let raw: Vec<Vec<u8>> = page.entries.into_iter().map(|e| e.entry).collect();
+            if !gaps.is_empty() {
+                self.restore_lost(log, raw.clone(), &mut gaps).await?;
+            }
+            self.apply_page(log, raw, peer.node_id, None, PageMode::Complete).await?;
         }
         // Everything up to the peer's seq at the start is now held here: resume by cursor.
         if let Some(seq) = server_seq {
             let cursor = Cursor { peer: peer.node_id, log, epoch: peer.epoch, seq };
             self.ctx.store.ingest_pulled(Vec::new(), cursor).await?;
             self.ctx.table.update(&self.address, |info| info.logs.entry(log).or_default().0 = seq);
+        }
+        Ok(())
+    }
+
+    /// Puts back the entries of a reconcile page that this replica lost (see
+    /// `reconcile_whole`), taking their seqs out of `gaps`.
+    async fn restore_lost(
+        &mut self,
+        log: LogId,
+        raw: Vec<Vec<u8>>,
+        gaps: &mut Vec<u64>,
+    ) -> anyhow::Result<()> {
+        let Some(verified) = self.check(log, raw, PageMode::Complete, HashSet::new()).await? else {
+            return Ok(());
+        };
+        let restored = self.ctx.store.restore_lost(log, verified, gaps.clone()).await?;
+        if !restored.is_empty() {
+            tracing::warn!(peer = %self.address, log = %log, restored = restored.len(), "restored lost entries from the peer");
+            gaps.retain(|g| restored.iter().all(|(_, seq)| seq != g));
         }
         Ok(())
     }

@@ -9,5 +9,6 @@ mod history;
 mod ingest;
 mod model;
 mod origins;
+mod repair;
 mod snapshots;
 mod writes;
