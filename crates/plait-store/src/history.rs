@@ -72,11 +72,24 @@ fn corrupt() -> StoreError {
 
 /// Seqs of entries by hash, read once per entry (consecutive rows often share one), and
 /// the version rows a read walked, which count against its bound.
-#[derive(Default)]
 struct Seqs {
     last: Option<(EntryHash, u64)>,
     walked: usize,
+    /// Versions one key or edge may walk back (see [`VERSIONS_WALK_MAX`]).
+    walk_max: usize,
 }
+
+impl Default for Seqs {
+    fn default() -> Seqs {
+        Seqs { last: None, walked: 0, walk_max: VERSIONS_WALK_MAX }
+    }
+}
+
+/// Versions of one key or edge a read as of a point walks back from the newest at most,
+/// looking for the last one stored by then: a key overwritten more often than this since
+/// the point is refused (`ResourceExhausted`), so one read's time stays bounded; History
+/// pages through any number.
+pub const VERSIONS_WALK_MAX: usize = RANGE_ROWS_MAX;
 
 impl Seqs {
     fn of(&mut self, store: &Store, entry: &EntryHash) -> StoreResult<u64> {
@@ -149,6 +162,21 @@ impl Store {
         Ok(at.and_then(|(id, value)| value.map(|value| KvRow { key: key.to_vec(), value, id })))
     }
 
+    #[cfg(test)]
+    fn get_kv_as_of_walking(
+        &self,
+        log: &LogId,
+        key: &[u8],
+        seq: u64,
+        walk_max: usize,
+    ) -> StoreResult<Option<KvRow>> {
+        let no = self.shared.log_no(log).expect("a hosted log");
+        let current = self.shared.ks.kv.get(keys::kv_key(no, key))?.expect("a written key");
+        let mut seqs = Seqs { walk_max, ..Seqs::default() };
+        let at = self.register_at(&current, seq, &mut seqs, keys::kv_version_prefix(no, key, true))?;
+        Ok(at.and_then(|(id, value)| value.map(|value| KvRow { key: key.to_vec(), value, id })))
+    }
+
     /// A register's op at `seq`: the view row's when its entry is stored by then, else the
     /// greatest version under `versions` (the key's or edge's rows) stored by then.
     fn register_at(&self, current: &[u8], seq: u64, seqs: &mut Seqs, versions: Vec<u8>) -> StoreResult<At> {
@@ -157,7 +185,14 @@ impl Store {
         if seqs.of(self, &register.id.entry)? <= seq {
             return Ok(Some((register.id, register.payload.map(<[u8]>::to_vec))));
         }
-        for row in self.shared.ks.versions.prefix(versions).rev() {
+        for (walked, row) in self.shared.ks.versions.prefix(versions).rev().enumerate() {
+            if walked >= seqs.walk_max {
+                return Err(StoreError::ResourceExhausted(format!(
+                    "more than {} versions of one key or edge were written after seq {seq}; a read as of \
+                     that point would walk them all: read a later point, or page through History",
+                    seqs.walk_max
+                )));
+            }
             seqs.walked += 1;
             let (k, v) = row.into_inner()?;
             let (at, payload) = keys::parse_version_value(&v).ok_or_else(corrupt)?;
@@ -420,5 +455,40 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use plait_core::{Op, WriterKey};
+    use rand::SeedableRng;
+
+    use crate::{NoopObserver, Store, StoreConfig, StoreError};
+
+    /// A read as of a point walks a bounded number of one key's versions: within the
+    /// bound it is answered exactly, past it refused, and a later point still reads.
+    #[tokio::test]
+    async fn a_read_as_of_a_point_walks_a_bounded_number_of_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = WriterKey::from_secret([3; 32]);
+        let store = Store::open(
+            StoreConfig::new(dir.path(), key.clone()).without_disk_floor(),
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+            Arc::new(NoopObserver),
+        )
+        .unwrap();
+        let (log, _) = store.create_log(crate::test_support::kv_manifest("kv", &key)).await.unwrap();
+        let log = log.log_id;
+        for v in 0..30u8 {
+            store.write(vec![(log, Op::Put { key: b"k".to_vec(), value: vec![v] })]).await.unwrap();
+        }
+        // As of seq 20, ten later versions stand in front of the answer.
+        assert_eq!(store.get_kv_as_of_walking(&log, b"k", 20, 11).unwrap().unwrap().value, vec![19]);
+        let refused = store.get_kv_as_of_walking(&log, b"k", 20, 5).unwrap_err();
+        assert!(matches!(&refused, StoreError::ResourceExhausted(m) if m.contains("History")), "{refused}");
+        assert_eq!(store.get_kv_as_of_walking(&log, b"k", 28, 5).unwrap().unwrap().value, vec![27]);
+        store.close().await.unwrap();
     }
 }
