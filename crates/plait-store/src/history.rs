@@ -89,7 +89,7 @@ impl Default for Seqs {
 /// looking for the last one stored by then: a key overwritten more often than this since
 /// the point is refused (`ResourceExhausted`), so one read's time stays bounded; History
 /// pages through any number.
-pub const VERSIONS_WALK_MAX: usize = RANGE_ROWS_MAX;
+pub(crate) const VERSIONS_WALK_MAX: usize = RANGE_ROWS_MAX;
 
 impl Seqs {
     fn of(&mut self, store: &Store, entry: &EntryHash) -> StoreResult<u64> {
