@@ -427,16 +427,22 @@ async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
 
 /// Re-hashes and re-verifies every entry of a stopped replica's data directory and
 /// rebuilds every view to compare. Returns whether it is clean.
-/// `plaitd lose-entry`: loses one entry of a stopped replica's log from its entry store
-/// (`Store::lose_entry_for_tests`), so tests can watch the loss be detected and repaired.
-pub async fn lose_entry(args: crate::config::LoseEntryArgs) -> anyhow::Result<()> {
+/// Opens a stopped replica's store for an offline tool. The tools write no entries
+/// (opening may finish a migration or store a missing digest), so any writer key will do.
+async fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<Store> {
     let key = plait_core::WriterKey::generate(&mut rand::rngs::OsRng);
-    let config = StoreConfig::new(&args.data_dir, key);
-    let store = tokio::task::spawn_blocking(move || {
+    let config = StoreConfig::new(data_dir, key);
+    tokio::task::spawn_blocking(move || {
         Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
     })
     .await?
-    .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    .with_context(|| format!("cannot open {}", data_dir.display()))
+}
+
+/// `plaitd lose-entry`: loses one entry of a stopped replica's log from its entry store
+/// (`Store::lose_entry_for_tests`), so tests can watch the loss be detected and repaired.
+pub async fn lose_entry(args: crate::config::LoseEntryArgs) -> anyhow::Result<()> {
+    let store = open_offline(&args.data_dir).await?;
     let log = store.resolve(&args.log)?.log_id;
     let lost = store.clone();
     let hash = tokio::task::spawn_blocking(move || lost.lose_entry_for_tests(&log, args.seq)).await??;
@@ -449,15 +455,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<bool> {
     if !args.data_dir.join("meta").exists() && !args.data_dir.exists() {
         anyhow::bail!("{} does not exist", args.data_dir.display());
     }
-    // Checking writes no entries (opening may finish a migration or store a missing
-    // digest), so any writer key will do.
-    let key = plait_core::WriterKey::generate(&mut rand::rngs::OsRng);
-    let config = StoreConfig::new(&args.data_dir, key);
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open(config, &mut rand::rngs::OsRng, Arc::new(plait_store::NoopObserver))
-    })
-    .await?
-    .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    let store = open_offline(&args.data_dir).await?;
     let checked = store.clone();
     let report = tokio::task::spawn_blocking(move || checked.check_integrity()).await??;
     store.close().await?;
