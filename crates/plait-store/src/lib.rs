@@ -9,6 +9,7 @@
 mod consumers;
 mod disk;
 mod error;
+mod filter;
 mod history;
 mod integrity;
 mod keys;

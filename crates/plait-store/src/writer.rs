@@ -218,6 +218,8 @@ pub(crate) struct Writer {
     /// The number the next log created here gets. Numbers staged in a group that then
     /// fails are skipped, never reused.
     next_no: u32,
+    /// Which view rows the logs this writer saw empty have ever had (`filter.rs`).
+    filters: std::cell::RefCell<crate::filter::RowFilters>,
 }
 
 /// A last-writer-wins register row of a view: which keyspace, its key, and for graph
@@ -478,7 +480,14 @@ impl Writer {
             }
             batch.commit()?;
         }
-        Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs, next_no })
+        let mut filters = crate::filter::RowFilters::default();
+        for state in logs.values() {
+            if state.next_seq == 1 && state.pending == 0 {
+                filters.seen_empty(state.no);
+            }
+        }
+        let filters = std::cell::RefCell::new(filters);
+        Ok(Writer { shared, key, pending_per_log_max, disk, faults, logs, next_no, filters })
     }
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -938,6 +947,7 @@ impl Writer {
             group.batch.insert(&ks.creators, log.0, identity.as_bytes().to_vec());
         }
         group.staged.insert(log, LogState::new(manifest, no, creator));
+        self.filters.borrow_mut().seen_empty(no);
         Ok((log, true))
     }
 
@@ -1087,6 +1097,7 @@ impl Writer {
             return Err(StoreError::NotFound(format!("no log {log} on this replica")));
         };
         let ks = &self.shared.ks;
+        let state_no = state.no;
         let no = state.no.bytes();
         let mut batch = self.shared.db.batch().durability(Some(PersistMode::SyncData));
         for row in ks.seq.prefix(no) {
@@ -1140,6 +1151,7 @@ impl Writer {
             return Err(StoreError::poisoned());
         }
         self.logs.remove(&log);
+        self.filters.borrow_mut().forget(state_no);
         self.shared.forget(&log);
         self.shared.forget_provenance(&log);
         Ok(())
@@ -1599,8 +1611,19 @@ impl Writer {
         let ks = &self.shared.ks;
         let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
         let stored;
+        let no = LogNo::parse(&row.1[..keys::NO]).expect("a view key starts with its log number");
+        let absent =
+            group.rows.get(&row).is_none() && self.filters.borrow().surely_absent(no, keyspace, &row.1);
         let current = match group.rows.get(&row) {
             Some(w) => Some(w.value.as_slice()),
+            // A row the log never had: nothing to read.
+            None if absent => {
+                debug_assert!(
+                    target.get(&row.1).is_ok_and(|v| v.is_none()),
+                    "the row filter called a stored row absent"
+                );
+                None
+            }
             None => match target.get(&row.1) {
                 Ok(v) => {
                     stored = v;
@@ -1621,6 +1644,7 @@ impl Writer {
             Some(current) => Loser::Replaced(current.id, current.payload.map(<[u8]>::to_vec)),
             None => Loser::None,
         };
+        self.filters.borrow_mut().insert(no, keyspace, &row.1);
         group.rows.insert(row, RowWrite { value: keys::register_value(id, payload), mirror });
         loser
     }
