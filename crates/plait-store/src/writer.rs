@@ -1613,7 +1613,7 @@ impl Writer {
         let stored;
         let no = LogNo::parse(&row.1[..keys::NO]).expect("a view key starts with its log number");
         let absent =
-            group.rows.get(&row).is_none() && self.filters.borrow().surely_absent(no, keyspace, &row.1);
+            !group.rows.contains_key(&row) && self.filters.borrow().surely_absent(no, keyspace, &row.1);
         let current = match group.rows.get(&row) {
             Some(w) => Some(w.value.as_slice()),
             // A row the log never had: nothing to read.
