@@ -1612,8 +1612,8 @@ impl Writer {
         let target = if keyspace == "kv" { &ks.kv } else { &ks.graph_out };
         let stored;
         let no = LogNo::parse(&row.1[..keys::NO]).expect("a view key starts with its log number");
-        let absent =
-            !group.rows.contains_key(&row) && self.filters.borrow().surely_absent(no, keyspace, &row.1);
+        let slot = self.filters.borrow().slot(keyspace, &row.1);
+        let absent = !group.rows.contains_key(&row) && self.filters.borrow().surely_absent(no, slot);
         let current = match group.rows.get(&row) {
             Some(w) => Some(w.value.as_slice()),
             // A row the log never had: nothing to read.
@@ -1644,7 +1644,7 @@ impl Writer {
             Some(current) => Loser::Replaced(current.id, current.payload.map(<[u8]>::to_vec)),
             None => Loser::None,
         };
-        self.filters.borrow_mut().insert(no, keyspace, &row.1);
+        self.filters.borrow_mut().insert(no, slot);
         group.rows.insert(row, RowWrite { value: keys::register_value(id, payload), mirror });
         loser
     }
