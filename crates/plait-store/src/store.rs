@@ -272,7 +272,17 @@ impl Keyspaces {
         let ks = |name: &str| {
             let large = LARGE_MEMTABLE_KEYSPACES.contains(&name);
             let bytes = if large { MEMTABLE_BYTES_LARGE } else { MEMTABLE_BYTES_SMALL };
-            db.keyspace(name, move || KeyspaceCreateOptions::default().max_memtable_size(bytes))
+            let separate = name == "entries";
+            db.keyspace(name, move || {
+                let options = KeyspaceCreateOptions::default().max_memtable_size(bytes);
+                if separate {
+                    options.with_kv_separation(Some(
+                        fjall::KvSeparationOptions::default().compression(fjall::CompressionType::None),
+                    ))
+                } else {
+                    options
+                }
+            })
         };
         Ok(Keyspaces {
             meta: ks("meta")?,
