@@ -155,14 +155,10 @@ impl Store {
 
     /// The value of a kv key at `seq` (resolved by [`Store::resolve_as_of`]).
     pub fn get_kv_as_of(&self, log: &LogId, key: &[u8], seq: u64) -> StoreResult<Option<KvRow>> {
-        let Some(no) = self.shared.log_no(log) else { return Ok(None) };
-        let Some(current) = self.shared.ks.kv.get(keys::kv_key(no, key))? else { return Ok(None) };
-        let at =
-            self.register_at(&current, seq, &mut Seqs::default(), keys::kv_version_prefix(no, key, true))?;
-        Ok(at.and_then(|(id, value)| value.map(|value| KvRow { key: key.to_vec(), value, id })))
+        self.get_kv_as_of_walking(log, key, seq, VERSIONS_WALK_MAX)
     }
 
-    #[cfg(test)]
+    /// [`Store::get_kv_as_of`], walking at most `walk_max` versions back.
     fn get_kv_as_of_walking(
         &self,
         log: &LogId,
@@ -170,8 +166,8 @@ impl Store {
         seq: u64,
         walk_max: usize,
     ) -> StoreResult<Option<KvRow>> {
-        let no = self.shared.log_no(log).expect("a hosted log");
-        let current = self.shared.ks.kv.get(keys::kv_key(no, key))?.expect("a written key");
+        let Some(no) = self.shared.log_no(log) else { return Ok(None) };
+        let Some(current) = self.shared.ks.kv.get(keys::kv_key(no, key))? else { return Ok(None) };
         let mut seqs = Seqs { walk_max, ..Seqs::default() };
         let at = self.register_at(&current, seq, &mut seqs, keys::kv_version_prefix(no, key, true))?;
         Ok(at.and_then(|(id, value)| value.map(|value| KvRow { key: key.to_vec(), value, id })))

@@ -115,7 +115,9 @@ impl Command {
     fn weight(&self) -> usize {
         match self {
             Command::Write { ops, .. } => ops.iter().map(|(_, op)| op.size_hint()).sum(),
-            Command::Ingest { entries, .. } => entries.iter().map(|e| e.bytes().len()).sum(),
+            Command::Ingest { entries, .. } | Command::RestoreLost { entries, .. } => {
+                entries.iter().map(|e| e.bytes().len()).sum()
+            }
             _ => 0,
         }
     }
@@ -128,6 +130,7 @@ impl Command {
             Command::CreateLog { .. }
                 | Command::Write { .. }
                 | Command::Ingest { .. }
+                | Command::RestoreLost { .. }
                 | Command::PutCheckpoint { .. }
         )
     }
@@ -1613,11 +1616,10 @@ impl Writer {
         let stored;
         let no = LogNo::parse(&row.1[..keys::NO]).expect("a view key starts with its log number");
         let slot = self.filters.borrow().slot(keyspace, &row.1);
-        let absent = !group.rows.contains_key(&row) && self.filters.borrow().surely_absent(no, slot);
         let current = match group.rows.get(&row) {
             Some(w) => Some(w.value.as_slice()),
             // A row the log never had: nothing to read.
-            None if absent => {
+            None if self.filters.borrow().surely_absent(no, slot) => {
                 debug_assert!(
                     target.get(&row.1).is_ok_and(|v| v.is_none()),
                     "the row filter called a stored row absent"

@@ -880,11 +880,8 @@ impl Session {
             let Some(page) = page else { break };
             check_page_size(&page, PULL_PAGE_ENTRIES)?;
             server_seq = Some(page.server_seq);
-            let raw: Vec<Vec<u8>> = page.entries.into_iter().map(|e| e.entry).collect();
-            if !gaps.is_empty() {
-                self.restore_lost(log, raw.clone(), &mut gaps).await?;
-            }
-            self.apply_page(log, raw, peer.node_id, None, PageMode::Complete).await?;
+            let raw = page.entries.into_iter().map(|e| e.entry).collect();
+            self.apply_page(log, raw, peer.node_id, &mut gaps, PageMode::Complete).await?;
         }
         // Everything up to the peer's seq at the start is now held here: resume by cursor.
         if let Some(seq) = server_seq {
@@ -895,41 +892,28 @@ impl Session {
         Ok(())
     }
 
-    /// Puts back the entries of a reconcile page that this replica lost (see
-    /// `reconcile_whole`), taking their seqs out of `gaps`.
-    async fn restore_lost(
-        &mut self,
-        log: LogId,
-        raw: Vec<Vec<u8>>,
-        gaps: &mut Vec<u64>,
-    ) -> anyhow::Result<()> {
-        let Some(verified) = self.check(log, raw, PageMode::Complete, HashSet::new()).await? else {
-            return Ok(());
-        };
-        let restored = self.ctx.store.restore_lost(log, verified, gaps.clone()).await?;
-        if !restored.is_empty() {
-            tracing::warn!(peer = %self.address, log = %log, restored = restored.len(), "restored lost entries from the peer");
-            gaps.retain(|g| restored.iter().all(|(_, seq)| seq != g));
-        }
-        Ok(())
-    }
-
-    /// Verifies a page and stores its valid entries with the cursor. An invalid entry is
-    /// the peer's fault: nothing past it is trusted and the session is cut off.
+    /// Verifies a page of entries a peer sent outside a pull and stores the valid ones as
+    /// that peer's. An invalid entry is the peer's fault: nothing past it is trusted and
+    /// the session is cut off. While `gaps` (seqs this replica lost, see
+    /// `reconcile_whole`) remain, the entries it lost are first put back at their seqs.
     async fn apply_page(
         &mut self,
         log: LogId,
         raw: Vec<Vec<u8>>,
         from: plait_core::PublicKey,
-        cursor: Option<Cursor>,
+        gaps: &mut Vec<u64>,
         mode: PageMode,
     ) -> anyhow::Result<()> {
         let Some(verified) = self.check(log, raw, mode, HashSet::new()).await? else { return Ok(()) };
-        let outcomes = match cursor {
-            Some(cursor) => self.ctx.store.ingest_pulled(verified, cursor).await?,
-            None => self.ctx.store.ingest_from_peer(verified, from).await?,
-        };
-        self.account(log, outcomes, cursor)
+        if !gaps.is_empty() {
+            let restored = self.ctx.store.restore_lost(log, verified.clone(), gaps.clone()).await?;
+            if !restored.is_empty() {
+                tracing::warn!(peer = %self.address, log = %log, restored = restored.len(), "restored lost entries from the peer");
+                gaps.retain(|g| restored.iter().all(|(_, seq)| seq != g));
+            }
+        }
+        let outcomes = self.ctx.store.ingest_from_peer(verified, from).await?;
+        self.account(log, outcomes, None)
     }
 
     /// Decodes, verifies and checks a page off the async workers; `None` when the log is
@@ -1036,7 +1020,7 @@ impl Session {
                 return Ok(()); // Another peer may have them; the next pass tries again.
             }
             let before = self.ctx.store.log(&log).map_or(0, |s| s.pending);
-            self.apply_page(log, found, peer.node_id, None, PageMode::Fetched).await?;
+            self.apply_page(log, found, peer.node_id, &mut Vec::new(), PageMode::Fetched).await?;
             let after = self.ctx.store.log(&log).map_or(0, |s| s.pending);
             self.pending_from_peer = self.pending_from_peer.saturating_sub(before.saturating_sub(after));
         }

@@ -585,13 +585,18 @@ impl DataService {
         })
     }
 
+    /// Commits `seq` for consumer `name` of the log, within the limit per log.
+    async fn commit(&self, summary: &LogSummary, name: &str, seq: u64) -> ReplicaResult<()> {
+        let limit = self.ctx.consumers_per_log;
+        if self.ctx.store.commit_consumer(summary.log_id, name, seq, limit).await? {
+            tracing::info!(log = %summary.manifest.manifest().name, consumer = %name, seq, "consumer created");
+        }
+        Ok(())
+    }
+
     async fn commit_consumer(&self, r: pb::CommitConsumerRequest) -> ReplicaResult<pb::ConsumerInfo> {
         let summary = self.ctx.resolve(&r.log)?;
-        let limit = self.ctx.consumers_per_log;
-        let created = self.ctx.store.commit_consumer(summary.log_id, &r.consumer, r.seq, limit).await?;
-        if created {
-            tracing::info!(log = %summary.manifest.manifest().name, consumer = %r.consumer, seq = r.seq, "consumer created");
-        }
+        self.commit(&summary, &r.consumer, r.seq).await?;
         // The seq only grows, so the lag is read after the commit.
         let seq = self.ctx.store.log(&summary.log_id).map_or(summary.seq, |s| s.seq);
         Ok(pb::ConsumerInfo { name: r.consumer, committed_seq: r.seq, lag: seq.saturating_sub(r.seq) })
@@ -632,9 +637,7 @@ impl DataService {
             match self.ctx.store.consumer(&log, &r.consumer) {
                 Some(committed) => committed,
                 None => {
-                    let limit = self.ctx.consumers_per_log;
-                    self.ctx.store.commit_consumer(log, &r.consumer, r.after_seq, limit).await?;
-                    tracing::info!(log = %summary.manifest.manifest().name, consumer = %r.consumer, seq = r.after_seq, "consumer created");
+                    self.commit(&summary, &r.consumer, r.after_seq).await?;
                     r.after_seq
                 }
             }
